@@ -1,0 +1,175 @@
+/**
+ * The one typed configuration loader of the platform: environment variables with defaults,
+ * validated up front so that a bad value stops the process with a message naming the variable.
+ */
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+/** Tensor backend override; without it the model package picks node-gpu → node → wasm → cpu. */
+export const TF_BACKENDS = ['node-gpu', 'node', 'wasm', 'cpu'] as const
+export type TfBackend = (typeof TF_BACKENDS)[number]
+
+export interface AppConfig {
+  /** DATABASE_URL — PostgreSQL connection string. */
+  databaseUrl: string
+  /** REDIS_URL — Redis connection string (BullMQ + pub/sub). */
+  redisUrl: string
+  /** PORT — API HTTP port. */
+  port: number
+  /** HOST — interface the HTTP servers bind to. */
+  host: string
+  /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
+  embeddingCachePort: number
+  /** EMBEDDING_CACHE_URL — how other services reach the embedding cache (default http://127.0.0.1:<EMBEDDING_CACHE_PORT>). */
+  embeddingCacheUrl: string
+  /** WORKER_HEALTH_PORT — port of the training worker's /healthz + /metrics endpoint. */
+  workerHealthPort: number
+  /** LOG_LEVEL — pino level. */
+  logLevel: LogLevel
+  /** ARTIFACTS_DIR — where checkpoints, benchmark outputs etc. are written. */
+  artifactsDir: string
+  /** TEXT_BACKBONE_DIR — Hugging Face checkpoint folder of the text backbone (optional). */
+  textBackboneDir?: string
+  /** IMAGE_BACKBONE_DIR — Hugging Face checkpoint folder of the image backbone (optional). */
+  imageBackboneDir?: string
+  /** TF_BACKEND — force a tensor backend (optional). */
+  tfBackend?: TfBackend
+  /** QUEUE_PREFIX — BullMQ / Redis key prefix. */
+  queuePrefix: string
+}
+
+export const CONFIG_DEFAULTS = {
+  DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/iisan',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  PORT: '3000',
+  HOST: '0.0.0.0',
+  EMBEDDING_CACHE_PORT: '3001',
+  WORKER_HEALTH_PORT: '3002',
+  LOG_LEVEL: 'info',
+  ARTIFACTS_DIR: 'artifacts',
+  QUEUE_PREFIX: 'iisan',
+} as const
+
+export interface ConfigIssue {
+  variable: string
+  value: string
+  message: string
+}
+
+/** Thrown by loadConfig; `issues` lists every invalid variable (not only the first). */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID'
+  constructor(readonly issues: ConfigIssue[]) {
+    super(
+      `Invalid configuration:\n${issues.map((i) => `  - ${i.variable}=${JSON.stringify(i.value)}: ${i.message}`).join('\n')}`,
+    )
+    this.name = 'ConfigError'
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+export function loadConfig(env: Env = process.env): AppConfig {
+  const issues: ConfigIssue[] = []
+  const raw = (name: string): string | undefined => {
+    const v = env[name]
+    if (v === undefined) return undefined
+    const t = v.trim()
+    return t === '' ? undefined : t
+  }
+  const str = (name: keyof typeof CONFIG_DEFAULTS): string => raw(name) ?? CONFIG_DEFAULTS[name]
+  const port = (name: keyof typeof CONFIG_DEFAULTS): number => {
+    const v = str(name)
+    const n = Number(v)
+    if (!/^\d+$/.test(v) || !Number.isInteger(n) || n < 1 || n > 65535) {
+      issues.push({ variable: name, value: v, message: 'must be an integer TCP port between 1 and 65535' })
+      return 0
+    }
+    return n
+  }
+  const url = (name: keyof typeof CONFIG_DEFAULTS, protocols: string[]): string => {
+    const v = str(name)
+    let parsed: URL
+    try {
+      parsed = new URL(v)
+    } catch {
+      issues.push({ variable: name, value: v, message: `must be a URL (${protocols.join(' or ')})` })
+      return v
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      issues.push({ variable: name, value: v, message: `must use ${protocols.join(' or ')}` })
+    }
+    return v
+  }
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], value: string | undefined): T | undefined => {
+    if (value === undefined) return undefined
+    const v = value.toLowerCase()
+    if (!(allowed as readonly string[]).includes(v)) {
+      issues.push({ variable: name, value, message: `must be one of ${allowed.join(', ')}` })
+      return undefined
+    }
+    return v as T
+  }
+
+  const databaseUrl = url('DATABASE_URL', ['postgresql:', 'postgres:'])
+  if (issues.length === 0 && new URL(databaseUrl).pathname.replace(/^\//, '') === '') {
+    issues.push({ variable: 'DATABASE_URL', value: databaseUrl, message: 'must name a database (…/dbname)' })
+  }
+  const redisUrl = url('REDIS_URL', ['redis:', 'rediss:'])
+  const p = port('PORT')
+  const embeddingCachePort = port('EMBEDDING_CACHE_PORT')
+  const workerHealthPort = port('WORKER_HEALTH_PORT')
+  const host = str('HOST')
+  const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
+  const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
+  const queuePrefix = str('QUEUE_PREFIX')
+  if (!/^[A-Za-z0-9_.-]+$/.test(queuePrefix)) {
+    issues.push({ variable: 'QUEUE_PREFIX', value: queuePrefix, message: 'may only contain letters, digits, "_", "-" and "."' })
+  }
+  let embeddingCacheUrl = raw('EMBEDDING_CACHE_URL') ?? `http://127.0.0.1:${embeddingCachePort}`
+  if (raw('EMBEDDING_CACHE_URL') !== undefined) {
+    try {
+      const u = new URL(embeddingCacheUrl)
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('protocol')
+      embeddingCacheUrl = embeddingCacheUrl.replace(/\/+$/, '')
+    } catch {
+      issues.push({ variable: 'EMBEDDING_CACHE_URL', value: embeddingCacheUrl, message: 'must be an http(s) URL' })
+    }
+  }
+
+  if (issues.length > 0) throw new ConfigError(issues)
+
+  const config: AppConfig = {
+    databaseUrl,
+    redisUrl,
+    port: p,
+    host,
+    embeddingCachePort,
+    embeddingCacheUrl,
+    workerHealthPort,
+    logLevel,
+    artifactsDir: str('ARTIFACTS_DIR'),
+    queuePrefix,
+  }
+  const textBackboneDir = raw('TEXT_BACKBONE_DIR')
+  const imageBackboneDir = raw('IMAGE_BACKBONE_DIR')
+  if (textBackboneDir !== undefined) config.textBackboneDir = textBackboneDir
+  if (imageBackboneDir !== undefined) config.imageBackboneDir = imageBackboneDir
+  if (tfBackend !== undefined) config.tfBackend = tfBackend
+  return config
+}
+
+/** The config with the secrets (passwords in URLs) masked — safe to log. */
+export function redactConfig(config: AppConfig): AppConfig {
+  const mask = (u: string): string => {
+    try {
+      const url = new URL(u)
+      if (url.password) url.password = '***'
+      return url.toString()
+    } catch {
+      return u
+    }
+  }
+  return { ...config, databaseUrl: mask(config.databaseUrl), redisUrl: mask(config.redisUrl) }
+}

@@ -1,0 +1,150 @@
+// Tensor-backend selection and the two wasm fixes training depends on.
+//
+// Preference order (DESIGN.md): tfjs-node-gpu → tfjs-node → wasm → cpu. The native packages are
+// optional dependencies whose install downloads libtensorflow; where that failed they are absent
+// or broken, so each is tried and skipped. The chosen backend is logged once per process.
+import * as tf from '@tensorflow/tfjs-core'
+// tfjs-core ships gradients separately; the union package registers them all.
+import '@tensorflow/tfjs' // registers every op's gradient (tfjs-core's ESM-only register_all_gradients cannot load in Node)
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core'
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
+
+interface BackendLogger {
+  info(obj: object, msg: string): void
+}
+
+let selected: Promise<BackendName> | undefined
+
+/**
+ * Initialises the best available backend once per process. `TF_BACKEND=wasm|cpu|tensorflow`
+ * forces one (tests use it to compare backends).
+ */
+export function initBackend(options: { prefer?: BackendName; logger?: BackendLogger } = {}): Promise<BackendName> {
+  selected ??= chooseBackend(options.prefer ?? (process.env.TF_BACKEND as BackendName | undefined)).then((name) => {
+    const info = { backend: name, kernelsPatched: name === 'wasm' }
+    if (options.logger) options.logger.info(info, 'tensor backend selected')
+    else if (process.env.TF_BACKEND_QUIET !== '1') console.error(`[iisan] tensor backend: ${name}`)
+    return name
+  })
+  return selected
+}
+
+async function chooseBackend(prefer?: BackendName): Promise<BackendName> {
+  const candidates: BackendName[] = prefer ? [prefer] : ['tensorflow', 'wasm', 'cpu']
+  for (const name of candidates) {
+    if (await tryBackend(name)) return name
+  }
+  throw new Error(`no tensor backend could be initialised (tried ${candidates.join(', ')})`)
+}
+
+async function tryBackend(name: BackendName): Promise<boolean> {
+  try {
+    if (name === 'tensorflow') {
+      if (!(await importOptional('@tensorflow/tfjs-node-gpu')) && !(await importOptional('@tensorflow/tfjs-node'))) return false
+    } else if (name === 'wasm') {
+      await import('@tensorflow/tfjs-backend-wasm')
+    } else {
+      await import('@tensorflow/tfjs-backend-cpu')
+    }
+    if (!(await tf.setBackend(name))) return false
+    await tf.ready()
+    if (name === 'wasm') patchWasmKernels()
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function importOptional(specifier: string): Promise<boolean> {
+  try {
+    await import(specifier)
+    return true
+  } catch {
+    return false
+  }
+}
+
+let patched = false
+
+/** Registers the wasm kernels our training graphs need. Idempotent. */
+export function patchWasmKernels(): void {
+  if (patched) return
+  patched = true
+  registerUnsortedSegmentSum()
+  registerFastTransposedBatchMatMul()
+}
+
+interface WasmBackendLike {
+  readSync(dataId: object): ArrayLike<number>
+  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo
+  typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array
+  disposeData(dataId: object): void
+}
+
+/**
+ * UnsortedSegmentSum is the gradient of `gather` (embedding lookups) and has no wasm kernel in
+ * tfjs 4.22. It is a scatter-add, memory-bound and tiny next to the matMuls, so a plain loop over
+ * the wasm heap is enough. Out-of-range segment ids are dropped, as TensorFlow does.
+ */
+function registerUnsortedSegmentSum(): void {
+  const kernelFunc: KernelFunc = ({ inputs, attrs, backend }) => {
+    const wasm = backend as unknown as WasmBackendLike
+    const x = inputs.x as TensorInfo
+    const segmentIds = inputs.segmentIds as TensorInfo
+    const numSegments = (attrs as { numSegments: number }).numSegments
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') throw new Error(`UnsortedSegmentSum: unsupported dtype ${x.dtype}`)
+    const rowSize = x.shape.slice(segmentIds.shape.length).reduce((a, b) => a * b, 1)
+    const values = wasm.readSync(x.dataId)
+    const ids = wasm.readSync(segmentIds.dataId)
+    const out = wasm.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], x.dtype)
+    const outValues = wasm.typedArrayFromHeap(out)
+    outValues.fill(0)
+    for (let i = 0; i < ids.length; i++) {
+      const segment = ids[i]
+      if (segment < 0 || segment >= numSegments) continue
+      const src = i * rowSize
+      const dst = segment * rowSize
+      for (let j = 0; j < rowSize; j++) outValues[dst + j] += values[src + j]
+    }
+    return out
+  }
+  tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc })
+}
+
+/**
+ * On wasm, BatchMatMul with transposeA/transposeB leaves XNNPACK's fast path (10–15× slower,
+ * ENVIRONMENT.md), and every dense layer's gradient asks for exactly that. Transposing the operand
+ * explicitly first costs far less than the slow path, so the re-registered kernel does that and
+ * then calls the original kernel (whose setupFunc must be kept: it binds the wasm function).
+ */
+function registerFastTransposedBatchMatMul(): void {
+  const original = tf.getKernel('BatchMatMul', 'wasm')
+  const transpose = tf.getKernel('Transpose', 'wasm')
+  if (!original || !transpose) return
+  const kernelFunc: KernelFunc = (args) => {
+    const { inputs, attrs, backend } = args
+    const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean }
+    if (!transposeA && !transposeB) return original.kernelFunc(args)
+    const wasm = backend as unknown as WasmBackendLike
+    const swapLastTwo = (x: TensorInfo): TensorInfo => {
+      const rank = x.shape.length
+      const perm = [...Array(rank).keys()]
+      ;[perm[rank - 2], perm[rank - 1]] = [perm[rank - 1], perm[rank - 2]]
+      return transpose.kernelFunc({ inputs: { x }, attrs: { perm }, backend }) as TensorInfo
+    }
+    const a = transposeA ? swapLastTwo(inputs.a as TensorInfo) : (inputs.a as TensorInfo)
+    const b = transposeB ? swapLastTwo(inputs.b as TensorInfo) : (inputs.b as TensorInfo)
+    try {
+      return original.kernelFunc({ inputs: { a, b }, attrs: { ...attrs, transposeA: false, transposeB: false }, backend })
+    } finally {
+      if (transposeA) wasm.disposeData(a.dataId)
+      if (transposeB) wasm.disposeData(b.dataId)
+    }
+  }
+  tf.unregisterKernel('BatchMatMul', 'wasm')
+  const replacement: KernelConfig = { ...original, kernelFunc }
+  tf.registerKernel(replacement)
+}
+
+export { tf }

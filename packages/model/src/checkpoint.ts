@@ -1,0 +1,25 @@
+// Checkpoints in safetensors: every parameter under its short name, the model config in the
+// metadata, so a file alone rebuilds the model.
+import { parseSafetensors, serializeSafetensors, toFloat32, type TensorToWrite } from '@iisan/safetensors'
+import type { Params } from './params.ts'
+
+export const CHECKPOINT_FORMAT = 'iisan-platform/checkpoint-v1'
+
+export function saveCheckpoint(params: Params, config: object): Uint8Array {
+  const tensors: Record<string, TensorToWrite> = {}
+  for (const [name, { shape, values }] of params.snapshot()) tensors[name] = { dtype: 'F32', shape, data: values }
+  return serializeSafetensors(tensors, { format: CHECKPOINT_FORMAT, config: JSON.stringify(config) })
+}
+
+export function readCheckpointConfig<C>(bytes: Uint8Array): C {
+  const { metadata } = parseSafetensors(bytes)
+  if (metadata.format !== CHECKPOINT_FORMAT) throw new Error(`not a platform checkpoint (format ${metadata.format ?? 'missing'})`)
+  return JSON.parse(metadata.config) as C
+}
+
+export function loadCheckpointInto(params: Params, bytes: Uint8Array): void {
+  const { tensors } = parseSafetensors(bytes)
+  const values = new Map<string, { shape: number[]; values: Float32Array }>()
+  for (const [name, entry] of tensors) values.set(name, { shape: entry.shape, values: toFloat32(entry) })
+  params.restore(values)
+}

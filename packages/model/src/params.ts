@@ -1,0 +1,114 @@
+// Named trainable parameters, their initialisers and learning-rate groups.
+import * as tf from '@tensorflow/tfjs-core'
+
+/**
+ * Learning-rate groups of IISAN_SPEC.md §5: the side network (and, for ID-SASRec, the item-ID
+ * table that plays its role) learns at 1e-4, the user encoder and fusion at 2e-4.
+ */
+export type ParamGroup = 'item' | 'user'
+
+export type Initialiser = 'xavier' | 'zeros' | 'ones' | { normalStd: number }
+
+let instanceCounter = 0
+
+/**
+ * A model's parameters. tfjs registers variables by globally unique name, so each store prefixes
+ * its names; `get`/`entries` use the short names that checkpoints store.
+ */
+export class Params {
+  private readonly variables = new Map<string, { variable: tf.Variable; group: ParamGroup }>()
+  private readonly prefix = `m${++instanceCounter}`
+  private seed: number
+
+  constructor(seed = 42) {
+    this.seed = seed
+  }
+
+  add(name: string, shape: number[], init: Initialiser, group: ParamGroup): tf.Variable {
+    if (this.variables.has(name)) throw new Error(`parameter ${name} defined twice`)
+    const value = tf.tidy(() => initialValue(shape, init, this.seed++))
+    const variable = tf.variable(value, true, `${this.prefix}/${name}`)
+    value.dispose()
+    this.variables.set(name, { variable, group })
+    return variable
+  }
+
+  get(name: string): tf.Variable {
+    const entry = this.variables.get(name)
+    if (!entry) throw new Error(`unknown parameter ${name}`)
+    return entry.variable
+  }
+
+  entries(): [string, tf.Variable][] {
+    return [...this.variables].map(([name, { variable }]) => [name, variable])
+  }
+
+  inGroup(group: ParamGroup): tf.Variable[] {
+    return [...this.variables.values()].filter((e) => e.group === group).map((e) => e.variable)
+  }
+
+  /** Maps a tfjs gradient key (the variable's full name) back to its group. */
+  groupOf(fullName: string): ParamGroup | undefined {
+    for (const { variable, group } of this.variables.values()) if (variable.name === fullName) return group
+    return undefined
+  }
+
+  count(): number {
+    let total = 0
+    for (const { variable } of this.variables.values()) total += variable.size
+    return total
+  }
+
+  /** Host copies of every value (for keeping the best epoch and for checkpoints). */
+  snapshot(): Map<string, { shape: number[]; values: Float32Array }> {
+    const out = new Map<string, { shape: number[]; values: Float32Array }>()
+    for (const [name, { variable }] of this.variables) out.set(name, { shape: variable.shape, values: variable.dataSync() as Float32Array })
+    return out
+  }
+
+  restore(values: Map<string, { shape: number[]; values: Float32Array }>): void {
+    for (const [name, { variable }] of this.variables) {
+      const saved = values.get(name)
+      if (!saved) throw new Error(`checkpoint lacks parameter ${name}`)
+      if (saved.shape.join('x') !== variable.shape.join('x')) {
+        throw new Error(`parameter ${name}: checkpoint shape ${saved.shape.join('x')} ≠ model shape ${variable.shape.join('x')}`)
+      }
+      tf.tidy(() => variable.assign(tf.tensor(saved.values, saved.shape)))
+    }
+  }
+
+  dispose(): void {
+    for (const { variable } of this.variables.values()) variable.dispose()
+    this.variables.clear()
+  }
+}
+
+function initialValue(shape: number[], init: Initialiser, seed: number): tf.Tensor {
+  if (init === 'zeros') return tf.zeros(shape)
+  if (init === 'ones') return tf.ones(shape)
+  if (init === 'xavier') {
+    // torch.nn.init.xavier_normal_ on a [fan_out, fan_in] weight; our dense weights are stored
+    // [in, out] and embeddings [rows, dim] — the sum fan_in + fan_out is the same either way.
+    const fanSum = shape.length === 1 ? shape[0] * 2 : shape[0] + shape[shape.length - 1]
+    return tf.randomNormal(shape, 0, Math.sqrt(2 / fanSum), 'float32', seed)
+  }
+  return tf.randomNormal(shape, 0, init.normalStd, 'float32', seed)
+}
+
+// ---- stateless building blocks shared by the user encoder and the side network ----
+
+/** x [n, in] · W [in, out] + b [out]. */
+export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor2D {
+  const y = tf.matMul(x, weight) as tf.Tensor2D
+  return bias ? (tf.add(y, bias) as tf.Tensor2D) : y
+}
+
+/** LayerNorm over the last axis. */
+export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): T {
+  const { mean, variance } = tf.moments(x, -1, true)
+  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta) as T
+}
+
+export function dropout<T extends tf.Tensor>(x: T, rate: number, training: boolean): T {
+  return training && rate > 0 ? (tf.dropout(x, rate) as T) : x
+}

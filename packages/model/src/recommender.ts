@@ -1,0 +1,83 @@
+// A sequential recommender = an item encoder + the SASRec user encoder, trained with the
+// in-batch loss. One class for every method; the method decides only the item encoder.
+import * as tf from '@tensorflow/tfjs-core'
+import { IdEmbedding } from './id-embedding.ts'
+import type { ItemEncoder } from './item-encoder.ts'
+import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors } from './loss.ts'
+import { Params } from './params.ts'
+import { PAPER_USER_ENCODER, UserEncoder, type UserEncoderConfig } from './user-encoder.ts'
+
+export interface SasRecIdConfig extends UserEncoderConfig {
+  method: 'sasrec-id'
+  numItems: number
+  seed: number
+}
+
+export type RecommenderConfig = SasRecIdConfig
+
+export function sasRecIdConfig(numItems: number, overrides: Partial<SasRecIdConfig> = {}): SasRecIdConfig {
+  return { ...PAPER_USER_ENCODER, method: 'sasrec-id', numItems, seed: 42, ...overrides }
+}
+
+export class SequentialRecommender {
+  readonly params: Params
+  readonly userEncoder: UserEncoder
+  readonly itemEncoder: ItemEncoder
+
+  constructor(
+    readonly config: RecommenderConfig,
+    makeItemEncoder?: (params: Params) => ItemEncoder,
+  ) {
+    this.params = new Params(config.seed)
+    this.itemEncoder = makeItemEncoder ? makeItemEncoder(this.params) : new IdEmbedding(config.numItems, config.embeddingDim, this.params)
+    this.userEncoder = new UserEncoder(config, this.params)
+  }
+
+  get maxSeqLen(): number {
+    return this.config.maxSeqLen
+  }
+
+  /** Training loss on B windows of T+1 ids. Call inside tf.variableGrads / tidy. */
+  loss(windows: Int32Array[], logProb: Float32Array): tf.Scalar {
+    const B = windows.length
+    const W = this.maxSeqLen + 1
+    const T = this.maxSeqLen
+    const D = this.config.embeddingDim
+    const slots = new Int32Array(B * W)
+    windows.forEach((w, b) => slots.set(w, b * W))
+    const candidateEmb = this.itemEncoder.embed(slots, true) // [B·(T+1), D]
+    const inputEmb = tf.slice(tf.reshape(candidateEmb, [B, W, D]), [0, 0, 0], [B, T, D]) as tf.Tensor3D
+    const valid = tf.tensor2d(
+      windows.map((w) => Array.from(w.subarray(0, T), (id) => (id !== 0 ? 1 : 0))),
+      [B, T],
+    )
+    const states = tf.reshape(this.userEncoder.forward(inputEmb, valid, true), [B * T, D]) as tf.Tensor2D
+    const targets = targetTensors(inBatchTargets(windows))
+    return inBatchSoftmaxLoss(states, candidateEmb, tf.tensor1d(logPopularity(slots, logProb)), targets)
+  }
+
+  /**
+   * User states for left-padded windows of T ids, from a precomputed item matrix [N+1, D]
+   * (inference: no item-encoder work). Returns [n, D], the state after the last item.
+   */
+  userStates(windows: Int32Array[], itemMatrix: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const n = windows.length
+      const T = this.maxSeqLen
+      const ids = new Int32Array(n * T)
+      windows.forEach((w, i) => ids.set(w, i * T))
+      const emb = tf.reshape(tf.gather(itemMatrix, tf.tensor1d(ids, 'int32')), [n, T, this.config.embeddingDim]) as tf.Tensor3D
+      const valid = tf.cast(tf.notEqual(tf.tensor2d(ids, [n, T], 'int32'), 0), 'float32') as tf.Tensor2D
+      const states = this.userEncoder.forward(emb, valid, false)
+      return tf.reshape(tf.slice(states, [0, T - 1, 0], [n, 1, this.config.embeddingDim]), [n, this.config.embeddingDim]) as tf.Tensor2D
+    })
+  }
+
+  itemMatrix(): tf.Tensor2D {
+    return tf.tidy(() => this.itemEncoder.embedAll())
+  }
+
+  dispose(): void {
+    this.params.dispose()
+  }
+}

@@ -1,0 +1,181 @@
+// Training loop: Adam with the spec's two learning-rate groups, validation NDCG@10 after every
+// epoch, early stopping that keeps the best epoch's weights, test metrics at the end.
+import * as tf from '@tensorflow/tfjs-core'
+import type { ProtocolData } from './data.ts'
+import { evaluateRanking } from './evaluate.ts'
+import { logProbabilities } from './loss.ts'
+import type { RankingMetrics } from './metrics.ts'
+import type { ParamGroup } from './params.ts'
+import type { SequentialRecommender } from './recommender.ts'
+
+export interface TrainOptions {
+  maxEpochs: number
+  batchSize: number
+  /** learning rate of the item side (side network / ID table) */
+  lrItem: number
+  /** learning rate of the user encoder and fusion */
+  lrUser: number
+  /** epochs without a better validation NDCG@10 before stopping */
+  patience: number
+  seed: number
+}
+
+export const PAPER_TRAINING: TrainOptions = { maxEpochs: 100, batchSize: 64, lrItem: 1e-4, lrUser: 2e-4, patience: 5, seed: 42 }
+
+export interface EpochReport {
+  epoch: number
+  trainLoss: number
+  validation: RankingMetrics
+  seconds: number
+  evalSeconds: number
+  stepsPerSecond: number
+}
+
+export interface StepReport {
+  epoch: number
+  step: number
+  stepsPerEpoch: number
+  loss: number
+}
+
+export interface TrainHooks {
+  onStep?(report: StepReport): void | Promise<void>
+  onEpoch?(report: EpochReport): void | Promise<void>
+  /** Polled between steps; returning true stops training and throws TrainingCancelled. */
+  shouldCancel?(): boolean | Promise<boolean>
+}
+
+export class TrainingCancelled extends Error {
+  constructor() {
+    super('training cancelled')
+    this.name = 'TrainingCancelled'
+  }
+}
+
+export interface TrainResult {
+  epochs: EpochReport[]
+  bestEpoch: number
+  validation: RankingMetrics
+  test: RankingMetrics
+  /** mean wall time of the training part of an epoch (without evaluation) */
+  secondsPerEpoch: number
+  peakRssMb: number
+  trainableParams: number
+  /** [N+1, D] item embeddings of the best model, row 0 = padding */
+  itemMatrix: Float32Array
+}
+
+export async function train(
+  model: SequentialRecommender,
+  data: ProtocolData,
+  options: TrainOptions = PAPER_TRAINING,
+  hooks: TrainHooks = {},
+): Promise<TrainResult> {
+  const optimizers: Record<ParamGroup, tf.Optimizer> = { item: tf.train.adam(options.lrItem), user: tf.train.adam(options.lrUser) }
+  const logProb = logProbabilities(data.trainCounts)
+  const random = mulberry32(options.seed)
+  const stepsPerEpoch = Math.ceil(data.trainWindows.length / options.batchSize)
+  const epochs: EpochReport[] = []
+  let best = { ndcg: -1, epoch: 0, snapshot: model.params.snapshot(), validation: { hr10: 0, ndcg10: 0, users: 0 } }
+
+  try {
+    for (let epoch = 1; epoch <= options.maxEpochs; epoch++) {
+      const started = performance.now()
+      const order = shuffled(data.trainWindows.length, random)
+      let lossSum = 0
+      for (let step = 0; step < stepsPerEpoch; step++) {
+        if (await hooks.shouldCancel?.()) throw new TrainingCancelled()
+        const batch = order.slice(step * options.batchSize, (step + 1) * options.batchSize).map((u) => data.trainWindows[u])
+        const loss = trainStep(model, optimizers, batch, logProb)
+        lossSum += loss
+        await hooks.onStep?.({ epoch, step: step + 1, stepsPerEpoch, loss })
+        // Let timers run (queue lock renewal, progress, signals) between steps.
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      const trainSeconds = (performance.now() - started) / 1000
+      const evalStarted = performance.now()
+      const validation = withItemMatrix(model, (m) => evaluateRanking(model, data.validation, m))
+      const report: EpochReport = {
+        epoch,
+        trainLoss: lossSum / stepsPerEpoch,
+        validation,
+        seconds: trainSeconds,
+        evalSeconds: (performance.now() - evalStarted) / 1000,
+        stepsPerSecond: stepsPerEpoch / trainSeconds,
+      }
+      epochs.push(report)
+      await hooks.onEpoch?.(report)
+      if (validation.ndcg10 > best.ndcg) {
+        best = { ndcg: validation.ndcg10, epoch, snapshot: model.params.snapshot(), validation }
+      } else if (epoch - best.epoch >= options.patience) {
+        break
+      }
+    }
+  } finally {
+    for (const optimizer of Object.values(optimizers)) optimizer.dispose()
+  }
+
+  model.params.restore(best.snapshot)
+  const itemMatrixTensor = model.itemMatrix()
+  const test = evaluateRanking(model, data.test, itemMatrixTensor)
+  const itemMatrix = itemMatrixTensor.dataSync() as Float32Array
+  itemMatrixTensor.dispose()
+  return {
+    epochs,
+    bestEpoch: best.epoch,
+    validation: best.validation,
+    test,
+    secondsPerEpoch: epochs.reduce((s, e) => s + e.seconds, 0) / Math.max(1, epochs.length),
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    trainableParams: model.params.count(),
+    itemMatrix,
+  }
+}
+
+/** One Adam step on a batch of windows; returns the loss. Every intermediate tensor is freed. */
+export function trainStep(
+  model: SequentialRecommender,
+  optimizers: Record<ParamGroup, tf.Optimizer>,
+  windows: Int32Array[],
+  logProb: Float32Array,
+): number {
+  return tf.tidy(() => {
+    const { value, grads } = tf.variableGrads(() => model.loss(windows, logProb))
+    const byGroup: Record<ParamGroup, tf.NamedTensorMap> = { item: {}, user: {} }
+    for (const [name, grad] of Object.entries(grads)) {
+      const group = model.params.groupOf(name)
+      if (group) byGroup[group][name] = grad
+    }
+    for (const group of ['item', 'user'] as const) optimizers[group].applyGradients(byGroup[group])
+    return value.dataSync()[0]
+  })
+}
+
+function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.Tensor2D) => R): R {
+  const matrix = model.itemMatrix()
+  try {
+    return use(matrix)
+  } finally {
+    matrix.dispose()
+  }
+}
+
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function shuffled(n: number, random: () => number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i)
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[order[i], order[j]] = [order[j], order[i]]
+  }
+  return order
+}

@@ -1,0 +1,88 @@
+// Sequential user encoder (IISAN_SPEC.md §4): SASRec's causal transformer over the item
+// embeddings of a user's last T items. Post-LN blocks, LayerNorm eps 1e-6, ReLU feed-forward.
+import * as tf from '@tensorflow/tfjs-core'
+import { Params, dropout, layerNorm, linear } from './params.ts'
+
+export interface UserEncoderConfig {
+  /** D */
+  embeddingDim: number
+  numBlocks: number
+  numHeads: number
+  /** T */
+  maxSeqLen: number
+  dropout: number
+}
+
+export const PAPER_USER_ENCODER: UserEncoderConfig = { embeddingDim: 64, numBlocks: 2, numHeads: 2, maxSeqLen: 10, dropout: 0.1 }
+
+const LN_EPS = 1e-6
+const MASKED = -1e9
+
+export class UserEncoder {
+  constructor(
+    readonly config: UserEncoderConfig,
+    private readonly params: Params,
+  ) {
+    const D = config.embeddingDim
+    if (D % config.numHeads !== 0) throw new Error(`embeddingDim ${D} is not divisible by numHeads ${config.numHeads}`)
+    params.add('user.pos_emb', [config.maxSeqLen, D], 'xavier', 'user')
+    params.add('user.ln_in.gamma', [D], 'ones', 'user')
+    params.add('user.ln_in.beta', [D], 'zeros', 'user')
+    for (let i = 0; i < config.numBlocks; i++) {
+      const p = `user.block${i}`
+      for (const w of ['wq', 'wk', 'wv', 'wo']) params.add(`${p}.attn.${w}`, [D, D], 'xavier', 'user')
+      params.add(`${p}.ln_attn.gamma`, [D], 'ones', 'user')
+      params.add(`${p}.ln_attn.beta`, [D], 'zeros', 'user')
+      params.add(`${p}.ffn.w1`, [D, 4 * D], 'xavier', 'user')
+      params.add(`${p}.ffn.b1`, [4 * D], 'zeros', 'user')
+      params.add(`${p}.ffn.w2`, [4 * D, D], 'xavier', 'user')
+      params.add(`${p}.ffn.b2`, [D], 'zeros', 'user')
+      params.add(`${p}.ln_ffn.gamma`, [D], 'ones', 'user')
+      params.add(`${p}.ln_ffn.beta`, [D], 'zeros', 'user')
+    }
+  }
+
+  /**
+   * itemEmb [B, T, D] (row t = the t-th item of the left-padded window), valid [B, T] (1 = real
+   * item) → user states [B, T, D]; state t predicts the item at t + 1.
+   */
+  forward(itemEmb: tf.Tensor3D, valid: tf.Tensor2D, training: boolean): tf.Tensor3D {
+    const [B, T, D] = itemEmb.shape
+    const p = (name: string) => this.params.get(name)
+    const mask = attentionMask(valid) // [B, 1, T, T]
+    let x = tf.add(itemEmb, p('user.pos_emb')) as tf.Tensor3D
+    x = dropout(layerNorm(x, p('user.ln_in.gamma') as tf.Tensor1D, p('user.ln_in.beta') as tf.Tensor1D, LN_EPS), this.config.dropout, training)
+    let h = tf.reshape(x, [B * T, D]) as tf.Tensor2D
+    for (let i = 0; i < this.config.numBlocks; i++) {
+      const b = `user.block${i}`
+      const attended = this.selfAttention(h, mask, B, T, b)
+      h = layerNorm(tf.add(h, dropout(attended, this.config.dropout, training)), p(`${b}.ln_attn.gamma`) as tf.Tensor1D, p(`${b}.ln_attn.beta`) as tf.Tensor1D, LN_EPS)
+      const ffn = linear(tf.relu(linear(h, p(`${b}.ffn.w1`) as tf.Tensor2D, p(`${b}.ffn.b1`) as tf.Tensor1D)), p(`${b}.ffn.w2`) as tf.Tensor2D, p(`${b}.ffn.b2`) as tf.Tensor1D)
+      h = layerNorm(tf.add(h, dropout(ffn, this.config.dropout, training)), p(`${b}.ln_ffn.gamma`) as tf.Tensor1D, p(`${b}.ln_ffn.beta`) as tf.Tensor1D, LN_EPS)
+    }
+    return tf.reshape(h, [B, T, D])
+  }
+
+  /** h [B·T, D] → multi-head self-attention output [B·T, D] (Q/K/V/O without bias). */
+  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: string): tf.Tensor2D {
+    const { embeddingDim: D, numHeads: H } = this.config
+    const dh = D / H
+    const heads = (w: string) =>
+      tf.transpose(tf.reshape(tf.matMul(h, this.params.get(`${block}.attn.${w}`) as tf.Tensor2D), [B, T, H, dh]), [0, 2, 1, 3]) as tf.Tensor4D // [B, H, T, dh]
+    const q = heads('wq')
+    const k = heads('wk')
+    const v = heads('wv')
+    const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(dh)), mask) // [B, H, T, T]
+    const context = tf.matMul(tf.softmax(scores), v) // [B, H, T, dh]
+    const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D
+    return tf.matMul(merged, this.params.get(`${block}.attn.wo`) as tf.Tensor2D)
+  }
+}
+
+/** Additive mask [B, 1, T, T]: query i may attend key j iff j ≤ i (causal) and j is a real item. */
+export function attentionMask(valid: tf.Tensor2D): tf.Tensor4D {
+  const [B, T] = valid.shape
+  const causal = tf.linalg.bandPart(tf.ones([T, T]), -1, 0) // lower triangle incl. diagonal
+  const allowed = tf.mul(causal, tf.reshape(valid, [B, 1, 1, T])) // [B, 1, T, T]
+  return tf.mul(tf.sub(1, allowed), MASKED) as tf.Tensor4D
+}
