@@ -61,7 +61,9 @@ const schemaPath = path.resolve(values.schema)
 const migrationsDir = path.resolve(values.migrations)
 const schemaContent = await fs.readFile(schemaPath, 'utf8')
 const migrationsList = await listMigrations(migrationsDir)
-const fromEmpty = values['from-empty'] || (!values['from-migrations'] && migrationsList.migrationDirectories.length === 0)
+const fromEmpty = values['from-empty']
+// A fresh project has no migration_lock.toml yet: tell the engine the connector ourselves.
+migrationsList.lockfile.content ??= MIGRATION_LOCK_TOML('postgresql')
 
 // The engine needs a live connection for the shadow database only; point it at the maintenance
 // database so that DATABASE_URL's own database need not exist and is never touched.

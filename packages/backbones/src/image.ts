@@ -90,7 +90,8 @@ const FILTERS: Record<ResampleFilter, Filter> = {
       if (x === 0) return 1
       if (x >= 1) return 0
       x *= Math.PI
-      return (Math.sin(x) / x) * (0.54 + 0.46 * Math.cos(x))
+      // Pillow writes these constants as C floats (0.54f, 0.46f).
+      return (Math.sin(x) / x) * (Math.fround(0.54) + Math.fround(0.46) * Math.cos(x))
     },
   },
   bicubic: {
@@ -103,7 +104,7 @@ const FILTERS: Record<ResampleFilter, Filter> = {
       return 0
     },
   },
-  lanczos: { support: 3, weight: (x) => (x > -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) },
+  lanczos: { support: 3, weight: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) },
 }
 
 const PRECISION_BITS = 32 - 8 - 2

@@ -1,0 +1,226 @@
+// Transformer pieces shared by BERT (post-LN) and ViT (pre-LN). Inference only.
+//
+// Activations are kept 2-D as [batch·seq, d] between layers so every Linear is one plain matMul.
+// Weights are transposed once at load time (HF Linear stores [out, in]): on the wasm backend a
+// matMul with transposeA/transposeB leaves the XNNPACK path and runs ~10× slower.
+import * as tf from '@tensorflow/tfjs-core'
+import type { Checkpoint } from './checkpoint.ts'
+
+export interface Dense {
+  /** [in, out] — already transposed from HF's [out, in]. */
+  w: tf.Tensor2D
+  b: tf.Tensor1D | null
+}
+
+export interface LayerNormParams {
+  gamma: tf.Tensor1D
+  beta: tf.Tensor1D
+  eps: number
+}
+
+export interface AttentionParams {
+  query: Dense
+  key: Dense
+  value: Dense
+  output: Dense
+  numHeads: number
+}
+
+export interface FeedForwardParams {
+  intermediate: Dense
+  output: Dense
+  act: 'gelu' | 'relu'
+}
+
+/** [rows, cols] row-major → [cols, rows]. Done in JS once per weight, not per forward. */
+export function transposeMatrix(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(data.length)
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols
+    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c]
+  }
+  return out
+}
+
+/** Loads an HF nn.Linear (`<prefix>.weight` [out, in], `<prefix>.bias` [out]). */
+export function loadDense(ckpt: Checkpoint, prefix: string, inDim: number, outDim: number, bias = true): Dense {
+  const w = ckpt.read({ name: `${prefix}.weight`, shape: [outDim, inDim] })
+  return {
+    w: tf.tensor2d(transposeMatrix(w, outDim, inDim), [inDim, outDim]),
+    b: bias ? tf.tensor1d(ckpt.read({ name: `${prefix}.bias`, shape: [outDim] })) : null,
+  }
+}
+
+export function loadLayerNorm(ckpt: Checkpoint, prefix: string, dim: number, eps: number): LayerNormParams {
+  return {
+    gamma: tf.tensor1d(ckpt.read({ name: `${prefix}.weight`, shape: [dim] })),
+    beta: tf.tensor1d(ckpt.read({ name: `${prefix}.bias`, shape: [dim] })),
+    eps,
+  }
+}
+
+export function denseSpecs(prefix: string, inDim: number, outDim: number, bias = true): { name: string; shape: number[] }[] {
+  const specs = [{ name: `${prefix}.weight`, shape: [outDim, inDim] }]
+  if (bias) specs.push({ name: `${prefix}.bias`, shape: [outDim] })
+  return specs
+}
+
+export function layerNormSpecs(prefix: string, dim: number): { name: string; shape: number[] }[] {
+  return [
+    { name: `${prefix}.weight`, shape: [dim] },
+    { name: `${prefix}.bias`, shape: [dim] },
+  ]
+}
+
+export function disposeDense(d: Dense): void {
+  d.w.dispose()
+  d.b?.dispose()
+}
+
+export function disposeLayerNorm(p: LayerNormParams): void {
+  p.gamma.dispose()
+  p.beta.dispose()
+}
+
+export function dense(x: tf.Tensor2D, p: Dense): tf.Tensor2D {
+  const y = tf.matMul(x, p.w)
+  return p.b ? tf.add(y, p.b) : y
+}
+
+/** Over the last axis, biased variance — torch.nn.LayerNorm. */
+export function layerNorm<T extends tf.Tensor>(x: T, p: LayerNormParams): T {
+  const { mean, variance } = tf.moments(x, -1, true)
+  const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, p.eps)))
+  return tf.add(tf.mul(normed, p.gamma), p.beta) as T
+}
+
+const SQRT1_2 = Math.SQRT1_2
+
+/** transformers' "gelu": the exact erf form, not the tanh approximation. */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, SQRT1_2)), 1)) as T
+}
+
+/**
+ * Additive key mask [batch, 1, 1, seq] from a 1/0 attention mask. −1e9 rather than HF's
+ * finfo.min: both give masked keys exactly zero weight after softmax's max-subtraction in
+ * float32, and −1e9 cannot overflow to −inf when added to a score.
+ */
+export function additiveMask(attentionMask: Int32Array, batch: number, seq: number): tf.Tensor4D {
+  const add = new Float32Array(batch * seq)
+  for (let i = 0; i < add.length; i++) add[i] = attentionMask[i] ? 0 : -1e9
+  return tf.tensor4d(add, [batch, 1, 1, seq])
+}
+
+/**
+ * Multi-head self-attention including the output projection (no residual, no norm).
+ * x: [batch·seq, d] → [batch·seq, d]. Heads are the contiguous d/heads slices of the projected
+ * width, as in transformers' transpose_for_scores.
+ */
+export function selfAttention(x: tf.Tensor2D, batch: number, seq: number, p: AttentionParams, mask: tf.Tensor4D | null): tf.Tensor2D {
+  const d = x.shape[1]
+  const h = p.numHeads
+  const dh = d / h
+  const split = (t: tf.Tensor2D): tf.Tensor4D => tf.reshape(t, [batch, seq, h, dh])
+  // [B, h, S, dh] for queries/values; keys go straight to [B, h, dh, S] so the score matMul needs
+  // no transposeB.
+  const q = tf.transpose(split(dense(x, p.query)), [0, 2, 1, 3])
+  const kT = tf.transpose(split(dense(x, p.key)), [0, 2, 3, 1])
+  const v = tf.transpose(split(dense(x, p.value)), [0, 2, 1, 3])
+  let scores = tf.mul(tf.matMul(q, kT), 1 / Math.sqrt(dh))
+  if (mask) scores = tf.add(scores, mask)
+  const probs = tf.softmax(scores)
+  const context = tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3])
+  return dense(tf.reshape(context, [batch * seq, d]), p.output)
+}
+
+/** Linear → activation → Linear. [rows, d] → [rows, d]. */
+export function feedForward(x: tf.Tensor2D, p: FeedForwardParams): tf.Tensor2D {
+  const hidden = dense(x, p.intermediate)
+  return dense(p.act === 'gelu' ? gelu(hidden) : tf.relu(hidden), p.output)
+}
+
+/** The four projections of one self-attention block (HF names vary between BERT and ViT). */
+export function loadAttention(
+  ckpt: Checkpoint,
+  names: { query: string; key: string; value: string; output: string },
+  d: number,
+  numHeads: number,
+  qkvBias = true,
+): AttentionParams {
+  return {
+    query: loadDense(ckpt, names.query, d, d, qkvBias),
+    key: loadDense(ckpt, names.key, d, d, qkvBias),
+    value: loadDense(ckpt, names.value, d, d, qkvBias),
+    output: loadDense(ckpt, names.output, d, d),
+    numHeads,
+  }
+}
+
+export function disposeAttention(p: AttentionParams): void {
+  for (const dn of [p.query, p.key, p.value, p.output]) disposeDense(dn)
+}
+
+/** Row 0 of each sequence: [batch·seq, d] → [batch, d]. */
+export function firstToken(x: tf.Tensor2D, batch: number, seq: number): tf.Tensor2D {
+  const d = x.shape[1]
+  return tf.reshape(tf.slice(tf.reshape(x, [batch, seq, d]), [0, 0, 0], [batch, 1, d]), [batch, d])
+}
+
+export interface EncoderLayer {
+  /**
+   * 'post': BERT — x = LN1(x + attn(x)); x = LN2(x + ffn(x)).
+   * 'pre':  ViT  — x = x + attn(LN1(x)); x = x + ffn(LN2(x)).
+   */
+  norm: 'post' | 'pre'
+  attention: AttentionParams
+  ln1: LayerNormParams
+  ffn: FeedForwardParams
+  ln2: LayerNormParams
+}
+
+export function encoderLayer(x: tf.Tensor2D, batch: number, seq: number, layer: EncoderLayer, mask: tf.Tensor4D | null): tf.Tensor2D {
+  if (layer.norm === 'post') {
+    const h = layerNorm(tf.add(x, selfAttention(x, batch, seq, layer.attention, mask)), layer.ln1)
+    return layerNorm(tf.add(h, feedForward(h, layer.ffn)), layer.ln2)
+  }
+  const h = tf.add(x, selfAttention(layerNorm(x, layer.ln1), batch, seq, layer.attention, mask))
+  return tf.add(h, feedForward(layerNorm(h, layer.ln2), layer.ffn))
+}
+
+export function disposeEncoderLayer(layer: EncoderLayer): void {
+  disposeAttention(layer.attention)
+  disposeLayerNorm(layer.ln1)
+  disposeLayerNorm(layer.ln2)
+  disposeDense(layer.ffn.intermediate)
+  disposeDense(layer.ffn.output)
+}
+
+/**
+ * Runs the embedding output through every layer and hands each hidden state (layer 0 = the
+ * input, as HF output_hidden_states) to `keep`, which returns the part worth holding on to —
+ * e.g. only the [CLS] rows, or the state itself. Each layer runs in its own tidy so a layer's
+ * intermediates (the [B, h, S, S] scores, the 4d-wide FFN activations) are freed before the next.
+ * The caller owns `embeddings` and everything returned.
+ */
+export function runEncoder(
+  embeddings: tf.Tensor2D,
+  batch: number,
+  seq: number,
+  layers: EncoderLayer[],
+  mask: tf.Tensor4D | null,
+  keep: (hidden: tf.Tensor2D, layer: number) => tf.Tensor,
+): { kept: tf.Tensor[]; last: tf.Tensor2D } {
+  const kept: tf.Tensor[] = [tf.tidy(() => keep(embeddings, 0))]
+  let x = embeddings
+  layers.forEach((layer, i) => {
+    const [y, k] = tf.tidy(() => {
+      const out = encoderLayer(x, batch, seq, layer, mask)
+      return [out, keep(out, i + 1)]
+    })
+    if (x !== embeddings && !kept.includes(x)) x.dispose()
+    kept.push(k)
+    x = y as tf.Tensor2D
+  })
+  return { kept, last: x }
+}

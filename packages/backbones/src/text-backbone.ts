@@ -1,0 +1,120 @@
+// A frozen BERT text encoder loaded from a Hugging Face folder, batched for caching thousands of
+// titles: tokenise → forward in batches → keep only each layer's [CLS] row.
+import * as tf from '@tensorflow/tfjs-core'
+import { ensureBackend } from './backend.ts'
+import { Checkpoint, type CheckpointOptions } from './checkpoint.ts'
+import { BackboneConfigError, readModelConfig, type BertConfig } from './config.ts'
+import { computeFingerprint } from './fingerprint.ts'
+import { BertModel, bertTensorSpecs } from './bert.ts'
+import { BertTokenizer, DEFAULT_MAX_LENGTH, type TextBatch } from './tokenizer.ts'
+
+export interface TextBackboneOptions extends CheckpointOptions {
+  /** Tokens per title including [CLS]/[SEP]; IISAN uses 30. */
+  maxLength?: number
+}
+
+export interface EncodeOptions {
+  batchSize?: number
+  /** Called after every batch with the number of items done so far. */
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface TextEncoding {
+  n: number
+  /** L: hidden states per item are L + 1 (layer 0 = embedding output). */
+  numLayers: number
+  hiddenSize: number
+  seqLen: number
+  /** [n, L + 1, d]: the [CLS] (position 0) hidden state of every layer — what IISAN caches. */
+  clsPerLayer: Float32Array
+  /** [n, seqLen] */
+  inputIds: Int32Array
+  /** [n, seqLen], 1 = real token, 0 = padding */
+  attentionMask: Int32Array
+}
+
+export interface TextHiddenStates extends Omit<TextEncoding, 'clsPerLayer'> {
+  /** [L + 1, n, seqLen, d], HF output_hidden_states layout. */
+  hiddenStates: Float32Array
+}
+
+export class TextBackbone {
+  readonly kind = 'text' as const
+
+  private constructor(
+    readonly dir: string,
+    readonly config: BertConfig,
+    readonly tokenizer: BertTokenizer,
+    readonly fingerprint: string,
+    private readonly model: BertModel,
+  ) {}
+
+  static async load(dir: string, options: TextBackboneOptions = {}): Promise<TextBackbone> {
+    const config = readModelConfig(dir)
+    if (config.modelType !== 'bert') throw new BackboneConfigError(`${dir} holds a ${config.modelType} checkpoint, expected a BERT text encoder`)
+    const tokenizer = BertTokenizer.fromDir(dir, options.maxLength ?? DEFAULT_MAX_LENGTH)
+    if (tokenizer.vocabSize > config.vocabSize) {
+      throw new BackboneConfigError(`${dir}: the tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}`)
+    }
+    if (tokenizer.maxLength > config.maxPositions) {
+      throw new BackboneConfigError(`${dir}: max length ${tokenizer.maxLength} exceeds max_position_embeddings ${config.maxPositions}`)
+    }
+    const specs = bertTensorSpecs(config)
+    const ckpt = Checkpoint.open(dir, 'bert', options)
+    ckpt.validate(specs)
+    const fingerprint = computeFingerprint(config, tokenizer.descriptor, ckpt, specs)
+    await ensureBackend()
+    return new TextBackbone(dir, config, tokenizer, fingerprint, BertModel.load(config, ckpt))
+  }
+
+  get numLayers(): number {
+    return this.config.numLayers
+  }
+
+  get hiddenSize(): number {
+    return this.config.hiddenSize
+  }
+
+  tokenize(titles: string[]): TextBatch {
+    return this.tokenizer.encodeBatch(titles)
+  }
+
+  async encodeTexts(titles: string[], options: EncodeOptions = {}): Promise<TextEncoding> {
+    const batchSize = options.batchSize ?? 64
+    const { n, seqLen, inputIds, attentionMask } = this.tokenize(titles)
+    const L1 = this.numLayers + 1
+    const d = this.hiddenSize
+    const clsPerLayer = new Float32Array(n * L1 * d)
+    for (let start = 0; start < n; start += batchSize) {
+      const b = Math.min(batchSize, n - start)
+      const rows = [start * seqLen, (start + b) * seqLen] as const
+      const { hiddenStates } = this.model.forward(inputIds.subarray(...rows), attentionMask.subarray(...rows), b, seqLen, false)
+      const stacked = tf.stack(hiddenStates, 1) // [b, L + 1, d]
+      tf.dispose(hiddenStates)
+      clsPerLayer.set(await stacked.data<'float32'>(), start * L1 * d)
+      stacked.dispose()
+      options.onProgress?.(start + b, n)
+    }
+    return { n, numLayers: this.numLayers, hiddenSize: d, seqLen, clsPerLayer, inputIds, attentionMask }
+  }
+
+  /** Every position of every layer; for tests and inspection (memory grows with n·seq·L·d). */
+  async hiddenStates(input: string[] | TextBatch): Promise<TextHiddenStates> {
+    const batch = Array.isArray(input) ? this.tokenize(input) : input
+    const { n, seqLen, inputIds, attentionMask } = batch
+    const { hiddenStates } = this.model.forward(inputIds, attentionMask, n, seqLen, true)
+    const stacked = tf.stack(hiddenStates) // [L + 1, n, seq, d]
+    tf.dispose(hiddenStates)
+    const data = (await stacked.data<'float32'>()).slice()
+    stacked.dispose()
+    return { n, numLayers: this.numLayers, hiddenSize: this.hiddenSize, seqLen, hiddenStates: data, inputIds, attentionMask }
+  }
+
+  dispose(): void {
+    this.model.dispose()
+  }
+}
+
+export function loadTextBackbone(dir: string, options?: TextBackboneOptions): Promise<TextBackbone> {
+  return TextBackbone.load(dir, options)
+}

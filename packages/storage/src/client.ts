@@ -1,0 +1,47 @@
+import { PrismaPg } from '@prisma/adapter-pg'
+import { PrismaClient, Prisma } from './generated/prisma/client.ts'
+
+export interface CreatePrismaOptions {
+  /** Max connections of the pg pool (default 10). */
+  maxConnections?: number
+  /** Prisma log levels to emit (default none). */
+  log?: Prisma.LogLevel[]
+}
+
+/**
+ * A PrismaClient over @prisma/adapter-pg (Prisma 7: no native query engine). A `?schema=name`
+ * parameter in the URL selects a PostgreSQL schema, as with Prisma's classic URLs.
+ * Call `$disconnect()` when done.
+ */
+export function createPrisma(databaseUrl: string, options: CreatePrismaOptions = {}): PrismaClient {
+  const url = new URL(databaseUrl)
+  const schema = url.searchParams.get('schema')
+  url.searchParams.delete('schema')
+  const adapter = new PrismaPg(
+    { connectionString: url.toString(), max: options.maxConnections ?? 10 },
+    schema ? { schema } : undefined,
+  )
+  return new PrismaClient({ adapter, log: options.log ?? [] })
+}
+
+/** Either the client or the client inside an interactive transaction. */
+export type Db = PrismaClient | Prisma.TransactionClient
+
+/** Interactive transaction options for long bulk work (imports of ~100k rows). */
+export const LONG_TRANSACTION = { maxWait: 30_000, timeout: 15 * 60_000 } as const
+
+/** Prisma's Bytes type is Uint8Array<ArrayBuffer>; accept any Uint8Array/Buffer view. */
+export function toBytes(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (data.buffer instanceof ArrayBuffer) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  return new Uint8Array(data) // SharedArrayBuffer-backed: copy
+}
+
+/** Run `fn` in a transaction unless `db` already is one. */
+export async function inTransaction<T>(
+  db: Db,
+  fn: (tx: Prisma.TransactionClient) => Promise<T>,
+  options?: { maxWait?: number; timeout?: number },
+): Promise<T> {
+  if ('$transaction' in db) return db.$transaction(fn, options)
+  return fn(db)
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest'
+import { RankingAccumulator, rankOfTarget } from '@iisan/model'
+
+// scores[0] is padding and never ranked; items are 1..N.
+function scoresWithTargetAt(rank: number, n = 20): Float32Array {
+  const s = new Float32Array(n + 1)
+  // item j ≥ 2 gets score n − j (item 2 best). The target, item 1, goes strictly between
+  // item rank (score n − rank) and item rank + 1, so exactly rank − 1 items beat it.
+  for (let j = 2; j <= n; j++) s[j] = n - j
+  s[1] = n - rank - 0.5
+  return s
+}
+
+describe('full-ranking metrics', () => {
+  it('ranks 1, 10 and 11', () => {
+    expect(rankOfTarget(scoresWithTargetAt(1), 1, [])).toBe(1)
+    expect(rankOfTarget(scoresWithTargetAt(10), 1, [])).toBe(10)
+    expect(rankOfTarget(scoresWithTargetAt(11), 1, [])).toBe(11)
+  })
+
+  it('ignores padding index 0 even if its score is highest', () => {
+    const s = Float32Array.from([100, 5, 4, 3])
+    expect(rankOfTarget(s, 2, [])).toBe(2)
+  })
+
+  it('excludes history items that outscore the target', () => {
+    const s = Float32Array.from([0, 9, 8, 7, 6])
+    expect(rankOfTarget(s, 4, [])).toBe(4)
+    expect(rankOfTarget(s, 4, [1, 3])).toBe(2)
+  })
+
+  it('a target that is in the history is a miss', () => {
+    const s = Float32Array.from([0, 9, 8, 7])
+    expect(rankOfTarget(s, 1, [1])).toBe(Infinity)
+  })
+
+  it('HR@10 and NDCG@10', () => {
+    const acc = new RankingAccumulator(10)
+    for (const rank of [1, 10, 11, Infinity]) acc.add(rank)
+    const m = acc.result()
+    expect(m.users).toBe(4)
+    expect(m.hr10).toBeCloseTo(2 / 4, 12)
+    expect(m.ndcg10).toBeCloseTo((1 / Math.log2(2) + 1 / Math.log2(11)) / 4, 12)
+  })
+})
