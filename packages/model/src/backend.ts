@@ -8,7 +8,8 @@ import * as tf from '@tensorflow/tfjs-core'
 import '@tensorflow/tfjs' // registers every op's gradient (tfjs-core's ESM-only register_all_gradients cannot load in Node)
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core'
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
+/** Preference names (as in TF_BACKEND); both native packages register tfjs's 'tensorflow' backend. */
+export type BackendName = 'node-gpu' | 'node' | 'wasm' | 'cpu'
 
 interface BackendLogger {
   info(obj: object, msg: string): void
@@ -17,7 +18,7 @@ interface BackendLogger {
 let selected: Promise<BackendName> | undefined
 
 /**
- * Initialises the best available backend once per process. `TF_BACKEND=wasm|cpu|tensorflow`
+ * Initialises the best available backend once per process. `TF_BACKEND=node-gpu|node|wasm|cpu`
  * forces one (tests use it to compare backends).
  */
 export function initBackend(options: { prefer?: BackendName; logger?: BackendLogger } = {}): Promise<BackendName> {
@@ -31,7 +32,7 @@ export function initBackend(options: { prefer?: BackendName; logger?: BackendLog
 }
 
 async function chooseBackend(prefer?: BackendName): Promise<BackendName> {
-  const candidates: BackendName[] = prefer ? [prefer] : ['tensorflow', 'wasm', 'cpu']
+  const candidates: BackendName[] = prefer ? [prefer] : ['node-gpu', 'node', 'wasm', 'cpu']
   for (const name of candidates) {
     if (await tryBackend(name)) return name
   }
@@ -40,14 +41,14 @@ async function chooseBackend(prefer?: BackendName): Promise<BackendName> {
 
 async function tryBackend(name: BackendName): Promise<boolean> {
   try {
-    if (name === 'tensorflow') {
-      if (!(await importOptional('@tensorflow/tfjs-node-gpu')) && !(await importOptional('@tensorflow/tfjs-node'))) return false
+    if (name === 'node-gpu' || name === 'node') {
+      if (!(await importOptional(name === 'node-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node'))) return false
     } else if (name === 'wasm') {
       await import('@tensorflow/tfjs-backend-wasm')
     } else {
       await import('@tensorflow/tfjs-backend-cpu')
     }
-    if (!(await tf.setBackend(name))) return false
+    if (!(await tf.setBackend(name === 'node-gpu' || name === 'node' ? 'tensorflow' : name))) return false
     await tf.ready()
     if (name === 'wasm') patchWasmKernels()
     return true

@@ -1,0 +1,38 @@
+// The training-job request: one schema for API validation, the OpenAPI document and the worker.
+import { Type, type Static } from '@sinclair/typebox'
+import { PAPER_TRAINING } from '@iisan/model/trainer'
+import { PAPER_USER_ENCODER } from '@iisan/model/user-encoder'
+
+export const TrainingMethodSchema = Type.Union([Type.Literal('sasrec-id')], { description: 'training method' })
+
+export const TrainingConfigSchema = Type.Object(
+  {
+    maxEpochs: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.maxEpochs }),
+    batchSize: Type.Integer({ minimum: 2, maximum: 4096, default: PAPER_TRAINING.batchSize }),
+    lrItem: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: PAPER_TRAINING.lrItem, description: 'learning rate of the item side (side network / ID table)' }),
+    lrUser: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: PAPER_TRAINING.lrUser, description: 'learning rate of the user encoder and fusion' }),
+    patience: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.patience, description: 'early stopping on validation NDCG@10' }),
+    embeddingDim: Type.Integer({ minimum: 2, maximum: 1024, default: PAPER_USER_ENCODER.embeddingDim }),
+    numBlocks: Type.Integer({ minimum: 1, maximum: 12, default: PAPER_USER_ENCODER.numBlocks }),
+    numHeads: Type.Integer({ minimum: 1, maximum: 16, default: PAPER_USER_ENCODER.numHeads }),
+    maxSeqLen: Type.Integer({ minimum: 2, maximum: 200, default: PAPER_USER_ENCODER.maxSeqLen }),
+    dropout: Type.Number({ minimum: 0, maximum: 0.9, default: PAPER_USER_ENCODER.dropout }),
+    seed: Type.Integer({ minimum: 0, default: PAPER_TRAINING.seed }),
+  },
+  { additionalProperties: false },
+)
+
+export type TrainingConfig = Static<typeof TrainingConfigSchema>
+
+export function defaultTrainingConfig(overrides: Partial<TrainingConfig> = {}): TrainingConfig {
+  return {
+    maxEpochs: PAPER_TRAINING.maxEpochs,
+    batchSize: PAPER_TRAINING.batchSize,
+    lrItem: PAPER_TRAINING.lrItem,
+    lrUser: PAPER_TRAINING.lrUser,
+    patience: PAPER_TRAINING.patience,
+    seed: PAPER_TRAINING.seed,
+    ...PAPER_USER_ENCODER,
+    ...overrides,
+  }
+}

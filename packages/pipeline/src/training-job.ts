@@ -1,0 +1,174 @@
+// Runs one training job end to end: dataset from Postgres → protocol → train → model version.
+// The worker service wires this to BullMQ; tests and the CLI can call it directly.
+import { buildProtocol, type ProtocolData } from '@iisan/model/data'
+import { saveCheckpoint } from '@iisan/model/checkpoint'
+import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
+import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
+import {
+  appendEpochMetric,
+  createModelVersion,
+  getTrainingJob,
+  isTrainingJobCancelRequested,
+  loadDatasetSequences,
+  updateTrainingJobProgress,
+  updateTrainingJobStatus,
+  type PrismaClient,
+} from '@iisan/storage'
+import { defaultTrainingConfig, type TrainingConfig } from './training-config.ts'
+
+export interface JobProgress {
+  phase: 'loading' | 'training' | 'evaluating' | 'saving' | 'done'
+  epoch?: number
+  maxEpochs?: number
+  step?: number
+  stepsPerEpoch?: number
+  loss?: number
+  valHr10?: number
+  valNdcg10?: number
+  stepsPerSecond?: number
+  /** 0..1 over the maximum number of epochs (early stopping may finish sooner) */
+  fraction: number
+}
+
+export interface RunJobOptions {
+  /** Called on every progress change (the worker forwards it to BullMQ's job progress). */
+  onProgress?(progress: JobProgress): void | Promise<void>
+  /**
+   * The worker is shutting down: stop at the next step and hand the job back (status 'queued')
+   * so that another worker, or this one after a restart, trains it again.
+   */
+  isInterrupted?(): boolean
+  log?(message: string, fields?: object): void
+  /** Called when the new version became the dataset's active model. */
+  onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
+}
+
+export type JobOutcome =
+  | { status: 'completed'; modelVersionId: string }
+  | { status: 'cancelled' }
+  | { status: 'interrupted' }
+  | { status: 'failed'; error: string }
+
+const PROGRESS_EVERY_STEPS = 20
+
+/** Keys the protocol uses for items: Item.id as a string, in catalogue (id) order. */
+export function protocolForDataset(sequences: Awaited<ReturnType<typeof loadDatasetSequences>>, config: TrainingConfig): ProtocolData {
+  return buildProtocol(
+    sequences.sequences.map((s) => ({ key: s.externalId, items: s.itemIds.map(String) })),
+    sequences.items.map((i) => String(i.id)),
+    { maxSeqLen: config.maxSeqLen, minInteractions: 5 },
+  )
+}
+
+export async function runTrainingJob(prisma: PrismaClient, jobId: string, options: RunJobOptions = {}): Promise<JobOutcome> {
+  const job = await getTrainingJob(prisma, jobId)
+  if (!job) throw new Error(`training job ${jobId} not found`)
+  if (job.status !== 'queued' && job.status !== 'running') return job.status === 'cancelled' ? { status: 'cancelled' } : { status: 'failed', error: `job is ${job.status}` }
+  const config = defaultTrainingConfig(job.config as Partial<TrainingConfig>)
+  const report = async (progress: JobProgress) => {
+    await updateTrainingJobProgress(prisma, jobId, { ...progress })
+    await options.onProgress?.(progress)
+  }
+  // Compare-and-set: a job cancelled while it waited in the queue stays cancelled.
+  if (!(await updateTrainingJobStatus(prisma, jobId, 'running', { from: ['queued', 'running'] }))) return { status: 'cancelled' }
+  await report({ phase: 'loading', fraction: 0 })
+
+  let cancelCheckedAt = 0
+  let cancelled = false
+  const shouldCancel = async () => {
+    if (options.isInterrupted?.()) return true
+    // The flag lives in Postgres; polling it once a second is plenty.
+    if (Date.now() - cancelCheckedAt > 1000) {
+      cancelCheckedAt = Date.now()
+      cancelled = await isTrainingJobCancelRequested(prisma, jobId)
+    }
+    return cancelled
+  }
+
+  let model: SequentialRecommender | undefined
+  try {
+    const data = protocolForDataset(await loadDatasetSequences(prisma, job.datasetId), config)
+    if (data.stats.usersKept < 2) throw new Error(`dataset has ${data.stats.usersKept} users with ≥ 5 interactions; at least 2 are needed to train`)
+    options.log?.('training', { jobId, method: job.method, ...data.stats })
+    model = new SequentialRecommender(sasRecIdConfig(data.numItems, config))
+    const trainableModel = model
+    const result = await train(model, data, config, {
+      shouldCancel,
+      onStep: async (s: StepReport) => {
+        if (s.step % PROGRESS_EVERY_STEPS !== 0 && s.step !== s.stepsPerEpoch) return
+        await report({
+          phase: 'training',
+          epoch: s.epoch,
+          maxEpochs: config.maxEpochs,
+          step: s.step,
+          stepsPerEpoch: s.stepsPerEpoch,
+          loss: s.loss,
+          fraction: (s.epoch - 1 + s.step / s.stepsPerEpoch) / config.maxEpochs,
+        })
+      },
+      onEpoch: async (e: EpochReport) => {
+        await appendEpochMetric(prisma, {
+          jobId,
+          epoch: e.epoch,
+          trainLoss: e.trainLoss,
+          valHr10: e.validation.hr10,
+          valNdcg10: e.validation.ndcg10,
+          seconds: e.seconds,
+          extra: { evalSeconds: e.evalSeconds, stepsPerSecond: e.stepsPerSecond, rssMb: process.memoryUsage().rss / 2 ** 20 },
+        })
+        await report({
+          phase: 'training',
+          epoch: e.epoch,
+          maxEpochs: config.maxEpochs,
+          loss: e.trainLoss,
+          valHr10: e.validation.hr10,
+          valNdcg10: e.validation.ndcg10,
+          stepsPerSecond: e.stepsPerSecond,
+          fraction: e.epoch / config.maxEpochs,
+        })
+      },
+    })
+    await report({ phase: 'saving', fraction: 1 })
+    const D = config.embeddingDim
+    const version = await createModelVersion(prisma, {
+      datasetId: job.datasetId,
+      jobId,
+      method: job.method,
+      config: { ...trainableModel.config },
+      weights: saveCheckpoint(trainableModel.params, trainableModel.config),
+      // drop the padding row: stored row r is model index r + 1
+      itemEmbeddings: result.itemMatrix.subarray(D),
+      itemIndex: data.itemKeys.slice(1).map(Number),
+      embeddingDim: D,
+      testHr10: result.test.hr10,
+      testNdcg10: result.test.ndcg10,
+      valHr10: result.validation.hr10,
+      valNdcg10: result.validation.ndcg10,
+      secondsPerEpoch: result.secondsPerEpoch,
+      peakMemoryMb: result.peakRssMb,
+      trainableParams: result.trainableParams,
+      epochs: result.epochs.length,
+      metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users },
+      // The first model of a dataset goes live by itself; later ones wait for an explicit activation.
+      activate: (await prisma.modelVersion.count({ where: { datasetId: job.datasetId, isActive: true } })) === 0,
+    })
+    if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
+    await updateTrainingJobStatus(prisma, jobId, 'completed', { progress: { phase: 'done', fraction: 1 } })
+    await options.onProgress?.({ phase: 'done', fraction: 1 })
+    return { status: 'completed', modelVersionId: version.id }
+  } catch (e) {
+    if (e instanceof TrainingCancelled && options.isInterrupted?.() && !cancelled) {
+      await updateTrainingJobStatus(prisma, jobId, 'queued', { progress: { phase: 'loading', fraction: 0 } })
+      return { status: 'interrupted' }
+    }
+    if (e instanceof TrainingCancelled) {
+      await updateTrainingJobStatus(prisma, jobId, 'cancelled')
+      return { status: 'cancelled' }
+    }
+    const error = e instanceof Error ? e.message : String(e)
+    await updateTrainingJobStatus(prisma, jobId, 'failed', { error })
+    return { status: 'failed', error }
+  } finally {
+    model?.dispose()
+  }
+}

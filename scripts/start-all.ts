@@ -1,0 +1,24 @@
+// `npm start`: the three services in the foreground, one process each, sharing this terminal.
+// Ctrl-C / SIGTERM is passed on to every service, which shuts down gracefully.
+import { spawn, type ChildProcess } from 'node:child_process'
+
+const services = ['api', 'worker', 'embedding-cache']
+const children: ChildProcess[] = services.map((name) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], { stdio: 'inherit', env: process.env })
+  child.on('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`[start] ${name} exited (${signal ?? code}); stopping the others`)
+      stop(code ?? 1)
+    }
+  })
+  return child
+})
+
+let stopping = false
+function stop(code: number) {
+  stopping = true
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM')
+  Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r))))).then(() => process.exit(code))
+}
+process.on('SIGINT', () => stop(0))
+process.on('SIGTERM', () => stop(0))

@@ -1,0 +1,51 @@
+// Builds the API: plugins and routes only; connections come in through `deps`.
+import Fastify, { type FastifyServerOptions } from 'fastify'
+import multipart from '@fastify/multipart'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { errorHandling } from './errors.ts'
+import type { Deps } from './deps.ts'
+import { healthRoutes } from './routes/health.ts'
+import { datasetRoutes } from './routes/datasets.ts'
+import { trainingJobRoutes } from './routes/training-jobs.ts'
+import { modelVersionRoutes } from './routes/model-versions.ts'
+import { recommendationRoutes } from './routes/recommendations.ts'
+
+const MAX_UPLOAD_BYTES = 256 * 2 ** 20
+
+export async function buildApp(deps: Deps, options: { logger?: FastifyServerOptions['loggerInstance'] } = {}) {
+  const app = Fastify({
+    loggerInstance: options.logger,
+    bodyLimit: MAX_UPLOAD_BYTES,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(errorHandling)
+  await app.register(multipart, { limits: { fileSize: MAX_UPLOAD_BYTES, files: 4 } })
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'IISAN recommendation platform', version: '0.1.0', description: 'Multimodal sequential recommendations trained with IISAN.' },
+      tags: [
+        { name: 'datasets' },
+        { name: 'training' },
+        { name: 'models' },
+        { name: 'recommendations' },
+        { name: 'operations' },
+      ],
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+
+  await app.register(healthRoutes, deps)
+  await app.register(
+    async (v1) => {
+      await v1.register(datasetRoutes, deps)
+      await v1.register(trainingJobRoutes, deps)
+      await v1.register(modelVersionRoutes, deps)
+      await v1.register(recommendationRoutes, deps)
+    },
+    { prefix: '/v1' },
+  )
+  return app
+}

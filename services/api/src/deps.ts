@@ -1,0 +1,13 @@
+// What the route plugins receive: the service's connections, created once in main.ts.
+import type { Redis, TrainingQueue } from '@iisan/queue'
+import type { ServingRegistry } from '@iisan/pipeline'
+import type { PrismaClient } from '@iisan/storage'
+
+export interface Deps {
+  prisma: PrismaClient
+  redis: Redis
+  trainingQueue: TrainingQueue
+  registry: ServingRegistry
+  /** Tells every API replica that a dataset's active model changed. */
+  announceActivation(datasetId: string, modelVersionId: string): Promise<void>
+}

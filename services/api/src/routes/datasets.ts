@@ -1,0 +1,78 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type, type Static } from '@sinclair/typebox'
+import { importDatasetFromTsv } from '@iisan/pipeline'
+import { getDataset, listDatasets } from '@iisan/storage'
+import { ApiError, errorResponses } from '../errors.ts'
+import type { Deps } from '../deps.ts'
+
+export const DatasetSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  name: Type.String(),
+  description: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  numItems: Type.Integer(),
+  numUsers: Type.Integer(),
+  numInteractions: Type.Integer(),
+  stats: Type.Unknown(),
+})
+
+const JsonImport = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    description: Type.Optional(Type.String({ maxLength: 2000 })),
+    itemsTsv: Type.String({ minLength: 1, description: 'items.tsv content: item_id<TAB>title per line' }),
+    usersTsv: Type.String({ minLength: 1, description: 'users.tsv content: user_id<TAB>item_id item_id … (oldest first)' }),
+  },
+  { additionalProperties: false },
+)
+
+export const datasetRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  app.post(
+    '/datasets',
+    {
+      schema: {
+        tags: ['datasets'],
+        summary: 'Import items.tsv + users.tsv as a new dataset (one transaction)',
+        description:
+          'Either a JSON body { name, itemsTsv, usersTsv } or multipart/form-data with a `name` field and files `items` and `users`. A malformed line → 400 MALFORMED_FILE naming the file and line.',
+        // JSON bodies are validated by this schema; multipart parts are checked in readMultipart
+        body: { content: { 'application/json': { schema: JsonImport } } },
+        response: { 201: DatasetSchema, ...errorResponses(400, 415) },
+      },
+    },
+    async (request, reply) => {
+      const input = request.isMultipart() ? await readMultipart(request) : (request.body as Static<typeof JsonImport>)
+      const dataset = await importDatasetFromTsv(deps.prisma, input)
+      return reply.status(201).send(serializeDataset(dataset))
+    },
+  )
+
+  app.get('/datasets', { schema: { tags: ['datasets'], summary: 'List datasets', response: { 200: Type.Object({ datasets: Type.Array(DatasetSchema) }) } } }, async () => ({
+    datasets: (await listDatasets(deps.prisma)).map(serializeDataset),
+  }))
+
+  app.get(
+    '/datasets/:id',
+    { schema: { tags: ['datasets'], summary: 'One dataset', params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: DatasetSchema, ...errorResponses(400, 404) } } },
+    async (request) => {
+      const dataset = await getDataset(deps.prisma, request.params.id)
+      if (!dataset) throw new ApiError(404, 'NOT_FOUND', `dataset ${request.params.id} not found`)
+      return serializeDataset(dataset)
+    },
+  )
+}
+
+async function readMultipart(request: import('fastify').FastifyRequest) {
+  const fields: Record<string, string> = {}
+  for await (const part of request.parts()) {
+    if (part.type === 'file') fields[part.fieldname] = (await part.toBuffer()).toString('utf8')
+    else fields[part.fieldname] = String(part.value)
+  }
+  const missing = ['name', 'items', 'users'].filter((k) => !fields[k])
+  if (missing.length) throw new ApiError(400, 'VALIDATION_FAILED', `multipart body needs a name field and files items, users; missing: ${missing.join(', ')}`, { missing })
+  return { name: fields.name, description: fields.description, itemsTsv: fields.items, usersTsv: fields.users }
+}
+
+export function serializeDataset(d: { id: string; name: string; description: string | null; createdAt: Date; numItems: number; numUsers: number; numInteractions: number; stats: unknown }) {
+  return { ...d, createdAt: d.createdAt.toISOString(), stats: d.stats ?? null }
+}

@@ -1,0 +1,85 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { toRecommendations, type LoadedModel } from '@iisan/pipeline'
+import { getUserHistory } from '@iisan/storage'
+import { ApiError, errorResponses } from '../errors.ts'
+import type { Deps } from '../deps.ts'
+
+const MAX_K = 1000
+
+const RecommendationRequest = Type.Object(
+  {
+    modelId: Type.Optional(Type.String({ format: 'uuid', description: 'a model version; default: the active model of datasetId (or the only active model)' })),
+    datasetId: Type.Optional(Type.String({ format: 'uuid' })),
+    history: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 1000, description: 'item ids, oldest first' })),
+    userId: Type.Optional(Type.String({ minLength: 1, description: 'a user of the dataset; their stored history is used' })),
+    k: Type.Integer({ minimum: 1, maximum: MAX_K, default: 10 }),
+  },
+  { additionalProperties: false },
+)
+
+const RecommendationResponse = Type.Object({
+  modelId: Type.String(),
+  method: Type.String(),
+  items: Type.Array(Type.Object({ itemId: Type.String(), title: Type.String(), score: Type.Number() })),
+})
+
+export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  app.post(
+    '/recommendations',
+    {
+      schema: {
+        tags: ['recommendations'],
+        summary: 'Top-k next items for a history or a known user, excluding what they already have',
+        body: RecommendationRequest,
+        response: { 200: RecommendationResponse, ...errorResponses(400, 404, 409) },
+      },
+    },
+    async (request) => {
+      const body = request.body
+      if ((body.history === undefined) === (body.userId === undefined)) {
+        throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
+      }
+      const model = await resolveModel(deps, body.modelId, body.datasetId)
+      const externalHistory = body.history ?? (await userHistory(deps, model.datasetId, body.userId!))
+      const unknown = externalHistory.filter((id) => !model.indexOfExternal.has(id))
+      // A user's stored history may hold items the model never saw (added after training): skip
+      // those; in an explicit history they are a client error.
+      if (body.history && unknown.length) {
+        throw new ApiError(400, 'UNKNOWN_ITEMS', `unknown item id(s) for this model: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
+      }
+      const indices = externalHistory.filter((id) => model.indexOfExternal.has(id)).map((id) => model.indexOfExternal.get(id)!)
+      const scored = model.serving.recommend(indices, Math.min(body.k, model.serving.numItems))
+      return { modelId: model.id, method: model.method, items: toRecommendations(model, scored) }
+    },
+  )
+}
+
+async function resolveModel(deps: Deps, modelId?: string, datasetId?: string): Promise<LoadedModel> {
+  if (modelId) {
+    const model = await deps.registry.get(modelId)
+    if (!model) throw new ApiError(404, 'MODEL_NOT_FOUND', `model version ${modelId} not found`)
+    if (datasetId && model.datasetId !== datasetId) throw new ApiError(400, 'VALIDATION_FAILED', `model ${modelId} belongs to another dataset`)
+    return model
+  }
+  let active = deps.registry.activeModelIds()
+  if (active.size === 0 || (datasetId && !active.has(datasetId))) {
+    // An activation announcement may not have arrived yet: ask Postgres before saying no.
+    await deps.registry.refreshActive()
+    active = deps.registry.activeModelIds()
+  }
+  let id: string | undefined
+  if (datasetId) id = active.get(datasetId)
+  else if (active.size > 1) throw new ApiError(400, 'DATASET_REQUIRED', 'several datasets have an active model: give datasetId or modelId', { datasetIds: [...active.keys()] })
+  else id = [...active.values()][0]
+  if (!id) throw new ApiError(409, 'NO_ACTIVE_MODEL', datasetId ? `dataset ${datasetId} has no active model` : 'no model is active yet: train one and activate it')
+  const model = await deps.registry.get(id)
+  if (!model) throw new ApiError(409, 'NO_ACTIVE_MODEL', `active model ${id} is gone`)
+  return model
+}
+
+async function userHistory(deps: Deps, datasetId: string, userId: string): Promise<string[]> {
+  const history = await getUserHistory(deps.prisma, datasetId, userId)
+  if (!history) throw new ApiError(404, 'USER_NOT_FOUND', `user ${userId} not found in dataset ${datasetId}`)
+  return history.itemExternalIds
+}

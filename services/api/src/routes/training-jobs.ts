@@ -1,0 +1,113 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig } from '@iisan/pipeline'
+import { type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
+import { enqueueTrainingJob } from '@iisan/queue'
+import { ApiError, errorResponses } from '../errors.ts'
+import type { Deps } from '../deps.ts'
+
+const JobSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  datasetId: Type.String({ format: 'uuid' }),
+  method: Type.String(),
+  config: Type.Unknown(),
+  status: Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('completed'), Type.Literal('failed'), Type.Literal('cancelled')]),
+  progress: Type.Unknown({ description: 'phase, epoch, step, loss, validation HR@10/NDCG@10, fraction 0..1' }),
+  error: Type.Union([Type.String(), Type.Null()]),
+  cancelRequested: Type.Boolean(),
+  modelVersionId: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  startedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+})
+
+const EpochSchema = Type.Object({ epoch: Type.Integer(), trainLoss: Type.Number(), valHr10: Type.Number(), valNdcg10: Type.Number(), seconds: Type.Number(), extra: Type.Unknown() })
+
+const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) })
+
+export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  app.post(
+    '/training-jobs',
+    {
+      schema: {
+        tags: ['training'],
+        summary: 'Queue a training job; the worker trains and reports progress',
+        body: Type.Object(
+          { datasetId: Type.String({ format: 'uuid' }), method: TrainingMethodSchema, config: Type.Optional(Type.Partial(TrainingConfigSchema)) },
+          { additionalProperties: false },
+        ),
+        response: { 202: JobSchema, ...errorResponses(400, 404) },
+      },
+    },
+    async (request, reply) => {
+      const { datasetId, method, config } = request.body
+      if (!(await getDataset(deps.prisma, datasetId))) throw new ApiError(404, 'NOT_FOUND', `dataset ${datasetId} not found`)
+      const job = await createTrainingJob(deps.prisma, { datasetId, method, config: defaultTrainingConfig(config) })
+      // The job id doubles as BullMQ's job id (re-adding is a no-op). Extra attempts are for
+      // workers that shut down mid-training; real failures are not retried.
+      await enqueueTrainingJob(deps.trainingQueue, job.id, { attempts: 3, backoff: { type: 'fixed', delay: 1000 } })
+      return reply.status(202).send(serializeJob(job))
+    },
+  )
+
+  app.get(
+    '/training-jobs',
+    { schema: { tags: ['training'], summary: 'List training jobs, newest first', querystring: Type.Object({ datasetId: Type.Optional(Type.String({ format: 'uuid' })) }), response: { 200: Type.Object({ jobs: Type.Array(JobSchema) }) } } },
+    async (request) => ({ jobs: (await listTrainingJobs(deps.prisma, { datasetId: request.query.datasetId })).map(serializeJob) }),
+  )
+
+  app.get(
+    '/training-jobs/:id',
+    {
+      schema: {
+        tags: ['training'],
+        summary: 'State, live progress and per-epoch metrics of a job',
+        params: IdParams,
+        response: { 200: Type.Composite([JobSchema, Type.Object({ epochs: Type.Array(EpochSchema) })]), ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const job = await getTrainingJob(deps.prisma, request.params.id)
+      if (!job) throw new ApiError(404, 'NOT_FOUND', `training job ${request.params.id} not found`)
+      const epochs = await listEpochMetrics(deps.prisma, job.id)
+      return { ...serializeJob(job), epochs: epochs.map((e) => ({ epoch: e.epoch, trainLoss: e.trainLoss, valHr10: e.valHr10, valNdcg10: e.valNdcg10, seconds: e.seconds, extra: e.extra })) }
+    },
+  )
+
+  app.post(
+    '/training-jobs/:id/cancel',
+    { schema: { tags: ['training'], summary: 'Cancel a queued or running job', params: IdParams, response: { 202: JobSchema, ...errorResponses(400, 404, 409) } } },
+    async (request, reply) => {
+      const job = await getTrainingJob(deps.prisma, request.params.id)
+      if (!job) throw new ApiError(404, 'NOT_FOUND', `training job ${request.params.id} not found`)
+      if (job.status === 'completed' || job.status === 'failed' || job.status === 'cancelled') {
+        throw new ApiError(409, 'JOB_FINISHED', `training job is already ${job.status}`)
+      }
+      // A queued job is cancelled at once (and leaves the queue); a running one sees the flag
+      // between steps and stops within about a second.
+      const updated = await requestTrainingJobCancel(deps.prisma, job.id)
+      const queued = await deps.trainingQueue.getJob(job.id)
+      if (queued && ((await queued.isWaiting()) || (await queued.isDelayed()))) await queued.remove().catch(() => undefined)
+      return reply.status(202).send(serializeJob(updated))
+    },
+  )
+}
+
+type JobRow = NonNullable<Awaited<ReturnType<typeof getTrainingJob>>>
+
+function serializeJob(j: JobRow) {
+  return {
+    id: j.id,
+    datasetId: j.datasetId,
+    method: j.method,
+    config: j.config,
+    status: j.status as TrainingJobStatus,
+    progress: j.progress ?? null,
+    error: j.error,
+    cancelRequested: j.cancelRequested,
+    modelVersionId: j.modelVersionId,
+    createdAt: j.createdAt.toISOString(),
+    startedAt: j.startedAt?.toISOString() ?? null,
+    finishedAt: j.finishedAt?.toISOString() ?? null,
+  }
+}

@@ -1,0 +1,50 @@
+// Wiring of the API process: connections → deps → app. main.ts and the tests both use it.
+import type { AppConfig, Logger } from '@iisan/config'
+import { ServingRegistry } from '@iisan/pipeline'
+import { createRedisConnection, createTrainingQueue, publishModelActivated, subscribeModelActivated } from '@iisan/queue'
+import { createPrisma } from '@iisan/storage'
+import { buildApp } from './app.ts'
+
+export async function createApiServer(config: AppConfig, logger: Logger) {
+  const prisma = createPrisma(config.databaseUrl)
+  const redis = createRedisConnection(config.redisUrl)
+  const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
+  const registry = new ServingRegistry(prisma)
+  await registry.refreshActive()
+  // Every replica hears about activations: its own, other replicas', the worker's.
+  const subscription = await subscribeModelActivated(
+    redis,
+    config.queuePrefix,
+    async (event) => {
+      logger.info(event, 'model activated')
+      await registry.refreshActive()
+      await registry.get(event.modelVersionId)
+    },
+    (err) => logger.warn({ err }, 'model-activated subscription error'),
+  )
+  const app = await buildApp(
+    {
+      prisma,
+      redis,
+      trainingQueue,
+      registry,
+      announceActivation: async (datasetId, modelVersionId) => {
+        await publishModelActivated(redis, config.queuePrefix, { datasetId, modelVersionId })
+      },
+    },
+    { logger },
+  )
+  return {
+    app,
+    prisma,
+    registry,
+    /** Stop accepting, let in-flight requests finish, then release every connection. */
+    async close() {
+      await app.close()
+      await subscription.close()
+      await trainingQueue.close()
+      await registry.close()
+      await Promise.all([redis.quit(), prisma.$disconnect()])
+    },
+  }
+}

@@ -1,0 +1,60 @@
+// Training worker: a BullMQ consumer of the `training` queue. Run as many replicas as you like
+// against the same Redis and Postgres; each takes one job at a time.
+import Fastify from 'fastify'
+import { UnrecoverableError } from 'bullmq'
+import { createLogger, loadConfig } from '@iisan/config'
+import { initBackend } from '@iisan/model/backend'
+import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
+import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
+import { createPrisma } from '@iisan/storage'
+import { onShutdown } from '@iisan/config/shutdown'
+
+const config = loadConfig()
+const logger = createLogger('worker', config)
+await initBackend({ logger, prefer: config.tfBackend })
+const prisma = createPrisma(config.databaseUrl)
+const connection = createRedisConnection(config.redisUrl)
+const publisher = createRedisConnection(config.redisUrl)
+let shuttingDown = false
+
+const worker = createTrainingWorker(
+  connection,
+  config.queuePrefix,
+  async ({ trainingJobId }, job) => {
+    const log = logger.child({ trainingJobId })
+    log.info('training job started')
+    const outcome = await runTrainingJob(prisma, trainingJobId, {
+      onProgress: (p: JobProgress) => job.updateProgress({ ...p }),
+      isInterrupted: () => shuttingDown,
+      onActivated: async (datasetId, modelVersionId) => {
+        await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
+      },
+      log: (message, fields) => log.info(fields ?? {}, message),
+    })
+    log.info({ outcome }, 'training job finished')
+    // Interrupted by shutdown: fail this attempt so BullMQ hands the job out again.
+    if (outcome.status === 'interrupted') throw new Error('worker shut down during training; the job will be retried')
+    // A real failure (bad data, bad config) would fail again: do not retry it.
+    if (outcome.status === 'failed') throw new UnrecoverableError(outcome.error)
+    return outcome
+  },
+  { lockDuration: 120_000 },
+)
+worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, err: err.message }, 'training attempt failed'))
+
+const health = Fastify({ loggerInstance: logger.child({ component: 'health' }) })
+health.get('/healthz', async (_req, reply) => {
+  const checks = await Promise.allSettled([prisma.$queryRaw`SELECT 1`, connection.ping()])
+  const [postgres, redis] = checks.map((c) => ({ ok: c.status === 'fulfilled', ...(c.status === 'rejected' ? { error: String(c.reason) } : {}) }))
+  const ok = postgres.ok && redis.ok && worker.isRunning()
+  return reply.status(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', postgres, redis, worker: { running: worker.isRunning() } })
+})
+await health.listen({ port: config.workerHealthPort, host: config.host })
+logger.info({ queue: QUEUE_NAMES.training, healthPort: config.workerHealthPort }, 'training worker ready')
+
+onShutdown(logger, async () => {
+  shuttingDown = true
+  await worker.close()
+  await health.close()
+  await Promise.all([connection.quit(), publisher.quit(), prisma.$disconnect()])
+})

@@ -1,0 +1,210 @@
+// The platform end to end over real PostgreSQL and Redis: the API in-process (supertest), the
+// training worker as its own process, exactly as `npm start` runs it.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import request from 'supertest'
+import { createLogger, loadConfig } from '@iisan/config'
+import { initBackend } from '@iisan/model'
+import { createRedisConnection, type Redis } from '@iisan/queue'
+import { createApiServer } from '../services/api/src/server.ts'
+import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
+import { scientificSlice } from './helpers/scientific.ts'
+
+let db: TestDatabase
+let redis: Redis
+let prefix: string
+let server: Awaited<ReturnType<typeof createApiServer>>
+let worker: ChildProcess
+let http: ReturnType<typeof request>
+const slice = scientificSlice(300)
+
+function startWorker(env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  child.stdout!.resume()
+  child.stderr!.resume()
+  return child
+}
+
+async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const value = await probe()
+    if (value !== undefined) return value
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+beforeAll(async () => {
+  await initBackend({ prefer: 'wasm' })
+  db = await createTestDatabase('api')
+  prefix = testRedisPrefix('api')
+  redis = createRedisConnection(testRedisUrl())
+  const env = { DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', WORKER_HEALTH_PORT: String(41000 + Math.floor(Math.random() * 2000)) }
+  const config = loadConfig({ ...process.env, ...env })
+  server = await createApiServer(config, createLogger('api-test', config, { pretty: false }))
+  await server.app.ready()
+  http = request(server.app.server)
+  worker = startWorker(env)
+})
+
+afterAll(async () => {
+  worker?.kill('SIGTERM')
+  await new Promise((r) => (worker?.exitCode !== null ? r(undefined) : worker.once('exit', r)))
+  await server?.close()
+  await cleanupRedisPrefix(redis, prefix)
+  await redis.quit()
+  await db?.drop()
+})
+
+describe('health', () => {
+  it('reports Postgres and Redis', async () => {
+    const res = await http.get('/healthz').expect(200)
+    expect(res.body).toMatchObject({ status: 'ok', postgres: { ok: true }, redis: { ok: true } })
+  })
+})
+
+describe('import → train → model version → recommendations', () => {
+  let datasetId: string
+  let modelId: string
+
+  it('rejects malformed files naming the line, and writes nothing', async () => {
+    const badItems = await http.post('/v1/datasets').send({ name: 'bad', itemsTsv: 'A\tok\nB-without-tab\n', usersTsv: 'u\tA A A A A\n' }).expect(400)
+    expect(badItems.body.error).toMatchObject({ code: 'MALFORMED_FILE', details: { file: 'items.tsv', line: 2 } })
+    const badUsers = await http.post('/v1/datasets').send({ name: 'bad', itemsTsv: 'A\tok\n', usersTsv: 'u1\tA A\nu2\tA Z\n' }).expect(400)
+    expect(badUsers.body.error).toMatchObject({ code: 'MALFORMED_FILE', details: { file: 'users.tsv', line: 2 } })
+    const missing = await http.post('/v1/datasets').send({ name: 'bad', itemsTsv: 'A\tok\n' }).expect(400)
+    expect(missing.body.error.code).toBe('VALIDATION_FAILED')
+    const multipartMissing = await http.post('/v1/datasets').field('name', 'x').attach('items', Buffer.from('A\tok\n'), 'items.tsv').expect(400)
+    expect(multipartMissing.body.error.code).toBe('VALIDATION_FAILED')
+    expect(await db.prisma.dataset.count()).toBe(0)
+    expect(await db.prisma.item.count()).toBe(0)
+  })
+
+  it('imports a multipart upload of the two files in one transaction', async () => {
+    const res = await http
+      .post('/v1/datasets')
+      .field('name', 'scientific-300')
+      .attach('items', Buffer.from(slice.itemsTsv), 'items.tsv')
+      .attach('users', Buffer.from(slice.usersTsv), 'users.tsv')
+      .expect(201)
+    expect(res.body).toMatchObject({ name: 'scientific-300', numUsers: 300, numItems: slice.itemIds.length })
+    const interactions = slice.userLines.reduce((s, l) => s + l.split('\t')[1].split(' ').length, 0)
+    expect(res.body.numInteractions).toBe(interactions)
+    datasetId = res.body.id
+  })
+
+  it('answers 409 before any model is active', async () => {
+    const res = await http.post('/v1/recommendations').send({ datasetId, history: [slice.itemIds[0]], k: 5 }).expect(409)
+    expect(res.body.error.code).toBe('NO_ACTIVE_MODEL')
+  })
+
+  it('validates training requests', async () => {
+    expect((await http.post('/v1/training-jobs').send({ datasetId, method: 'magic' }).expect(400)).body.error.code).toBe('VALIDATION_FAILED')
+    expect((await http.post('/v1/training-jobs').send({ datasetId, method: 'sasrec-id', config: { batchSize: 0 } }).expect(400)).body.error.code).toBe('VALIDATION_FAILED')
+    expect((await http.post('/v1/training-jobs').send({ datasetId: '00000000-0000-4000-8000-000000000000', method: 'sasrec-id' }).expect(404)).body.error.code).toBe('NOT_FOUND')
+    expect((await http.get('/v1/training-jobs/not-a-uuid').expect(400)).body.error.code).toBe('VALIDATION_FAILED')
+  })
+
+  it('trains in the worker with progress, and writes a model version', async () => {
+    const submitted = await http.post('/v1/training-jobs').send({ datasetId, method: 'sasrec-id', config: { maxEpochs: 3, patience: 3, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } }).expect(202)
+    expect(submitted.body.status).toBe('queued')
+    const seenPhases = new Set<string>()
+    const done = await until(
+      async () => {
+        const res = await http.get(`/v1/training-jobs/${submitted.body.id}`).expect(200)
+        if (res.body.progress?.phase) seenPhases.add(res.body.progress.phase)
+        if (res.body.status === 'failed') throw new Error(`job failed: ${res.body.error}`)
+        return res.body.status === 'completed' ? res.body : undefined
+      },
+      120_000,
+      'the training job',
+    )
+    expect(done.epochs).toHaveLength(3)
+    for (const e of done.epochs) {
+      expect(e.valHr10).toBeGreaterThanOrEqual(0)
+      expect(e.valHr10).toBeLessThanOrEqual(1)
+      expect(e.trainLoss).toBeGreaterThan(0)
+    }
+    expect(done.progress).toMatchObject({ phase: 'done', fraction: 1 })
+    expect(done.modelVersionId).toEqual(expect.any(String))
+    modelId = done.modelVersionId
+
+    const versions = await http.get(`/v1/model-versions?datasetId=${datasetId}`).expect(200)
+    expect(versions.body.modelVersions).toHaveLength(1)
+    const mv = versions.body.modelVersions[0]
+    expect(mv).toMatchObject({ id: modelId, method: 'sasrec-id', isActive: true, epochs: 3, embeddingDim: 64 })
+    expect(mv.trainableParams).toBeGreaterThan(0)
+    expect(mv.secondsPerEpoch).toBeGreaterThan(0)
+    expect(mv.peakMemoryMb).toBeGreaterThan(0)
+    expect(mv.testHr10).toBeGreaterThanOrEqual(0)
+    // every kept item has one embedding row
+    const stored = await db.prisma.modelVersion.findUniqueOrThrow({ where: { id: modelId } })
+    expect(stored.itemEmbeddings.byteLength).toBe(stored.numItems * 64 * 4)
+  })
+
+  it('recommends top-k with titles, never an item of the history', async () => {
+    const user = slice.userLines[5].split('\t')
+    const history = user[1].split(' ')
+    const res = await http.post('/v1/recommendations').send({ history, k: 10 }).expect(200)
+    expect(res.body.modelId).toBe(modelId)
+    expect(res.body.items).toHaveLength(10)
+    for (const item of res.body.items) {
+      expect(history).not.toContain(item.itemId)
+      expect(item.title.length).toBeGreaterThan(0)
+    }
+    const scores = res.body.items.map((i: { score: number }) => i.score)
+    expect([...scores].sort((a, b) => b - a)).toEqual(scores)
+
+    // By user id: the stored history is used and excluded.
+    const byUser = await http.post('/v1/recommendations').send({ userId: user[0], k: 20, datasetId }).expect(200)
+    expect(byUser.body.items).toHaveLength(20)
+    for (const item of byUser.body.items) expect(history).not.toContain(item.itemId)
+  })
+
+  it('answers every documented 4xx of recommendations', async () => {
+    const known = slice.itemIds[0]
+    const cases: [object, number, string][] = [
+      [{ history: ['NOT-AN-ITEM'], k: 5 }, 400, 'UNKNOWN_ITEMS'],
+      [{ history: [known], k: 0 }, 400, 'VALIDATION_FAILED'],
+      [{ history: [known], k: 100000 }, 400, 'VALIDATION_FAILED'],
+      [{ history: [known], k: 'ten' }, 400, 'VALIDATION_FAILED'],
+      [{ k: 5 }, 400, 'VALIDATION_FAILED'],
+      [{ history: [known], userId: 'x', k: 5 }, 400, 'VALIDATION_FAILED'],
+      [{ history: [], k: 5 }, 400, 'VALIDATION_FAILED'],
+      [{ userId: 'nobody', k: 5 }, 404, 'USER_NOT_FOUND'],
+      [{ modelId: '00000000-0000-4000-8000-000000000000', history: [known], k: 5 }, 404, 'MODEL_NOT_FOUND'],
+      [{ history: [known], k: 5, extra: true }, 400, 'VALIDATION_FAILED'],
+    ]
+    for (const [body, status, code] of cases) {
+      const res = await http.post('/v1/recommendations').send(body)
+      expect({ body, status: res.status, code: res.body.error?.code }).toEqual({ body, status, code })
+    }
+    const notJson = await http.post('/v1/recommendations').set('content-type', 'application/json').send('{"k": ')
+    expect(notJson.status).toBe(400)
+    expect(notJson.body.error.code).toEqual(expect.any(String))
+  })
+
+  it('cancels a running job', async () => {
+    const submitted = await http.post('/v1/training-jobs').send({ datasetId, method: 'sasrec-id', config: { maxEpochs: 500, patience: 500, batchSize: 16 } }).expect(202)
+    await until(async () => ((await http.get(`/v1/training-jobs/${submitted.body.id}`)).body.status === 'running' ? true : undefined), 60_000, 'job to run')
+    await http.post(`/v1/training-jobs/${submitted.body.id}/cancel`).expect(202)
+    const final = await until(
+      async () => {
+        const res = await http.get(`/v1/training-jobs/${submitted.body.id}`)
+        return res.body.status === 'running' ? undefined : res.body
+      },
+      30_000,
+      'job to stop',
+    )
+    expect(final.status).toBe('cancelled')
+    expect(final.modelVersionId).toBeNull()
+    expect((await http.post(`/v1/training-jobs/${submitted.body.id}/cancel`).expect(409)).body.error.code).toBe('JOB_FINISHED')
+    expect((await http.post('/v1/training-jobs/00000000-0000-4000-8000-000000000000/cancel').expect(404)).body.error.code).toBe('NOT_FOUND')
+  })
+
+  it('serves the OpenAPI document generated from the route schemas', async () => {
+    const res = await http.get('/docs/json').expect(200)
+    expect(Object.keys(res.body.paths)).toEqual(expect.arrayContaining(['/v1/datasets', '/v1/training-jobs', '/v1/recommendations', '/healthz']))
+  })
+})
