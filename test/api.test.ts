@@ -8,7 +8,7 @@ import { initBackend } from '@iisan/model'
 import { createRedisConnection, type Redis } from '@iisan/queue'
 import { createApiServer } from '../services/api/src/server.ts'
 import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
-import { scientificSlice } from './helpers/scientific.ts'
+import { sampleDataset } from '@iisan/pipeline'
 
 let db: TestDatabase
 let redis: Redis
@@ -16,7 +16,7 @@ let prefix: string
 let server: Awaited<ReturnType<typeof createApiServer>>
 let worker: ChildProcess
 let http: ReturnType<typeof request>
-const slice = scientificSlice(300)
+const slice = sampleDataset(300)
 
 function startWorker(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -52,7 +52,7 @@ afterAll(async () => {
   worker?.kill('SIGTERM')
   await new Promise((r) => (worker?.exitCode !== null ? r(undefined) : worker.once('exit', r)))
   await server?.close()
-  await cleanupRedisPrefix(redis, prefix)
+  await cleanupRedisPrefix(redis as never, prefix)
   await redis.quit()
   await db?.drop()
 })

@@ -3,6 +3,9 @@
 import * as tf from '@tensorflow/tfjs-core'
 import { IdEmbedding } from './id-embedding.ts'
 import type { ItemEncoder } from './item-encoder.ts'
+import { emptyModality, type CachedStates } from './cached-states.ts'
+import { IisanItemEncoder, type BackboneShape, type IisanConfig } from './iisan.ts'
+import { defaultSideLayers } from './san.ts'
 import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors } from './loss.ts'
 import { Params } from './params.ts'
 import { PAPER_USER_ENCODER, UserEncoder, type UserEncoderConfig } from './user-encoder.ts'
@@ -13,7 +16,33 @@ export interface SasRecIdConfig extends UserEncoderConfig {
   seed: number
 }
 
-export type RecommenderConfig = SasRecIdConfig
+export type RecommenderConfig = SasRecIdConfig | IisanConfig
+
+/** IISAN with the paper's defaults for the given backbones (IISAN_SPEC §3–§5). */
+export function iisanConfig(numItems: number, text: BackboneShape, image: BackboneShape, overrides: Partial<IisanConfig> = {}): IisanConfig {
+  return {
+    ...PAPER_USER_ENCODER,
+    method: 'iisan',
+    numItems,
+    seed: 42,
+    modality: 'intra_inter',
+    sideLayers: defaultSideLayers(text.numLayers),
+    reduction: 64,
+    activation: 'relu',
+    text,
+    image,
+    ...overrides,
+  }
+}
+
+/** The item side a config asks for. IISAN without states yet (serving) starts with empty stores. */
+export function createItemEncoder(config: RecommenderConfig, params: Params, states?: CachedStates): ItemEncoder {
+  if (config.method === 'sasrec-id') return new IdEmbedding(config.numItems, config.embeddingDim, params)
+  return new IisanItemEncoder(config, params, states ?? {
+    text: emptyModality(config.numItems, config.text.numLayers, config.text.width),
+    image: emptyModality(config.numItems, config.image.numLayers, config.image.width),
+  })
+}
 
 export function sasRecIdConfig(numItems: number, overrides: Partial<SasRecIdConfig> = {}): SasRecIdConfig {
   return { ...PAPER_USER_ENCODER, method: 'sasrec-id', numItems, seed: 42, ...overrides }
@@ -26,10 +55,10 @@ export class SequentialRecommender {
 
   constructor(
     readonly config: RecommenderConfig,
-    makeItemEncoder?: (params: Params) => ItemEncoder,
+    states?: CachedStates,
   ) {
     this.params = new Params(config.seed)
-    this.itemEncoder = makeItemEncoder ? makeItemEncoder(this.params) : new IdEmbedding(config.numItems, config.embeddingDim, this.params)
+    this.itemEncoder = createItemEncoder(config, this.params, states)
     this.userEncoder = new UserEncoder(config, this.params)
   }
 

@@ -134,7 +134,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       datasetId: job.datasetId,
       jobId,
       method: job.method,
-      config: { ...trainableModel.config },
+      config: JSON.parse(JSON.stringify(trainableModel.config)),
       weights: saveCheckpoint(trainableModel.params, trainableModel.config),
       // drop the padding row: stored row r is model index r + 1
       itemEmbeddings: result.itemMatrix.subarray(D),

@@ -1,0 +1,163 @@
+// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N]`
+//
+// Training-step and evaluation cost on the full Scientific users (real sequences, so batches
+// hold the real mix of padding and repeated items) with the paper's configuration: D = 64,
+// 2 blocks, 2 heads, T = 10, batch 64; IISAN cached, intra_inter, 7 side layers, r = 64, and
+// random base-shaped states (13 × 768 per modality — the cost does not depend on the values).
+// Prints a table and writes JSON (default bench/results/train-<method>.json).
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import {
+  SequentialRecommender,
+  evaluateRanking,
+  iisanConfig,
+  initBackend,
+  logProbabilities,
+  modalityFromItems,
+  mulberry32,
+  protocolFromTsv,
+  sasRecIdConfig,
+  tf,
+  trainStep,
+  type CachedStates,
+  type IisanConfig,
+  type ModalityStates,
+  type ParamGroup,
+} from '@iisan/model'
+import { SCIENTIFIC_DIR } from '@iisan/pipeline'
+
+const { values } = parseArgs({
+  options: {
+    method: { type: 'string', default: 'iisan' },
+    steps: { type: 'string', default: '20' },
+    users: { type: 'string' },
+    json: { type: 'string' },
+    'skip-eval': { type: 'boolean', default: false },
+  },
+})
+const method = values.method as 'iisan' | 'sasrec-id'
+if (method !== 'iisan' && method !== 'sasrec-id') {
+  console.error(`error: --method must be iisan or sasrec-id`)
+  process.exit(2)
+}
+const steps = Number(values.steps)
+if (!Number.isInteger(steps) || steps < 1) {
+  console.error('error: --steps must be a positive integer')
+  process.exit(2)
+}
+const BATCH = 64
+const BASE = { numLayers: 12, width: 768 }
+
+const backend = await initBackend()
+let usersTsv = readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8')
+if (values.users) usersTsv = usersTsv.split('\n').slice(0, Number(values.users)).join('\n')
+const { data } = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), usersTsv)
+const N = data.numItems
+
+function randomStates(seed: number): ModalityStates {
+  // one float32 copy: [N, 13, 768] filled in place
+  const random = mulberry32(seed)
+  const perItem = (BASE.numLayers + 1) * BASE.width
+  const store = modalityFromItems(BASE.numLayers, BASE.width, [])
+  const data = new Float32Array(N * perItem)
+  for (let i = 0; i < data.length; i++) data[i] = random() * 2 - 1
+  return { ...store, data, rowOf: Int32Array.from({ length: N + 1 }, (_, i) => i - 1) }
+}
+
+let states: CachedStates | undefined
+let config
+if (method === 'iisan') {
+  const t = performance.now()
+  states = { text: randomStates(1), image: randomStates(2) }
+  console.log(`random states: 2 × ${N} × 13 × 768 float32 in ${((performance.now() - t) / 1000).toFixed(1)} s`)
+  config = iisanConfig(N, BASE, BASE)
+} else {
+  config = sasRecIdConfig(N)
+}
+const model = new SequentialRecommender(config, states)
+const optimizers: Record<ParamGroup, tf.Optimizer> = { item: tf.train.adam(1e-4), user: tf.train.adam(2e-4) }
+const logProb = logProbabilities(data.trainCounts)
+const random = mulberry32(7)
+const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
+
+const WARMUP = 2
+const times: number[] = []
+let uniqueItems = 0
+for (let s = 0; s < steps + WARMUP; s++) {
+  const batch = Array.from({ length: BATCH }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])
+  const t = performance.now()
+  trainStep(model, optimizers, batch, logProb)
+  const elapsed = (performance.now() - t) / 1000
+  if (s >= WARMUP) {
+    times.push(elapsed)
+    uniqueItems += new Set(batch.flatMap((w) => Array.from(w)).filter((id) => id !== 0)).size
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const medianStep = median(times)
+const meanUnique = uniqueItems / steps
+
+let evalSeconds: number | null = null
+if (!values['skip-eval']) {
+  const t = performance.now()
+  const matrix = model.itemMatrix()
+  evaluateRanking(model, data.test, matrix)
+  matrix.dispose()
+  evalSeconds = (performance.now() - t) / 1000
+}
+
+const gflopsPerStep = (method === 'iisan' ? sanFlops(config as IisanConfig, meanUnique) : 0) + userSideFlops(BATCH, config.maxSeqLen, config.embeddingDim)
+const result = {
+  method,
+  backend,
+  users: data.stats.usersKept,
+  items: N,
+  steps,
+  batch_size: BATCH,
+  mean_unique_items_per_batch: meanUnique,
+  median_step_s: medianStep,
+  steps_per_epoch: stepsPerEpoch,
+  epoch_s: medianStep * stepsPerEpoch,
+  eval_s: evalSeconds,
+  peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+  trainable_params: model.params.count(),
+  gflops_per_step: gflopsPerStep,
+  achieved_gflops: gflopsPerStep / medianStep,
+  step_times_s: times,
+}
+console.table({
+  [method]: {
+    backend,
+    'median step (s)': +medianStep.toFixed(3),
+    'epoch (s)': +(medianStep * stepsPerEpoch).toFixed(1),
+    'eval (s)': evalSeconds === null ? '-' : +evalSeconds.toFixed(1),
+    'peak RSS (MB)': Math.round(result.peak_rss_mb),
+    'trainable params': result.trainable_params,
+    'GFLOP/step': +gflopsPerStep.toFixed(2),
+    'GFLOP/s': +result.achieved_gflops.toFixed(1),
+  },
+})
+const out = values.json ?? `bench/results/train-${method}.json`
+mkdirSync(path.dirname(out), { recursive: true })
+writeFileSync(out, JSON.stringify(result, null, 2))
+console.log(`wrote ${out}`)
+
+/** Matmul FLOPs of one SAN + fusion step on n unique items: forward, and backward ≈ 2× forward. */
+function sanFlops(c: IisanConfig, n: number): number {
+  const K = c.sideLayers.length
+  const d = c.text.width
+  const D = c.embeddingDim
+  const towers = c.modality === 'intra_inter' ? 3 : c.modality === 'intra' ? 2 : 1
+  const perTower = K * (2 * n * d * c.reduction * 2) + 2 * n * d * d + 2 * n * d * D
+  const fusion = 2 * n * towers * D * D
+  return (3 * (towers * perTower + fusion)) / 1e9
+}
+
+/** User encoder + in-batch logits, forward and backward. */
+function userSideFlops(B: number, T: number, D: number): number {
+  const rows = B * T
+  const perBlock = 4 * 2 * rows * D * D + 2 * 2 * rows * D * 4 * D + 2 * 2 * B * T * T * D
+  const logits = 2 * rows * D * B * (T + 1)
+  return (3 * (2 * perBlock + logits)) / 1e9
+}

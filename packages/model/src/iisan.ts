@@ -1,0 +1,147 @@
+// IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
+// (IISAN_SPEC.md §3). Only unique, real items of a batch go through the SAN.
+import * as tf from '@tensorflow/tfjs-core'
+import { gatherSideLayers, type CachedStates, type Modality, type ModalityStates } from './cached-states.ts'
+import type { ItemEncoder } from './item-encoder.ts'
+import type { Params } from './params.ts'
+import { addTower, interTower, intraTower, sideLayersFor, type SanActivation } from './san.ts'
+import type { UserEncoderConfig } from './user-encoder.ts'
+
+export type ModalityMode = 'intra' | 'inter' | 'intra_inter'
+
+export interface BackboneShape {
+  /** L */
+  numLayers: number
+  /** d */
+  width: number
+}
+
+export interface IisanConfig extends UserEncoderConfig {
+  method: 'iisan'
+  numItems: number
+  seed: number
+  modality: ModalityMode
+  /** side layers S of the text backbone; the image backbone uses the same relative depths */
+  sideLayers: number[]
+  /** r, the SANB bottleneck */
+  reduction: number
+  activation: SanActivation
+  text: BackboneShape
+  image: BackboneShape
+}
+
+const MISSING_INIT_STD = 0.02
+const EMBED_CHUNK = 1024
+
+export class IisanItemEncoder implements ItemEncoder {
+  readonly embeddingDim: number
+  private readonly layers: Record<Modality, number[]>
+  private readonly parts: ('image' | 'text' | 'inter')[]
+
+  constructor(
+    readonly config: IisanConfig,
+    private readonly params: Params,
+    private states: CachedStates,
+  ) {
+    const { text, image, reduction: r, embeddingDim: D } = config
+    this.embeddingDim = D
+    this.layers = { text: config.sideLayers, image: sideLayersFor(config.sideLayers, text.numLayers, image.numLayers) }
+    for (const l of this.layers.text) if (l < 0 || l > text.numLayers) throw new Error(`side layer ${l} outside the text backbone's 0..${text.numLayers}`)
+    const K = config.sideLayers.length
+    const useIntra = config.modality !== 'inter'
+    const useInter = config.modality !== 'intra'
+    this.parts = [...(useIntra ? (['image', 'text'] as const) : []), ...(useInter ? (['inter'] as const) : [])]
+
+    // A learned stand-in per side layer for items without the modality (IISAN_SPEC §3).
+    params.add('san.missing.text', [K, text.width], { normalStd: MISSING_INIT_STD }, 'item')
+    params.add('san.missing.image', [K, image.width], { normalStd: MISSING_INIT_STD }, 'item')
+    if (useIntra) {
+      addTower(params, { name: 'san.text', width: text.width, numSideLayers: K, reduction: r }, D)
+      addTower(params, { name: 'san.image', width: image.width, numSideLayers: K, reduction: r }, D)
+    }
+    if (useInter) {
+      // IISAN-Versa: image states are mapped to the text width before the inter-modal tower
+      if (image.width !== text.width) params.add('san.align.image', [image.width, text.width], 'xavier', 'item')
+      addTower(params, { name: 'san.inter', width: text.width, numSideLayers: K, reduction: r }, D)
+    }
+    params.add('fusion.w', [this.parts.length * D, D], 'xavier', 'user')
+    params.add('fusion.b', [D], 'zeros', 'user')
+  }
+
+  get numItems(): number {
+    return this.states.text.rowOf.length - 1
+  }
+
+  /** Swaps in a grown store (cold-start items appended). */
+  setStates(states: CachedStates): void {
+    this.states = states
+  }
+
+  embed(ids: Int32Array): tf.Tensor2D {
+    // SAN on the unique real items only, then scatter back; padding (0) gets a zero vector.
+    const unique: number[] = []
+    const position = new Map<number, number>()
+    const inverse = new Int32Array(ids.length)
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]
+      if (id === 0) continue
+      let p = position.get(id)
+      if (p === undefined) {
+        p = unique.length + 1 // row 0 of the gathered matrix is the padding vector
+        position.set(id, p)
+        unique.push(id)
+      }
+      inverse[i] = p
+    }
+    const embedded = unique.length ? this.embedUnique(Int32Array.from(unique)) : tf.zeros([0, this.embeddingDim])
+    const withPadding = tf.concat([tf.zeros([1, this.embeddingDim]), embedded], 0) as tf.Tensor2D
+    return tf.gather(withPadding, tf.tensor1d(inverse, 'int32')) as tf.Tensor2D
+  }
+
+  embedAll(): tf.Tensor2D {
+    const chunks: tf.Tensor2D[] = [tf.zeros([1, this.embeddingDim])]
+    for (let start = 1; start <= this.numItems; start += EMBED_CHUNK) {
+      const ids = Int32Array.from({ length: Math.min(EMBED_CHUNK, this.numItems - start + 1) }, (_, i) => start + i)
+      chunks.push(tf.tidy(() => this.embedUnique(ids)))
+    }
+    const all = tf.concat(chunks, 0) as tf.Tensor2D
+    chunks.forEach((c) => c.dispose())
+    return all
+  }
+
+  /** ids [n] (distinct, ≥ 1) → e_item [n, D]. */
+  embedUnique(ids: Int32Array): tf.Tensor2D {
+    const text = this.sideStates('text', ids)
+    const image = this.sideStates('image', ids)
+    const p = (name: string) => this.params.get(name)
+    const outputs: Record<'image' | 'text' | 'inter', () => tf.Tensor2D> = {
+      image: () => intraTower(this.params, 'san.image', image, this.config.activation),
+      text: () => intraTower(this.params, 'san.text', text, this.config.activation),
+      inter: () => {
+        const aligned = this.config.image.width === this.config.text.width ? image : image.map((h) => tf.matMul(h, p('san.align.image') as tf.Tensor2D) as tf.Tensor2D)
+        return interTower(this.params, 'san.inter', text, aligned, this.config.activation)
+      },
+    }
+    const e = this.parts.map((part) => outputs[part]())
+    const concatenated = e.length === 1 ? e[0] : (tf.concat(e, 1) as tf.Tensor2D) // [n, parts·D]
+    return tf.add(tf.matMul(concatenated, p('fusion.w') as tf.Tensor2D), p('fusion.b')) as tf.Tensor2D
+  }
+
+  /** H_m[s_k] for k = 1..K as [n, d] tensors, the learned missing state where absent. */
+  private sideStates(modality: Modality, ids: Int32Array): tf.Tensor2D[] {
+    const store: ModalityStates = this.states[modality]
+    const { slices, present } = gatherSideLayers(store, ids, this.layers[modality])
+    const n = ids.length
+    const d = store.width
+    const missing = this.params.get(`san.missing.${modality}`) as tf.Tensor2D // [K, d]
+    const presentCount = present.reduce((a, b) => a + b, 0)
+    return slices.map((slice, k) => {
+      const missingK = tf.reshape(tf.slice(missing, [k, 0], [1, d]), [1, d])
+      if (presentCount === 0) return tf.tile(missingK, [n, 1]) as tf.Tensor2D
+      const h = tf.tensor2d(slice, [n, d])
+      if (presentCount === n) return h
+      const mask = tf.tensor2d(present, [n, 1])
+      return tf.add(tf.mul(h, mask), tf.mul(missingK, tf.sub(1, mask))) as tf.Tensor2D
+    })
+  }
+}

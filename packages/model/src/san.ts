@@ -1,0 +1,115 @@
+// Side adapted network (IISAN_SPEC.md §3). The SAN never touches a backbone: it reads the cached
+// per-layer [CLS] states H_m[l] and learns small adapters beside them.
+//
+//   SANB(x)   = x + W_up · act(W_down · x + b_down) + b_up           (d → r → d)
+//   g_k       = sigmoid(θ_k / 0.1), θ_k = 0 at init (g = 0.5)
+//   intra_m:  prev_k = SANB_m,k( g_m,k · H_m[s_k] + (1 − g_m,k) · prev_{k−1} ),  prev_0 = 0
+//   inter:    prev_k = SANB_x,k( prev_{k−1} + g_x,k · H_image[s_k] + (1 − g_x,k) · H_text[s_k] )
+//   e_m       = P_m(F_m(prev_K))       F: d → d,  P: d → D
+import * as tf from '@tensorflow/tfjs-core'
+import { Params, linear, type ParamGroup } from './params.ts'
+
+export type SanActivation = 'relu' | 'gelu'
+
+export const GATE_TEMPERATURE = 0.1
+const SANB_INIT_STD = 0.01
+const SIDE: ParamGroup = 'item'
+
+/** One SANB block's parameters under `name`. */
+export function addSanb(params: Params, name: string, d: number, r: number): void {
+  params.add(`${name}.down.w`, [d, r], { normalStd: SANB_INIT_STD }, SIDE)
+  params.add(`${name}.down.b`, [r], 'zeros', SIDE)
+  params.add(`${name}.up.w`, [r, d], { normalStd: SANB_INIT_STD }, SIDE)
+  params.add(`${name}.up.b`, [d], 'zeros', SIDE)
+}
+
+/** x [n, d] → x + up(act(down(x))) [n, d]. */
+export function sanb(params: Params, name: string, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D {
+  const down = params.get(`${name}.down.w`) as tf.Tensor2D
+  const downBias = params.get(`${name}.down.b`) as tf.Tensor1D
+  // fused matMul + bias + ReLU: one wasm kernel instead of three
+  const hidden =
+    activation === 'relu'
+      ? (tf.fused.matMul({ a: x, b: down, bias: downBias, activation: 'relu' }) as tf.Tensor2D)
+      : gelu(linear(x, down, downBias))
+  return tf.add(x, linear(hidden, params.get(`${name}.up.w`) as tf.Tensor2D, params.get(`${name}.up.b`) as tf.Tensor1D)) as tf.Tensor2D
+}
+
+/** Exact (erf) GELU, as torch.nn.GELU(). */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))) as T
+}
+
+/** θ [K] → g [K] = sigmoid(θ / 0.1). */
+export function gates(theta: tf.Tensor1D): tf.Tensor1D {
+  return tf.sigmoid(tf.div(theta, GATE_TEMPERATURE)) as tf.Tensor1D
+}
+
+/** Scalar k of a [K] tensor, kept in the graph (so the gate gets its gradient). */
+function gateAt(g: tf.Tensor1D, k: number): tf.Tensor {
+  return tf.slice(g, [k], [1])
+}
+
+export interface TowerSpec {
+  name: string
+  /** width of the states the tower reads (d) */
+  width: number
+  numSideLayers: number
+  reduction: number
+}
+
+export function addTower(params: Params, spec: TowerSpec, embeddingDim: number): void {
+  params.add(`${spec.name}.gate`, [spec.numSideLayers], 'zeros', SIDE)
+  for (let k = 0; k < spec.numSideLayers; k++) addSanb(params, `${spec.name}.sanb${k}`, spec.width, spec.reduction)
+  params.add(`${spec.name}.F.w`, [spec.width, spec.width], 'xavier', SIDE)
+  params.add(`${spec.name}.F.b`, [spec.width], 'zeros', SIDE)
+  params.add(`${spec.name}.P.w`, [spec.width, embeddingDim], 'xavier', SIDE)
+  params.add(`${spec.name}.P.b`, [embeddingDim], 'zeros', SIDE)
+}
+
+/** Intra-modal tower: states[k] = H_m[s_k] [n, d] → e_m [n, D]. */
+export function intraTower(params: Params, name: string, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
+  const g = gates(params.get(`${name}.gate`) as tf.Tensor1D)
+  let prev: tf.Tensor2D | undefined
+  states.forEach((h, k) => {
+    // g·H + (1 − g)·prev, written as prev + g·(H − prev): two ops fewer per block
+    const mixed = prev ? (tf.add(prev, tf.mul(gateAt(g, k), tf.sub(h, prev))) as tf.Tensor2D) : (tf.mul(gateAt(g, k), h) as tf.Tensor2D)
+    prev = sanb(params, `${name}.sanb${k}`, mixed, activation)
+  })
+  return project(params, name, prev!)
+}
+
+/** Inter-modal tower: text[k], image[k] [n, d] (same width) → e_inter [n, D]. */
+export function interTower(params: Params, name: string, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
+  const g = gates(params.get(`${name}.gate`) as tf.Tensor1D)
+  let prev: tf.Tensor2D | undefined
+  text.forEach((ht, k) => {
+    // g·H_image + (1 − g)·H_text = H_text + g·(H_image − H_text)
+    const mixed = tf.add(ht, tf.mul(gateAt(g, k), tf.sub(image[k], ht))) as tf.Tensor2D
+    prev = sanb(params, `${name}.sanb${k}`, prev ? (tf.add(prev, mixed) as tf.Tensor2D) : mixed, activation)
+  })
+  return project(params, name, prev!)
+}
+
+/** P(F(x)): d → d → D. */
+function project(params: Params, name: string, x: tf.Tensor2D): tf.Tensor2D {
+  const f = linear(x, params.get(`${name}.F.w`) as tf.Tensor2D, params.get(`${name}.F.b`) as tf.Tensor1D)
+  return linear(f, params.get(`${name}.P.w`) as tf.Tensor2D, params.get(`${name}.P.b`) as tf.Tensor1D)
+}
+
+/**
+ * Side layers at equal relative depth for a backbone of `numLayers` layers, given the layers
+ * chosen for a reference depth (IISAN_SPEC §3: different depths pick side layers per backbone).
+ */
+export function sideLayersFor(reference: number[], referenceLayers: number, numLayers: number): number[] {
+  if (referenceLayers === numLayers) return reference
+  return reference.map((l) => Math.round((l / referenceLayers) * numLayers))
+}
+
+/** Layer 0 plus every other layer: {0, 2, …, 12} for L = 12 (K = 7); the last layer always joins. */
+export function defaultSideLayers(numLayers: number): number[] {
+  const layers: number[] = []
+  for (let l = 0; l <= numLayers; l += 2) layers.push(l)
+  if (layers[layers.length - 1] !== numLayers) layers.push(numLayers)
+  return layers
+}
