@@ -7,13 +7,20 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createLogger, ensureDatabaseExists, databaseNameFromUrl, loadConfig } from '@iisan/config'
+import { ConfigError, createLogger, ensureDatabaseExists, databaseNameFromUrl, loadConfig, type AppConfig } from '@iisan/config'
 import { applyMigrations } from '@iisan/storage/migrate'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const { values } = parseArgs({ options: { dir: { type: 'string', default: path.join(root, 'prisma/migrations') } } })
 
-const config = loadConfig()
+let config: AppConfig
+try {
+  config = loadConfig()
+} catch (e) {
+  if (!(e instanceof ConfigError)) throw e
+  console.error(e.message)
+  process.exit(1)
+}
 const log = createLogger('migrate', config)
 try {
   const database = databaseNameFromUrl(config.databaseUrl)

@@ -12,3 +12,4 @@ export {
 } from './config.ts'
 export { createLogger, type CreateLoggerOptions, type Logger } from './logger.ts'
 export { ensureDatabaseExists, dropDatabase, databaseNameFromUrl, withDatabase, quoteIdent } from './database.ts'
+export { onShutdown, type ShutdownOptions } from './shutdown.ts'

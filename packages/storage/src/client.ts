@@ -30,6 +30,16 @@ export type Db = PrismaClient | Prisma.TransactionClient
 /** Interactive transaction options for long bulk work (imports of ~100k rows). */
 export const LONG_TRANSACTION = { maxWait: 30_000, timeout: 15 * 60_000 } as const
 
+/**
+ * JSON column input. Prisma's InputJsonValue rejects interface-typed objects (no index signature),
+ * so repository functions accept any object; it must be JSON-serialisable (Prisma stringifies it).
+ */
+export type JsonInput = Prisma.InputJsonValue | object
+
+export function json(value: JsonInput): Prisma.InputJsonValue {
+  return value as Prisma.InputJsonValue
+}
+
 /** Prisma's Bytes type is Uint8Array<ArrayBuffer>; accept any Uint8Array/Buffer view. */
 export function toBytes(data: Uint8Array): Uint8Array<ArrayBuffer> {
   if (data.buffer instanceof ArrayBuffer) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)

@@ -1,5 +1,5 @@
 import { Prisma, type Dataset, type Item, type PrismaClient } from './generated/prisma/client.ts'
-import { LONG_TRANSACTION, toBytes, type Db } from './client.ts'
+import { LONG_TRANSACTION, type Db } from './client.ts'
 import { StorageError } from './errors.ts'
 import { computeContentHashes } from './hash.ts'
 
@@ -123,15 +123,6 @@ export async function importDataset(prisma: PrismaClient, input: ImportDatasetIn
     ...input.stats,
   }
 
-  const itemRows = input.items.map((it) => ({
-    externalId: it.externalId,
-    title: it.title,
-    imageRef: it.imageRef ?? null,
-    imageBlob: it.imageBlob ? toBytes(it.imageBlob) : null,
-    imageMime: it.imageMime ?? null,
-    ...computeContentHashes(it),
-  }))
-
   return prisma.$transaction(async (tx) => {
     const dataset = await tx.dataset.create({
       data: {
@@ -143,29 +134,92 @@ export async function importDataset(prisma: PrismaClient, input: ImportDatasetIn
         stats: stats as Prisma.InputJsonValue,
       },
     })
-    const datasetId = dataset.id
-    const items = await tx.item.createManyAndReturn({
-      data: itemRows.map((r) => ({ ...r, datasetId })),
-      select: { id: true, externalId: true },
-    })
-    const itemIds = new Map(items.map((r) => [r.externalId, r.id]))
-    const users = await tx.datasetUser.createManyAndReturn({
-      data: input.users.map((u) => ({ datasetId, externalId: u.externalId })),
-      select: { id: true, externalId: true },
-    })
-    const userIds = new Map(users.map((r) => [r.externalId, r.id]))
-    const interactions: Prisma.InteractionCreateManyInput[] = []
+    const itemIds = await insertItems(tx, dataset.id, input.items)
+    const userIds = await insertUsers(tx, dataset.id, input.users.map((u) => u.externalId))
+    const userCol: number[] = []
+    const itemCol: number[] = []
+    const posCol: number[] = []
     for (const u of input.users) {
       const userId = userIds.get(u.externalId)!
       u.itemExternalIds.forEach((ext, position) => {
-        const itemId = itemIds.get(ext)
-        if (itemId === undefined) throw new StorageError('UNKNOWN_ITEM', `unknown item ${ext}`) // validated above
-        interactions.push({ datasetId, userId, itemId, position, source: 'import' })
+        userCol.push(userId)
+        itemCol.push(itemIds.get(ext)!) // every reference was validated above
+        posCol.push(position)
       })
     }
-    if (interactions.length) await tx.interaction.createMany({ data: interactions })
+    await insertInteractions(tx, dataset.id, userCol, itemCol, posCol, 'import')
     return dataset
   }, LONG_TRANSACTION)
+}
+
+// Bulk inserts. Prisma's createMany goes through the query compiler at ~12k rows/s here; one
+// INSERT … SELECT FROM unnest(<column arrays>) per chunk is ~20× faster and stays inside the
+// same interactive transaction.
+const CHUNK = 50_000
+
+function chunks(n: number): [number, number][] {
+  const out: [number, number][] = []
+  for (let i = 0; i < n; i += CHUNK) out.push([i, Math.min(n, i + CHUNK)])
+  return out
+}
+
+/** Insert items in input order (ids ascend in that order); returns externalId → id. */
+async function insertItems(
+  tx: Prisma.TransactionClient,
+  datasetId: string,
+  items: ImportItemInput[],
+): Promise<Map<string, number>> {
+  const ids = new Map<string, number>()
+  for (const [a, b] of chunks(items.length)) {
+    const part = items.slice(a, b)
+    const hashes = part.map((it) => computeContentHashes(it))
+    const rows = await tx.$queryRaw<{ id: number; externalId: string }[]>`
+      INSERT INTO items (dataset_id, external_id, title, image_ref, image_blob, image_mime, text_hash, image_hash, content_hash)
+      SELECT ${datasetId}::uuid, e, t, r, decode(b, 'hex'), m, th, ih, ch
+      FROM unnest(
+        ${part.map((it) => it.externalId)}::text[],
+        ${part.map((it) => it.title)}::text[],
+        ${part.map((it) => it.imageRef ?? null)}::text[],
+        ${part.map((it) => (it.imageBlob ? Buffer.from(it.imageBlob.buffer, it.imageBlob.byteOffset, it.imageBlob.byteLength).toString('hex') : null))}::text[],
+        ${part.map((it) => it.imageMime ?? null)}::text[],
+        ${hashes.map((h) => h.textHash)}::text[],
+        ${hashes.map((h) => h.imageHash)}::text[],
+        ${hashes.map((h) => h.contentHash)}::text[]
+      ) WITH ORDINALITY AS x(e, t, r, b, m, th, ih, ch, ord)
+      ORDER BY ord
+      RETURNING id, external_id AS "externalId"`
+    for (const r of rows) ids.set(r.externalId, r.id)
+  }
+  return ids
+}
+
+async function insertUsers(tx: Prisma.TransactionClient, datasetId: string, externalIds: string[]): Promise<Map<string, number>> {
+  const ids = new Map<string, number>()
+  for (const [a, b] of chunks(externalIds.length)) {
+    const rows = await tx.$queryRaw<{ id: number; externalId: string }[]>`
+      INSERT INTO dataset_users (dataset_id, external_id)
+      SELECT ${datasetId}::uuid, e FROM unnest(${externalIds.slice(a, b)}::text[]) WITH ORDINALITY AS x(e, ord)
+      ORDER BY ord
+      RETURNING id, external_id AS "externalId"`
+    for (const r of rows) ids.set(r.externalId, r.id)
+  }
+  return ids
+}
+
+async function insertInteractions(
+  tx: Prisma.TransactionClient,
+  datasetId: string,
+  userIds: number[],
+  itemIds: number[],
+  positions: number[],
+  source: 'import' | 'event',
+): Promise<void> {
+  for (const [a, b] of chunks(userIds.length)) {
+    await tx.$executeRaw`
+      INSERT INTO interactions (dataset_id, user_id, item_id, position, source)
+      SELECT ${datasetId}::uuid, u, i, p, ${source}
+      FROM unnest(${userIds.slice(a, b)}::int[], ${itemIds.slice(a, b)}::int[], ${positions.slice(a, b)}::int[]) AS x(u, i, p)`
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,19 +285,10 @@ export async function addItems(prisma: PrismaClient, datasetId: string, items: I
         itemExternalIds: existing.slice(0, MAX_REPORTED).map((e) => e.externalId),
       })
     }
-    const created = await tx.item.createManyAndReturn({
-      data: items.map((it) => ({
-        datasetId,
-        externalId: it.externalId,
-        title: it.title,
-        imageRef: it.imageRef ?? null,
-        imageBlob: it.imageBlob ? toBytes(it.imageBlob) : null,
-        imageMime: it.imageMime ?? null,
-        ...computeContentHashes(it),
-      })),
-    })
+    const ids = await insertItems(tx, datasetId, items)
+    const created = await tx.item.findMany({ where: { id: { in: [...ids.values()] } }, orderBy: { id: 'asc' } })
     await tx.dataset.update({ where: { id: datasetId }, data: { numItems: { increment: created.length } } })
-    return created.sort((a, b) => a.id - b.id)
+    return created
   }, LONG_TRANSACTION)
 }
 

@@ -1,0 +1,122 @@
+import { type Backbone, type CacheBuild, type HiddenState } from './generated/prisma/client.ts'
+import { json, toBytes, type Db, type JsonInput } from './client.ts'
+import { StorageError } from './errors.ts'
+
+export type Modality = 'text' | 'image'
+export type HiddenStateDtype = 'f16' | 'f32'
+
+export interface BackboneInput {
+  fingerprint: string
+  modality: Modality
+  modelType: string
+  name?: string | null
+  numLayers: number
+  hiddenSize: number
+  config: JsonInput
+  location: string
+}
+
+/** Register a backbone by fingerprint (idempotent; location/name are refreshed). */
+export async function upsertBackbone(db: Db, input: BackboneInput): Promise<Backbone> {
+  const { fingerprint, ...rest } = input
+  return db.backbone.upsert({
+    where: { fingerprint },
+    create: { fingerprint, ...rest, config: json(rest.config), name: rest.name ?? null },
+    update: { location: rest.location, name: rest.name ?? null },
+  })
+}
+
+export async function getBackboneByFingerprint(db: Db, fingerprint: string): Promise<Backbone | null> {
+  return db.backbone.findUnique({ where: { fingerprint } })
+}
+
+export interface HiddenStateInput {
+  contentHash: string
+  dtype: HiddenStateDtype
+  layers: number
+  dim: number
+  /** layers × dim values, row-major, little-endian; empty when `error` is set. */
+  data: Uint8Array
+  error?: string | null
+}
+
+/** Store hidden states; rows that already exist (same backbone + hash) are left untouched. Returns rows inserted. */
+export async function saveHiddenStates(db: Db, backboneId: number, rows: HiddenStateInput[]): Promise<number> {
+  if (rows.length === 0) return 0
+  for (const r of rows) {
+    const width = r.dtype === 'f16' ? 2 : 4
+    if (!r.error && r.data.byteLength !== r.layers * r.dim * width) {
+      throw new StorageError('INVALID_INPUT', `hidden state ${r.contentHash}: ${r.data.byteLength} bytes, expected ${r.layers}×${r.dim}×${width}`)
+    }
+  }
+  const { count } = await db.hiddenState.createMany({
+    data: rows.map((r) => ({
+      backboneId,
+      contentHash: r.contentHash,
+      dtype: r.dtype,
+      layers: r.layers,
+      dim: r.dim,
+      data: toBytes(r.data),
+      error: r.error ?? null,
+    })),
+    skipDuplicates: true,
+  })
+  return count
+}
+
+/** Hidden states of `backboneId` for the given content hashes (missing ones are absent from the map). */
+export async function loadHiddenStates(db: Db, backboneId: number, contentHashes: string[]): Promise<Map<string, HiddenState>> {
+  const rows = await db.hiddenState.findMany({ where: { backboneId, contentHash: { in: contentHashes } } })
+  return new Map(rows.map((r) => [r.contentHash, r]))
+}
+
+/** The subset of `contentHashes` that has no row for `backboneId` yet (order preserved, deduplicated). */
+export async function missingHiddenStates(db: Db, backboneId: number, contentHashes: string[]): Promise<string[]> {
+  const unique = [...new Set(contentHashes)]
+  if (unique.length === 0) return []
+  const present = await db.hiddenState.findMany({
+    where: { backboneId, contentHash: { in: unique } },
+    select: { contentHash: true },
+  })
+  const have = new Set(present.map((r) => r.contentHash))
+  return unique.filter((h) => !have.has(h))
+}
+
+export type CacheBuildStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+export async function createCacheBuild(
+  db: Db,
+  input: { datasetId: string; backboneId: number; itemsTotal: number },
+): Promise<CacheBuild> {
+  return db.cacheBuild.create({ data: { ...input, status: 'queued' } })
+}
+
+export async function getCacheBuild(db: Db, id: string): Promise<CacheBuild | null> {
+  return db.cacheBuild.findUnique({ where: { id } })
+}
+
+/** Count finished items of a build (atomic increments; safe from many replicas). */
+export async function recordCacheBuildProgress(db: Db, id: string, done: number, failed = 0): Promise<CacheBuild> {
+  return db.cacheBuild.update({
+    where: { id },
+    data: { itemsDone: { increment: done }, itemsFailed: { increment: failed } },
+  })
+}
+
+export async function updateCacheBuildStatus(
+  db: Db,
+  id: string,
+  status: CacheBuildStatus,
+  error?: string | null,
+): Promise<CacheBuild> {
+  const now = new Date()
+  return db.cacheBuild.update({
+    where: { id },
+    data: {
+      status,
+      ...(status === 'running' ? { startedAt: now } : {}),
+      ...(status === 'completed' || status === 'failed' || status === 'cancelled' ? { finishedAt: now } : {}),
+      ...(error !== undefined ? { error } : {}),
+    },
+  })
+}

@@ -1,0 +1,164 @@
+import { Prisma, type ModelVersion, type PrismaClient } from './generated/prisma/client.ts'
+import { LONG_TRANSACTION, inTransaction, json, toBytes, type Db, type JsonInput } from './client.ts'
+import { StorageError } from './errors.ts'
+
+export interface CreateModelVersionInput {
+  datasetId: string
+  /** The training job that produced it; the job's modelVersionId is linked in the same transaction. */
+  jobId?: string | null
+  method: string
+  config: JsonInput
+  /** safetensors bytes */
+  weights: Uint8Array
+  /** little-endian float32, numItems × embeddingDim, row r = item with model index r + 1 */
+  itemEmbeddings: Uint8Array | Float32Array
+  /** row r → Item.id */
+  itemIndex: number[]
+  embeddingDim: number
+  testHr10?: number | null
+  testNdcg10?: number | null
+  valHr10?: number | null
+  valNdcg10?: number | null
+  secondsPerEpoch?: number | null
+  peakMemoryMb?: number | null
+  trainableParams?: number | null
+  epochs?: number | null
+  metrics?: JsonInput
+  /** Activate it right away (same transaction). */
+  activate?: boolean
+}
+
+/** Model version fields without the large binary/JSON payloads. */
+export const MODEL_VERSION_SUMMARY_SELECT = {
+  id: true,
+  datasetId: true,
+  jobId: true,
+  method: true,
+  config: true,
+  embeddingDim: true,
+  numItems: true,
+  testHr10: true,
+  testNdcg10: true,
+  valHr10: true,
+  valNdcg10: true,
+  secondsPerEpoch: true,
+  peakMemoryMb: true,
+  trainableParams: true,
+  epochs: true,
+  metrics: true,
+  isActive: true,
+  activatedAt: true,
+  createdAt: true,
+} as const satisfies Prisma.ModelVersionSelect
+
+export type ModelVersionSummary = Prisma.ModelVersionGetPayload<{ select: typeof MODEL_VERSION_SUMMARY_SELECT }>
+
+function embeddingBytes(e: Uint8Array | Float32Array): Uint8Array<ArrayBuffer> {
+  if (e instanceof Float32Array) {
+    const bytes = new Uint8Array(e.buffer, e.byteOffset, e.byteLength)
+    // typed arrays use the platform's byte order; every platform Node supports is little-endian
+    return toBytes(bytes)
+  }
+  return toBytes(e)
+}
+
+async function setActive(tx: Prisma.TransactionClient, datasetId: string, id: string): Promise<void> {
+  // Serialise activations per dataset; the partial unique index enforces "one active" anyway.
+  await tx.$queryRaw`SELECT id FROM datasets WHERE id = ${datasetId}::uuid FOR UPDATE`
+  await tx.modelVersion.updateMany({ where: { datasetId, isActive: true, NOT: { id } }, data: { isActive: false } })
+  await tx.modelVersion.update({ where: { id }, data: { isActive: true, activatedAt: new Date() } })
+}
+
+/** Store a trained model. Throws INVALID_INPUT when the embedding matrix does not match its index. */
+export async function createModelVersion(prisma: PrismaClient, input: CreateModelVersionInput): Promise<ModelVersionSummary> {
+  const bytes = embeddingBytes(input.itemEmbeddings)
+  const numItems = input.itemIndex.length
+  if (bytes.byteLength !== numItems * input.embeddingDim * 4) {
+    throw new StorageError(
+      'INVALID_INPUT',
+      `itemEmbeddings has ${bytes.byteLength} bytes, expected ${numItems} × ${input.embeddingDim} × 4`,
+      { numItems, embeddingDim: input.embeddingDim, bytes: bytes.byteLength },
+    )
+  }
+  return prisma.$transaction(async (tx) => {
+    const mv = await tx.modelVersion.create({
+      data: {
+        datasetId: input.datasetId,
+        jobId: input.jobId ?? null,
+        method: input.method,
+        config: json(input.config),
+        weights: toBytes(input.weights),
+        itemEmbeddings: bytes,
+        itemIndex: input.itemIndex,
+        embeddingDim: input.embeddingDim,
+        numItems,
+        testHr10: input.testHr10 ?? null,
+        testNdcg10: input.testNdcg10 ?? null,
+        valHr10: input.valHr10 ?? null,
+        valNdcg10: input.valNdcg10 ?? null,
+        secondsPerEpoch: input.secondsPerEpoch ?? null,
+        peakMemoryMb: input.peakMemoryMb ?? null,
+        trainableParams: input.trainableParams ?? null,
+        epochs: input.epochs ?? null,
+        metrics: input.metrics === undefined ? Prisma.DbNull : json(input.metrics),
+      },
+      select: { id: true },
+    })
+    if (input.jobId) await tx.trainingJob.update({ where: { id: input.jobId }, data: { modelVersionId: mv.id } })
+    if (input.activate) await setActive(tx, input.datasetId, mv.id)
+    return tx.modelVersion.findUniqueOrThrow({ where: { id: mv.id }, select: MODEL_VERSION_SUMMARY_SELECT })
+  }, LONG_TRANSACTION)
+}
+
+/**
+ * Make `id` the one active model version of its dataset (others of that dataset are
+ * deactivated in the same transaction). Throws NOT_FOUND.
+ */
+export async function activateModelVersion(db: Db, id: string): Promise<ModelVersionSummary> {
+  return inTransaction(db, async (tx) => {
+    const mv = await tx.modelVersion.findUnique({ where: { id }, select: { datasetId: true } })
+    if (!mv) throw new StorageError('NOT_FOUND', `model version ${id} not found`, { modelVersionId: id })
+    await setActive(tx, mv.datasetId, id)
+    return tx.modelVersion.findUniqueOrThrow({ where: { id }, select: MODEL_VERSION_SUMMARY_SELECT })
+  })
+}
+
+/** Full model version (weights, embeddings, index) or null. */
+export async function getModelVersion(db: Db, id: string): Promise<ModelVersion | null> {
+  return db.modelVersion.findUnique({ where: { id } })
+}
+
+/** The active model version of a dataset with all payloads (what the API serves), or null. */
+export async function getActiveModelVersion(db: Db, datasetId: string): Promise<ModelVersion | null> {
+  return db.modelVersion.findFirst({ where: { datasetId, isActive: true } })
+}
+
+/** Active versions of all datasets, summaries only (e.g. to warm the API's caches). */
+export async function listActiveModelVersions(db: Db): Promise<ModelVersionSummary[]> {
+  return db.modelVersion.findMany({ where: { isActive: true }, select: MODEL_VERSION_SUMMARY_SELECT, orderBy: { activatedAt: 'desc' } })
+}
+
+/** Model versions without weights/embeddings/index, newest first. */
+export async function listModelVersions(
+  db: Db,
+  options: { datasetId?: string; limit?: number; offset?: number } = {},
+): Promise<ModelVersionSummary[]> {
+  return db.modelVersion.findMany({
+    where: { datasetId: options.datasetId },
+    select: MODEL_VERSION_SUMMARY_SELECT,
+    orderBy: { createdAt: 'desc' },
+    take: options.limit ?? 100,
+    skip: options.offset ?? 0,
+  })
+}
+
+/** Decode ModelVersion.itemEmbeddings into a Float32Array (copy, aligned). */
+export function decodeItemEmbeddings(mv: Pick<ModelVersion, 'itemEmbeddings' | 'numItems' | 'embeddingDim'>): Float32Array {
+  const src = mv.itemEmbeddings
+  const out = new Float32Array(mv.numItems * mv.embeddingDim)
+  if (src.byteLength !== out.byteLength) {
+    throw new StorageError('INVALID_INPUT', `itemEmbeddings has ${src.byteLength} bytes, expected ${out.byteLength}`)
+  }
+  new Uint8Array(out.buffer).set(src)
+  return out
+}

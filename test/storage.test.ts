@@ -1,0 +1,354 @@
+import { randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  StorageError,
+  activateModelVersion,
+  addItems,
+  appendEpochMetric,
+  appendInteraction,
+  computeContentHashes,
+  createModelVersion,
+  createTrainingJob,
+  decodeItemEmbeddings,
+  deleteDataset,
+  getActiveModelVersion,
+  getModelVersion,
+  getTrainingJob,
+  getUserHistory,
+  importDataset,
+  listEpochMetrics,
+  listItems,
+  listModelVersions,
+  loadDatasetSequences,
+  loadHiddenStates,
+  missingHiddenStates,
+  requestTrainingJobCancel,
+  saveHiddenStates,
+  updateTrainingJobProgress,
+  updateTrainingJobStatus,
+  upsertBackbone,
+  type ImportDatasetInput,
+  type PrismaClient,
+} from '@iisan/storage'
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts'
+
+let db: TestDatabase
+let prisma: PrismaClient
+
+beforeAll(async () => {
+  db = await createTestDatabase('storage')
+  prisma = db.prisma
+})
+afterAll(async () => {
+  await db?.drop()
+})
+
+const small: ImportDatasetInput = {
+  name: 'small',
+  items: [
+    { externalId: 'i1', title: 'Microscope' },
+    { externalId: 'i2', title: 'Pipette', imageRef: 'images/i2.jpg' },
+    { externalId: 'i3', title: 'Beaker', imageBlob: new Uint8Array([0xff, 0xd8, 0xff, 0x00]), imageMime: 'image/jpeg' },
+    { externalId: 'i4', title: 'Never bought' },
+  ],
+  users: [
+    { externalId: 'u1', itemExternalIds: ['i3', 'i1', 'i2', 'i1'] },
+    { externalId: 'u2', itemExternalIds: ['i2', 'i3'] },
+  ],
+}
+
+async function rowCounts() {
+  const [datasets, items, users, interactions] = await Promise.all([
+    prisma.dataset.count(),
+    prisma.item.count(),
+    prisma.datasetUser.count(),
+    prisma.interaction.count(),
+  ])
+  return { datasets, items, users, interactions }
+}
+
+async function freshCounts<T>(fn: () => Promise<T>): Promise<{ before: Awaited<ReturnType<typeof rowCounts>>; error: unknown }> {
+  const before = await rowCounts()
+  const error = await fn().then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  return { before, error }
+}
+
+describe('importDataset', () => {
+  it('imports items, users and ordered interactions with counts and stats', async () => {
+    const ds = await importDataset(prisma, small)
+    expect(ds).toMatchObject({ name: 'small', numItems: 4, numUsers: 2, numInteractions: 6 })
+    expect(ds.stats).toMatchObject({ minSequenceLength: 2, maxSequenceLength: 4, coldItems: 1 })
+
+    const seq = await loadDatasetSequences(prisma, ds.id)
+    expect(seq.items.map((i) => i.externalId)).toEqual(['i1', 'i2', 'i3', 'i4'])
+    const ids = [...seq.items.map((i) => i.id)]
+    expect(ids).toEqual([...ids].sort((a, b) => a - b)) // ordered by id = input order
+    const id = Object.fromEntries(seq.items.map((i) => [i.externalId, i.id]))
+    expect(seq.sequences).toEqual([
+      { userId: expect.any(Number), externalId: 'u1', itemIds: [id.i3, id.i1, id.i2, id.i1] },
+      { userId: expect.any(Number), externalId: 'u2', itemIds: [id.i2, id.i3] },
+    ])
+
+    const items = await prisma.item.findMany({ where: { datasetId: ds.id }, orderBy: { id: 'asc' } })
+    expect(items[2]!.imageBlob).toEqual(new Uint8Array([0xff, 0xd8, 0xff, 0x00]))
+    expect(items[2]!.imageMime).toBe('image/jpeg')
+    expect(items[1]!.imageRef).toBe('images/i2.jpg')
+    for (const [k, it] of items.entries()) {
+      expect(it).toMatchObject(computeContentHashes(small.items[k]!))
+    }
+    expect(items[0]!.imageHash).toBeNull()
+
+    const listed = await listItems(prisma, ds.id, { limit: 2, offset: 1 })
+    expect(listed.map((i) => [i.externalId, i.hasImageBlob])).toEqual([
+      ['i2', false],
+      ['i3', true],
+    ])
+    expect(listed[0]).not.toHaveProperty('imageBlob')
+  })
+
+  it('rejects histories that reference unknown items and leaves no rows behind', async () => {
+    const { before, error } = await freshCounts(() =>
+      importDataset(prisma, {
+        name: 'bad',
+        items: small.items,
+        users: [...small.users, { externalId: 'u3', itemExternalIds: ['i1', 'nope'] }],
+      }),
+    )
+    expect(error).toBeInstanceOf(StorageError)
+    expect(error).toMatchObject({
+      code: 'UNKNOWN_ITEM',
+      details: { count: 1, references: [{ userExternalId: 'u3', itemExternalId: 'nope' }] },
+    })
+    expect(await rowCounts()).toEqual(before)
+  })
+
+  it('rolls back everything when the database rejects a row halfway through', async () => {
+    // Postgres refuses NUL in text: the dataset and its items are inserted, then the users insert fails.
+    const { before, error } = await freshCounts(() =>
+      importDataset(prisma, { name: 'nul', items: small.items, users: [{ externalId: 'bad\u0000user', itemExternalIds: ['i1'] }] }),
+    )
+    expect(error).toBeDefined()
+    expect(await rowCounts()).toEqual(before)
+  })
+
+  it('rejects duplicate item and user ids', async () => {
+    await expect(
+      importDataset(prisma, { name: 'd', items: [...small.items, { externalId: 'i1', title: 'again' }], users: [] }),
+    ).rejects.toMatchObject({ code: 'DUPLICATE_ITEM' })
+    await expect(
+      importDataset(prisma, { name: 'd', items: small.items, users: [small.users[0]!, small.users[0]!] }),
+    ).rejects.toMatchObject({ code: 'DUPLICATE_USER' })
+  })
+})
+
+describe('interactions', () => {
+  let datasetId: string
+  let itemIds: Record<string, number>
+
+  beforeAll(async () => {
+    const ds = await importDataset(prisma, { ...small, name: 'events' })
+    datasetId = ds.id
+    const seq = await loadDatasetSequences(prisma, ds.id)
+    itemIds = Object.fromEntries(seq.items.map((i) => [i.externalId, i.id]))
+  })
+
+  it('appends at the next position and creates unknown users', async () => {
+    const a = await appendInteraction(prisma, datasetId, 'u2', itemIds.i4!)
+    expect(a).toMatchObject({ position: 2, userCreated: false, itemId: itemIds.i4 })
+    const b = await appendInteraction(prisma, datasetId, 'new-user', itemIds.i1!)
+    expect(b).toMatchObject({ position: 0, userCreated: true })
+    expect(await getUserHistory(prisma, datasetId, 'u2')).toMatchObject({
+      externalId: 'u2',
+      itemIds: [itemIds.i2, itemIds.i3, itemIds.i4],
+      itemExternalIds: ['i2', 'i3', 'i4'],
+    })
+    const ds = await prisma.dataset.findUniqueOrThrow({ where: { id: datasetId } })
+    expect(ds).toMatchObject({ numUsers: 3, numInteractions: 8 })
+    expect(await getUserHistory(prisma, datasetId, 'nobody')).toBeNull()
+  })
+
+  it('keeps positions dense under concurrent appends for one user', async () => {
+    const order = ['i1', 'i2', 'i3', 'i4', 'i1', 'i2', 'i3', 'i4']
+    await Promise.all(order.map((ext) => appendInteraction(prisma, datasetId, 'busy', itemIds[ext]!)))
+    const rows = await prisma.interaction.findMany({
+      where: { user: { datasetId, externalId: 'busy' } },
+      orderBy: { position: 'asc' },
+    })
+    expect(rows.map((r) => r.position)).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    const ds = await prisma.dataset.findUniqueOrThrow({ where: { id: datasetId } })
+    expect(ds).toMatchObject({ numUsers: 4, numInteractions: 16 })
+  })
+
+  it('rejects items of another dataset and unknown datasets', async () => {
+    const other = await importDataset(prisma, { name: 'other', items: [{ externalId: 'x', title: 'X' }], users: [] })
+    const [x] = await listItems(prisma, other.id)
+    await expect(appendInteraction(prisma, datasetId, 'u1', x!.id)).rejects.toMatchObject({ code: 'UNKNOWN_ITEM' })
+    await expect(appendInteraction(prisma, randomUUID(), 'u1', x!.id)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+  })
+
+  it('adds items to an existing dataset', async () => {
+    const added = await addItems(prisma, datasetId, [{ externalId: 'i5', title: 'Centrifuge' }])
+    expect(added.map((i) => i.externalId)).toEqual(['i5'])
+    expect(added[0]!.id).toBeGreaterThan(itemIds.i4!)
+    await expect(addItems(prisma, datasetId, [{ externalId: 'i1', title: 'dup' }])).rejects.toMatchObject({
+      code: 'DUPLICATE_ITEM',
+    })
+    const ds = await prisma.dataset.findUniqueOrThrow({ where: { id: datasetId } })
+    expect(ds.numItems).toBe(5)
+  })
+})
+
+describe('training jobs and model versions', () => {
+  let datasetId: string
+  let itemIndex: number[]
+
+  beforeAll(async () => {
+    const ds = await importDataset(prisma, { ...small, name: 'models' })
+    datasetId = ds.id
+    itemIndex = (await loadDatasetSequences(prisma, ds.id)).items.map((i) => i.id)
+  })
+
+  const embeddings = (n: number, d: number, seed: number) => Float32Array.from({ length: n * d }, (_, i) => seed + i / 8)
+
+  it('tracks a job through its statuses, progress and epochs', async () => {
+    const job = await createTrainingJob(prisma, { datasetId, method: 'iisan', config: { epochs: 2, lr: 1e-3 } })
+    expect(job).toMatchObject({ status: 'queued', cancelRequested: false, startedAt: null })
+
+    const running = await updateTrainingJobStatus(prisma, job.id, 'running', { from: ['queued'] })
+    expect(running?.status).toBe('running')
+    expect(running?.startedAt).toBeInstanceOf(Date)
+    // a second worker picking up the same job loses the compare-and-set
+    expect(await updateTrainingJobStatus(prisma, job.id, 'running', { from: ['queued'] })).toBeNull()
+
+    await updateTrainingJobProgress(prisma, job.id, { phase: 'training', epoch: 1 })
+    await appendEpochMetric(prisma, { jobId: job.id, epoch: 1, trainLoss: 5, valHr10: 0.1, valNdcg10: 0.05, seconds: 3 })
+    await appendEpochMetric(prisma, { jobId: job.id, epoch: 2, trainLoss: 4, valHr10: 0.2, valNdcg10: 0.1, seconds: 3 })
+    await appendEpochMetric(prisma, { jobId: job.id, epoch: 2, trainLoss: 3.5, valHr10: 0.25, valNdcg10: 0.12, seconds: 3 })
+    expect((await listEpochMetrics(prisma, job.id)).map((m) => [m.epoch, m.trainLoss])).toEqual([
+      [1, 5],
+      [2, 3.5],
+    ])
+
+    const cancelled = await requestTrainingJobCancel(prisma, job.id)
+    expect(cancelled).toMatchObject({ status: 'running', cancelRequested: true })
+    const failed = await updateTrainingJobStatus(prisma, job.id, 'failed', { error: 'boom' })
+    expect(failed).toMatchObject({ status: 'failed', error: 'boom', progress: { phase: 'training', epoch: 1 } })
+    expect(failed?.finishedAt).toBeInstanceOf(Date)
+
+    const queued = await createTrainingJob(prisma, { datasetId, method: 'sasrec-id', config: {} })
+    expect(await requestTrainingJobCancel(prisma, queued.id)).toMatchObject({ status: 'cancelled' })
+    await expect(createTrainingJob(prisma, { datasetId: randomUUID(), method: 'iisan', config: {} })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    })
+  })
+
+  it('stores model versions, links the job, and activates exactly one per dataset', async () => {
+    const job = await createTrainingJob(prisma, { datasetId, method: 'iisan', config: {} })
+    const n = itemIndex.length
+    const a = await createModelVersion(prisma, {
+      datasetId,
+      jobId: job.id,
+      method: 'iisan',
+      config: { d: 4 },
+      weights: new Uint8Array([1, 2, 3]),
+      itemEmbeddings: embeddings(n, 4, 1),
+      itemIndex,
+      embeddingDim: 4,
+      testHr10: 0.3,
+    })
+    expect(a).toMatchObject({ datasetId, jobId: job.id, numItems: n, isActive: false })
+    expect(a).not.toHaveProperty('weights')
+    expect((await getTrainingJob(prisma, job.id))?.modelVersionId).toBe(a.id)
+
+    const b = await createModelVersion(prisma, {
+      datasetId,
+      method: 'sasrec-id',
+      config: {},
+      weights: new Uint8Array([4]),
+      itemEmbeddings: embeddings(n, 4, 2),
+      itemIndex,
+      embeddingDim: 4,
+      activate: true,
+    })
+    expect(b.isActive).toBe(true)
+    await expect(
+      createModelVersion(prisma, { datasetId, method: 'x', config: {}, weights: new Uint8Array(), itemEmbeddings: new Float32Array(3), itemIndex, embeddingDim: 4 }),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+
+    const active = async () =>
+      (await prisma.modelVersion.findMany({ where: { datasetId, isActive: true }, select: { id: true } })).map((r) => r.id)
+    expect(await active()).toEqual([b.id])
+    await activateModelVersion(prisma, a.id)
+    expect(await active()).toEqual([a.id])
+    await activateModelVersion(prisma, b.id)
+    expect(await active()).toEqual([b.id])
+
+    // concurrent activations still leave exactly one active
+    await Promise.all([a.id, b.id, a.id, b.id].map((id) => activateModelVersion(prisma, id)))
+    expect(await active()).toHaveLength(1)
+    // and the database itself refuses a second active version
+    await expect(prisma.modelVersion.updateMany({ where: { datasetId }, data: { isActive: true } })).rejects.toThrow()
+
+    await activateModelVersion(prisma, a.id)
+    const served = await getActiveModelVersion(prisma, datasetId)
+    expect(served?.id).toBe(a.id)
+    expect(decodeItemEmbeddings(served!)).toEqual(embeddings(n, 4, 1))
+    expect(served!.itemIndex).toEqual(itemIndex)
+    expect((await getModelVersion(prisma, b.id))?.weights).toEqual(new Uint8Array([4]))
+
+    const list = await listModelVersions(prisma, { datasetId })
+    expect(list.map((m) => m.id).sort()).toEqual([a.id, b.id].sort())
+    for (const m of list) {
+      expect(m).not.toHaveProperty('weights')
+      expect(m).not.toHaveProperty('itemEmbeddings')
+      expect(m).not.toHaveProperty('itemIndex')
+    }
+    await expect(activateModelVersion(prisma, randomUUID())).rejects.toMatchObject({ code: 'NOT_FOUND' })
+  })
+})
+
+describe('hidden-state cache', () => {
+  it('stores states once per backbone and content hash', async () => {
+    const bb = await upsertBackbone(prisma, {
+      fingerprint: 'fp-' + randomUUID(),
+      modality: 'text',
+      modelType: 'bert',
+      numLayers: 2,
+      hiddenSize: 3,
+      config: { maxLength: 32 },
+      location: '/models/bert',
+    })
+    const again = await upsertBackbone(prisma, { ...bb, name: 'bert', config: {}, modality: 'text' })
+    expect(again.id).toBe(bb.id)
+    const f16 = new Uint8Array(2 * 3 * 2).fill(7)
+    expect(await saveHiddenStates(prisma, bb.id, [{ contentHash: 'h1', dtype: 'f16', layers: 2, dim: 3, data: f16 }])).toBe(1)
+    expect(
+      await saveHiddenStates(prisma, bb.id, [
+        { contentHash: 'h1', dtype: 'f16', layers: 2, dim: 3, data: f16 },
+        { contentHash: 'h2', dtype: 'f16', layers: 2, dim: 3, data: new Uint8Array(), error: 'corrupt image' },
+      ]),
+    ).toBe(1)
+    expect(await missingHiddenStates(prisma, bb.id, ['h1', 'h2', 'h3', 'h3'])).toEqual(['h3'])
+    const states = await loadHiddenStates(prisma, bb.id, ['h1', 'h2'])
+    expect(states.get('h1')?.data).toEqual(f16)
+    expect(states.get('h2')?.error).toBe('corrupt image')
+    await expect(
+      saveHiddenStates(prisma, bb.id, [{ contentHash: 'h4', dtype: 'f32', layers: 2, dim: 3, data: f16 }]),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+  })
+})
+
+describe('deleteDataset', () => {
+  it('cascades to everything that belongs to the dataset', async () => {
+    const ds = await importDataset(prisma, { ...small, name: 'doomed' })
+    await createTrainingJob(prisma, { datasetId: ds.id, method: 'iisan', config: {} })
+    expect(await deleteDataset(prisma, ds.id)).toBe(true)
+    expect(await deleteDataset(prisma, ds.id)).toBe(false)
+    expect(await prisma.item.count({ where: { datasetId: ds.id } })).toBe(0)
+    expect(await prisma.interaction.count({ where: { datasetId: ds.id } })).toBe(0)
+    expect(await prisma.trainingJob.count({ where: { datasetId: ds.id } })).toBe(0)
+  })
+})
