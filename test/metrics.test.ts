@@ -43,3 +43,16 @@ describe('full-ranking metrics', () => {
     expect(m.ndcg10).toBeCloseTo((1 / Math.log2(2) + 1 / Math.log2(11)) / 4, 12)
   })
 })
+
+describe('TPME', () => {
+  it('min–max normalises each axis and weights 0.45 / 0.1 / 0.45', async () => {
+    const { tpme } = await import('@iisan/model')
+    const rows = tpme([
+      { id: 'fft', secondsPerEpoch: 443, trainableParams: 195e6, peakMemoryMb: 47000 },
+      { id: 'iisan', secondsPerEpoch: 22, trainableParams: 4e6, peakMemoryMb: 3000 },
+      { id: 'mid', secondsPerEpoch: 232.5, trainableParams: 99.5e6, peakMemoryMb: 25000 },
+    ])
+    expect(rows.map((r) => r.tpme)).toEqual([1, 0, expect.closeTo(0.45 * 0.5 + 0.1 * 0.5 + 0.45 * 0.5, 12)])
+    expect(() => tpme([], { time: 0.5, params: 0.5, memory: 0.5 })).toThrow(/sum to 1/)
+  })
+})

@@ -74,8 +74,13 @@ export class BertTokenizer {
       }
       const model = json.model as { type?: string } | undefined
       if (model?.type !== 'WordPiece') throw new BackboneConfigError(`${jsonFile}: expected a WordPiece model, got ${model?.type}`)
-      // The library insists on a post-processor; we add [CLS]/[SEP] ourselves anyway.
+      // The library insists these keys exist; hand-written files may omit them. Post-processing is
+      // irrelevant (we add [CLS]/[SEP] ourselves) and decoding is never used.
       json.post_processor ??= null
+      json.decoder ??= { type: 'WordPiece', prefix: '##', cleanup: true }
+      json.normalizer ??= null
+      json.pre_tokenizer ??= null
+      json.added_tokens ??= []
       const normalizer = json.normalizer as { lowercase?: boolean } | undefined
       const descriptor: TokenizerDescriptor = {
         source: 'tokenizer.json',
@@ -150,6 +155,12 @@ export class BertTokenizer {
   /** WordPiece ids without special tokens or truncation. */
   encodePieces(text: string): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: false }).ids
+  }
+
+  /** Normalised, pre-tokenised words (before WordPiece), e.g. for building a vocabulary. */
+  basicTokenize(text: string): string[] {
+    const normalized = this.tokenizer.normalizer ? this.tokenizer.normalizer.normalize(text) : text
+    return this.tokenizer.pre_tokenizer ? this.tokenizer.pre_tokenizer.pre_tokenize_text(normalized) : normalized.split(/\s+/).filter(Boolean)
   }
 
   idToToken(id: number): string | undefined {

@@ -7,7 +7,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errorHandling } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { healthRoutes } from './routes/health.ts'
-import { datasetRoutes } from './routes/datasets.ts'
+import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
+import { eventRoutes } from './routes/events.ts'
 import { trainingJobRoutes } from './routes/training-jobs.ts'
 import { modelVersionRoutes } from './routes/model-versions.ts'
 import { recommendationRoutes } from './routes/recommendations.ts'
@@ -31,6 +32,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
         { name: 'training' },
         { name: 'models' },
         { name: 'recommendations' },
+        { name: 'events' },
         { name: 'operations' },
       ],
     },
@@ -41,6 +43,8 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   await app.register(
     async (v1) => {
       await v1.register(datasetRoutes, deps)
+      await v1.register(datasetItemRoutes, deps)
+      await v1.register(eventRoutes, deps)
       await v1.register(trainingJobRoutes, deps)
       await v1.register(modelVersionRoutes, deps)
       await v1.register(recommendationRoutes, deps)

@@ -73,6 +73,41 @@ async function readMultipart(request: import('fastify').FastifyRequest) {
   return { name: fields.name, description: fields.description, itemsTsv: fields.items, usersTsv: fields.users }
 }
 
-export function serializeDataset(d: { id: string; name: string; description: string | null; createdAt: Date; numItems: number; numUsers: number; numInteractions: number; stats: unknown }) {
+export const ItemSchema = Type.Object({ id: Type.String({ description: 'external item id' }), title: Type.String(), hasImage: Type.Boolean(), createdAt: Type.String({ format: 'date-time' }) })
+
+export const datasetItemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  app.get(
+    '/datasets/:id/items',
+    {
+      schema: {
+        tags: ['datasets'],
+        summary: 'Items of a dataset, optionally filtered by a title search',
+        params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
+        querystring: Type.Object({
+          q: Type.Optional(Type.String({ maxLength: 200, description: 'case-insensitive substring of the title or the item id' })),
+          limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+          offset: Type.Integer({ minimum: 0, default: 0 }),
+        }),
+        response: { 200: Type.Object({ items: Type.Array(ItemSchema), total: Type.Integer() }), ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params
+      if (!(await getDataset(deps.prisma, id))) throw new ApiError(404, 'NOT_FOUND', `dataset ${id} not found`)
+      const { q, limit, offset } = request.query
+      const where = {
+        datasetId: id,
+        ...(q ? { OR: [{ title: { contains: q, mode: 'insensitive' as const } }, { externalId: q }] } : {}),
+      }
+      const [rows, total] = await Promise.all([
+        deps.prisma.item.findMany({ where, orderBy: { id: 'asc' }, take: limit, skip: offset, select: { externalId: true, title: true, imageRef: true, imageHash: true, createdAt: true } }),
+        deps.prisma.item.count({ where }),
+      ])
+      return { items: rows.map((r) => ({ id: r.externalId, title: r.title, hasImage: r.imageHash !== null, createdAt: r.createdAt.toISOString() })), total }
+    },
+  )
+}
+
+function serializeDataset(d: { id: string; name: string; description: string | null; createdAt: Date; numItems: number; numUsers: number; numInteractions: number; stats: unknown }) {
   return { ...d, createdAt: d.createdAt.toISOString(), stats: d.stats ?? null }
 }

@@ -1,7 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
+import { PAPER_TPME_WEIGHTS, tpme } from '@iisan/model/tpme'
 import { ApiError, errorResponses } from '../errors.ts'
+
+const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 import type { Deps } from '../deps.ts'
 
 const Nullable = <T extends import('@sinclair/typebox').TSchema>(t: T) => Type.Union([t, Type.Null()])
@@ -49,6 +52,43 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
       const mv = await deps.prisma.modelVersion.findUnique({ where: { id: request.params.id }, select: MODEL_VERSION_SUMMARY_SELECT })
       if (!mv) throw new ApiError(404, 'NOT_FOUND', `model version ${request.params.id} not found`)
       return serializeModelVersion(mv)
+    },
+  )
+
+  app.get(
+    '/model-versions/compare',
+    {
+      schema: {
+        tags: ['models'],
+        summary: 'Versions side by side with TPME (IISAN_SPEC §8) across them: quality, s/epoch, memory, parameters',
+        querystring: Type.Object({ ids: Type.String({ description: 'comma-separated model version ids (2–20)' }) }),
+        response: {
+          200: Type.Object({
+            weights: Type.Object({ time: Type.Number(), params: Type.Number(), memory: Type.Number() }),
+            versions: Type.Array(Type.Composite([ModelVersionSchema, Type.Object({ tpme: Nullable(Type.Number()), timeNorm: Nullable(Type.Number()), paramsNorm: Nullable(Type.Number()), memoryNorm: Nullable(Type.Number()) })])),
+          }),
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (request) => {
+      const ids = [...new Set(request.query.ids.split(',').map((s) => s.trim()).filter(Boolean))]
+      if (ids.length < 2 || ids.length > 20) throw new ApiError(400, 'VALIDATION_FAILED', 'give 2–20 distinct model version ids')
+      const rows = await deps.prisma.modelVersion.findMany({ where: { id: { in: ids.filter(isUuid) } }, select: MODEL_VERSION_SUMMARY_SELECT })
+      const missing = ids.filter((id) => !rows.some((r) => r.id === id))
+      if (missing.length) throw new ApiError(404, 'NOT_FOUND', `model version(s) not found: ${missing.join(', ')}`, { missing })
+      const measured = rows.filter((r) => r.secondsPerEpoch !== null && r.trainableParams !== null && r.peakMemoryMb !== null)
+      const scores = new Map(
+        tpme(measured.map((r) => ({ id: r.id, secondsPerEpoch: r.secondsPerEpoch!, trainableParams: r.trainableParams!, peakMemoryMb: r.peakMemoryMb! }))).map((row) => [row.id, row]),
+      )
+      return {
+        weights: PAPER_TPME_WEIGHTS,
+        versions: ids.map((id) => {
+          const r = rows.find((x) => x.id === id)!
+          const s = scores.get(id)
+          return { ...serializeModelVersion(r), tpme: s?.tpme ?? null, timeNorm: s?.timeNorm ?? null, paramsNorm: s?.paramsNorm ?? null, memoryNorm: s?.memoryNorm ?? null }
+        }),
+      }
     },
   )
 

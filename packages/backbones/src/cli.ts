@@ -1,0 +1,155 @@
+// npm run backbone -- <command>
+//   hidden-states --model DIR (--texts FILE | --images FILE...) [--json PATH] [--weights FILE] [--batch-size N]
+//   make-default  --out DIR [--force]
+//   fingerprint   --model DIR [--weights FILE]
+// Failures print one line to stderr and exit 1; stack traces are for bugs, not for a wrong path.
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import cliProgress from 'cli-progress'
+import { readModelConfig } from './config.ts'
+import { loadTextBackbone } from './text-backbone.ts'
+import { loadImageBackbone } from './image-backbone.ts'
+import { ensureDefaultBackbones, makeDefaultBackbones } from './default.ts'
+import { fingerprintBackbone } from './fingerprint.ts'
+
+class UsageError extends Error {}
+
+const USAGE = `usage:
+  backbone hidden-states --model DIR (--texts FILE | --images FILE...) [--json PATH] [--weights FILE] [--batch-size N]
+  backbone make-default --out DIR [--force]
+  backbone fingerprint --model DIR [--weights FILE]`
+
+function progressBar(total: number): { update(done: number): void; stop(): void } {
+  if (!process.stderr.isTTY || total < 2) return { update: () => {}, stop: () => {} }
+  const bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{bar} {value}/{total} items | {eta_formatted}' }, cliProgress.Presets.shades_classic)
+  bar.start(total, 0)
+  return { update: (done) => bar.update(done), stop: () => bar.stop() }
+}
+
+/** [n, L + 1, d] flat → [layer][input][d] nested. */
+function layerMajor(flat: Float32Array, n: number, layers: number, d: number): number[][][] {
+  const out: number[][][] = []
+  for (let l = 0; l < layers; l++) {
+    const rows: number[][] = []
+    for (let i = 0; i < n; i++) rows.push(Array.from(flat.subarray((i * layers + l) * d, (i * layers + l + 1) * d)))
+    out.push(rows)
+  }
+  return out
+}
+
+async function hiddenStates(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string' },
+      texts: { type: 'string' },
+      images: { type: 'string', multiple: true },
+      json: { type: 'string' },
+      weights: { type: 'string' },
+      'batch-size': { type: 'string' },
+    },
+    // `--images a.jpg b.jpg …`: parseArgs binds only the first file to --images.
+    allowPositionals: true,
+  })
+  if (positionals.length && !values.images?.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+  if (values.images) values.images.push(...positionals)
+  if (!values.model) throw new UsageError('--model DIR is required')
+  if (!values.texts === !values.images?.length) throw new UsageError('give exactly one of --texts FILE or --images FILE...')
+  const batchSize = values['batch-size'] ? Number(values['batch-size']) : undefined
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize > 0)) throw new UsageError('--batch-size must be a positive integer')
+  const config = readModelConfig(values.model)
+  let result: Record<string, unknown>
+  if (values.texts) {
+    if (config.modelType !== 'bert') throw new UsageError(`--texts needs a BERT folder; ${values.model} is ${config.modelType}`)
+    let text: string
+    try {
+      text = fs.readFileSync(values.texts, 'utf8')
+    } catch (err) {
+      throw new Error(`cannot read texts file ${values.texts}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+    const titles = text.split('\n').map((l) => l.replace(/\r$/, ''))
+    if (titles[titles.length - 1] === '') titles.pop()
+    const backbone = await loadTextBackbone(values.model, { weightsFile: values.weights })
+    const bar = progressBar(titles.length)
+    const enc = await backbone.encodeTexts(titles, { batchSize, onProgress: (done) => bar.update(done) })
+    bar.stop()
+    backbone.dispose()
+    const ids: number[][] = []
+    for (let i = 0; i < enc.n; i++) ids.push(Array.from(enc.inputIds.subarray(i * enc.seqLen, (i + 1) * enc.seqLen)))
+    result = {
+      model_type: 'bert',
+      fingerprint: backbone.fingerprint,
+      num_layers: enc.numLayers,
+      hidden_size: enc.hiddenSize,
+      texts: titles,
+      input_ids: ids,
+      cls_per_layer: layerMajor(enc.clsPerLayer, enc.n, enc.numLayers + 1, enc.hiddenSize),
+    }
+  } else {
+    if (config.modelType !== 'vit') throw new UsageError(`--images needs a ViT folder; ${values.model} is ${config.modelType}`)
+    const files = values.images!
+    const backbone = await loadImageBackbone(values.model, { weightsFile: values.weights })
+    const bar = progressBar(files.length)
+    const encoded = await backbone.encodeImages(files, { batchSize, onProgress: (done) => bar.update(done) })
+    bar.stop()
+    backbone.dispose()
+    const failed = encoded.findIndex((r) => !r.ok)
+    if (failed >= 0) {
+      const r = encoded[failed] as { ok: false; error: string }
+      throw new Error(r.error)
+    }
+    const L1 = backbone.numLayers + 1
+    const d = backbone.hiddenSize
+    const flat = new Float32Array(files.length * L1 * d)
+    encoded.forEach((r, i) => flat.set((r as { cls: Float32Array }).cls, i * L1 * d))
+    result = {
+      model_type: 'vit',
+      fingerprint: backbone.fingerprint,
+      num_layers: backbone.numLayers,
+      hidden_size: d,
+      images: files,
+      cls_per_layer: layerMajor(flat, files.length, L1, d),
+    }
+  }
+  const json = `${JSON.stringify(result)}\n`
+  if (values.json) {
+    fs.mkdirSync(path.dirname(path.resolve(values.json)), { recursive: true })
+    fs.writeFileSync(values.json, json)
+  } else {
+    process.stdout.write(json)
+  }
+}
+
+async function makeDefault(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { out: { type: 'string' }, force: { type: 'boolean' } } })
+  if (!values.out) throw new UsageError('--out DIR is required')
+  const paths = values.force ? await makeDefaultBackbones(values.out) : await ensureDefaultBackbones(values.out)
+  console.log(`text backbone:  ${paths.text} (${fingerprintBackbone(paths.text)})`)
+  console.log(`image backbone: ${paths.image} (${fingerprintBackbone(paths.image)})`)
+}
+
+async function fingerprint(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { model: { type: 'string' }, weights: { type: 'string' } } })
+  if (!values.model) throw new UsageError('--model DIR is required')
+  console.log(fingerprintBackbone(values.model, { weightsFile: values.weights }))
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv
+  if (command === 'hidden-states') return hiddenStates(rest)
+  if (command === 'make-default') return makeDefault(rest)
+  if (command === 'fingerprint') return fingerprint(rest)
+  if (command === undefined || command === '--help' || command === '-h') {
+    console.log(USAGE)
+    return
+  }
+  throw new UsageError(`unknown command ${JSON.stringify(command)}`)
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const message = err instanceof Error ? err.message : String(err)
+  process.stderr.write(`backbone: ${message.split('\n')[0]}\n`)
+  if (err instanceof UsageError) process.stderr.write(`${USAGE}\n`)
+  process.exitCode = 1
+})
