@@ -1,15 +1,26 @@
-// `npm run train -- [--data DIR] [--method sasrec-id] [--epochs N] [--users N] [--json PATH]`
+// `npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--users N] [--json PATH]`
 // Trains on the two TSV files of a dataset folder with the paper's configuration and prints
-// validation/test HR@10 and NDCG@10 and seconds per epoch.
+// validation/test HR@10 and NDCG@10 and seconds per epoch. IISAN reads cached backbone states
+// from a states folder (`npm run cache-states` writes one); IISAN switches: --modality,
+// --side-layers 0,2,4 --reduction 64 --activation relu|gelu.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
-import { initBackend } from '../backend.ts'
-import { protocolFromTsv } from '../data.ts'
-import { SequentialRecommender, sasRecIdConfig } from '../recommender.ts'
-import { PAPER_TRAINING, train } from '../trainer.ts'
-import { PAPER_USER_ENCODER } from '../user-encoder.ts'
+import {
+  PAPER_TRAINING,
+  PAPER_USER_ENCODER,
+  SequentialRecommender,
+  iisanConfig,
+  initBackend,
+  protocolFromTsv,
+  sasRecIdConfig,
+  train,
+  type CachedStates,
+  type ModalityMode,
+  type RecommenderConfig,
+} from '@iisan/model'
+import { loadStatesFolder } from '../states-folder.ts'
 
 function fail(message: string): never {
   console.error(`error: ${message}`)
@@ -27,9 +38,16 @@ async function main() {
       'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
       'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
       json: { type: 'string' },
+      states: { type: 'string', default: 'artifacts/states/scientific' },
+      modality: { type: 'string', default: 'intra_inter' },
+      'side-layers': { type: 'string' },
+      reduction: { type: 'string', default: '64' },
+      activation: { type: 'string', default: 'relu' },
     },
   })
-  if (values.method !== 'sasrec-id') fail(`unknown method ${values.method} (available: sasrec-id)`)
+  if (values.method !== 'sasrec-id' && values.method !== 'iisan') fail(`unknown method ${values.method} (available: sasrec-id, iisan)`)
+  if (!['intra', 'inter', 'intra_inter'].includes(values.modality!)) fail('--modality must be intra, inter or intra_inter')
+  if (!['relu', 'gelu'].includes(values.activation!)) fail('--activation must be relu or gelu')
   const num = (name: string, v: string | undefined) => {
     const n = Number(v)
     if (!Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number`)
@@ -54,7 +72,30 @@ async function main() {
   console.log(`backend ${backend}; users ${data.stats.usersKept}, items ${data.stats.itemsKept}, interactions ${data.stats.interactionsKept}`)
 
   const options = { ...PAPER_TRAINING, maxEpochs: num('epochs', values.epochs), patience: num('patience', values.patience), lrItem: num('lr-item', values['lr-item']), lrUser: num('lr-user', values['lr-user']) }
-  const model = new SequentialRecommender(sasRecIdConfig(data.numItems, PAPER_USER_ENCODER))
+  let config: RecommenderConfig = sasRecIdConfig(data.numItems, PAPER_USER_ENCODER)
+  let states: CachedStates | undefined
+  if (values.method === 'iisan') {
+    let loaded: CachedStates
+    try {
+      loaded = loadStatesFolder(values.states!, data).states
+    } catch (e) {
+      fail(`${(e as Error).message} (write one with: npm run cache-states -- --out ${values.states})`)
+    }
+    states = loaded
+    const sideLayers = values['side-layers']?.split(',').map(Number)
+    if (sideLayers?.some((l) => !Number.isInteger(l) || l < 0 || l > loaded.text.numLayers)) fail(`--side-layers must be integers in 0..${loaded.text.numLayers}`)
+    const shape = (m: 'text' | 'image') => ({ numLayers: loaded[m].numLayers, width: loaded[m].width })
+    config = iisanConfig(data.numItems, shape('text'), shape('image'), {
+      ...PAPER_USER_ENCODER,
+      modality: values.modality as ModalityMode,
+      reduction: num('reduction', values.reduction),
+      activation: values.activation as 'relu' | 'gelu',
+      ...(sideLayers ? { sideLayers } : {}),
+    })
+    const present = (m: 'text' | 'image') => loaded[m].rowOf.filter((r) => r >= 0).length
+    console.log(`states: text ${present('text')} items (L = ${loaded.text.numLayers}, d = ${loaded.text.width}), image ${present('image')} items; side layers ${config.sideLayers.join(',')}`)
+  }
+  const model = new SequentialRecommender(config, states)
   const bar = new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total} steps  loss {loss}', hideCursor: true }, cliProgress.Presets.shades_classic)
   const result = await train(model, data, options, {
     onStep: (s) => {
