@@ -14,7 +14,6 @@ import {
   iisanConfig,
   initBackend,
   logProbabilities,
-  modalityFromItems,
   mulberry32,
   protocolFromTsv,
   sasRecIdConfig,
@@ -22,10 +21,10 @@ import {
   trainStep,
   type CachedStates,
   type IisanConfig,
-  type ModalityStates,
   type ParamGroup,
 } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
+import { randomBaseStates } from './random-states.ts'
 
 const { values } = parseArgs({
   options: {
@@ -55,22 +54,12 @@ if (values.users) usersTsv = usersTsv.split('\n').slice(0, Number(values.users))
 const { data } = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), usersTsv)
 const N = data.numItems
 
-function randomStates(seed: number): ModalityStates {
-  // one float32 copy: [N, 13, 768] filled in place
-  const random = mulberry32(seed)
-  const perItem = (BASE.numLayers + 1) * BASE.width
-  const store = modalityFromItems(BASE.numLayers, BASE.width, [])
-  const data = new Float32Array(N * perItem)
-  for (let i = 0; i < data.length; i++) data[i] = random() * 2 - 1
-  return { ...store, data, rowOf: Int32Array.from({ length: N + 1 }, (_, i) => i - 1) }
-}
-
 let states: CachedStates | undefined
 let config
 if (method === 'iisan') {
   const t = performance.now()
-  states = { text: randomStates(1), image: randomStates(2) }
-  console.log(`random states: 2 × ${N} × 13 × 768 float32 in ${((performance.now() - t) / 1000).toFixed(1)} s`)
+  states = { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) }
+  console.log(`random states: 2 × ${N} × 13 × 768 float16 in ${((performance.now() - t) / 1000).toFixed(1)} s`)
   config = iisanConfig(N, BASE, BASE)
 } else {
   config = sasRecIdConfig(N)
@@ -107,7 +96,9 @@ if (!values['skip-eval']) {
   evalSeconds = (performance.now() - t) / 1000
 }
 
-const gflopsPerStep = (method === 'iisan' ? sanFlops(config as IisanConfig, meanUnique) : 0) + userSideFlops(BATCH, config.maxSeqLen, config.embeddingDim)
+const san = method === 'iisan' ? sanFlops(config as IisanConfig, meanUnique) : { executed: 0, naive: 0 }
+const userSide = userSideFlops(BATCH, config.maxSeqLen, config.embeddingDim)
+const gflopsPerStep = san.executed + userSide
 const result = {
   method,
   backend,
@@ -123,6 +114,7 @@ const result = {
   peak_rss_mb: process.resourceUsage().maxRSS / 1024,
   trainable_params: model.params.count(),
   gflops_per_step: gflopsPerStep,
+  gflops_per_step_layer_by_layer: san.naive + userSide,
   achieved_gflops: gflopsPerStep / medianStep,
   step_times_s: times,
 }
@@ -143,15 +135,22 @@ mkdirSync(path.dirname(out), { recursive: true })
 writeFileSync(out, JSON.stringify(result, null, 2))
 console.log(`wrote ${out}`)
 
-/** Matmul FLOPs of one SAN + fusion step on n unique items: forward, and backward ≈ 2× forward. */
-function sanFlops(c: IisanConfig, n: number): number {
+/**
+ * Matmul FLOPs of one SAN + fusion step on n unique items, as executed: every SANB costs 3× its
+ * forward (forward, input gradient, weight gradient); the F→P pair runs reassociated
+ * (san.ts linearPair): 3 products of d×d×D and 3 of n×d×D instead of n×d×d ones.
+ * `naive` is the same step computed layer by layer (the PyTorch formulation).
+ */
+function sanFlops(c: IisanConfig, n: number): { executed: number; naive: number } {
   const K = c.sideLayers.length
   const d = c.text.width
   const D = c.embeddingDim
   const towers = c.modality === 'intra_inter' ? 3 : c.modality === 'intra' ? 2 : 1
-  const perTower = K * (2 * n * d * c.reduction * 2) + 2 * n * d * d + 2 * n * d * D
-  const fusion = 2 * n * towers * D * D
-  return (3 * (towers * perTower + fusion)) / 1e9
+  const sanbs = 3 * K * (2 * n * d * c.reduction * 2)
+  const fusion = 3 * 2 * n * towers * D * D
+  const pairExecuted = 3 * 2 * d * d * D + 3 * 2 * n * d * D
+  const pairNaive = 3 * (2 * n * d * d + 2 * n * d * D)
+  return { executed: (towers * (sanbs + pairExecuted) + fusion) / 1e9, naive: (towers * (sanbs + pairNaive) + fusion) / 1e9 }
 }
 
 /** User encoder + in-batch logits, forward and backward. */

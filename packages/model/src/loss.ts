@@ -46,6 +46,27 @@ export function inBatchTargets(windows: Int32Array[]): InBatchTargets {
   return { masked, targetSlot, valid, rows: B * T, candidates: C }
 }
 
+/**
+ * Only the rows that predict a real item: a Scientific batch has ≈ 300 of its 640 rows valid,
+ * and the [rows, C] logits, their softmax and the mask are the largest elementwise work of a step.
+ * `rows` maps each kept row to its index in the full B·T layout.
+ */
+export function validRowsOnly(t: InBatchTargets): InBatchTargets & { rowIndex: Int32Array } {
+  const keep: number[] = []
+  for (let r = 0; r < t.rows; r++) if (t.valid[r]) keep.push(r)
+  const C = t.candidates
+  const masked = new Uint8Array(keep.length * C)
+  keep.forEach((r, i) => masked.set(t.masked.subarray(r * C, (r + 1) * C), i * C))
+  return {
+    masked,
+    targetSlot: Int32Array.from(keep, (r) => t.targetSlot[r]),
+    valid: new Float32Array(keep.length).fill(1),
+    rows: keep.length,
+    candidates: C,
+    rowIndex: Int32Array.from(keep),
+  }
+}
+
 /** log p(j) for every candidate slot: frequency in the training sequences / total; padding p = 1. */
 export function logPopularity(slots: ArrayLike<number>, logProb: Float32Array): Float32Array {
   const out = new Float32Array(slots.length)

@@ -6,7 +6,7 @@ import type { ItemEncoder } from './item-encoder.ts'
 import { emptyModality, type CachedStates } from './cached-states.ts'
 import { IisanItemEncoder, type BackboneShape, type IisanConfig } from './iisan.ts'
 import { defaultSideLayers } from './san.ts'
-import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors } from './loss.ts'
+import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors, validRowsOnly } from './loss.ts'
 import { Params } from './params.ts'
 import { PAPER_USER_ENCODER, UserEncoder, type UserEncoderConfig } from './user-encoder.ts'
 
@@ -81,8 +81,10 @@ export class SequentialRecommender {
       [B, T],
     )
     const states = tf.reshape(this.userEncoder.forward(inputEmb, valid, true), [B * T, D]) as tf.Tensor2D
-    const targets = targetTensors(inBatchTargets(windows))
-    return inBatchSoftmaxLoss(states, candidateEmb, tf.tensor1d(logPopularity(slots, logProb)), targets)
+    // Score only the rows that predict a real item (padding rows would be averaged out anyway).
+    const targets = validRowsOnly(inBatchTargets(windows))
+    const validStates = tf.gather(states, tf.tensor1d(targets.rowIndex, 'int32')) as tf.Tensor2D
+    return inBatchSoftmaxLoss(validStates, candidateEmb, tf.tensor1d(logPopularity(slots, logProb)), targetTensors(targets))
   }
 
   /**

@@ -93,9 +93,40 @@ export function interTower(params: Params, name: string, text: tf.Tensor2D[], im
 
 /** P(F(x)): d → d → D. */
 function project(params: Params, name: string, x: tf.Tensor2D): tf.Tensor2D {
-  const f = linear(x, params.get(`${name}.F.w`) as tf.Tensor2D, params.get(`${name}.F.b`) as tf.Tensor1D)
-  return linear(f, params.get(`${name}.P.w`) as tf.Tensor2D, params.get(`${name}.P.b`) as tf.Tensor1D)
+  return linearPair(
+    x,
+    params.get(`${name}.F.w`) as tf.Tensor2D,
+    params.get(`${name}.F.b`) as tf.Tensor1D,
+    params.get(`${name}.P.w`) as tf.Tensor2D,
+    params.get(`${name}.P.b`) as tf.Tensor1D,
+  )
 }
+
+/**
+ * y = (x·W_F + b_F)·W_P + b_P for x [n, d], W_F [d, d], W_P [d, D], D ≪ d — the same function
+ * and the same gradients as two linear layers, but associated so that no n×d×d product is ever
+ * formed: forward x·(W_F·W_P); backward through G = xᵀ·dy [d, D]. Per step and tower this is
+ * ≈ 0.3 GFLOP instead of ≈ 1 GFLOP at n ≈ 300, d = 768, D = 64.
+ */
+export const linearPair = tf.customGrad(((x: tf.Tensor2D, wF: tf.Tensor2D, bF: tf.Tensor1D, wP: tf.Tensor2D, bP: tf.Tensor1D, save: tf.GradSaveFunc) => {
+  const M = tf.matMul(wF, wP) // [d, D]
+  const c = tf.add(tf.matMul(tf.reshape(bF, [1, -1]), wP), bP) // [1, D]
+  save([x, wF, bF, wP, M])
+  return {
+    value: tf.add(tf.matMul(x, M), c) as tf.Tensor2D,
+    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      const [xs, wFs, bFs, wPs, Ms] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor2D]
+      const wPT = tf.transpose(wPs) // [D, d]
+      const G = tf.matMul(tf.transpose(xs), dy) // xᵀ·dy [d, D]
+      const s = tf.sum(dy, 0, true) // [1, D]
+      const dWF = tf.matMul(G, wPT) // [d, d]
+      const dWP = tf.add(tf.matMul(tf.transpose(wFs), G), tf.matMul(tf.reshape(bFs, [-1, 1]), s)) // [d, D]
+      const dbF = tf.reshape(tf.matMul(s, wPT), [-1]) // [d]
+      const dx = tf.matMul(dy, tf.transpose(Ms)) // [n, d]
+      return [dx, dWF, dbF, dWP, tf.reshape(s, [-1])]
+    },
+  }
+}) as never) as unknown as (x: tf.Tensor2D, wF: tf.Tensor2D, bF: tf.Tensor1D, wP: tf.Tensor2D, bP: tf.Tensor1D) => tf.Tensor2D
 
 /**
  * Side layers at equal relative depth for a backbone of `numLayers` layers, given the layers
