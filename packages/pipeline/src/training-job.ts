@@ -2,7 +2,8 @@
 // The worker service wires this to BullMQ; tests and the CLI can call it directly.
 import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
-import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
+import { SequentialRecommender, iisanConfig, sasRecIdConfig, type RecommenderConfig } from '@iisan/model/recommender'
+import type { CachedStates } from '@iisan/model/cached-states'
 import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
 import {
   appendEpochMetric,
@@ -17,7 +18,10 @@ import {
 import { defaultTrainingConfig, type TrainingConfig } from './training-config.ts'
 
 export interface JobProgress {
-  phase: 'loading' | 'training' | 'evaluating' | 'saving' | 'done'
+  phase: 'loading' | 'caching' | 'training' | 'evaluating' | 'saving' | 'done'
+  /** while caching: items with cached states / items */
+  cached?: number
+  total?: number
   epoch?: number
   maxEpochs?: number
   step?: number
@@ -39,6 +43,11 @@ export interface RunJobOptions {
    */
   isInterrupted?(): boolean
   log?(message: string, fields?: object): void
+  /**
+   * IISAN's cached backbone states for the protocol's items (item index i ↔ Item.id
+   * data.itemKeys[i]); the worker wires this to the embedding cache, which may build it first.
+   */
+  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<CachedStates>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
 }
@@ -58,6 +67,26 @@ export function protocolForDataset(sequences: Awaited<ReturnType<typeof loadData
     sequences.items.map((i) => String(i.id)),
     { maxSeqLen: config.maxSeqLen, minInteractions: 5 },
   )
+}
+
+function userEncoderPart(config: TrainingConfig) {
+  const { embeddingDim, numBlocks, numHeads, maxSeqLen, dropout, seed } = config
+  return { embeddingDim, numBlocks, numHeads, maxSeqLen, dropout, seed }
+}
+
+/** The IISAN configuration for these states, validating the side layers against the text backbone. */
+export function iisanModelConfig(numItems: number, states: CachedStates, config: TrainingConfig) {
+  const L = states.text.numLayers
+  const bad = config.sideLayers?.filter((l) => l > L)
+  if (bad?.length) throw new Error(`side layers ${bad.join(', ')} exceed the text backbone's ${L} layers`)
+  const shape = (m: 'text' | 'image') => ({ numLayers: states[m].numLayers, width: states[m].width })
+  return iisanConfig(numItems, shape('text'), shape('image'), {
+    ...userEncoderPart(config),
+    modality: config.modality,
+    reduction: config.reduction,
+    activation: config.activation,
+    ...(config.sideLayers ? { sideLayers: [...config.sideLayers].sort((a, b) => a - b) } : {}),
+  })
 }
 
 export async function runTrainingJob(prisma: PrismaClient, jobId: string, options: RunJobOptions = {}): Promise<JobOutcome> {
@@ -90,7 +119,14 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     const data = protocolForDataset(await loadDatasetSequences(prisma, job.datasetId), config)
     if (data.stats.usersKept < 2) throw new Error(`dataset has ${data.stats.usersKept} users with ≥ 5 interactions; at least 2 are needed to train`)
     options.log?.('training', { jobId, method: job.method, ...data.stats })
-    model = new SequentialRecommender(sasRecIdConfig(data.numItems, config))
+    let modelConfig: RecommenderConfig = sasRecIdConfig(data.numItems, userEncoderPart(config))
+    let states: CachedStates | undefined
+    if (job.method === 'iisan') {
+      if (!options.loadStates) throw new Error('IISAN needs cached backbone states, and this worker has no embedding cache configured')
+      states = await options.loadStates(job.datasetId, data, report)
+      modelConfig = iisanModelConfig(data.numItems, states, config)
+    }
+    model = new SequentialRecommender(modelConfig, states)
     const trainableModel = model
     const result = await train(model, data, config, {
       shouldCancel,
