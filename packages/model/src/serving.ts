@@ -5,6 +5,11 @@ import * as tf from '@tensorflow/tfjs-core'
 import { readCheckpointConfig, loadCheckpointInto } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
+import { IisanItemEncoder } from './iisan.ts'
+import { emptyModality, appendItems as appendStates, type Modality } from './cached-states.ts'
+
+/** A new item's cached states: [L+1, d] per modality, null where it lacks the modality. */
+export type NewItemStates = Record<Modality, Float32Array | null>
 
 export interface ScoredItem {
   /** item index 1..N */
@@ -53,6 +58,42 @@ export class ServingModel {
   /** Top-k items by u·e_j over 1..N, skipping `exclude`. */
   topK(state: Float32Array, k: number, exclude: ReadonlySet<number>): ScoredItem[] {
     return topKByDot(this.matrix, this.config.embeddingDim, state, k, exclude)
+  }
+
+  /** True when items can be embedded without retraining (the item side reads content). */
+  get supportsColdStart(): boolean {
+    return this.config.method === 'iisan'
+  }
+
+  /**
+   * Runs only the SAN + fusion for new items (no backbone, no training) → [n, D] rows, in the
+   * order given. Throws for ID-based models, which have no way to embed an unseen item.
+   */
+  embedNewItems(items: NewItemStates[]): Float32Array {
+    if (this.config.method !== 'iisan') throw new Error(`${this.config.method} models cannot embed new items`)
+    const { text, image } = this.config
+    const encoder = this.model.itemEncoder as IisanItemEncoder
+    encoder.setStates({
+      text: appendStates(emptyModality(0, text.numLayers, text.width), items.map((i) => i.text)),
+      image: appendStates(emptyModality(0, image.numLayers, image.width), items.map((i) => i.image)),
+    })
+    const ids = Int32Array.from(items, (_, i) => i + 1)
+    return tf.tidy(() => encoder.embedUnique(ids).dataSync() as Float32Array)
+  }
+
+  /** Appends rows [n, D] as items N+1, …; returns their indices. */
+  appendItems(rows: Float32Array): number[] {
+    const D = this.config.embeddingDim
+    if (rows.length % D !== 0) throw new Error(`rows of ${rows.length} values are not a multiple of D = ${D}`)
+    const grown = new Float32Array(this.matrix.length + rows.length)
+    grown.set(this.matrix)
+    grown.set(rows, this.matrix.length)
+    const first = this.rows
+    this.matrix = grown
+    this.rows = grown.length / D
+    this.matrixTensor?.dispose()
+    this.matrixTensor = undefined
+    return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
   recommend(history: ArrayLike<number>, k: number): ScoredItem[] {

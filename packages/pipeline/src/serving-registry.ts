@@ -5,6 +5,8 @@
 import { ServingModel, type ScoredItem } from '@iisan/model/serving'
 import { decodeItemEmbeddings, getModelVersion, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
+const DISPOSE_GRACE_MS = 60_000
+
 export interface LoadedModel {
   id: string
   datasetId: string
@@ -82,9 +84,39 @@ export class ServingRegistry {
     }
   }
 
+  /**
+   * Loads a fresh copy (e.g. after cold-start items were appended) and swaps it in once ready.
+   * Requests already holding the old copy finish with it; it is disposed a while later.
+   */
+  async reload(id: string): Promise<LoadedModel | null> {
+    const previous = this.models.get(id)
+    const next = this.load(id)
+    try {
+      await next
+    } catch (e) {
+      if (e instanceof ModelNotFound) {
+        this.models.delete(id)
+        return null
+      }
+      throw e
+    }
+    this.models.set(id, next)
+    if (previous) this.disposeLater(previous)
+    return next
+  }
+
   /** Drops a cached model (e.g. after deletion); running requests finish with their copy. */
   evict(id: string): void {
+    const previous = this.models.get(id)
     this.models.delete(id)
+    if (previous) this.disposeLater(previous)
+  }
+
+  private disposeLater(model: Promise<LoadedModel>): void {
+    // A request may hold a model across an await (e.g. reading a user's history); give it time.
+    setTimeout(() => {
+      model.then((m) => m.serving.dispose()).catch(() => undefined)
+    }, DISPOSE_GRACE_MS).unref()
   }
 
   async close(): Promise<void> {

@@ -1,11 +1,17 @@
+// Redis pub/sub between services. Every API replica subscribes, so a model activated (or
+// updated) anywhere is served everywhere without a restart. Channels are `<prefix>:<name>`.
 import type { Redis } from 'ioredis'
-import { parseModelActivatedEvent, type ModelActivatedEvent } from './payloads.ts'
+import { parseModelActivatedEvent, parseModelUpdatedEvent, type ModelActivatedEvent, type ModelUpdatedEvent } from './payloads.ts'
 
 export const MODEL_ACTIVATED = 'model-activated'
+export const MODEL_UPDATED = 'model-updated'
 
-/** Redis pub/sub channel for model activations: `<prefix>:model-activated`. */
 export function modelActivatedChannel(prefix: string): string {
   return `${prefix}:${MODEL_ACTIVATED}`
+}
+
+export function modelUpdatedChannel(prefix: string): string {
+  return `${prefix}:${MODEL_UPDATED}`
 }
 
 /** Announce an activation (API replicas reload their in-memory model). Returns the number of receivers. */
@@ -14,9 +20,14 @@ export async function publishModelActivated(
   prefix: string,
   event: Omit<ModelActivatedEvent, 'activatedAt'> & { activatedAt?: string | Date },
 ): Promise<number> {
-  const activatedAt = event.activatedAt instanceof Date ? event.activatedAt.toISOString() : event.activatedAt ?? new Date().toISOString()
+  const activatedAt = event.activatedAt instanceof Date ? event.activatedAt.toISOString() : (event.activatedAt ?? new Date().toISOString())
   const payload = parseModelActivatedEvent({ datasetId: event.datasetId, modelVersionId: event.modelVersionId, activatedAt })
   return redis.publish(modelActivatedChannel(prefix), JSON.stringify(payload))
+}
+
+/** Announce that a model version changed in place (cold-start items appended). */
+export async function publishModelUpdated(redis: Redis, prefix: string, event: ModelUpdatedEvent): Promise<number> {
+  return redis.publish(modelUpdatedChannel(prefix), JSON.stringify(parseModelUpdatedEvent(event)))
 }
 
 export interface Subscription {
@@ -24,24 +35,34 @@ export interface Subscription {
   close(): Promise<void>
 }
 
+export type EventHandler<T> = (event: T) => void | Promise<void>
+
+export function subscribeModelActivated(redis: Redis, prefix: string, handler: EventHandler<ModelActivatedEvent>, onError?: (error: unknown) => void): Promise<Subscription> {
+  return subscribeChannel(redis, modelActivatedChannel(prefix), parseModelActivatedEvent, handler, onError)
+}
+
+export function subscribeModelUpdated(redis: Redis, prefix: string, handler: EventHandler<ModelUpdatedEvent>, onError?: (error: unknown) => void): Promise<Subscription> {
+  return subscribeChannel(redis, modelUpdatedChannel(prefix), parseModelUpdatedEvent, handler, onError)
+}
+
 /**
- * Subscribe to model activations. Uses a duplicate of `redis` (a subscribed connection can do
- * nothing else); resolves once the subscription is active. Malformed messages go to `onError`.
+ * Subscribe on a dedicated connection (a subscribed ioredis connection can run no other
+ * command). Malformed messages and handler failures go to `onError`, never crash the process.
  */
-export async function subscribeModelActivated(
+async function subscribeChannel<T>(
   redis: Redis,
-  prefix: string,
-  handler: (event: ModelActivatedEvent) => void | Promise<void>,
+  channel: string,
+  parse: (data: unknown) => T,
+  handler: EventHandler<T>,
   onError: (error: unknown) => void = () => {},
 ): Promise<Subscription> {
-  const channel = modelActivatedChannel(prefix)
   const sub = redis.duplicate()
   sub.on('error', onError)
   sub.on('message', (ch: string, message: string) => {
     if (ch !== channel) return
-    let event: ModelActivatedEvent
+    let event: T
     try {
-      event = parseModelActivatedEvent(JSON.parse(message))
+      event = parse(JSON.parse(message))
     } catch (e) {
       onError(e)
       return

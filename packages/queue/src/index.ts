@@ -21,6 +21,9 @@ export {
   EmbeddingCacheJobPayloadSchema,
   TrainingProgressSchema,
   ModelActivatedEventSchema,
+  ModelUpdatedEventSchema,
+  parseModelUpdatedEvent,
+  type ModelUpdatedEvent,
   parseTrainingJobPayload,
   parseEmbeddingCacheJobPayload,
   parseModelActivatedEvent,
@@ -32,8 +35,13 @@ export {
 } from './payloads.ts'
 export {
   MODEL_ACTIVATED,
+  MODEL_UPDATED,
   modelActivatedChannel,
+  modelUpdatedChannel,
   publishModelActivated,
+  publishModelUpdated,
   subscribeModelActivated,
+  subscribeModelUpdated,
+  type EventHandler,
   type Subscription,
 } from './events.ts'

@@ -58,6 +58,17 @@ export const ModelActivatedEventSchema = Type.Object(
 )
 export type ModelActivatedEvent = Static<typeof ModelActivatedEventSchema>
 
+/** A served model changed in place (e.g. cold-start items appended): replicas reload it. */
+export const ModelUpdatedEventSchema = Type.Object(
+  {
+    datasetId: Uuid('Dataset.id'),
+    modelVersionId: Uuid('ModelVersion.id'),
+    reason: Type.Union([Type.Literal('items-appended')]),
+  },
+  { $id: 'ModelUpdatedEvent', additionalProperties: false },
+)
+export type ModelUpdatedEvent = Static<typeof ModelUpdatedEventSchema>
+
 export class QueuePayloadError extends Error {
   readonly code = 'INVALID_PAYLOAD'
   constructor(
@@ -81,3 +92,4 @@ function parser<T extends TSchema>(schema: T): (data: unknown) => Static<T> {
 export const parseTrainingJobPayload = parser(TrainingJobPayloadSchema)
 export const parseEmbeddingCacheJobPayload = parser(EmbeddingCacheJobPayloadSchema)
 export const parseModelActivatedEvent = parser(ModelActivatedEventSchema)
+export const parseModelUpdatedEvent = parser(ModelUpdatedEventSchema)

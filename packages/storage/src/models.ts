@@ -162,3 +162,25 @@ export function decodeItemEmbeddings(mv: Pick<ModelVersion, 'itemEmbeddings' | '
   new Uint8Array(out.buffer).set(src)
   return out
 }
+
+/**
+ * Cold start: append embedding rows (float32, numItems × embeddingDim) and their Item.ids to a
+ * model version, atomically (one UPDATE: bytes, index and count move together). Item ids the
+ * version already has are refused (the caller filters them), so a retried append is detectable.
+ */
+export async function appendModelVersionItems(db: Db, id: string, itemIds: number[], embeddings: Float32Array): Promise<void> {
+  if (itemIds.length === 0) return
+  const rows = await db.$queryRaw<{ embedding_dim: number }[]>`SELECT embedding_dim FROM model_versions WHERE id = ${id}::uuid`
+  if (rows.length === 0) throw new StorageError('NOT_FOUND', `model version ${id} not found`, { modelVersionId: id })
+  if (embeddings.length !== itemIds.length * rows[0]!.embedding_dim) {
+    throw new StorageError('INVALID_INPUT', `${embeddings.length} values for ${itemIds.length} items of dimension ${rows[0]!.embedding_dim}`)
+  }
+  const bytes = embeddingBytes(embeddings)
+  const count = await db.$executeRaw`
+    UPDATE model_versions
+    SET item_embeddings = item_embeddings || ${bytes},
+        item_index = item_index || ${JSON.stringify(itemIds)}::jsonb,
+        num_items = num_items + ${itemIds.length}
+    WHERE id = ${id}::uuid AND NOT (item_index @> ANY (SELECT jsonb_build_array(x) FROM jsonb_array_elements(${JSON.stringify(itemIds)}::jsonb) AS x))`
+  if (count === 0) throw new StorageError('CONFLICT', `model version ${id} already has some of these items`, { itemIds })
+}

@@ -12,6 +12,7 @@ import { eventRoutes } from './routes/events.ts'
 import { trainingJobRoutes } from './routes/training-jobs.ts'
 import { modelVersionRoutes } from './routes/model-versions.ts'
 import { recommendationRoutes } from './routes/recommendations.ts'
+import { adminRoutes } from './routes/admin.ts'
 
 const MAX_UPLOAD_BYTES = 256 * 2 ** 20
 
@@ -19,7 +20,8 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   const app = Fastify({
     loggerInstance: options.logger,
     bodyLimit: MAX_UPLOAD_BYTES,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } },
+    // coercion so query strings validate as numbers; bodies with non-numeric strings still fail
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(errorHandling)
@@ -51,5 +53,6 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
     },
     { prefix: '/v1' },
   )
+  await app.register(adminRoutes)
   return app
 }
