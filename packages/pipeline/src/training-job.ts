@@ -4,6 +4,7 @@ import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender, iisanConfig, sasRecIdConfig, type RecommenderConfig } from '@iisan/model/recommender'
 import type { CachedStates } from '@iisan/model/cached-states'
+import type { LoadedStates } from './cache-states.ts'
 import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
 import {
   appendEpochMetric,
@@ -47,7 +48,7 @@ export interface RunJobOptions {
    * IISAN's cached backbone states for the protocol's items (item index i ↔ Item.id
    * data.itemKeys[i]); the worker wires this to the embedding cache, which may build it first.
    */
-  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<CachedStates>
+  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<LoadedStates>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
 }
@@ -121,9 +122,12 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     options.log?.('training', { jobId, method: job.method, ...data.stats })
     let modelConfig: RecommenderConfig = sasRecIdConfig(data.numItems, userEncoderPart(config))
     let states: CachedStates | undefined
+    let backbones: LoadedStates['backbones'] | undefined
     if (job.method === 'iisan') {
       if (!options.loadStates) throw new Error('IISAN needs cached backbone states, and this worker has no embedding cache configured')
-      states = await options.loadStates(job.datasetId, data, report)
+      const loaded = await options.loadStates(job.datasetId, data, report)
+      states = loaded.states
+      backbones = loaded.backbones
       modelConfig = iisanModelConfig(data.numItems, states, config)
     }
     model = new SequentialRecommender(modelConfig, states)
@@ -170,7 +174,8 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       datasetId: job.datasetId,
       jobId,
       method: job.method,
-      config: JSON.parse(JSON.stringify(trainableModel.config)),
+      // the backbones' fingerprints say which cached states this model's SAN can read (cold start)
+      config: JSON.parse(JSON.stringify({ ...trainableModel.config, ...(backbones ? { backbones } : {}) })),
       weights: saveCheckpoint(trainableModel.params, trainableModel.config),
       // drop the padding row: stored row r is model index r + 1
       itemEmbeddings: result.itemMatrix.subarray(D),

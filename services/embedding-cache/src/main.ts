@@ -1,30 +1,17 @@
-// Embedding-cache service: owns the frozen backbones and the hidden-state store.
-// This shell serves health and the backbone registry; chunked cache jobs land here next
-// (packages/backbones computes the states, @iisan/storage stores them).
-import Fastify from 'fastify'
+// Embedding-cache service entry point: owns the frozen backbones and the hidden-state store.
+// config → logger → tensor backend → server (HTTP + queue worker) → clean SIGTERM.
+// Run any number of replicas against the same Postgres and Redis: they share the queue.
 import { createLogger, loadConfig } from '@iisan/config'
 import { onShutdown } from '@iisan/config/shutdown'
-import { createRedisConnection } from '@iisan/queue'
-import { createPrisma } from '@iisan/storage'
+import { initBackend } from '@iisan/model/backend'
+import { cacheServerOptionsFromEnv, createCacheServer } from './server.ts'
 
 const config = loadConfig()
+const options = cacheServerOptionsFromEnv()
 const logger = createLogger('embedding-cache', config)
-const prisma = createPrisma(config.databaseUrl)
-const redis = createRedisConnection(config.redisUrl)
-
-const app = Fastify({ loggerInstance: logger })
-app.get('/healthz', async (_req, reply) => {
-  const checks = await Promise.allSettled([prisma.$queryRaw`SELECT 1`, redis.ping()])
-  const [postgres, redisCheck] = checks.map((c) => ({ ok: c.status === 'fulfilled', ...(c.status === 'rejected' ? { error: String(c.reason) } : {}) }))
-  const ok = postgres.ok && redisCheck.ok
-  return reply.status(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', postgres, redis: redisCheck })
-})
-app.get('/v1/backbones', async () => ({
-  backbones: await prisma.backbone.findMany({ select: { id: true, fingerprint: true, modality: true, modelType: true, name: true, numLayers: true, hiddenSize: true, location: true } }),
-}))
-await app.listen({ port: config.embeddingCachePort, host: config.host })
-
-onShutdown(logger, async () => {
-  await app.close()
-  await Promise.all([redis.quit(), prisma.$disconnect()])
-})
+await initBackend({ logger, prefer: config.tfBackend })
+const server = await createCacheServer(config, logger, options)
+// Shutdown waits for the chunk in flight (one forward batch + one INSERT group at a time).
+onShutdown(logger, () => server.close(), { timeoutMs: 120_000 })
+await server.app.listen({ port: config.embeddingCachePort, host: config.host })
+logger.info({ port: config.embeddingCachePort, worker: server.worker !== null }, 'embedding cache ready')

@@ -1,0 +1,290 @@
+// Embedding-cache throughput and storage: caches N Scientific titles (plus K synthetic images)
+// with the configured backbones (default: the demo pair) through the real service path — HTTP
+// POST /v1/cache-builds → BullMQ chunks → in-process worker → float16 rows in Postgres — then
+// measures a re-run and a second dataset with the same items (cache hits), the binary bulk
+// stream, and the bytes per item Postgres actually uses (pg_column_size). A storage-only row
+// projects base-size models (13 × 768 float16 per item) with synthetic N(0, 1) values.
+// Uses a throwaway database and Redis prefix; prints a table; writes bench/results/cache.json.
+//   npx tsx bench/cache.ts [--items 2000] [--images 256] [--chunk 64] [--group 16]
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import sharp from 'sharp'
+import { createLogger, dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@iisan/config'
+import { initBackend } from '@iisan/model/backend'
+import { createRedisConnection } from '@iisan/queue'
+import { applyMigrations, importDataset, saveHiddenStates, type ImportItemInput, type PrismaClient } from '@iisan/storage'
+import {
+  StateStreamDecoder,
+  encodeFloat16LE,
+  fetchDatasetStates,
+  openDatasetStateStream,
+  type CacheBuildsResponse,
+  type CacheBuildView,
+} from '@iisan/embedding-cache'
+import { createCacheServer } from '../services/embedding-cache/src/server.ts'
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`)
+  if (i < 0) return fallback
+  const v = Number(process.argv[i + 1])
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`)
+  return v
+}
+
+const N = arg('items', 2000)
+const K = Math.min(arg('images', 256), N)
+const CHUNK = arg('chunk', 64)
+const GROUP = arg('group', 16)
+const repo = path.resolve(import.meta.dirname, '..')
+
+function scientificTitles(n: number): string[] {
+  const file = path.resolve(repo, '../shared/datasets/scientific/items.tsv')
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean)
+  if (lines.length < n) throw new Error(`${file} has ${lines.length} items, asked for ${n}`)
+  return lines.slice(0, n).map((l) => l.split('\t')[1] ?? '')
+}
+
+async function syntheticJpeg(i: number): Promise<Buffer> {
+  const w = 96
+  const h = 72
+  const raw = Buffer.alloc(w * h * 3)
+  for (let p = 0; p < raw.length; p++) raw[p] = ((p % (w * 3)) * ((i % 13) + 1) + Math.floor(p / (w * 3)) * ((i % 7) + 2) + Math.floor(i / 91) * 37) & 255
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer()
+}
+
+async function post(url: string, body: unknown): Promise<CacheBuildsResponse> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  if (res.status !== 202) throw new Error(`POST ${url}: ${res.status} ${await res.text()}`)
+  return (await res.json()) as CacheBuildsResponse
+}
+
+async function waitBuilds(base: string, ids: string[]): Promise<CacheBuildView[]> {
+  for (;;) {
+    const views = await Promise.all(ids.map(async (id) => (await (await fetch(`${base}/v1/cache-builds/${id}`)).json()) as CacheBuildView))
+    const failed = views.find((v) => v.status === 'failed')
+    if (failed) throw new Error(`build ${failed.id} failed: ${failed.error}`)
+    if (views.every((v) => v.status === 'completed')) return views
+    const done = views.reduce((s, v) => s + v.itemsDone + v.itemsFailed, 0)
+    const total = views.reduce((s, v) => s + v.itemsTotal, 0)
+    process.stderr.write(`\r  ${done}/${total} items cached`)
+    await new Promise((r) => setTimeout(r, 250))
+  }
+}
+
+interface StorageRow {
+  modality: string
+  rows: number
+  rawBytesPerItem: number
+  dataBytesPerItem: number
+  rowBytesPerItem: number
+  tableBytesPerItem: number
+}
+
+async function storage(prisma: PrismaClient, backboneIds: number[]): Promise<StorageRow[]> {
+  const out: StorageRow[] = []
+  for (const id of backboneIds) {
+    const [r] = await prisma.$queryRaw<{ modality: string; rows: number; raw: number; data: number; row: number }[]>`
+      SELECT b.modality, count(*)::int AS rows, avg(octet_length(hs.data))::float8 AS raw,
+             avg(pg_column_size(hs.data))::float8 AS data, avg(pg_column_size(hs.*))::float8 AS row
+      FROM hidden_states hs JOIN backbones b ON b.id = hs.backbone_id
+      WHERE hs.backbone_id = ${id} AND hs.error IS NULL GROUP BY b.modality`
+    out.push({ modality: r.modality, rows: r.rows, rawBytesPerItem: r.raw, dataBytesPerItem: r.data, rowBytesPerItem: r.row, tableBytesPerItem: NaN })
+  }
+  return out
+}
+
+/** Box–Muller N(0, 1) values (storage-only projection for base-size models). */
+function normal(n: number): Float32Array {
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.random() || 1e-12
+    const v = Math.random()
+    const r = Math.sqrt(-2 * Math.log(u))
+    out[i] = r * Math.cos(2 * Math.PI * v)
+    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v)
+  }
+  return out
+}
+
+async function main(): Promise<void> {
+  const suffix = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`
+  const server0 = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
+  const dbUrl = withDatabase(server0, `iisan_bench_cache_${suffix}`)
+  const prefix = `iisan_bench_cache_${suffix}`
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-cache-'))
+  const env = { ...process.env, DATABASE_URL: dbUrl, QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', ARTIFACTS_DIR: process.env.ARTIFACTS_DIR ?? tmp }
+  const config = loadConfig(env)
+  await ensureDatabaseExists(dbUrl)
+  const redis = createRedisConnection(config.redisUrl)
+  let server: Awaited<ReturnType<typeof createCacheServer>> | undefined
+  try {
+    await applyMigrations(dbUrl, path.join(repo, 'prisma/migrations'))
+    const backend = await initBackend({ prefer: config.tfBackend })
+    server = await createCacheServer(config, createLogger('bench-cache', config, { pretty: false }), { chunkSize: CHUNK, groupSize: GROUP })
+    await server.app.listen({ port: 0, host: '127.0.0.1' })
+    const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
+    const prisma = server.prisma
+    const backbones = server.registry.list()
+
+    const titles = scientificTitles(N)
+    const items: ImportItemInput[] = []
+    for (let i = 0; i < N; i++) items.push({ externalId: `S${i}`, title: titles[i], ...(i < K ? { imageBlob: await syntheticJpeg(i), imageMime: 'image/jpeg' } : {}) })
+    const ds = await importDataset(prisma, { name: `scientific-${N}`, items, users: [] })
+    const distinctTitles = new Set(titles).size
+
+    // 1. Cold: nothing cached.
+    let t0 = performance.now()
+    const cold = await post(`${base}/v1/cache-builds`, { datasetId: ds.id })
+    const coldViews = await waitBuilds(base, cold.builds.map((b) => b.id))
+    const coldSeconds = (performance.now() - t0) / 1000
+    process.stderr.write('\n')
+
+    // 2. Re-run, 3. a second dataset with the same items: cache hits only.
+    const rowsBefore = await prisma.hiddenState.count()
+    t0 = performance.now()
+    const rerun = await post(`${base}/v1/cache-builds`, { datasetId: ds.id })
+    await waitBuilds(base, rerun.builds.map((b) => b.id))
+    const rerunSeconds = (performance.now() - t0) / 1000
+    const copy = await importDataset(prisma, { name: `scientific-${N}-copy`, items: items.map((it) => ({ ...it, externalId: `copy-${it.externalId}` })), users: [] })
+    t0 = performance.now()
+    const second = await post(`${base}/v1/cache-builds`, { datasetId: copy.id })
+    await waitBuilds(base, second.builds.map((b) => b.id))
+    const secondSeconds = (performance.now() - t0) / 1000
+    const rowsAdded = (await prisma.hiddenState.count()) - rowsBefore
+
+    // 4. Bulk stream to a client (second, warm request).
+    await fetchDatasetStates(base, ds.id, 'text')
+    t0 = performance.now()
+    const states = await fetchDatasetStates(base, ds.id, 'text')
+    const streamSeconds = (performance.now() - t0) / 1000
+    const streamBytes = states ? states.itemIds.length * (4 + (states.numLayers + 1) * states.width * 2) : 0
+
+    // 5. Storage per item.
+    const store = await storage(prisma, backbones.map((b) => b.id))
+    const [{ tableBytes, rows }] = await prisma.$queryRaw<{ tableBytes: number; rows: number }[]>`
+      SELECT pg_total_relation_size('hidden_states')::float8 AS "tableBytes", (SELECT count(*)::int FROM hidden_states) AS rows`
+    for (const s of store) s.tableBytesPerItem = tableBytes / rows // whole table incl. TOAST + index, all rows
+    // Projection: base-size states (13 × 768 float16), synthetic N(0, 1) values, storage only.
+    const fake = await prisma.backbone.create({
+      data: { fingerprint: `bench-synthetic-${suffix}`, modality: 'text', modelType: 'bert', name: 'synthetic base (13×768)', numLayers: 12, hiddenSize: 768, config: {}, location: 'synthetic' },
+    })
+    // Keyed by the dataset's first titles, so the same rows also measure the bulk stream at base size.
+    const BASE_ROWS = Math.min(1000, N)
+    const baseKeys = (await prisma.item.findMany({ where: { datasetId: ds.id }, orderBy: { id: 'asc' }, take: BASE_ROWS, select: { textHash: true } })).map((r) => r.textHash)
+    const distinctKeys = [...new Set(baseKeys)]
+    for (let i = 0; i < distinctKeys.length; i += 100) {
+      await saveHiddenStates(
+        prisma,
+        fake.id,
+        distinctKeys.slice(i, i + 100).map((contentHash) => ({ contentHash, dtype: 'f16' as const, layers: 13, dim: 768, data: encodeFloat16LE(normal(13 * 768)) })),
+      )
+    }
+    const baseRef = { id: fake.id, fingerprint: fake.fingerprint, name: 'synthetic', modality: 'text' as const, numLayers: 12, width: 768 }
+    let baseStream = { rows: 0, bytes: 0, seconds: 0 }
+    for (let r = 0; r < 2; r++) {
+      t0 = performance.now()
+      const s = await openDatasetStateStream(prisma, ds.id, baseRef)
+      const decoder = new StateStreamDecoder()
+      for await (const chunk of s.stream) decoder.push(chunk as Buffer)
+      const decoded = decoder.end()
+      baseStream = { rows: decoded.itemIds.length, bytes: s.byteLength, seconds: (performance.now() - t0) / 1000 }
+    }
+    const [baseStore] = await storage(prisma, [fake.id])
+    const [{ toast }] = await prisma.$queryRaw<{ toast: number }[]>`
+      SELECT (pg_total_relation_size('hidden_states') - ${tableBytes})::float8 AS toast`
+    baseStore.tableBytesPerItem = toast / baseStore.rows
+    baseStore.modality = 'text (base-size projection)'
+
+    const throughput = coldViews.map((v) => {
+      const b = backbones.find((x) => x.id === v.backboneId)!
+      return {
+        backbone: `${b.name} (${v.modality}, L${b.numLayers} d${b.width})`,
+        items: v.itemsTotal,
+        encoded: v.itemsEncoded,
+        buildSeconds: v.startedAt && v.finishedAt ? (Date.parse(v.finishedAt) - Date.parse(v.startedAt)) / 1000 : null,
+        itemsPerSecond: v.itemsPerSecond,
+      }
+    })
+
+    console.log(`\nembedding cache on tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
+    console.log(`${N} Scientific titles (${distinctTitles} distinct), ${K} with a synthetic 96×72 JPEG; chunk ${CHUNK}, group ${GROUP}, one worker\n`)
+    console.table(
+      throughput.map((t) => ({
+        backbone: t.backbone,
+        items: t.items,
+        encoded: t.encoded,
+        'build s': t.buildSeconds?.toFixed(2),
+        'items/s': t.itemsPerSecond?.toFixed(1),
+      })),
+    )
+    console.table({
+      'cold build, both backbones (wall)': { seconds: coldSeconds.toFixed(2), note: `${((N + K) / coldSeconds).toFixed(1)} items/s incl. queue + HTTP polling` },
+      're-run (same dataset)': { seconds: rerunSeconds.toFixed(3), note: 'nothing computed' },
+      'second dataset, same items': { seconds: secondSeconds.toFixed(3), note: `rows added: ${rowsAdded}` },
+      'bulk stream (text, HTTP → Float32Array)': { seconds: streamSeconds.toFixed(3), note: `${states?.itemIds.length ?? 0} rows, ${(streamBytes / 2 ** 20 / streamSeconds).toFixed(1)} MiB/s` },
+      'bulk stream, base size (Postgres → decoder)': {
+        seconds: baseStream.seconds.toFixed(3),
+        note: `${baseStream.rows} rows × 13×768, ${(baseStream.bytes / 2 ** 20 / baseStream.seconds).toFixed(1)} MiB/s`,
+      },
+    })
+    console.table(
+      [...store, baseStore].map((s) => ({
+        modality: s.modality,
+        rows: s.rows,
+        'raw f16 B/item': Math.round(s.rawBytesPerItem),
+        'pg_column_size(data)': Math.round(s.dataBytesPerItem),
+        'pg_column_size(row)': Math.round(s.rowBytesPerItem),
+        'table incl. TOAST+index B/row': Math.round(s.tableBytesPerItem),
+      })),
+    )
+
+    const out = path.join(repo, 'bench/results/cache.json')
+    fs.mkdirSync(path.dirname(out), { recursive: true })
+    fs.writeFileSync(
+      out,
+      `${JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          backend,
+          node: process.version,
+          cpu: os.cpus()[0]?.model ?? 'cpu',
+          cores: os.cpus().length,
+          items: N,
+          distinctTitles,
+          images: K,
+          chunkSize: CHUNK,
+          groupSize: GROUP,
+          workers: 1,
+          cold: { seconds: coldSeconds, builds: throughput },
+          rerun: { seconds: rerunSeconds, encoded: rerun.builds.reduce((s, b) => s + b.itemsEncoded, 0) },
+          secondDataset: { seconds: secondSeconds, encoded: second.builds.reduce((s, b) => s + b.itemsEncoded, 0), rowsAdded },
+          stream: { modality: 'text', rows: states?.itemIds.length ?? 0, seconds: streamSeconds, bytes: streamBytes },
+          streamBaseSize: { ...baseStream, note: 'synthetic 13×768 float16 rows, openDatasetStateStream → StateStreamDecoder in-process' },
+          storage: store,
+          baseSizeProjection: { note: 'synthetic N(0,1) values, 13×768 float16; tableBytesPerItem = growth of hidden_states incl. TOAST and index / rows', ...baseStore },
+        },
+        null,
+        2,
+      )}\n`,
+    )
+    console.log(`wrote ${path.relative(process.cwd(), out)}`)
+  } finally {
+    await server?.close()
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+      cursor = next
+      if (keys.length) await redis.del(...keys)
+    } while (cursor !== '0')
+    await redis.quit()
+    await dropDatabase(dbUrl)
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exit(1)
+})

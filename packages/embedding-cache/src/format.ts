@@ -1,0 +1,215 @@
+// The bulk hidden-state stream ("IISANST1") that GET /v1/datasets/:id/states sends and
+// fetchDatasetStates reads. Binary, because a dataset's states are (L+1)·d numbers per item
+// (13 × 768 for base models): as JSON arrays they would be ~6× larger and slow to parse.
+//
+//   offset   size        content
+//   0        8           ASCII magic "IISANST1"
+//   8        4           uint32 LE   H = byte length of the JSON header
+//   12       H           UTF-8 JSON  { "modality": "text" | "image", "fingerprint": <backbone
+//                                      fingerprint>, "numLayers": L, "width": d, "dtype": "f16",
+//                                      "count": N }
+//   12 + H   N × R       records, R = 4 + (L+1)·d·2 bytes each:
+//                          int32 LE                Item.id
+//                          (L+1)·d float16 LE      the item's states, row-major [L+1][d]
+//                                                  (row 0 = embedding output, row l = layer l)
+//
+// One record per dataset item that has a stored state without error, in ascending Item.id, each
+// item at most once; items without the modality (no image) or whose input failed (corrupt image)
+// have no record. N is exact: the stream is exactly 12 + H + N·R bytes long (also sent as
+// Content-Length), so a reader can allocate its output once and detect truncation.
+import type { Modality } from '@iisan/storage'
+import { decodeFloat16LE } from './float16.ts'
+
+export const STATE_STREAM_MAGIC = 'IISANST1'
+export const STATE_STREAM_CONTENT_TYPE = 'application/octet-stream'
+const PREFIX_BYTES = 12
+const MAX_HEADER_BYTES = 64 * 1024
+
+export interface StateStreamHeader {
+  modality: Modality
+  fingerprint: string
+  /** L: each record holds L + 1 rows. */
+  numLayers: number
+  /** d */
+  width: number
+  dtype: 'f16'
+  /** Number of records that follow. */
+  count: number
+}
+
+export class StateStreamError extends Error {
+  readonly code = 'BAD_STATE_STREAM'
+  constructor(message: string) {
+    super(message)
+    this.name = 'StateStreamError'
+  }
+}
+
+/** Bytes of one record: item id + (L+1)·d float16 values. */
+export function stateRecordBytes(header: Pick<StateStreamHeader, 'numLayers' | 'width'>): number {
+  return 4 + (header.numLayers + 1) * header.width * 2
+}
+
+/** Magic + length + JSON header. */
+export function encodeStateStreamHeader(header: StateStreamHeader): Buffer {
+  const json = Buffer.from(JSON.stringify(header), 'utf8')
+  const out = Buffer.alloc(PREFIX_BYTES + json.length)
+  out.write(STATE_STREAM_MAGIC, 0, 'ascii')
+  out.writeUInt32LE(json.length, 8)
+  json.copy(out, PREFIX_BYTES)
+  return out
+}
+
+/** Total stream length for a header (what Content-Length says). */
+export function stateStreamBytes(header: StateStreamHeader): number {
+  return PREFIX_BYTES + Buffer.byteLength(JSON.stringify(header), 'utf8') + header.count * stateRecordBytes(header)
+}
+
+function parseHeader(json: string): StateStreamHeader {
+  let h: Record<string, unknown>
+  try {
+    h = JSON.parse(json) as Record<string, unknown>
+  } catch {
+    throw new StateStreamError('state stream header is not valid JSON')
+  }
+  const posInt = (k: string, min: number) => {
+    const v = h?.[k]
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new StateStreamError(`state stream header: ${k} must be an integer ≥ ${min}, got ${JSON.stringify(v)}`)
+    return v
+  }
+  if (h?.modality !== 'text' && h?.modality !== 'image') throw new StateStreamError(`state stream header: unknown modality ${JSON.stringify(h?.modality)}`)
+  if (h.dtype !== 'f16') throw new StateStreamError(`state stream header: unsupported dtype ${JSON.stringify(h.dtype)}`)
+  if (typeof h.fingerprint !== 'string' || !h.fingerprint) throw new StateStreamError('state stream header: fingerprint missing')
+  return {
+    modality: h.modality,
+    fingerprint: h.fingerprint,
+    numLayers: posInt('numLayers', 0),
+    width: posInt('width', 1),
+    dtype: 'f16',
+    count: posInt('count', 0),
+  }
+}
+
+export interface DecodedStates {
+  modality: Modality
+  fingerprint: string
+  /** L (rows per item = L + 1) */
+  numLayers: number
+  /** d */
+  width: number
+  /** Item.id of every row of `data`, ascending. */
+  itemIds: Int32Array
+  /** [rows, L+1, d] float32, one allocation for the whole dataset. */
+  data: Float32Array
+}
+
+/**
+ * Incremental reader: push() the bytes as they arrive (any chunking), end() when the transport
+ * ends. The output arrays are allocated once, when the header has been read; records are
+ * decoded from float16 straight into them (a record split across chunks goes through one small
+ * carry buffer).
+ */
+export class StateStreamDecoder {
+  private prefix = new Uint8Array(PREFIX_BYTES)
+  private prefixLen = 0
+  private headerBytes: Uint8Array | null = null
+  private headerLen = 0
+  private header: StateStreamHeader | null = null
+  private recordLen = 0
+  private perItem = 0
+  private carry: Uint8Array = new Uint8Array(0)
+  private carryLen = 0
+  private rows = 0
+  private lastId = -Infinity
+  private itemIds: Int32Array = new Int32Array(0)
+  private data: Float32Array = new Float32Array(0)
+  private readonly expected: Set<number> | null
+
+  /** `expectedItemIds`: when given, a record for any other item id is an error. */
+  constructor(options: { expectedItemIds?: Iterable<number> } = {}) {
+    this.expected = options.expectedItemIds ? new Set(options.expectedItemIds) : null
+  }
+
+  /** The header, once read (null before). */
+  get streamHeader(): StateStreamHeader | null {
+    return this.header
+  }
+
+  push(chunk: Uint8Array): void {
+    let p = 0
+    const n = chunk.byteLength
+    if (this.prefixLen < PREFIX_BYTES) {
+      const take = Math.min(PREFIX_BYTES - this.prefixLen, n)
+      this.prefix.set(chunk.subarray(0, take), this.prefixLen)
+      this.prefixLen += take
+      p += take
+      if (this.prefixLen < PREFIX_BYTES) return
+      const magic = Buffer.from(this.prefix.subarray(0, 8)).toString('latin1')
+      if (magic !== STATE_STREAM_MAGIC) throw new StateStreamError(`not a hidden-state stream (magic ${JSON.stringify(magic)}, expected "${STATE_STREAM_MAGIC}")`)
+      const len = new DataView(this.prefix.buffer).getUint32(8, true)
+      if (len === 0 || len > MAX_HEADER_BYTES) throw new StateStreamError(`state stream header length ${len} out of range`)
+      this.headerBytes = new Uint8Array(len)
+    }
+    if (!this.header) {
+      const hb = this.headerBytes!
+      const take = Math.min(hb.length - this.headerLen, n - p)
+      hb.set(chunk.subarray(p, p + take), this.headerLen)
+      this.headerLen += take
+      p += take
+      if (this.headerLen < hb.length) return
+      this.header = parseHeader(Buffer.from(hb).toString('utf8'))
+      this.recordLen = stateRecordBytes(this.header)
+      this.perItem = (this.header.numLayers + 1) * this.header.width
+      this.carry = new Uint8Array(this.recordLen)
+      this.itemIds = new Int32Array(this.header.count)
+      this.data = new Float32Array(this.header.count * this.perItem)
+    }
+    const R = this.recordLen
+    if (this.carryLen > 0 && p < n) {
+      const take = Math.min(R - this.carryLen, n - p)
+      this.carry.set(chunk.subarray(p, p + take), this.carryLen)
+      this.carryLen += take
+      p += take
+      if (this.carryLen < R) return
+      this.record(this.carry, 0)
+      this.carryLen = 0
+    }
+    while (n - p >= R) {
+      this.record(chunk, p)
+      p += R
+    }
+    if (p < n) {
+      this.carry.set(chunk.subarray(p, n), 0)
+      this.carryLen = n - p
+    }
+  }
+
+  private record(bytes: Uint8Array, offset: number): void {
+    const header = this.header!
+    if (this.rows >= header.count) throw new StateStreamError(`state stream has more than the announced ${header.count} records`)
+    const id = (bytes[offset] | (bytes[offset + 1] << 8) | (bytes[offset + 2] << 16) | (bytes[offset + 3] << 24)) | 0
+    if (id <= this.lastId) throw new StateStreamError(`state stream records out of order (item ${id} after ${this.lastId})`)
+    if (this.expected && !this.expected.has(id)) throw new StateStreamError(`state stream holds item ${id}, which is not among the expected items`)
+    this.lastId = id
+    this.itemIds[this.rows] = id
+    decodeFloat16LE(bytes, offset + 4, this.perItem, this.data, this.rows * this.perItem)
+    this.rows++
+  }
+
+  /** Finish: throws when the stream was truncated. */
+  end(): DecodedStates {
+    const header = this.header
+    if (!header) throw new StateStreamError('state stream ended before its header')
+    if (this.rows !== header.count || this.carryLen !== 0) {
+      throw new StateStreamError(`state stream truncated: ${this.rows} of ${header.count} records${this.carryLen ? ` (+${this.carryLen} stray bytes)` : ''}`)
+    }
+    return {
+      modality: header.modality,
+      fingerprint: header.fingerprint,
+      numLayers: header.numLayers,
+      width: header.width,
+      itemIds: this.itemIds,
+      data: this.data,
+    }
+  }
+}

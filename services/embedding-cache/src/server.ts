@@ -1,0 +1,151 @@
+// Wiring of the embedding-cache process: connections → backbones → HTTP app + queue worker.
+// main.ts and the tests both use it.
+import Fastify from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Worker } from 'bullmq'
+import { ConfigError, type AppConfig, type ConfigIssue, type Logger } from '@iisan/config'
+import { BackboneRegistry, DEFAULT_CHUNK_SIZE, DEFAULT_GROUP_SIZE, markBuildFailed, processChunk } from '@iisan/embedding-cache'
+import { createEmbeddingCacheQueue, createEmbeddingCacheWorker, createRedisConnection, type EmbeddingCacheJobPayload } from '@iisan/queue'
+import { createPrisma } from '@iisan/storage'
+import { errorHandling } from './errors.ts'
+import { cacheRoutes } from './routes.ts'
+
+export interface CacheServerOptions {
+  /** Run a queue worker in this process (EMBEDDING_CACHE_WORKER, default true). */
+  worker?: boolean
+  /** Items per queue job (EMBEDDING_CACHE_CHUNK_SIZE, default 64). */
+  chunkSize?: number
+  /** Items per forward batch and per INSERT inside a job (EMBEDDING_CACHE_GROUP_SIZE, default 16). */
+  groupSize?: number
+  /** BullMQ lock of a running job; a crashed replica's job is handed out again after it expires (EMBEDDING_CACHE_LOCK_MS, default 60000). */
+  lockDurationMs?: number
+  /** How often stalled jobs are looked for (EMBEDDING_CACHE_STALLED_MS, default 30000). */
+  stalledIntervalMs?: number
+  /** Pause after each written group, to slow a demo or a crash test down (EMBEDDING_CACHE_THROTTLE_MS, default 0). */
+  throttleMs?: number
+}
+
+/** The service's own knobs (beyond AppConfig), from the environment; throws ConfigError. */
+export function cacheServerOptionsFromEnv(env: Record<string, string | undefined> = process.env): CacheServerOptions {
+  const issues: ConfigIssue[] = []
+  const int = (name: string, min: number): number | undefined => {
+    const raw = env[name]?.trim()
+    if (!raw) return undefined
+    const n = Number(raw)
+    if (!/^\d+$/.test(raw) || n < min) {
+      issues.push({ variable: name, value: raw, message: `must be an integer ≥ ${min}` })
+      return undefined
+    }
+    return n
+  }
+  const options: CacheServerOptions = {
+    chunkSize: int('EMBEDDING_CACHE_CHUNK_SIZE', 1),
+    groupSize: int('EMBEDDING_CACHE_GROUP_SIZE', 1),
+    lockDurationMs: int('EMBEDDING_CACHE_LOCK_MS', 1000),
+    stalledIntervalMs: int('EMBEDDING_CACHE_STALLED_MS', 500),
+    throttleMs: int('EMBEDDING_CACHE_THROTTLE_MS', 0),
+  }
+  const worker = env.EMBEDDING_CACHE_WORKER?.trim().toLowerCase()
+  if (worker) {
+    if (['0', 'false', 'no', 'off'].includes(worker)) options.worker = false
+    else if (['1', 'true', 'yes', 'on'].includes(worker)) options.worker = true
+    else issues.push({ variable: 'EMBEDDING_CACHE_WORKER', value: worker, message: 'must be true or false' })
+  }
+  if (issues.length) throw new ConfigError(issues)
+  return options
+}
+
+export async function createCacheServer(config: AppConfig, logger: Logger, options: CacheServerOptions = cacheServerOptionsFromEnv()) {
+  const prisma = createPrisma(config.databaseUrl)
+  const redis = createRedisConnection(config.redisUrl)
+  const queue = createEmbeddingCacheQueue(redis, config.queuePrefix)
+  let registry: BackboneRegistry
+  try {
+    registry = await BackboneRegistry.load(prisma, config)
+  } catch (err) {
+    await queue.close().catch(() => undefined)
+    await Promise.all([redis.quit().catch(() => undefined), prisma.$disconnect()])
+    throw err
+  }
+  logger.info(
+    { backbones: registry.list().map((b) => ({ id: b.id, modality: b.modality, name: b.name, L: b.numLayers, d: b.width, fingerprint: b.fingerprint.slice(0, 12), dir: b.dir })) },
+    'backbones loaded',
+  )
+
+  let workerConnection: ReturnType<typeof createRedisConnection> | null = null
+  let worker: Worker<EmbeddingCacheJobPayload> | null = null
+  if (options.worker !== false) {
+    workerConnection = createRedisConnection(config.redisUrl)
+    const log = logger.child({ component: 'cache-worker' })
+    worker = createEmbeddingCacheWorker(
+      workerConnection,
+      config.queuePrefix,
+      (payload, job) =>
+        processChunk(
+          {
+            prisma,
+            registry,
+            groupSize: options.groupSize ?? DEFAULT_GROUP_SIZE,
+            throttleMs: options.throttleMs ?? 0,
+            finalAttempt: job.attemptsMade + 1 >= (job.opts.attempts ?? 1),
+            log: (fields, message) => log.debug({ jobId: job.id, ...fields }, message),
+          },
+          payload,
+        ),
+      {
+        concurrency: 1,
+        lockDuration: options.lockDurationMs ?? 60_000,
+        stalledInterval: options.stalledIntervalMs ?? 30_000,
+      },
+    )
+    worker.on('completed', (job, result) => log.info({ jobId: job.id, ...(result as object) }, 'chunk done'))
+    worker.on('failed', (job, err) => {
+      if (!job) return
+      log.warn({ jobId: job.id, attemptsMade: job.attemptsMade, err: err.message }, 'chunk attempt failed')
+      // Retries exhausted (or unrecoverable): the build cannot complete — say so.
+      void job
+        .getState()
+        .then(async (state) => {
+          if (state === 'failed') await markBuildFailed(prisma, job.data.cacheBuildId, `chunk ${job.id} failed: ${err.message}`)
+        })
+        .catch((e: unknown) => log.error({ err: e }, 'could not record a failed chunk'))
+    })
+    worker.on('error', (err) => log.error({ err }, 'queue worker error'))
+  }
+
+  const app = Fastify({
+    loggerInstance: logger,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  await app.register(errorHandling)
+  await app.register(cacheRoutes, {
+    prisma,
+    redis,
+    queue,
+    registry,
+    chunkSize: options.chunkSize ?? DEFAULT_CHUNK_SIZE,
+    workerRunning: () => (worker ? worker.isRunning() : null),
+  })
+
+  let closing: Promise<void> | undefined
+  return {
+    app,
+    worker,
+    prisma,
+    queue,
+    registry,
+    /** Stop taking jobs (the chunk in flight finishes), stop serving, release every connection. */
+    close(): Promise<void> {
+      closing ??= (async () => {
+        await worker?.close()
+        await app.close()
+        await queue.close()
+        await Promise.all([redis.quit().catch(() => undefined), workerConnection?.quit().catch(() => undefined), prisma.$disconnect()])
+        registry.dispose()
+      })()
+      return closing
+    },
+  }
+}
+
+export type CacheServer = Awaited<ReturnType<typeof createCacheServer>>
