@@ -9,6 +9,7 @@ import type { Deps } from './deps.ts'
 import { healthRoutes } from './routes/health.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
 import { eventRoutes } from './routes/events.ts'
+import { itemRoutes } from './routes/items.ts'
 import { trainingJobRoutes } from './routes/training-jobs.ts'
 import { modelVersionRoutes } from './routes/model-versions.ts'
 import { recommendationRoutes } from './routes/recommendations.ts'
@@ -35,6 +36,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
         { name: 'models' },
         { name: 'recommendations' },
         { name: 'events' },
+        { name: 'items' },
         { name: 'operations' },
       ],
     },
@@ -47,6 +49,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
       await v1.register(datasetRoutes, deps)
       await v1.register(datasetItemRoutes, deps)
       await v1.register(eventRoutes, deps)
+      await v1.register(itemRoutes, deps)
       await v1.register(trainingJobRoutes, deps)
       await v1.register(modelVersionRoutes, deps)
       await v1.register(recommendationRoutes, deps)

@@ -8,6 +8,10 @@ export interface Deps {
   redis: Redis
   trainingQueue: TrainingQueue
   registry: ServingRegistry
+  /** Base URL of the embedding-cache service (cold start, cache coverage). */
+  embeddingCacheUrl: string
   /** Tells every API replica that a dataset's active model changed. */
   announceActivation(datasetId: string, modelVersionId: string): Promise<void>
+  /** Tells every API replica that a model version grew (cold-start items appended). */
+  announceUpdated(datasetId: string, modelVersionId: string): Promise<void>
 }

@@ -1,7 +1,7 @@
 // Wiring of the API process: connections → deps → app. main.ts and the tests both use it.
 import type { AppConfig, Logger } from '@iisan/config'
 import { ServingRegistry } from '@iisan/pipeline'
-import { createRedisConnection, createTrainingQueue, publishModelActivated, subscribeModelActivated } from '@iisan/queue'
+import { createRedisConnection, createTrainingQueue, publishModelActivated, publishModelUpdated, subscribeModelActivated, subscribeModelUpdated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
 import { buildApp } from './app.ts'
 
@@ -22,14 +22,27 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
     },
     (err) => logger.warn({ err }, 'model-activated subscription error'),
   )
+  const updates = await subscribeModelUpdated(
+    redis,
+    config.queuePrefix,
+    async (event) => {
+      logger.info(event, 'model updated')
+      await registry.reload(event.modelVersionId)
+    },
+    (err) => logger.warn({ err }, 'model-updated subscription error'),
+  )
   const app = await buildApp(
     {
       prisma,
       redis,
       trainingQueue,
       registry,
+      embeddingCacheUrl: config.embeddingCacheUrl,
       announceActivation: async (datasetId, modelVersionId) => {
         await publishModelActivated(redis, config.queuePrefix, { datasetId, modelVersionId })
+      },
+      announceUpdated: async (datasetId, modelVersionId) => {
+        await publishModelUpdated(redis, config.queuePrefix, { datasetId, modelVersionId, reason: 'items-appended' })
       },
     },
     { logger },
@@ -42,6 +55,7 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
     async close() {
       await app.close()
       await subscription.close()
+      await updates.close()
       await trainingQueue.close()
       await registry.close()
       await Promise.all([redis.quit(), prisma.$disconnect()])

@@ -4,7 +4,7 @@ import Fastify from 'fastify'
 import { UnrecoverableError } from 'bullmq'
 import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
-import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
+import { loadStatesFromCache, runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
 import { onShutdown } from '@iisan/config/shutdown'
@@ -26,6 +26,8 @@ const worker = createTrainingWorker(
     const outcome = await runTrainingJob(prisma, trainingJobId, {
       onProgress: (p: JobProgress) => job.updateProgress({ ...p }),
       isInterrupted: () => shuttingDown,
+      // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
+      loadStates: (datasetId, data, report) => loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: () => shuttingDown }),
       onActivated: async (datasetId, modelVersionId) => {
         await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
       },

@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { toRecommendations, type LoadedModel } from '@iisan/pipeline'
+import { toRecommendations } from '@iisan/pipeline'
 import { getUserHistory } from '@iisan/storage'
 import { ApiError, errorResponses } from '../errors.ts'
 import type { Deps } from '../deps.ts'
+import { resolveModel } from '../resolve-model.ts'
 
 const MAX_K = 1000
 
@@ -53,29 +54,6 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
       return { modelId: model.id, method: model.method, items: toRecommendations(model, scored) }
     },
   )
-}
-
-async function resolveModel(deps: Deps, modelId?: string, datasetId?: string): Promise<LoadedModel> {
-  if (modelId) {
-    const model = await deps.registry.get(modelId)
-    if (!model) throw new ApiError(404, 'MODEL_NOT_FOUND', `model version ${modelId} not found`)
-    if (datasetId && model.datasetId !== datasetId) throw new ApiError(400, 'VALIDATION_FAILED', `model ${modelId} belongs to another dataset`)
-    return model
-  }
-  let active = deps.registry.activeModelIds()
-  if (active.size === 0 || (datasetId && !active.has(datasetId))) {
-    // An activation announcement may not have arrived yet: ask Postgres before saying no.
-    await deps.registry.refreshActive()
-    active = deps.registry.activeModelIds()
-  }
-  let id: string | undefined
-  if (datasetId) id = active.get(datasetId)
-  else if (active.size > 1) throw new ApiError(400, 'DATASET_REQUIRED', 'several datasets have an active model: give datasetId or modelId', { datasetIds: [...active.keys()] })
-  else id = [...active.values()][0]
-  if (!id) throw new ApiError(409, 'NO_ACTIVE_MODEL', datasetId ? `dataset ${datasetId} has no active model` : 'no model is active yet: train one and activate it')
-  const model = await deps.registry.get(id)
-  if (!model) throw new ApiError(409, 'NO_ACTIVE_MODEL', `active model ${id} is gone`)
-  return model
 }
 
 async function userHistory(deps: Deps, datasetId: string, userId: string): Promise<string[]> {

@@ -1,0 +1,90 @@
+// Cold start, which ID-based systems cannot do: a new item gets its backbone states from the
+// embedding cache, then every IISAN model version of its dataset runs only its SAN + fusion on
+// them and appends the embedding to its item matrix — no retraining, recommendable at once.
+import { requestEncodeItems } from '@iisan/embedding-cache/client'
+import { float16BytesToFloat32 } from '@iisan/embedding-cache/float16'
+import type { Modality } from '@iisan/model/cached-states'
+import type { NewItemStates } from '@iisan/model/serving'
+import { addItems, appendModelVersionItems, getBackboneByFingerprint, loadHiddenStates, type ImportItemInput, type Item, type PrismaClient } from '@iisan/storage'
+import type { ServingRegistry } from './serving-registry.ts'
+
+export interface ColdStartDeps {
+  prisma: PrismaClient
+  registry: ServingRegistry
+  embeddingCacheUrl: string
+  /** tell every API replica to reload a model version that grew */
+  announceUpdated(datasetId: string, modelVersionId: string): Promise<void>
+}
+
+export interface ColdStartResult {
+  items: Item[]
+  /** per IISAN model version of the dataset: how many of the new items it can now recommend */
+  models: { modelVersionId: string; appended: number; isActive: boolean }[]
+  /** per item and modality: done | failed | absent | disabled (from the cache) */
+  states: { itemId: number; text: string; image: string }[]
+  seconds: number
+}
+
+export async function addItemsWithColdStart(deps: ColdStartDeps, datasetId: string, inputs: ImportItemInput[]): Promise<ColdStartResult> {
+  const started = performance.now()
+  const items = await addItems(deps.prisma, datasetId, inputs)
+  let encoded
+  try {
+    encoded = await requestEncodeItems(deps.embeddingCacheUrl, items.map((i) => i.id))
+  } catch (e) {
+    // No states, no embedding: take the items back out rather than leave them half-added.
+    await deps.prisma.$transaction([
+      deps.prisma.item.deleteMany({ where: { id: { in: items.map((i) => i.id) } } }),
+      deps.prisma.dataset.update({ where: { id: datasetId }, data: { numItems: { decrement: items.length } } }),
+    ])
+    throw e
+  }
+  const models = await embedIntoModels(deps, datasetId, items)
+  return {
+    items,
+    models,
+    states: encoded.items.map((i) => ({ itemId: i.itemId, text: i.text.status, image: i.image.status })),
+    seconds: (performance.now() - started) / 1000,
+  }
+}
+
+/** Appends the items to every IISAN version of the dataset whose backbones cached them. */
+export async function embedIntoModels(deps: ColdStartDeps, datasetId: string, items: Item[]) {
+  const versions = await deps.prisma.modelVersion.findMany({ where: { datasetId, method: 'iisan' }, select: { id: true, config: true, isActive: true } })
+  const results: ColdStartResult['models'] = []
+  for (const version of versions) {
+    const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
+    if (!backbones) continue
+    const states = await statesFor(deps.prisma, backbones, items)
+    const usable = items.filter((_, i) => states[i].text || states[i].image)
+    if (usable.length === 0) continue
+    const model = await deps.registry.get(version.id)
+    if (!model) continue
+    const rows = model.serving.embedNewItems(states.filter((s) => s.text || s.image))
+    await appendModelVersionItems(deps.prisma, version.id, usable.map((i) => i.id), rows)
+    await deps.registry.reload(version.id)
+    await deps.announceUpdated(datasetId, version.id)
+    results.push({ modelVersionId: version.id, appended: usable.length, isActive: version.isActive })
+  }
+  return results
+}
+
+/** The cached [L+1, d] states of each item under the model's backbones (null: none usable). */
+async function statesFor(prisma: PrismaClient, backbones: Record<Modality, string | null>, items: Item[]): Promise<NewItemStates[]> {
+  const out: NewItemStates[] = items.map(() => ({ text: null, image: null }))
+  for (const modality of ['text', 'image'] as const) {
+    const fingerprint = backbones[modality]
+    if (!fingerprint) continue
+    const backbone = await getBackboneByFingerprint(prisma, fingerprint)
+    if (!backbone) continue
+    const key = (item: Item) => (modality === 'text' ? item.textHash : item.imageHash)
+    const rows = await loadHiddenStates(prisma, backbone.id, items.map(key).filter((h): h is string => h !== null))
+    items.forEach((item, i) => {
+      const hash = key(item)
+      const row = hash ? rows.get(hash) : undefined
+      if (!row || row.error) return
+      out[i][modality] = row.dtype === 'f16' ? float16BytesToFloat32(row.data) : new Float32Array(Uint8Array.from(row.data).buffer)
+    })
+  }
+  return out
+}

@@ -1,0 +1,188 @@
+// IISAN through the whole platform, on real services: API and embedding cache in-process, the
+// training worker as its own process. Import → cache → train IISAN → serve; activation switches
+// under load; a cold-start item becomes recommendable with no training job running.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import request from 'supertest'
+import { createLogger, loadConfig } from '@iisan/config'
+import { initBackend } from '@iisan/model'
+import { sampleDataset } from '@iisan/pipeline'
+import { createRedisConnection, type Redis } from '@iisan/queue'
+import { createApiServer } from '../services/api/src/server.ts'
+import { createCacheServer } from '../services/embedding-cache/src/server.ts'
+import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
+
+let db: TestDatabase
+let redis: Redis
+let prefix: string
+let tmp: string
+let api: Awaited<ReturnType<typeof createApiServer>>
+let cache: Awaited<ReturnType<typeof createCacheServer>>
+let worker: ChildProcess
+let http: ReturnType<typeof request>
+const slice = sampleDataset(300)
+let datasetId: string
+let iisanModel: string
+
+async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const value = await probe()
+    if (value !== undefined) return value
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+async function trainAndWait(body: object) {
+  const submitted = await http.post('/v1/training-jobs').send(body).expect(202)
+  const phases = new Set<string>()
+  const job = await until(
+    async () => {
+      const res = await http.get(`/v1/training-jobs/${submitted.body.id}`).expect(200)
+      if (res.body.progress?.phase) phases.add(res.body.progress.phase)
+      if (res.body.status === 'failed') throw new Error(`job failed: ${res.body.error}`)
+      return res.body.status === 'completed' ? res.body : undefined
+    },
+    180_000,
+    'training',
+  )
+  return { job, phases }
+}
+
+beforeAll(async () => {
+  await initBackend({ prefer: 'wasm' })
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'iisan-platform-'))
+  db = await createTestDatabase('platform')
+  prefix = testRedisPrefix('platform')
+  redis = createRedisConnection(testRedisUrl())
+  const env: Record<string, string> = {
+    DATABASE_URL: db.url,
+    REDIS_URL: testRedisUrl(),
+    QUEUE_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
+    WORKER_HEALTH_PORT: String(45000 + Math.floor(Math.random() * 2000)),
+  }
+  const cacheConfig = loadConfig({ ...process.env, ...env })
+  cache = await createCacheServer(cacheConfig, createLogger('cache-test', cacheConfig, { pretty: false }))
+  await cache.app.listen({ port: 0, host: '127.0.0.1' })
+  env.EMBEDDING_CACHE_URL = `http://127.0.0.1:${(cache.app.server.address() as { port: number }).port}`
+  const config = loadConfig({ ...process.env, ...env })
+  api = await createApiServer(config, createLogger('api-test', config, { pretty: false }))
+  await api.app.ready()
+  http = request(api.app.server)
+  worker = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const imported = await http.post('/v1/datasets').send({ name: 'scientific-300', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)
+  datasetId = imported.body.id
+})
+
+afterAll(async () => {
+  worker?.kill('SIGTERM')
+  await new Promise((r) => (worker?.exitCode !== null ? r(undefined) : worker.once('exit', r)))
+  await api?.close()
+  await cache?.close()
+  await cleanupRedisPrefix(redis as never, prefix)
+  await redis.quit()
+  await db?.drop()
+  rmSync(tmp, { recursive: true, force: true })
+})
+
+describe('IISAN end to end', () => {
+  it('a training job builds the cache, trains IISAN and stores a model version with its efficiency figures', async () => {
+    const { job, phases } = await trainAndWait({ datasetId, method: 'iisan', config: { maxEpochs: 2, patience: 2, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } })
+    expect(phases.has('caching') || phases.has('training')).toBe(true)
+    expect(job.epochs).toHaveLength(2)
+    iisanModel = job.modelVersionId
+    const mv = (await http.get(`/v1/model-versions/${iisanModel}`).expect(200)).body
+    expect(mv).toMatchObject({ method: 'iisan', isActive: true, epochs: 2, embeddingDim: 64 })
+    expect(mv.config.backbones.text).toMatch(/^[0-9a-f]{64}$/)
+    expect(mv.config.sideLayers).toEqual([0, 2, 4]) // demo BERT: L = 4
+    expect(mv.trainableParams).toBeGreaterThan(0)
+    expect(mv.secondsPerEpoch).toBeGreaterThan(0)
+    expect(mv.peakMemoryMb).toBeGreaterThan(0)
+    // the whole catalogue was cached, one text state per distinct title
+    const coverage = (await http.get(`/v1/datasets/${datasetId}/coverage`).expect(200)).body
+    const text = coverage.backbones.find((b: { modality: string }) => b.modality === 'text')
+    expect(text).toMatchObject({ total: slice.itemIds.length, done: slice.itemIds.length, failed: 0 })
+
+    const history = slice.userLines[7].split('\t')[1].split(' ')
+    const recs = await http.post('/v1/recommendations').send({ datasetId, history, k: 10 }).expect(200)
+    expect(recs.body.method).toBe('iisan')
+    expect(recs.body.items).toHaveLength(10)
+    for (const item of recs.body.items) expect(history).not.toContain(item.itemId)
+  })
+
+  it('switching the active model under concurrent requests never fails a request', async () => {
+    const { job } = await trainAndWait({ datasetId, method: 'sasrec-id', config: { maxEpochs: 1, patience: 1 } })
+    const idModel = job.modelVersionId
+    const history = slice.userLines[3].split('\t')[1].split(' ')
+    const served = new Set<string>()
+    const statuses: number[] = []
+    let stop = false
+    const load = (async () => {
+      while (!stop) {
+        const batch = await Promise.all(Array.from({ length: 8 }, () => http.post('/v1/recommendations').send({ datasetId, history, k: 5 })))
+        for (const res of batch) {
+          statuses.push(res.status)
+          if (res.status === 200) served.add(res.body.modelId)
+        }
+      }
+    })()
+    for (const id of [idModel, iisanModel, idModel, iisanModel]) {
+      await http.post(`/v1/model-versions/${id}/activate`).expect(200)
+      await new Promise((r) => setTimeout(r, 300))
+    }
+    stop = true
+    await load
+    expect(statuses.length).toBeGreaterThan(20)
+    expect(statuses.filter((s) => s !== 200)).toEqual([])
+    expect(served).toEqual(new Set([idModel, iisanModel]))
+    // the last activation stands
+    const recs = await http.post('/v1/recommendations').send({ datasetId, history, k: 5 }).expect(200)
+    expect(recs.body.modelId).toBe(iisanModel)
+  })
+
+  it('a new item is recommendable at once, with no training job running', async () => {
+    const [anchorId, anchorTitle] = slice.itemsTsv.split('\n')[0].split('\t')
+    const jobsBefore = (await http.get('/v1/training-jobs').expect(200)).body.jobs.length
+    const added = await http.post('/v1/items').send({ datasetId, id: 'NEW-ITEM-1', title: `${anchorTitle} (new edition)` }).expect(201)
+    expect(added.body.states.text).toBe('done')
+    expect(added.body.states.image).toBe('absent')
+    expect(added.body.models.map((m: { modelVersionId: string }) => m.modelVersionId)).toEqual([iisanModel])
+
+    // item-to-item: the near-duplicate title lands next to its anchor
+    const similar = await http.get(`/v1/items/${anchorId}/similar?datasetId=${datasetId}&k=5`).expect(200)
+    expect(similar.body.items.map((i: { itemId: string }) => i.itemId)).toContain('NEW-ITEM-1')
+    // recommendations rank it among everything else, and a history may now contain it
+    const all = await http.post('/v1/recommendations').send({ datasetId, history: [anchorId], k: 1000 }).expect(200)
+    expect(all.body.items.map((i: { itemId: string }) => i.itemId)).toContain('NEW-ITEM-1')
+    await http.post('/v1/recommendations').send({ datasetId, history: ['NEW-ITEM-1'], k: 5 }).expect(200)
+    // ID-based models cannot: the ID version does not know the item
+    const idVersion = (await http.get(`/v1/model-versions?datasetId=${datasetId}`).expect(200)).body.modelVersions.find((m: { method: string }) => m.method === 'sasrec-id')
+    await http.post('/v1/recommendations').send({ modelId: idVersion.id, history: ['NEW-ITEM-1'], k: 5 }).expect(400)
+    expect((await http.get('/v1/training-jobs').expect(200)).body.jobs.length).toBe(jobsBefore)
+
+    // bad input
+    expect((await http.post('/v1/items').send({ datasetId, id: 'NEW-ITEM-1', title: 'again' }).expect(400)).body.error.code).toBe('DUPLICATE_ITEM')
+    expect((await http.post('/v1/items').send({ datasetId, id: 'x', title: '' }).expect(400)).body.error.code).toBe('VALIDATION_FAILED')
+    expect((await http.post('/v1/items').send({ datasetId: '00000000-0000-4000-8000-000000000000', id: 'x', title: 't' }).expect(404)).body.error.code).toBe('NOT_FOUND')
+    expect((await http.get(`/v1/items/NOPE/similar?datasetId=${datasetId}`).expect(404)).body.error.code).toBe('ITEM_NOT_IN_MODEL')
+  })
+
+  it('events extend a user’s history and userId recommendations use them at once', async () => {
+    const user = 'fresh-user'
+    const [first, second] = slice.itemIds
+    expect((await http.post('/v1/recommendations').send({ datasetId, userId: user, k: 5 }).expect(404)).body.error.code).toBe('USER_NOT_FOUND')
+    expect((await http.post('/v1/events').send({ datasetId, userId: user, itemId: first }).expect(201)).body).toMatchObject({ position: 0, userCreated: true })
+    expect((await http.post('/v1/events').send({ datasetId, userId: user, itemId: second }).expect(201)).body).toMatchObject({ position: 1, userCreated: false })
+    const recs = await http.post('/v1/recommendations').send({ datasetId, userId: user, k: 20 }).expect(200)
+    const ids = recs.body.items.map((i: { itemId: string }) => i.itemId)
+    expect(ids).not.toContain(first)
+    expect(ids).not.toContain(second)
+    expect((await http.post('/v1/events').send({ datasetId, userId: user, itemId: 'NOPE' }).expect(400)).body.error.code).toBe('UNKNOWN_ITEMS')
+  })
+})
