@@ -9,7 +9,12 @@ import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model'
 import { createRedisConnection, type Redis } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fetchCoverage, requestCacheBuild } from '@iisan/embedding-cache/client'
 import { createApiServer } from '../services/api/src/server.ts'
+import { createCacheServer } from '../services/embedding-cache/src/server.ts'
 import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
 import { launchBrowser, type BrowserSession, type PageProblem } from './helpers/browser.ts'
 
@@ -21,6 +26,9 @@ let db: TestDatabase
 let redis: Redis
 let prefix: string
 let server: Awaited<ReturnType<typeof createApiServer>>
+let cache: Awaited<ReturnType<typeof createCacheServer>>
+let cacheUrl: string
+let tmp: string
 let worker: ChildProcess
 let base: string
 let browser: BrowserSession
@@ -73,14 +81,8 @@ async function chartData(canvasId: string): Promise<{ labels: unknown[]; dataset
 
 const series = (data: Awaited<ReturnType<typeof chartData>>, label: string) => data.datasets.find((d) => d.label === label)?.data
 
-/**
- * The coverage endpoint is being added by another change: until then the dashboard's request
- * 404s (and Chromium logs the failed request), which the page renders as "no cache yet".
- */
-const isCoverage404 = (p: PageProblem) => p.kind === 'console' && /status of 404/.test(p.text) && /\/v1\/datasets\/[^/]+\/coverage$/.test(p.url)
-
 function expectNoProblems(allowed: (p: PageProblem) => boolean = () => false) {
-  const problems = browser.takeProblems().filter((p) => !isCoverage404(p) && !allowed(p))
+  const problems = browser.takeProblems().filter((p) => !allowed(p))
   expect(problems).toEqual([])
 }
 
@@ -98,7 +100,21 @@ beforeAll(async () => {
   db = await createTestDatabase('dashboard')
   prefix = testRedisPrefix('dashboard')
   redis = createRedisConnection(testRedisUrl())
-  const env = { DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', WORKER_HEALTH_PORT: String(43000 + Math.floor(Math.random() * 2000)) }
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'iisan-dashboard-'))
+  const env: Record<string, string> = {
+    DATABASE_URL: db.url,
+    REDIS_URL: testRedisUrl(),
+    QUEUE_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
+    WORKER_HEALTH_PORT: String(43000 + Math.floor(Math.random() * 2000)),
+  }
+  // the embedding cache, in-process, with the demo backbones: the Datasets page shows real coverage
+  const cacheConfig = loadConfig({ ...process.env, ...env })
+  cache = await createCacheServer(cacheConfig, createLogger('dashboard-cache', cacheConfig, { pretty: false }))
+  await cache.app.listen({ port: 0, host: '127.0.0.1' })
+  cacheUrl = `http://127.0.0.1:${(cache.app.server.address() as AddressInfo).port}`
+  env.EMBEDDING_CACHE_URL = cacheUrl
   const config = loadConfig({ ...process.env, ...env })
   server = await createApiServer(config, createLogger('dashboard-test', config, { pretty: false }))
   await server.app.listen({ port: 0, host: '127.0.0.1' })
@@ -119,6 +135,8 @@ afterAll(async () => {
   worker?.kill('SIGTERM')
   if (worker) await new Promise((r) => (worker.exitCode !== null ? r(undefined) : worker.once('exit', r)))
   await server?.close()
+  await cache?.close()
+  if (tmp) rmSync(tmp, { recursive: true, force: true })
   if (redis) {
     await cleanupRedisPrefix(redis as never, prefix)
     await redis.quit()
@@ -154,7 +172,10 @@ describe('admin dashboard', () => {
   it('Datasets: name, counts and cache coverage', async () => {
     const { page } = browser
     const dataset = (await api(`/v1/datasets/${datasetId}`)).body
+    await requestCacheBuild(cacheUrl, datasetId)
+    await until(async () => ((await fetchCoverage(cacheUrl, datasetId)).backbones.every((b) => b.pending === 0) ? true : undefined), 120_000, 'the cache build')
     const coverage = await api(`/v1/datasets/${datasetId}/coverage`)
+    expect(coverage.status).toBe(200)
     await page.goto(`${base}/admin/`)
     const card = page.locator(`.dataset[data-dataset-id="${datasetId}"]`)
     await expect.poll(() => card.locator('.dataset-name').textContent()).toBe('scientific-200')
@@ -163,12 +184,12 @@ describe('admin dashboard', () => {
     expect(await stat('users')).toBe('200')
     expect(await stat('interactions')).toBe(dataset.numInteractions.toLocaleString('en-US'))
     expect(dataset.numItems).toBe(slice.itemIds.length)
-    const backbones = coverage.status === 200 ? coverage.body.backbones : []
-    if (backbones.length) {
-      await expect.poll(() => card.locator('.coverage tbody tr').count()).toBe(backbones.length)
-    } else {
-      await expect.poll(() => card.locator('.coverage .no-cache').textContent()).toMatch(/No cache yet/)
-    }
+    const backbones = coverage.body.backbones as { modality: string; done: number; total: number }[]
+    expect(backbones.map((b) => b.modality).sort()).toEqual(['image', 'text'])
+    await expect.poll(() => card.locator('.coverage tbody tr').count()).toBe(backbones.length)
+    const text = backbones.find((b) => b.modality === 'text')!
+    expect(text.done).toBe(slice.itemIds.length)
+    await expect.poll(() => card.locator('.coverage tbody').textContent()).toContain(text.done.toLocaleString('en-US'))
     await expect.poll(() => page.locator('#health .dot.ok').count()).toBe(2)
     await browser.screenshot('datasets')
     expectNoProblems()

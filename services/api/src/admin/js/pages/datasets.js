@@ -96,7 +96,7 @@ async function loadCoverage(datasetId, slot, signal) {
             'tr',
             { dataset: { modality: b.modality } },
             h('td', {}, b.modality),
-            h('td', {}, b.modelType),
+            h('td', {}, b.name ?? b.modelType ?? '—'),
             h('td', { class: 'mono', title: b.fingerprint }, String(b.fingerprint).slice(0, 12)),
             h('td', { class: 'wide' }, progressBar(b.total ? b.done / b.total : 0, { label: `${fmt.int(b.done)} / ${fmt.int(b.total)}`, tone: b.done >= b.total ? 'done' : undefined })),
             h('td', { class: b.failed ? 'num warn' : 'num' }, fmt.int(b.failed)),
