@@ -20,7 +20,12 @@ export interface TrainOptions {
   seed: number
 }
 
-export const PAPER_TRAINING: TrainOptions = { maxEpochs: 100, batchSize: 64, lrItem: 1e-4, lrUser: 2e-4, patience: 5, seed: 42 }
+/**
+ * The paper's optimisation settings. Patience is ours: with these learning rates validation
+ * NDCG@10 dips for ~10 epochs after the first two before climbing for another 40 (ID-SASRec on
+ * Scientific), so a patience of 5 stops in the dip.
+ */
+export const PAPER_TRAINING: TrainOptions = { maxEpochs: 200, batchSize: 64, lrItem: 1e-4, lrUser: 2e-4, patience: 10, seed: 42 }
 
 export interface EpochReport {
   epoch: number
