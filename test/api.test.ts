@@ -1,60 +1,33 @@
 // The platform end to end over real PostgreSQL and Redis: the API in-process (supertest), the
 // training worker as its own process, exactly as `npm start` runs it.
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import request from 'supertest'
-import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model'
-import { createRedisConnection, type Redis } from '@iisan/queue'
-import { createApiServer } from '../services/api/src/server.ts'
-import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
 import { sampleDataset } from '@iisan/pipeline'
+import { WORKER_ENTRY, createTestApi, createTestPlatform, startService, stopService, trainAndWait, until, type TestPlatform } from './helpers/platform.ts'
 
-let db: TestDatabase
-let redis: Redis
-let prefix: string
-let server: Awaited<ReturnType<typeof createApiServer>>
+let platform: TestPlatform
+let db: TestPlatform['db']
+let server: Awaited<ReturnType<typeof createTestApi>>
 let worker: ChildProcess
 let http: ReturnType<typeof request>
 const slice = sampleDataset(300)
 
-function startWorker(env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.stdout!.resume()
-  child.stderr!.resume()
-  return child
-}
-
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((r) => setTimeout(r, 250))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })
-  db = await createTestDatabase('api')
-  prefix = testRedisPrefix('api')
-  redis = createRedisConnection(testRedisUrl())
-  const env = { DATABASE_URL: db.url, REDIS_URL: testRedisUrl(), QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', WORKER_HEALTH_PORT: String(41000 + Math.floor(Math.random() * 2000)) }
-  const config = loadConfig({ ...process.env, ...env })
-  server = await createApiServer(config, createLogger('api-test', config, { pretty: false }))
+  platform = await createTestPlatform('api')
+  db = platform.db
+  server = await createTestApi(platform.env, 'api-test')
   await server.app.ready()
   http = request(server.app.server)
-  worker = startWorker(env)
+  worker = startService(WORKER_ENTRY, platform.env)
 })
 
 afterAll(async () => {
-  worker?.kill('SIGTERM')
-  await new Promise((r) => (worker?.exitCode !== null ? r(undefined) : worker.once('exit', r)))
+  await stopService(worker)
   await server?.close()
-  await cleanupRedisPrefix(redis as never, prefix)
-  await redis.quit()
-  await db?.drop()
+  await platform?.close()
 })
 
 describe('health', () => {
@@ -107,19 +80,8 @@ describe('import → train → model version → recommendations', () => {
   })
 
   it('trains in the worker with progress, and writes a model version', async () => {
-    const submitted = await http.post('/v1/training-jobs').send({ datasetId, method: 'sasrec-id', config: { maxEpochs: 3, patience: 3, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } }).expect(202)
-    expect(submitted.body.status).toBe('queued')
-    const seenPhases = new Set<string>()
-    const done = await until(
-      async () => {
-        const res = await http.get(`/v1/training-jobs/${submitted.body.id}`).expect(200)
-        if (res.body.progress?.phase) seenPhases.add(res.body.progress.phase)
-        if (res.body.status === 'failed') throw new Error(`job failed: ${res.body.error}`)
-        return res.body.status === 'completed' ? res.body : undefined
-      },
-      120_000,
-      'the training job',
-    )
+    const { submitted, job: done } = await trainAndWait(http, { datasetId, method: 'sasrec-id', config: { maxEpochs: 3, patience: 3, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } }, 120_000)
+    expect(submitted.status).toBe('queued')
     expect(done.epochs).toHaveLength(3)
     for (const e of done.epochs) {
       expect(e.valHr10).toBeGreaterThanOrEqual(0)

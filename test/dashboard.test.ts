@@ -2,33 +2,22 @@
 // random port (in-process), the training worker as its own process, a throwaway database and
 // Redis prefix. Every page is loaded, checked against what the API says, and screenshotted to
 // artifacts/screenshots/.
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import type { AddressInfo } from 'node:net'
-import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model'
-import { createRedisConnection, type Redis } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
-import { mkdtempSync, rmSync } from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { fetchCoverage, requestCacheBuild } from '@iisan/embedding-cache/client'
-import { createApiServer } from '../services/api/src/server.ts'
-import { createCacheServer } from '../services/embedding-cache/src/server.ts'
-import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
 import { launchBrowser, type BrowserSession, type PageProblem } from './helpers/browser.ts'
+import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, until, waitForJob, type TestPlatform } from './helpers/platform.ts'
 
 const slice = sampleDataset(200)
 // Small and quick: enough epochs for curves, and two versions to compare.
 const QUICK = { patience: 5, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 }
 
-let db: TestDatabase
-let redis: Redis
-let prefix: string
-let server: Awaited<ReturnType<typeof createApiServer>>
-let cache: Awaited<ReturnType<typeof createCacheServer>>
+let platform: TestPlatform
+let server: Awaited<ReturnType<typeof createTestApi>>
+let cache: Awaited<ReturnType<typeof createTestCache>>
 let cacheUrl: string
-let tmp: string
 let worker: ChildProcess
 let base: string
 let browser: BrowserSession
@@ -45,26 +34,9 @@ async function api<T = any>(path: string, init: { method?: string; body?: unknow
   return { status: res.status, body: text ? JSON.parse(text) : null }
 }
 
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((r) => setTimeout(r, 250))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
 async function jobDone(id: string, timeoutMs = 150_000) {
-  return until(
-    async () => {
-      const { body } = await api(`/v1/training-jobs/${id}`)
-      if (body.status === 'failed') throw new Error(`job failed: ${body.error}`)
-      return body.status === 'completed' || body.status === 'cancelled' ? body : undefined
-    },
-    timeoutMs,
-    `training job ${id}`,
-  )
+  const { job } = await waitForJob(async (p) => (await api(p)).body, id, { timeoutMs, finished: ['completed', 'cancelled'] })
+  return job
 }
 
 /** The data of the Chart.js chart drawn on `canvasId`. */
@@ -86,40 +58,19 @@ function expectNoProblems(allowed: (p: PageProblem) => boolean = () => false) {
   expect(problems).toEqual([])
 }
 
-function startWorker(env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.stdout!.resume()
-  child.stderr!.resume()
-  return child
-}
-
 beforeAll(async () => {
   // First: without Chromium nothing below is worth setting up, and the message says what to do.
   browser = await launchBrowser()
   await initBackend({ prefer: 'wasm' })
-  db = await createTestDatabase('dashboard')
-  prefix = testRedisPrefix('dashboard')
-  redis = createRedisConnection(testRedisUrl())
-  tmp = mkdtempSync(path.join(os.tmpdir(), 'iisan-dashboard-'))
-  const env: Record<string, string> = {
-    DATABASE_URL: db.url,
-    REDIS_URL: testRedisUrl(),
-    QUEUE_PREFIX: prefix,
-    LOG_LEVEL: 'warn',
-    ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
-    WORKER_HEALTH_PORT: String(43000 + Math.floor(Math.random() * 2000)),
-  }
+  platform = await createTestPlatform('dashboard')
+  const { env } = platform
   // the embedding cache, in-process, with the demo backbones: the Datasets page shows real coverage
-  const cacheConfig = loadConfig({ ...process.env, ...env })
-  cache = await createCacheServer(cacheConfig, createLogger('dashboard-cache', cacheConfig, { pretty: false }))
-  await cache.app.listen({ port: 0, host: '127.0.0.1' })
-  cacheUrl = `http://127.0.0.1:${(cache.app.server.address() as AddressInfo).port}`
+  cache = await createTestCache(env, 'dashboard-cache')
+  cacheUrl = await cache.app.listen({ port: 0, host: '127.0.0.1' })
   env.EMBEDDING_CACHE_URL = cacheUrl
-  const config = loadConfig({ ...process.env, ...env })
-  server = await createApiServer(config, createLogger('dashboard-test', config, { pretty: false }))
-  await server.app.listen({ port: 0, host: '127.0.0.1' })
-  base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`
-  worker = startWorker(env)
+  server = await createTestApi(env, 'dashboard-test')
+  base = await server.app.listen({ port: 0, host: '127.0.0.1' })
+  worker = startService(WORKER_ENTRY, env)
 
   const imported = await api('/v1/datasets', { method: 'POST', body: { name: 'scientific-200', description: 'First 200 users of Amazon Scientific', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv } })
   expect(imported.status).toBe(201)
@@ -132,16 +83,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close()
-  worker?.kill('SIGTERM')
-  if (worker) await new Promise((r) => (worker.exitCode !== null ? r(undefined) : worker.once('exit', r)))
+  await stopService(worker)
   await server?.close()
   await cache?.close()
-  if (tmp) rmSync(tmp, { recursive: true, force: true })
-  if (redis) {
-    await cleanupRedisPrefix(redis as never, prefix)
-    await redis.quit()
-  }
-  await db?.drop()
+  await platform?.close()
 })
 
 afterEach(() => {

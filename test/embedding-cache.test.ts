@@ -2,19 +2,17 @@
 // queue worker), extra replicas as child processes (one is SIGKILLed mid-chunk), the demo
 // backbones generated into a temp folder, images the test makes itself.
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import http from 'node:http'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
 import sharp from 'sharp'
 import request from 'supertest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
 import { loadImageBackbone, loadTextBackbone } from '@iisan/backbones'
-import { createEmbeddingCacheQueue, createRedisConnection, type EmbeddingCacheQueue, type Redis } from '@iisan/queue'
+import { createEmbeddingCacheQueue, type EmbeddingCacheQueue, type Redis } from '@iisan/queue'
 import { addItems, computeContentHashes, importDataset, type ImportItemInput } from '@iisan/storage'
 import {
   EmbeddingCacheClientError,
@@ -26,13 +24,14 @@ import {
   planCacheBuild,
   processChunk,
 } from '@iisan/embedding-cache'
-import { createCacheServer, type CacheServer } from '../services/embedding-cache/src/server.ts'
-import { REPO_ROOT, cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
+import type { CacheServer } from '../services/embedding-cache/src/server.ts'
+import { REPO_ROOT, cleanupRedisPrefix, testRedisPrefix, type TestDatabase } from './helpers/db.ts'
+import { CACHE_ENTRY, createTestCache, createTestPlatform, freePort, startService, stopService, until, type TestPlatform } from './helpers/platform.ts'
 
+let platform: TestPlatform
 let tmp: string
 let db: TestDatabase
 let redis: Redis
-let prefix: string
 let crashPrefix: string
 let server: CacheServer
 let baseUrl: string
@@ -69,37 +68,11 @@ function write(name: string, bytes: Buffer): string {
   return file
 }
 
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
-function startReplica(extra: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/embedding-cache/src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env, EMBEDDING_CACHE_PORT: String(43000 + Math.floor(Math.random() * 2000)), ...extra },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let log = ''
-  const keep = (d: Buffer) => {
-    log = (log + d.toString()).slice(-4000)
-  }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  child.on('exit', (code, signal) => {
-    if (code !== 0 && signal !== 'SIGKILL') console.error(`cache replica exited ${code ?? signal}:\n${log}`)
-  })
+async function startReplica(extra: Record<string, string>): Promise<ChildProcess> {
+  const child = startService(CACHE_ENTRY, { ...env, EMBEDDING_CACHE_PORT: String(await freePort()), ...extra })
   children.push(child)
   return child
 }
-
-const exited = (child: ChildProcess) =>
-  new Promise<number | null>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code))))
 
 /** |got − exp| within float16 rounding (relative 2^-11, plus the subnormal step). */
 function expectF16Close(got: Float32Array, exp: Float32Array): void {
@@ -122,12 +95,10 @@ let corruptRef: string
 
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-embcache-'))
+  platform = await createTestPlatform('embcache', { TF_BACKEND: 'wasm' })
+  ;({ db, redis, tmp, env } = platform)
   fs.mkdirSync(path.join(tmp, 'images'))
-  db = await createTestDatabase('embcache')
-  prefix = testRedisPrefix('embcache')
   crashPrefix = testRedisPrefix('embcache_crash')
-  redis = createRedisConnection(testRedisUrl())
 
   imageServer = http.createServer((req, res) => {
     const name = path.basename(req.url ?? '')
@@ -165,18 +136,8 @@ beforeAll(async () => {
   ]
   aItems = A_TITLES.map((title, i) => ({ externalId: `A${i}`, title, ...(images[i] ?? {}) }))
 
-  env = {
-    DATABASE_URL: db.url,
-    REDIS_URL: testRedisUrl(),
-    QUEUE_PREFIX: prefix,
-    ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
-    LOG_LEVEL: 'warn',
-    TF_BACKEND: 'wasm',
-  }
-  const config = loadConfig({ ...process.env, ...env })
-  server = await createCacheServer(config, createLogger('embedding-cache-test', config, { pretty: false }), { chunkSize: 8, groupSize: 4 })
-  await server.app.listen({ port: 0, host: '127.0.0.1' })
-  baseUrl = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
+  server = await createTestCache(env, 'embedding-cache-test', { chunkSize: 8, groupSize: 4 })
+  baseUrl = await server.app.listen({ port: 0, host: '127.0.0.1' })
   api = request(server.app.server)
 
   const ds = await importDataset(db.prisma, { name: 'cache-A', items: aItems, users: [] })
@@ -185,17 +146,11 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-  await Promise.all(children.map(exited))
+  await Promise.all(children.map((c) => stopService(c, 'SIGKILL')))
   await server?.close()
   await new Promise((r) => imageServer?.close(r))
-  if (redis) {
-    await cleanupRedisPrefix(redis, prefix)
-    await cleanupRedisPrefix(redis, crashPrefix)
-    await redis.quit()
-  }
-  await db?.drop()
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+  if (redis && crashPrefix) await cleanupRedisPrefix(redis, crashPrefix)
+  await platform?.close()
 })
 
 const backboneId = (modality: 'text' | 'image') => server.registry.get(modality)!.id
@@ -325,20 +280,19 @@ describe('(c) replicas and crashes', () => {
       expect(await queue.getJobCountByTypes('waiting', 'active', 'delayed', 'completed')).toBe(1)
 
       const knobs = { QUEUE_PREFIX: crashPrefix, EMBEDDING_CACHE_GROUP_SIZE: '4', EMBEDDING_CACHE_LOCK_MS: '3000', EMBEDDING_CACHE_STALLED_MS: '1000' }
-      const first = startReplica({ ...knobs, EMBEDDING_CACHE_THROTTLE_MS: '400' })
+      const first = await startReplica({ ...knobs, EMBEDDING_CACHE_THROTTLE_MS: '400' })
       const before = await until(async () => {
         const n = await stored()
         return n >= 8 ? n : undefined
       }, 60_000, 'the first replica to write some states')
-      first.kill('SIGKILL')
-      await exited(first)
+      await stopService(first, 'SIGKILL')
       await new Promise((r) => setTimeout(r, 500)) // a statement sent just before the kill may still commit
       const written = await stored()
       expect(written).toBeGreaterThanOrEqual(before)
       expect(written).toBeLessThan(48)
       expect((await db.prisma.cacheBuild.findUnique({ where: { id: text.build.id } }))!.status).toBe('running')
 
-      const second = startReplica(knobs)
+      const second = await startReplica(knobs)
       const done = await until(async () => {
         const b = await db.prisma.cacheBuild.findUnique({ where: { id: text.build.id } })
         if (b?.status === 'failed') throw new Error(`build failed: ${b.error}`)
@@ -358,8 +312,7 @@ describe('(c) replicas and crashes', () => {
       expect(job.returnvalue).toMatchObject({ outcome: 'processed', cached: written, encoded: 48 - written })
 
       // Graceful SIGTERM: the worker stops, the server closes, the process exits 0.
-      second.kill('SIGTERM')
-      expect(await exited(second)).toBe(0)
+      expect(await stopService(second)).toBe(0)
     } finally {
       await queue.close()
     }
@@ -464,11 +417,9 @@ describe('(d) the binary state stream', () => {
 
 describe('a replica without an image backbone', () => {
   it('serves text, answers null for images, and reports the modality as disabled', async () => {
-    const config = loadConfig({ ...process.env, ...env, IMAGE_BACKBONE_DIR: 'none' })
-    const textOnly = await createCacheServer(config, createLogger('embedding-cache-text-only', config, { pretty: false }), { worker: false })
+    const textOnly = await createTestCache({ ...env, IMAGE_BACKBONE_DIR: 'none' }, 'embedding-cache-text-only', { worker: false })
     try {
-      await textOnly.app.listen({ port: 0, host: '127.0.0.1' })
-      const url = `http://127.0.0.1:${(textOnly.app.server.address() as { port: number }).port}`
+      const url = await textOnly.app.listen({ port: 0, host: '127.0.0.1' })
       expect(textOnly.registry.get('image')).toBeNull()
       expect(textOnly.registry.get('text')!.id).toBe(backboneId('text')) // same fingerprint → same Backbone row
       expect(await fetchDatasetStates(url, datasetA, 'image')).toBeNull()

@@ -1,99 +1,46 @@
 // IISAN through the whole platform, on real services: API and embedding cache in-process, the
 // training worker as its own process. Import → cache → train IISAN → serve; activation switches
 // under load; a cold-start item becomes recommendable with no training job running.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import request from 'supertest'
-import { createLogger, loadConfig } from '@iisan/config'
 import { initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
-import { createRedisConnection, type Redis } from '@iisan/queue'
-import { createApiServer } from '../services/api/src/server.ts'
-import { createCacheServer } from '../services/embedding-cache/src/server.ts'
-import { cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './helpers/db.ts'
+import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, trainAndWait, type TestPlatform } from './helpers/platform.ts'
 
-let db: TestDatabase
-let redis: Redis
-let prefix: string
-let tmp: string
-let api: Awaited<ReturnType<typeof createApiServer>>
-let cache: Awaited<ReturnType<typeof createCacheServer>>
+let platform: TestPlatform
+let api: Awaited<ReturnType<typeof createTestApi>>
+let cache: Awaited<ReturnType<typeof createTestCache>>
 let worker: ChildProcess
 let http: ReturnType<typeof request>
 const slice = sampleDataset(300)
 let datasetId: string
 let iisanModel: string
 
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((r) => setTimeout(r, 250))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
-async function trainAndWait(body: object) {
-  const submitted = await http.post('/v1/training-jobs').send(body).expect(202)
-  const phases = new Set<string>()
-  const job = await until(
-    async () => {
-      const res = await http.get(`/v1/training-jobs/${submitted.body.id}`).expect(200)
-      if (res.body.progress?.phase) phases.add(res.body.progress.phase)
-      if (res.body.status === 'failed') throw new Error(`job failed: ${res.body.error}`)
-      return res.body.status === 'completed' ? res.body : undefined
-    },
-    180_000,
-    'training',
-  )
-  return { job, phases }
-}
-
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })
-  tmp = mkdtempSync(path.join(os.tmpdir(), 'iisan-platform-'))
-  db = await createTestDatabase('platform')
-  prefix = testRedisPrefix('platform')
-  redis = createRedisConnection(testRedisUrl())
-  const env: Record<string, string> = {
-    DATABASE_URL: db.url,
-    REDIS_URL: testRedisUrl(),
-    QUEUE_PREFIX: prefix,
-    LOG_LEVEL: 'warn',
-    ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
-    WORKER_HEALTH_PORT: String(45000 + Math.floor(Math.random() * 2000)),
-  }
-  const cacheConfig = loadConfig({ ...process.env, ...env })
-  cache = await createCacheServer(cacheConfig, createLogger('cache-test', cacheConfig, { pretty: false }))
-  await cache.app.listen({ port: 0, host: '127.0.0.1' })
-  env.EMBEDDING_CACHE_URL = `http://127.0.0.1:${(cache.app.server.address() as { port: number }).port}`
-  const config = loadConfig({ ...process.env, ...env })
-  api = await createApiServer(config, createLogger('api-test', config, { pretty: false }))
+  platform = await createTestPlatform('platform')
+  const { env } = platform
+  cache = await createTestCache(env, 'cache-test')
+  env.EMBEDDING_CACHE_URL = await cache.app.listen({ port: 0, host: '127.0.0.1' })
+  api = await createTestApi(env, 'api-test')
   await api.app.ready()
   http = request(api.app.server)
-  worker = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  worker = startService(WORKER_ENTRY, env)
   const imported = await http.post('/v1/datasets').send({ name: 'scientific-300', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)
   datasetId = imported.body.id
 })
 
 afterAll(async () => {
-  worker?.kill('SIGTERM')
-  await new Promise((r) => (worker?.exitCode !== null ? r(undefined) : worker.once('exit', r)))
+  await stopService(worker)
   await api?.close()
   await cache?.close()
-  await cleanupRedisPrefix(redis as never, prefix)
-  await redis.quit()
-  await db?.drop()
-  rmSync(tmp, { recursive: true, force: true })
+  await platform?.close()
 })
 
 describe('IISAN end to end', () => {
   it('a training job builds the cache, trains IISAN and stores a model version with its efficiency figures', async () => {
-    const { job, phases } = await trainAndWait({ datasetId, method: 'iisan', config: { maxEpochs: 2, patience: 2, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } })
+    const { job, phases } = await trainAndWait(http, { datasetId, method: 'iisan', config: { maxEpochs: 2, patience: 2, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } })
     expect(phases.has('caching') || phases.has('training')).toBe(true)
     expect(job.epochs).toHaveLength(2)
     iisanModel = job.modelVersionId
@@ -117,7 +64,7 @@ describe('IISAN end to end', () => {
   })
 
   it('switching the active model under concurrent requests never fails a request', async () => {
-    const { job } = await trainAndWait({ datasetId, method: 'sasrec-id', config: { maxEpochs: 1, patience: 1 } })
+    const { job } = await trainAndWait(http, { datasetId, method: 'sasrec-id', config: { maxEpochs: 1, patience: 1 } })
     const idModel = job.modelVersionId
     const history = slice.userLines[3].split('\t')[1].split(' ')
     const served = new Set<string>()

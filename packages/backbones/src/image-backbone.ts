@@ -7,6 +7,7 @@ import { Checkpoint, type CheckpointOptions } from './checkpoint.ts'
 import { BackboneConfigError, readImagePreprocessConfig, readModelConfig, type ImagePreprocessConfig, type VitConfig } from './config.ts'
 import { computeFingerprint } from './fingerprint.ts'
 import { prepareImage, type ImageInput, type PreparedImage } from './image.ts'
+import { mapLimit } from './map-limit.ts'
 import { VitModel, vitTensorSpecs } from './vit.ts'
 import type { EncodeOptions } from './text-backbone.ts'
 
@@ -125,17 +126,4 @@ export class ImageBackbone {
 
 export function loadImageBackbone(dir: string, options?: CheckpointOptions): Promise<ImageBackbone> {
   return ImageBackbone.load(dir, options)
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i])
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
 }

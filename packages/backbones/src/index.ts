@@ -19,5 +19,6 @@ export { Checkpoint, CheckpointError, canonicalName, type CheckpointOptions, typ
 export { BertTokenizer, DEFAULT_MAX_LENGTH, type TextBatch, type TokenizerDescriptor } from './tokenizer.ts'
 export { decodeImage, resizePillow, toPixelValues, prepareImage, ImageInputError, type RgbImage, type ImageInput, type PreparedImage } from './image.ts'
 export { ensureBackend } from './backend.ts'
+export { mapLimit } from './map-limit.ts'
 export { BertModel, bertTensorSpecs } from './bert.ts'
 export { VitModel, vitTensorSpecs, patchify } from './vit.ts'

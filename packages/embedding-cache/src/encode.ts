@@ -7,6 +7,7 @@
 // NOTHING: a crash loses at most the group in flight, never a written one, and a concurrent
 // replica storing the same key first is harmless.
 import { missingHiddenStates, saveHiddenStates, type Db, type HiddenStateInput, type Modality } from '@iisan/storage'
+import { mapLimit } from '@iisan/backbones'
 import { encodeFloat16LE } from './float16.ts'
 import { ImageSourceError, readItemImage, type ImageSourceOptions } from './images.ts'
 import type { LoadedBackbone } from './registry.ts'
@@ -159,17 +160,4 @@ export async function encodeAndStore(db: Db, backbone: LoadedBackbone, items: En
 
 function describeImage(item: EncodableItem): string {
   return item.imageBlob && item.imageBlob.byteLength ? `uploaded image (${item.imageBlob.byteLength} bytes)` : `image ${item.imageRef}`
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i])
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
 }

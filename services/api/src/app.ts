@@ -4,9 +4,9 @@ import multipart from '@fastify/multipart'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { errorHandling } from './errors.ts'
+import { errorHandling, healthCheck, storageErrors } from '@iisan/http'
+import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
-import { healthRoutes } from './routes/health.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
 import { eventRoutes } from './routes/events.ts'
 import { itemRoutes } from './routes/items.ts'
@@ -25,7 +25,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  await app.register(errorHandling)
+  await app.register(errorHandling, { codeExamples: ['VALIDATION_FAILED', 'UNKNOWN_ITEMS'], mappings: [dataFormatErrors, storageErrors] })
   await app.register(multipart, { limits: { fileSize: MAX_UPLOAD_BYTES, files: 4 } })
   await app.register(swagger, {
     openapi: {
@@ -43,7 +43,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 
-  await app.register(healthRoutes, deps)
+  await app.register(healthCheck({ prisma: deps.prisma, redis: deps.redis, summary: 'Liveness and dependencies: PostgreSQL and Redis' }))
   await app.register(
     async (v1) => {
       await v1.register(datasetRoutes, deps)

@@ -1,6 +1,6 @@
 // Which model answers a request: an explicit version, or the active one of a dataset.
 import type { LoadedModel } from '@iisan/pipeline'
-import { ApiError } from './errors.ts'
+import { ApiError } from '@iisan/http'
 import type { Deps } from './deps.ts'
 
 export async function resolveModel(deps: Deps, modelId?: string, datasetId?: string): Promise<LoadedModel> {

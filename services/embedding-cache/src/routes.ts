@@ -14,7 +14,7 @@ import {
 } from '@iisan/embedding-cache'
 import type { EmbeddingCacheQueue, Redis } from '@iisan/queue'
 import type { PrismaClient } from '@iisan/storage'
-import { errorResponses } from './errors.ts'
+import { errorResponses, healthCheck } from '@iisan/http'
 
 export interface Deps {
   prisma: PrismaClient
@@ -102,27 +102,21 @@ const BackboneSchema = Type.Object({
   loaded: Type.Boolean({ description: 'served by this replica (the configured backbone of its modality)' }),
 })
 
-const Check = Type.Object({ ok: Type.Boolean(), error: Type.Optional(Type.String()) })
-
 export const cacheRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
-  app.get(
-    '/healthz',
-    {
-      schema: {
-        tags: ['operations'],
-        summary: 'Liveness and dependencies: PostgreSQL, Redis, queue worker',
-        response: {
-          200: Type.Object({ status: Type.Literal('ok'), postgres: Check, redis: Check, worker: Type.Object({ running: Nullable(Type.Boolean()) }) }),
-          503: Type.Object({ status: Type.Literal('degraded'), postgres: Check, redis: Check, worker: Type.Object({ running: Nullable(Type.Boolean()) }) }),
+  await app.register(
+    healthCheck({
+      prisma: deps.prisma,
+      redis: deps.redis,
+      summary: 'Liveness and dependencies: PostgreSQL, Redis, queue worker',
+      extra: {
+        schema: { worker: Type.Object({ running: Nullable(Type.Boolean()) }) },
+        check: () => {
+          const running = deps.workerRunning()
+          // null: this replica runs no worker, which is a deployment choice, not a fault
+          return { ok: running !== false, fields: { worker: { running } } }
         },
       },
-    },
-    async (_req, reply) => {
-      const [postgres, redis] = await Promise.all([probe(() => deps.prisma.$queryRaw`SELECT 1`), probe(() => deps.redis.ping())])
-      const running = deps.workerRunning()
-      const healthy = postgres.ok && redis.ok && running !== false
-      return reply.status(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'degraded', postgres, redis, worker: { running } } as never)
-    },
+    }),
   )
 
   await app.register(v1Routes, { ...deps, prefix: '/v1' })
@@ -260,13 +254,4 @@ const v1Routes: FastifyPluginAsyncTypebox<Deps> = async (v1, deps) => {
       return result as never
     },
   )
-}
-
-async function probe(check: () => Promise<unknown>): Promise<{ ok: boolean; error?: string }> {
-  try {
-    await Promise.race([check(), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout after 2 s')), 2000).unref())])
-    return { ok: true }
-  } catch (e) {
-    return { ok: false, error: e instanceof Error ? e.message : String(e) }
-  }
 }

@@ -7,7 +7,8 @@ import { ConfigError, type AppConfig, type ConfigIssue, type Logger } from '@iis
 import { BackboneRegistry, DEFAULT_CHUNK_SIZE, DEFAULT_GROUP_SIZE, markBuildFailed, processChunk } from '@iisan/embedding-cache'
 import { createEmbeddingCacheQueue, createEmbeddingCacheWorker, createRedisConnection, type EmbeddingCacheJobPayload } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
-import { errorHandling } from './errors.ts'
+import { isCacheError } from '@iisan/embedding-cache/errors'
+import { errorHandling, storageErrors } from '@iisan/http'
 import { cacheRoutes } from './routes.ts'
 
 export interface CacheServerOptions {
@@ -117,7 +118,10 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
     loggerInstance: logger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>()
-  await app.register(errorHandling)
+  await app.register(errorHandling, {
+    codeExamples: ['VALIDATION_FAILED', 'NOT_FOUND', 'BACKBONE_NOT_CONFIGURED'],
+    mappings: [(err) => (isCacheError(err) ? err : undefined), storageErrors],
+  })
   await app.register(cacheRoutes, {
     prisma,
     redis,

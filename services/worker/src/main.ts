@@ -7,6 +7,8 @@ import { initBackend } from '@iisan/model/backend'
 import { loadStatesFromCache, runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
+import { healthCheck } from '@iisan/http'
+import { Type } from '@sinclair/typebox'
 import { onShutdown } from '@iisan/config/shutdown'
 
 const config = loadConfig()
@@ -45,12 +47,20 @@ const worker = createTrainingWorker(
 worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, err: err.message }, 'training attempt failed'))
 
 const health = Fastify({ loggerInstance: logger.child({ component: 'health' }) })
-health.get('/healthz', async (_req, reply) => {
-  const checks = await Promise.allSettled([prisma.$queryRaw`SELECT 1`, connection.ping()])
-  const [postgres, redis] = checks.map((c) => ({ ok: c.status === 'fulfilled', ...(c.status === 'rejected' ? { error: String(c.reason) } : {}) }))
-  const ok = postgres.ok && redis.ok && worker.isRunning()
-  return reply.status(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', postgres, redis, worker: { running: worker.isRunning() } })
-})
+await health.register(
+  healthCheck({
+    prisma,
+    redis: connection,
+    summary: 'Liveness and dependencies: PostgreSQL, Redis, training worker',
+    extra: {
+      schema: { worker: Type.Object({ running: Type.Boolean() }) },
+      check: () => {
+        const running = worker.isRunning()
+        return { ok: running, fields: { worker: { running } } }
+      },
+    },
+  }),
+)
 await health.listen({ port: config.workerHealthPort, host: config.host })
 logger.info({ queue: QUEUE_NAMES.training, healthPort: config.workerHealthPort }, 'training worker ready')
 

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { importDatasetFromTsv } from '@iisan/pipeline'
 import { getDataset, listDatasets } from '@iisan/storage'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 
 export const DatasetSchema = Type.Object({

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { appendInteraction } from '@iisan/storage'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 
 export const eventRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
 import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 import { resolveModel } from '../resolve-model.ts'
 

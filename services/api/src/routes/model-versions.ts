@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
 import { PAPER_TPME_WEIGHTS, tpme } from '@iisan/model/tpme'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 
 const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 import type { Deps } from '../deps.ts'

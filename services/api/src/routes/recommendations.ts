@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { toRecommendations } from '@iisan/pipeline'
 import { getUserHistory } from '@iisan/storage'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 import { resolveModel } from '../resolve-model.ts'
 

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig } from '@iisan/pipeline'
 import { type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
-import { ApiError, errorResponses } from '../errors.ts'
+import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 
 const JobSchema = Type.Object({
