@@ -170,3 +170,15 @@ describe('import → train → model version → recommendations', () => {
     expect(Object.keys(res.body.paths)).toEqual(expect.arrayContaining(['/v1/datasets', '/v1/training-jobs', '/v1/recommendations', '/healthz']))
   })
 })
+
+describe('Prometheus metrics', () => {
+  it('counts requests by route template, not by URL', async () => {
+    await http.get('/v1/training-jobs/00000000-0000-4000-8000-000000000001').expect(404)
+    await http.get('/v1/training-jobs/00000000-0000-4000-8000-000000000002').expect(404)
+    const text = (await http.get('/metrics').expect(200)).text
+    expect(text).toMatch(/http_requests_total\{[^}]*route="\/v1\/training-jobs\/:id"[^}]*status="404"[^}]*\} [2-9]/)
+    expect(text).not.toContain('00000000-0000-4000-8000-000000000001')
+    expect(text).toMatch(/iisan_active_models\{service="api"\} \d/)
+    expect(text).toContain('process_resident_memory_bytes')
+  })
+})

@@ -4,7 +4,8 @@ import multipart from '@fastify/multipart'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { errorHandling, healthCheck, storageErrors } from '@iisan/http'
+import { Gauge } from 'prom-client'
+import { errorHandling, healthCheck, metrics, storageErrors } from '@iisan/http'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -43,6 +44,21 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 
+  await app.register(
+    metrics({
+      service: 'api',
+      register: (registry) => {
+        new Gauge({
+          name: 'iisan_active_models',
+          help: 'datasets with an active model, as this replica sees them',
+          registers: [registry],
+          collect() {
+            this.set(deps.registry.activeModelIds().size)
+          },
+        })
+      },
+    }),
+  )
   await app.register(healthCheck({ prisma: deps.prisma, redis: deps.redis, summary: 'Liveness and dependencies: PostgreSQL and Redis' }))
   await app.register(
     async (v1) => {

@@ -8,7 +8,7 @@ import { BackboneRegistry, DEFAULT_CHUNK_SIZE, DEFAULT_GROUP_SIZE, markBuildFail
 import { createEmbeddingCacheQueue, createEmbeddingCacheWorker, createRedisConnection, type EmbeddingCacheJobPayload } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
 import { isCacheError } from '@iisan/embedding-cache/errors'
-import { errorHandling, storageErrors } from '@iisan/http'
+import { errorHandling, metrics, storageErrors } from '@iisan/http'
 import { cacheRoutes } from './routes.ts'
 
 export interface CacheServerOptions {
@@ -122,6 +122,7 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
     codeExamples: ['VALIDATION_FAILED', 'NOT_FOUND', 'BACKBONE_NOT_CONFIGURED'],
     mappings: [(err) => (isCacheError(err) ? err : undefined), storageErrors],
   })
+  await app.register(metrics({ service: 'embedding-cache' }))
   await app.register(cacheRoutes, {
     prisma,
     redis,
