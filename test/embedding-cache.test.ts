@@ -331,7 +331,7 @@ describe('(d) the binary state stream', () => {
     const bert = await loadTextBackbone(server.registry.get('text')!.dir)
     try {
       const direct = await bert.encodeTexts(A_TITLES)
-      expectF16Close(s.data, direct.clsPerLayer)
+      expectF16Close(s.data as Float32Array, direct.clsPerLayer)
     } finally {
       bert.dispose()
     }
@@ -362,7 +362,7 @@ describe('(d) the binary state stream', () => {
         if (!r.ok) throw new Error(r.error)
         expected.set(r.cls, j * 5 * 64)
       })
-      expectF16Close(s.data, expected)
+      expectF16Close(s.data as Float32Array, expected)
     } finally {
       vit.dispose()
     }
@@ -469,5 +469,17 @@ describe('cold start', () => {
     }
     expect(again.items[0].image.state).toHaveLength(5 * 64)
     expect(again.items[2].image.state).toBeUndefined()
+  })
+})
+
+describe('float16 passthrough', () => {
+  it('keep: float16 returns the stored bit patterns, decoding to the float32 stream values', async () => {
+    const { fetchDatasetStates } = await import('@iisan/embedding-cache/client')
+    const { float16ToFloat32 } = await import('@iisan/safetensors')
+    const f32 = (await fetchDatasetStates(baseUrl, datasetA, 'text'))!
+    const f16 = (await fetchDatasetStates(baseUrl, datasetA, 'text', { keep: 'float16' }))!
+    expect(f16.data).toBeInstanceOf(Uint16Array)
+    expect(Array.from(f16.itemIds)).toEqual(Array.from(f32.itemIds))
+    expect(Array.from(float16ToFloat32(f16.data as Uint16Array))).toEqual(Array.from(f32.data))
   })
 })

@@ -40,6 +40,8 @@ export interface FetchStatesOptions {
    * `missingItemIds`.
    */
   expectedItemIds?: ArrayLike<number>
+  /** 'float16' keeps the stream's float16 bit patterns (Uint16Array, half the memory) */
+  keep?: 'float32' | 'float16'
   signal?: AbortSignal
   /** Alternative fetch implementation (tests, instrumentation). */
   fetch?: typeof fetch
@@ -84,7 +86,7 @@ export async function fetchDatasetStates(
   }
   if (!res.body) throw new EmbeddingCacheClientError(res.status, 'EMPTY_RESPONSE', 'state stream response has no body')
   const expected = options.expectedItemIds ? Array.from(options.expectedItemIds) : undefined
-  const decoder = new StateStreamDecoder({ expectedItemIds: expected })
+  const decoder = new StateStreamDecoder({ expectedItemIds: expected, keep: options.keep })
   const reader = res.body.getReader()
   try {
     for (;;) {
@@ -111,7 +113,7 @@ export interface IndexedStates {
   /** [N + 1]: rowOf[k] = row of `data` for the item at model index k (1-based; 0 = padding). */
   rowOf: Int32Array
   /** The fetched data, not copied. */
-  data: Float32Array
+  data: Float32Array | Uint16Array
 }
 
 /**

@@ -99,8 +99,12 @@ export interface DecodedStates {
   width: number
   /** Item.id of every row of `data`, ascending. */
   itemIds: Int32Array
-  /** [rows, L+1, d] float32, one allocation for the whole dataset. */
-  data: Float32Array
+  /**
+   * [rows, L+1, d], one allocation for the whole dataset: float32 values, or — with
+   * `keep: 'float16'` — the stream's float16 bit patterns as they are (half the memory; the
+   * trainer decodes only the side layers of each batch).
+   */
+  data: Float32Array | Uint16Array
 }
 
 /**
@@ -122,12 +126,14 @@ export class StateStreamDecoder {
   private rows = 0
   private lastId = -Infinity
   private itemIds: Int32Array = new Int32Array(0)
-  private data: Float32Array = new Float32Array(0)
+  private data: Float32Array | Uint16Array = new Float32Array(0)
   private readonly expected: Set<number> | null
+  private readonly keep: 'float32' | 'float16'
 
   /** `expectedItemIds`: when given, a record for any other item id is an error. */
-  constructor(options: { expectedItemIds?: Iterable<number> } = {}) {
+  constructor(options: { expectedItemIds?: Iterable<number>; keep?: 'float32' | 'float16' } = {}) {
     this.expected = options.expectedItemIds ? new Set(options.expectedItemIds) : null
+    this.keep = options.keep ?? 'float32'
   }
 
   /** The header, once read (null before). */
@@ -162,7 +168,7 @@ export class StateStreamDecoder {
       this.perItem = (this.header.numLayers + 1) * this.header.width
       this.carry = new Uint8Array(this.recordLen)
       this.itemIds = new Int32Array(this.header.count)
-      this.data = new Float32Array(this.header.count * this.perItem)
+      this.data = this.keep === 'float16' ? new Uint16Array(this.header.count * this.perItem) : new Float32Array(this.header.count * this.perItem)
     }
     const R = this.recordLen
     if (this.carryLen > 0 && p < n) {
@@ -192,7 +198,12 @@ export class StateStreamDecoder {
     if (this.expected && !this.expected.has(id)) throw new StateStreamError(`state stream holds item ${id}, which is not among the expected items`)
     this.lastId = id
     this.itemIds[this.rows] = id
-    decodeFloat16LE(bytes, offset + 4, this.perItem, this.data, this.rows * this.perItem)
+    if (this.data instanceof Uint16Array) {
+      // little-endian bytes straight into the Uint16Array's memory (every platform Node runs on is LE)
+      new Uint8Array(this.data.buffer, this.rows * this.perItem * 2, this.perItem * 2).set(bytes.subarray(offset + 4, offset + 4 + this.perItem * 2))
+    } else {
+      decodeFloat16LE(bytes, offset + 4, this.perItem, this.data, this.rows * this.perItem)
+    }
     this.rows++
   }
 

@@ -31,7 +31,8 @@ export interface IisanConfig extends UserEncoderConfig {
 }
 
 const MISSING_INIT_STD = 0.02
-const EMBED_CHUNK = 1024
+// items per inference chunk: every intermediate of a chunk lives until the chunk ends (tidy)
+const EMBED_CHUNK = 256
 
 export class IisanItemEncoder implements ItemEncoder {
   readonly embeddingDim: number
