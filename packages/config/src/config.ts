@@ -173,3 +173,17 @@ export function redactConfig(config: AppConfig): AppConfig {
   }
   return { ...config, databaseUrl: mask(config.databaseUrl), redisUrl: mask(config.redisUrl) }
 }
+
+/**
+ * For service entry points: the configuration, or — when a variable is invalid — a message
+ * naming it on stderr and exit code 1 (no stack trace: it is the operator's input, not a bug).
+ */
+export function loadConfigOrExit(env: Env = process.env): AppConfig {
+  try {
+    return loadConfig(env)
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    console.error(e.message)
+    process.exit(1)
+  }
+}

@@ -1,5 +1,6 @@
 export {
   loadConfig,
+  loadConfigOrExit,
   redactConfig,
   ConfigError,
   CONFIG_DEFAULTS,

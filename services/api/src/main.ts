@@ -1,10 +1,10 @@
 // API service entry point: config, logger, tensor backend, server, clean SIGTERM.
-import { createLogger, loadConfig } from '@iisan/config'
+import { createLogger, loadConfigOrExit } from '@iisan/config'
 import { onShutdown } from '@iisan/config/shutdown'
 import { initBackend } from '@iisan/model/backend'
 import { createApiServer } from './server.ts'
 
-const config = loadConfig()
+const config = loadConfigOrExit()
 const logger = createLogger('api', config)
 await initBackend({ logger, prefer: config.tfBackend })
 const server = await createApiServer(config, logger)

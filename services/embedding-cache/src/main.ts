@@ -1,12 +1,12 @@
 // Embedding-cache service entry point: owns the frozen backbones and the hidden-state store.
 // config → logger → tensor backend → server (HTTP + queue worker) → clean SIGTERM.
 // Run any number of replicas against the same Postgres and Redis: they share the queue.
-import { createLogger, loadConfig } from '@iisan/config'
+import { createLogger, loadConfigOrExit } from '@iisan/config'
 import { onShutdown } from '@iisan/config/shutdown'
 import { initBackend } from '@iisan/model/backend'
 import { cacheServerOptionsFromEnv, createCacheServer } from './server.ts'
 
-const config = loadConfig()
+const config = loadConfigOrExit()
 const options = cacheServerOptionsFromEnv()
 const logger = createLogger('embedding-cache', config)
 await initBackend({ logger, prefer: config.tfBackend })

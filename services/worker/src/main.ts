@@ -2,7 +2,7 @@
 // against the same Redis and Postgres; each takes one job at a time.
 import Fastify from 'fastify'
 import { UnrecoverableError } from 'bullmq'
-import { createLogger, loadConfig } from '@iisan/config'
+import { createLogger, loadConfigOrExit } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
 import { loadStatesFromCache, runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
@@ -11,7 +11,7 @@ import { healthCheck } from '@iisan/http'
 import { Type } from '@sinclair/typebox'
 import { onShutdown } from '@iisan/config/shutdown'
 
-const config = loadConfig()
+const config = loadConfigOrExit()
 const logger = createLogger('worker', config)
 await initBackend({ logger, prefer: config.tfBackend })
 const prisma = createPrisma(config.databaseUrl)
