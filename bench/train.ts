@@ -112,6 +112,8 @@ const result = {
   epoch_s: medianStep * stepsPerEpoch,
   eval_s: evalSeconds,
   peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+  // the wasm heap only grows: its size is the peak tensor memory of the run
+  wasm_heap_mb: backend === 'wasm' ? (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.length / 2 ** 20 : null,
   trainable_params: model.params.count(),
   gflops_per_step: gflopsPerStep,
   gflops_per_step_layer_by_layer: san.naive + userSide,

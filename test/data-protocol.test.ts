@@ -9,6 +9,9 @@ describe('TSV parsing', () => {
   it('names the offending line', () => {
     expect(() => parseItemsTsv('A\tok\nB no tab here\n')).toThrowError(/items\.tsv line 2/)
     expect(() => parseItemsTsv('A\tx\nA\ty')).toThrowError(/line 2: duplicate item id A/)
+    expect(() => parseItemsTsv('A\tx\nB\ty\timg.png\textra')).toThrowError(/line 2: expected at most 3/)
+    // the optional third column is the item's image
+    expect(parseItemsTsv('A\tx\nB\ty\timages/b.png\n')).toEqual([{ externalId: 'A', title: 'x' }, { externalId: 'B', title: 'y', imageRef: 'images/b.png' }])
     expect(() => parseUsersTsv('u1\tA B\nu2\tA Z', new Set(['A', 'B']))).toThrowError(/users\.tsv line 2: unknown item id Z/)
     try {
       parseUsersTsv('u1\t   ')

@@ -120,6 +120,34 @@ describe('IISAN end to end', () => {
     expect((await http.get(`/v1/items/NOPE/similar?datasetId=${datasetId}`).expect(404)).body.error.code).toBe('ITEM_NOT_IN_MODEL')
   })
 
+  it('a new item with an uploaded image gets image states too; a corrupt image only loses its image', async () => {
+    const sharp = (await import('sharp')).default
+    const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 200, g: 40, b: 90 } } }).png().toBuffer()
+    const withImage = await http
+      .post('/v1/items')
+      .field('datasetId', datasetId)
+      .field('id', 'NEW-WITH-IMAGE')
+      .field('title', 'Red anodized aluminium project box')
+      .attach('image', png, { filename: 'box.png', contentType: 'image/png' })
+      .expect(201)
+    expect(withImage.body).toMatchObject({ item: { id: 'NEW-WITH-IMAGE', hasImage: true }, states: { text: 'done', image: 'done' } })
+    expect(withImage.body.models).toHaveLength(1)
+    const corrupt = await http
+      .post('/v1/items')
+      .field('datasetId', datasetId)
+      .field('id', 'NEW-CORRUPT-IMAGE')
+      .field('title', 'Blue project box')
+      .attach('image', Buffer.from('definitely not a png'), { filename: 'x.png', contentType: 'image/png' })
+      .expect(201)
+    expect(corrupt.body.states).toEqual({ text: 'done', image: 'failed' })
+    expect(corrupt.body.models).toHaveLength(1) // text alone is enough for an embedding
+    const unsupported = await http.post('/v1/items').field('datasetId', datasetId).field('id', 'X').field('title', 't').attach('image', Buffer.from('%PDF'), { filename: 'x.pdf', contentType: 'application/pdf' })
+    expect(unsupported.status).toBe(400)
+    expect(unsupported.body.error.code).toBe('UNSUPPORTED_IMAGE')
+    const recs = await http.post('/v1/recommendations').send({ datasetId, history: ['NEW-WITH-IMAGE', 'NEW-CORRUPT-IMAGE'], k: 5 }).expect(200)
+    expect(recs.body.items).toHaveLength(5)
+  })
+
   it('events extend a user’s history and userId recommendations use them at once', async () => {
     const user = 'fresh-user'
     const [first, second] = slice.itemIds

@@ -15,6 +15,8 @@ export class DataFormatError extends Error {
 export interface RawItem {
   externalId: string
   title: string
+  /** optional third column: an image path or URL the embedding cache can read */
+  imageRef?: string
 }
 
 export interface RawUser {
@@ -24,19 +26,24 @@ export interface RawUser {
 
 const EXTERNAL_ID = /^[^\s]{1,128}$/
 
-/** `item_id<TAB>title`, one item per line; blank lines (e.g. a trailing newline) are skipped. */
+/**
+ * `item_id<TAB>title[<TAB>image]`, one item per line (the optional third column is an image path
+ * or URL); blank lines (e.g. a trailing newline) are skipped.
+ */
 export function parseItemsTsv(text: string): RawItem[] {
   const items: RawItem[] = []
   const seen = new Set<string>()
   forEachLine(text, (line, lineNo) => {
-    const tab = line.indexOf('\t')
-    if (tab < 0) throw new DataFormatError('items', lineNo, 'expected "item_id<TAB>title"')
-    const externalId = line.slice(0, tab).trim()
-    const title = line.slice(tab + 1).trim()
+    const columns = line.split('\t')
+    if (columns.length < 2) throw new DataFormatError('items', lineNo, 'expected "item_id<TAB>title[<TAB>image]"')
+    if (columns.length > 3) throw new DataFormatError('items', lineNo, `expected at most 3 tab-separated columns, found ${columns.length}`)
+    const externalId = columns[0].trim()
+    const title = columns[1].trim()
+    const imageRef = columns[2]?.trim()
     if (!EXTERNAL_ID.test(externalId)) throw new DataFormatError('items', lineNo, 'item id must be 1–128 non-space characters')
     if (seen.has(externalId)) throw new DataFormatError('items', lineNo, `duplicate item id ${externalId}`)
     seen.add(externalId)
-    items.push({ externalId, title })
+    items.push(imageRef ? { externalId, title, imageRef } : { externalId, title })
   })
   return items
 }
