@@ -219,6 +219,17 @@ describe('IISAN learning on cached states', () => {
     const alone = model.itemEncoder.embed(Int32Array.from([3]), false)
     expect(Array.from(alone.dataSync()).map((v) => +v.toFixed(5))).toEqual(rows[3].map((v) => +v.toFixed(5)))
     alone.dispose()
+    // an item without any modality is made of the learned "missing" states alone: moving them moves it…
+    const missingText = model.params.get('san.missing.text')
+    missingText.assign(tf.add(missingText, 0.5))
+    const moved = model.itemMatrix().arraySync() as number[][]
+    expect(moved[3]).not.toEqual(rows[3])
+    // …and changing another item's cached states leaves it where it was
+    const otherRow = states.text.rowOf[1]
+    states.text.data.fill(3, otherRow * 3 * 4, (otherRow + 1) * 3 * 4)
+    const afterOther = model.itemMatrix().arraySync() as number[][]
+    expect(afterOther[3].map((v) => +v.toFixed(5))).toEqual(moved[3].map((v) => +v.toFixed(5)))
+    expect(afterOther[1]).not.toEqual(moved[1])
     all.dispose()
     model.dispose()
   })

@@ -29,6 +29,13 @@ describe('full-ranking metrics', () => {
     expect(rankOfTarget(s, 4, [1, 3])).toBe(2)
   })
 
+  it('ties count against the target, and a non-finite target score is a miss', () => {
+    expect(rankOfTarget(Float32Array.from([0, 5, 5, 5, 5]), 2, [])).toBe(4)
+    expect(rankOfTarget(Float32Array.from([0, 1, 1, 1]), 3, [1])).toBe(2)
+    expect(rankOfTarget(Float32Array.from([0, NaN, NaN, NaN]), 2, [])).toBe(Infinity)
+    expect(rankOfTarget(Float32Array.from([0, 2, Infinity, 3]), 2, [])).toBe(Infinity)
+  })
+
   it('a target that is in the history is a miss', () => {
     const s = Float32Array.from([0, 9, 8, 7])
     expect(rankOfTarget(s, 1, [1])).toBe(Infinity)

@@ -48,6 +48,9 @@ describe('IISAN end to end', () => {
     expect(mv).toMatchObject({ method: 'iisan', isActive: true, epochs: 2, embeddingDim: 64 })
     expect(mv.config.backbones.text).toMatch(/^[0-9a-f]{64}$/)
     expect(mv.config.sideLayers).toEqual([0, 2, 4]) // demo BERT: L = 4
+    // IISAN serves every catalogue item with cached states, beyond the protocol's trained items
+    expect(mv.metrics.dataset.itemsKept).toBeLessThan(slice.itemIds.length)
+    expect(mv.numItems).toBe(slice.itemIds.length)
     expect(mv.trainableParams).toBeGreaterThan(0)
     expect(mv.secondsPerEpoch).toBeGreaterThan(0)
     expect(mv.peakMemoryMb).toBeGreaterThan(0)

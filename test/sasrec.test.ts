@@ -62,3 +62,19 @@ describe('ID-SASRec end to end on the training loop', () => {
     model.dispose()
   })
 })
+
+describe('reproducibility', () => {
+  it('the same seed gives the same training run (initialisation, shuffling and dropout masks)', async () => {
+    const data = cyclicData(100)
+    const run = async (seed: number) => {
+      const model = new SequentialRecommender(sasRecIdConfig(data.numItems, { maxSeqLen: 5, embeddingDim: 16, seed }))
+      const losses: number[] = []
+      await train(model, data, { maxEpochs: 2, batchSize: 16, lrItem: 1e-3, lrUser: 1e-3, patience: 2, seed: 5 }, { onStep: (s) => void losses.push(s.loss) })
+      model.dispose()
+      return losses
+    }
+    const first = await run(11)
+    expect(await run(11)).toEqual(first)
+    expect(await run(12)).not.toEqual(first)
+  })
+})

@@ -1,7 +1,7 @@
 // IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
 // (IISAN_SPEC.md §3). Only unique, real items of a batch go through the SAN.
 import * as tf from '@tensorflow/tfjs-core'
-import { gatherSideLayers, type CachedStates, type Modality, type ModalityStates } from './cached-states.ts'
+import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type ModalityStates } from './cached-states.ts'
 import type { ItemEncoder } from './item-encoder.ts'
 import type { Params } from './params.ts'
 import { addTower, interTower, intraTower, sideLayersFor, type SanActivation } from './san.ts'
@@ -145,4 +145,27 @@ export class IisanItemEncoder implements ItemEncoder {
       return tf.add(tf.mul(h, mask), tf.mul(missingK, tf.sub(1, mask))) as tf.Tensor2D
     })
   }
+}
+
+/** A new item's cached states: [L+1, d] per modality, null where it lacks the modality. */
+export type NewItemStates = Record<Modality, Float32Array | null>
+
+/**
+ * Runs only the SAN + fusion on items outside the training set (no backbone, no training) →
+ * [n, D] rows in the order given, in chunks so memory stays flat. Replaces the encoder's state
+ * store: use it on a model that is done training (serving, or after the final evaluation).
+ */
+export function embedItemStates(encoder: IisanItemEncoder, items: NewItemStates[]): Float32Array {
+  const { text, image, embeddingDim: D } = encoder.config
+  const out = new Float32Array(items.length * D)
+  for (let start = 0; start < items.length; start += EMBED_CHUNK) {
+    const chunk = items.slice(start, start + EMBED_CHUNK)
+    encoder.setStates({
+      text: appendItems(emptyModality(0, text.numLayers, text.width), chunk.map((i) => i.text)),
+      image: appendItems(emptyModality(0, image.numLayers, image.width), chunk.map((i) => i.image)),
+    })
+    const ids = Int32Array.from(chunk, (_, i) => i + 1)
+    out.set(tf.tidy(() => encoder.embedUnique(ids).dataSync() as Float32Array), start * D)
+  }
+  return out
 }

@@ -4,17 +4,20 @@
  * Rank (1-based) of `target` among items 1..N of `scores` (index 0 = padding, never ranked),
  * after removing `excluded` items. An excluded target can never be recommended, so it has no
  * rank (Infinity) — a miss, exactly as when the ranking sets its score to −∞.
- * Ties are resolved in the target's favour (rank = 1 + number of strictly higher scores).
+ * Ties count against the target (every other item scoring at least as high is ranked before it),
+ * so a collapsed model that scores everything alike cannot look perfect; a non-finite target
+ * score (a diverged model) is a miss.
  */
 export function rankOfTarget(scores: ArrayLike<number>, target: number, excluded: ArrayLike<number>): number {
   const excludedSet = new Set<number>(Array.from(excluded))
   if (excludedSet.has(target)) return Infinity
   const targetScore = scores[target]
-  let higher = 0
+  if (!Number.isFinite(targetScore)) return Infinity
+  let ahead = 0
   for (let j = 1; j < scores.length; j++) {
-    if (scores[j] > targetScore && !excludedSet.has(j)) higher++
+    if (j !== target && scores[j] >= targetScore && !excludedSet.has(j)) ahead++
   }
-  return higher + 1
+  return ahead + 1
 }
 
 export interface RankingMetrics {

@@ -24,6 +24,13 @@ export class Params {
     this.seed = seed
   }
 
+  private dropoutCalls = 0
+
+  /** A fresh seed for each dropout mask, derived from the model seed: runs are reproducible. */
+  nextDropoutSeed(): number {
+    return (this.seed * 1_000_003 + ++this.dropoutCalls) % 2 ** 31
+  }
+
   add(name: string, shape: number[], init: Initialiser, group: ParamGroup): tf.Variable {
     if (this.variables.has(name)) throw new Error(`parameter ${name} defined twice`)
     const value = tf.tidy(() => initialValue(shape, init, this.seed++))
@@ -109,6 +116,6 @@ export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: t
   return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta) as T
 }
 
-export function dropout<T extends tf.Tensor>(x: T, rate: number, training: boolean): T {
-  return training && rate > 0 ? (tf.dropout(x, rate) as T) : x
+export function dropout<T extends tf.Tensor>(x: T, rate: number, training: boolean, seed?: number): T {
+  return training && rate > 0 ? (tf.dropout(x, rate, undefined, seed) as T) : x
 }

@@ -5,11 +5,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import { readCheckpointConfig, loadCheckpointInto } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
-import { IisanItemEncoder } from './iisan.ts'
-import { emptyModality, appendItems as appendStates, type Modality } from './cached-states.ts'
-
-/** A new item's cached states: [L+1, d] per modality, null where it lacks the modality. */
-export type NewItemStates = Record<Modality, Float32Array | null>
+import { embedItemStates, type IisanItemEncoder, type NewItemStates } from './iisan.ts'
 
 export interface ScoredItem {
   /** item index 1..N */
@@ -71,14 +67,7 @@ export class ServingModel {
    */
   embedNewItems(items: NewItemStates[]): Float32Array {
     if (this.config.method !== 'iisan') throw new Error(`${this.config.method} models cannot embed new items`)
-    const { text, image } = this.config
-    const encoder = this.model.itemEncoder as IisanItemEncoder
-    encoder.setStates({
-      text: appendStates(emptyModality(0, text.numLayers, text.width), items.map((i) => i.text)),
-      image: appendStates(emptyModality(0, image.numLayers, image.width), items.map((i) => i.image)),
-    })
-    const ids = Int32Array.from(items, (_, i) => i + 1)
-    return tf.tidy(() => encoder.embedUnique(ids).dataSync() as Float32Array)
+    return embedItemStates(this.model.itemEncoder as IisanItemEncoder, items)
   }
 
   /** Appends rows [n, D] as items N+1, …; returns their indices. */

@@ -50,6 +50,14 @@ export interface TrainHooks {
   shouldCancel?(): boolean | Promise<boolean>
 }
 
+/** The loss stopped being a number: the learning rate is too high for this data. */
+export class TrainingDiverged extends Error {
+  constructor(epoch: number, step: number) {
+    super(`training diverged: the loss is not finite at epoch ${epoch}, step ${step} (lower the learning rates)`)
+    this.name = 'TrainingDiverged'
+  }
+}
+
 export class TrainingCancelled extends Error {
   constructor() {
     super('training cancelled')
@@ -64,6 +72,7 @@ export interface TrainResult {
   test: RankingMetrics
   /** mean wall time of the training part of an epoch (without evaluation) */
   secondsPerEpoch: number
+  /** highest resident memory seen during this training run (sampled every step and evaluation) */
   peakRssMb: number
   trainableParams: number
   /** [N+1, D] item embeddings of the best model, row 0 = padding */
@@ -76,7 +85,13 @@ export async function train(
   options: TrainOptions = PAPER_TRAINING,
   hooks: TrainHooks = {},
 ): Promise<TrainResult> {
-  const optimizers: Record<ParamGroup, tf.Optimizer> = { item: tf.train.adam(options.lrItem), user: tf.train.adam(options.lrUser) }
+  if (data.trainWindows.length === 0) throw new Error('no training sequences: no user has enough interactions')
+  const optimizers = createOptimizers(options)
+  // the process's maxRSS would carry the peak of every earlier job in a long-lived worker
+  let peakRss = process.memoryUsage().rss
+  const sampleRss = () => {
+    peakRss = Math.max(peakRss, process.memoryUsage().rss)
+  }
   const logProb = logProbabilities(data.trainCounts)
   const random = mulberry32(options.seed)
   const stepsPerEpoch = Math.ceil(data.trainWindows.length / options.batchSize)
@@ -92,14 +107,17 @@ export async function train(
         if (await hooks.shouldCancel?.()) throw new TrainingCancelled()
         const batch = order.slice(step * options.batchSize, (step + 1) * options.batchSize).map((u) => data.trainWindows[u])
         const loss = trainStep(model, optimizers, batch, logProb)
+        if (!Number.isFinite(loss)) throw new TrainingDiverged(epoch, step + 1)
         lossSum += loss
+        sampleRss()
         await hooks.onStep?.({ epoch, step: step + 1, stepsPerEpoch, loss })
         // Let timers run (queue lock renewal, progress, signals) between steps.
         await new Promise((resolve) => setImmediate(resolve))
       }
       const trainSeconds = (performance.now() - started) / 1000
       const evalStarted = performance.now()
-      const validation = withItemMatrix(model, (m) => evaluateRanking(model, data.validation, m))
+      const validation = await withItemMatrix(model, (m) => evaluateRanking(model, data.validation, m))
+      sampleRss()
       const report: EpochReport = {
         epoch,
         trainLoss: lossSum / stepsPerEpoch,
@@ -122,7 +140,8 @@ export async function train(
 
   model.params.restore(best.snapshot)
   const itemMatrixTensor = model.itemMatrix()
-  const test = evaluateRanking(model, data.test, itemMatrixTensor)
+  const test = await evaluateRanking(model, data.test, itemMatrixTensor)
+  sampleRss()
   const itemMatrix = itemMatrixTensor.dataSync() as Float32Array
   itemMatrixTensor.dispose()
   return {
@@ -131,7 +150,7 @@ export async function train(
     validation: best.validation,
     test,
     secondsPerEpoch: epochs.reduce((s, e) => s + e.seconds, 0) / Math.max(1, epochs.length),
-    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    peakRssMb: peakRss / 2 ** 20,
     trainableParams: model.params.count(),
     itemMatrix,
   }
@@ -156,13 +175,18 @@ export function trainStep(
   })
 }
 
-function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.Tensor2D) => R): R {
+async function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.Tensor2D) => Promise<R>): Promise<R> {
   const matrix = model.itemMatrix()
   try {
-    return use(matrix)
+    return await use(matrix)
   } finally {
     matrix.dispose()
   }
+}
+
+/** Adam per learning-rate group, with PyTorch's ε = 1e-8 (tfjs defaults to 1e-7). */
+export function createOptimizers(options: Pick<TrainOptions, 'lrItem' | 'lrUser'>): Record<ParamGroup, tf.Optimizer> {
+  return { item: tf.train.adam(options.lrItem, 0.9, 0.999, 1e-8), user: tf.train.adam(options.lrUser, 0.9, 0.999, 1e-8) }
 }
 
 export function mulberry32(seed: number): () => number {

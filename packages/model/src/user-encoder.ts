@@ -49,16 +49,17 @@ export class UserEncoder {
   forward(itemEmb: tf.Tensor3D, valid: tf.Tensor2D, training: boolean): tf.Tensor3D {
     const [B, T, D] = itemEmb.shape
     const p = (name: string) => this.params.get(name)
+    const drop = <X extends tf.Tensor>(t: X) => dropout(t, this.config.dropout, training, training ? this.params.nextDropoutSeed() : undefined)
     const mask = attentionMask(valid) // [B, 1, T, T]
     let x = tf.add(itemEmb, p('user.pos_emb')) as tf.Tensor3D
-    x = dropout(layerNorm(x, p('user.ln_in.gamma') as tf.Tensor1D, p('user.ln_in.beta') as tf.Tensor1D, LN_EPS), this.config.dropout, training)
+    x = drop(layerNorm(x, p('user.ln_in.gamma') as tf.Tensor1D, p('user.ln_in.beta') as tf.Tensor1D, LN_EPS))
     let h = tf.reshape(x, [B * T, D]) as tf.Tensor2D
     for (let i = 0; i < this.config.numBlocks; i++) {
       const b = `user.block${i}`
       const attended = this.selfAttention(h, mask, B, T, b)
-      h = layerNorm(tf.add(h, dropout(attended, this.config.dropout, training)), p(`${b}.ln_attn.gamma`) as tf.Tensor1D, p(`${b}.ln_attn.beta`) as tf.Tensor1D, LN_EPS)
+      h = layerNorm(tf.add(h, drop(attended)), p(`${b}.ln_attn.gamma`) as tf.Tensor1D, p(`${b}.ln_attn.beta`) as tf.Tensor1D, LN_EPS)
       const ffn = linear(tf.relu(linear(h, p(`${b}.ffn.w1`) as tf.Tensor2D, p(`${b}.ffn.b1`) as tf.Tensor1D)), p(`${b}.ffn.w2`) as tf.Tensor2D, p(`${b}.ffn.b2`) as tf.Tensor1D)
-      h = layerNorm(tf.add(h, dropout(ffn, this.config.dropout, training)), p(`${b}.ln_ffn.gamma`) as tf.Tensor1D, p(`${b}.ln_ffn.beta`) as tf.Tensor1D, LN_EPS)
+      h = layerNorm(tf.add(h, drop(ffn)), p(`${b}.ln_ffn.gamma`) as tf.Tensor1D, p(`${b}.ln_ffn.beta`) as tf.Tensor1D, LN_EPS)
     }
     return tf.reshape(h, [B, T, D])
   }

@@ -4,6 +4,7 @@
 import { fetchCoverage, fetchDatasetStates, requestCacheBuild } from '@iisan/embedding-cache/client'
 import { emptyModality, type CachedStates, type Modality, type ModalityStates } from '@iisan/model/cached-states'
 import type { ProtocolData } from '@iisan/model/data'
+import { TrainingCancelled } from '@iisan/model/trainer'
 import { statesForItems } from './states-folder.ts'
 import type { JobProgress } from './training-job.ts'
 
@@ -40,7 +41,8 @@ export async function loadStatesFromCache(
     if (coverage.backbones.length === 0) throw new CacheNotReady('the embedding cache has no backbone configured')
     if (settled >= total) break
     if (Date.now() > deadline) throw new CacheNotReady(`the embedding cache did not finish in time (${settled}/${total} states)`)
-    if (await options.isCancelled?.()) throw new CacheNotReady('cancelled while waiting for the embedding cache')
+    // the trainer's own cancellation: the job is cancelled, or handed back on shutdown
+    if (await options.isCancelled?.()) throw new TrainingCancelled()
     await new Promise((resolve) => setTimeout(resolve, pollMs))
   }
 

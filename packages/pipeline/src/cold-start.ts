@@ -4,8 +4,8 @@
 import { requestEncodeItems } from '@iisan/embedding-cache/client'
 import { float16BytesToFloat32 } from '@iisan/embedding-cache/float16'
 import type { Modality } from '@iisan/model/cached-states'
-import type { NewItemStates } from '@iisan/model/serving'
-import { addItems, appendModelVersionItems, getBackboneByFingerprint, loadHiddenStates, type ImportItemInput, type Item, type PrismaClient } from '@iisan/storage'
+import type { NewItemStates } from '@iisan/model/iisan'
+import { addItems, getBackboneByFingerprint, loadHiddenStates, type ImportItemInput, type Item, type PrismaClient } from '@iisan/storage'
 import type { ServingRegistry } from './serving-registry.ts'
 
 export interface ColdStartDeps {
@@ -48,36 +48,41 @@ export async function addItemsWithColdStart(deps: ColdStartDeps, datasetId: stri
   }
 }
 
-/** Appends the items to every IISAN version of the dataset whose backbones cached them. */
+/**
+ * Brings the dataset's IISAN versions that matter now — the active one and any this replica has
+ * loaded — up to date: reloading reconciles them (see ServingRegistry), which embeds the new
+ * items. Other versions catch up when they are next loaded.
+ */
 export async function embedIntoModels(deps: ColdStartDeps, datasetId: string, items: Item[]) {
-  const versions = await deps.prisma.modelVersion.findMany({ where: { datasetId, method: 'iisan' }, select: { id: true, config: true, isActive: true } })
+  await deps.registry.refreshActive()
+  const relevant = new Set([deps.registry.activeModelIds().get(datasetId), ...deps.registry.loadedModelIds()].filter((id): id is string => !!id))
+  const versions = await deps.prisma.modelVersion.findMany({ where: { datasetId, method: 'iisan', id: { in: [...relevant] } }, select: { id: true, isActive: true } })
+  const wanted = new Set(items.map((i) => i.id))
   const results: ColdStartResult['models'] = []
   for (const version of versions) {
-    const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
-    if (!backbones) continue
-    const states = await statesFor(deps.prisma, backbones, items)
-    const usable = items.filter((_, i) => states[i].text || states[i].image)
-    if (usable.length === 0) continue
-    const model = await deps.registry.get(version.id)
+    const model = await deps.registry.reload(version.id)
     if (!model) continue
-    const rows = model.serving.embedNewItems(states.filter((s) => s.text || s.image))
-    await appendModelVersionItems(deps.prisma, version.id, usable.map((i) => i.id), rows)
-    await deps.registry.reload(version.id)
+    const appended = model.itemIds.filter((id) => wanted.has(id)).length
+    if (appended === 0) continue
     await deps.announceUpdated(datasetId, version.id)
-    results.push({ modelVersionId: version.id, appended: usable.length, isActive: version.isActive })
+    results.push({ modelVersionId: version.id, appended, isActive: version.isActive })
   }
   return results
 }
 
 /** The cached [L+1, d] states of each item under the model's backbones (null: none usable). */
-async function statesFor(prisma: PrismaClient, backbones: Record<Modality, string | null>, items: Item[]): Promise<NewItemStates[]> {
+export async function cachedStatesOf(
+  prisma: PrismaClient,
+  backbones: Record<Modality, string | null>,
+  items: Pick<Item, 'textHash' | 'imageHash'>[],
+): Promise<NewItemStates[]> {
   const out: NewItemStates[] = items.map(() => ({ text: null, image: null }))
   for (const modality of ['text', 'image'] as const) {
     const fingerprint = backbones[modality]
     if (!fingerprint) continue
     const backbone = await getBackboneByFingerprint(prisma, fingerprint)
     if (!backbone) continue
-    const key = (item: Item) => (modality === 'text' ? item.textHash : item.imageHash)
+    const key = (item: Pick<Item, 'textHash' | 'imageHash'>) => (modality === 'text' ? item.textHash : item.imageHash)
     const rows = await loadHiddenStates(prisma, backbone.id, items.map(key).filter((h): h is string => h !== null))
     items.forEach((item, i) => {
       const hash = key(item)

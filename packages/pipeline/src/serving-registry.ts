@@ -1,9 +1,15 @@
-// Holds the models the API serves: one ServingModel per model version, loaded once from
-// Postgres, with the dataset's item ids and titles, and the active version per dataset.
-// Swapping the active version replaces a map entry; in-flight requests keep the model object
-// they already hold, so nothing fails during a switch.
+// Holds the models the API serves: one ServingModel per model version, loaded from Postgres with
+// the dataset's item ids and titles, and the active version per dataset.
+// - Swapping a version replaces a map entry; in-flight requests keep the object they hold, which
+//   is disposed only after a grace period, so nothing fails during a switch.
+// - Loading an IISAN version reconciles it: dataset items with cached states that the version
+//   lacks (added while it trained, or while it was not loaded) are embedded by its SAN and
+//   appended, in Postgres and in memory. Cold start is therefore just "cache, then reload".
+// - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
+import type { Modality } from '@iisan/model/cached-states'
 import { ServingModel, type ScoredItem } from '@iisan/model/serving'
-import { decodeItemEmbeddings, getModelVersion, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
+import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
+import { cachedStatesOf } from './cold-start.ts'
 
 const DISPOSE_GRACE_MS = 60_000
 
@@ -26,11 +32,24 @@ export interface Recommendation {
   score: number
 }
 
+export interface ServingRegistryOptions {
+  /** inactive versions kept loaded at most (active ones always stay) */
+  maxLoaded?: number
+}
+
 export class ServingRegistry {
   private readonly models = new Map<string, Promise<LoadedModel>>()
+  private readonly lastUsed = new Map<string, number>()
+  private readonly reloads = new Map<string, Promise<LoadedModel | null>>()
   private active = new Map<string, string>() // datasetId → model version id
+  private readonly maxLoaded: number
 
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    options: ServingRegistryOptions = {},
+  ) {
+    this.maxLoaded = options.maxLoaded ?? 8
+  }
 
   /** Re-reads which versions are active (at start-up and whenever an activation is announced). */
   async refreshActive(): Promise<void> {
@@ -42,13 +61,20 @@ export class ServingRegistry {
     return new Map(this.active)
   }
 
+  /** Version ids currently in memory. */
+  loadedModelIds(): string[] {
+    return [...this.models.keys()]
+  }
+
   /** The loaded model for a version id, or null if no such version exists. */
   async get(modelVersionId: string): Promise<LoadedModel | null> {
+    this.lastUsed.set(modelVersionId, performance.now())
     let pending = this.models.get(modelVersionId)
     if (!pending) {
       pending = this.load(modelVersionId)
       this.models.set(modelVersionId, pending)
       pending.catch(() => this.models.delete(modelVersionId))
+      pending.then(() => this.evictIdle()).catch(() => undefined)
     }
     try {
       return await pending
@@ -58,50 +84,35 @@ export class ServingRegistry {
     }
   }
 
-  private async load(id: string): Promise<LoadedModel> {
-    const version = await getModelVersion(this.prisma, id)
-    if (!version) throw new ModelNotFound(id)
-    const items = await this.prisma.item.findMany({
-      where: { id: { in: version.itemIndex as number[] } },
-      select: { id: true, externalId: true, title: true },
-    })
-    const byId = new Map(items.map((i) => [i.id, i]))
-    const itemIds = [0, ...(version.itemIndex as number[])]
-    const D = version.embeddingDim
-    const matrix = new Float32Array((version.numItems + 1) * D)
-    matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
-    const serving = ServingModel.load(version.weights, matrix)
-    const externalIds = itemIds.map((itemId) => byId.get(itemId)?.externalId ?? '')
-    return {
-      id,
-      datasetId: version.datasetId,
-      method: version.method,
-      serving,
-      itemIds,
-      externalIds,
-      titles: itemIds.map((itemId) => byId.get(itemId)?.title ?? ''),
-      indexOfExternal: new Map(externalIds.map((ext, index) => [ext, index] as const).filter(([ext]) => ext !== '')),
-    }
+  /**
+   * Loads a fresh copy (e.g. after cold-start items were cached) and swaps it in once ready.
+   * Reloads of one version run one after another, so a slower, older load can never replace a
+   * newer one.
+   */
+  reload(id: string): Promise<LoadedModel | null> {
+    const next = (this.reloads.get(id) ?? Promise.resolve(null)).catch(() => null).then(() => this.swapIn(id))
+    this.reloads.set(id, next)
+    next.finally(() => {
+      if (this.reloads.get(id) === next) this.reloads.delete(id)
+    }).catch(() => undefined)
+    return next
   }
 
-  /**
-   * Loads a fresh copy (e.g. after cold-start items were appended) and swaps it in once ready.
-   * Requests already holding the old copy finish with it; it is disposed a while later.
-   */
-  async reload(id: string): Promise<LoadedModel | null> {
+  private async swapIn(id: string): Promise<LoadedModel | null> {
     const previous = this.models.get(id)
     const next = this.load(id)
     try {
       await next
     } catch (e) {
       if (e instanceof ModelNotFound) {
-        this.models.delete(id)
+        this.evict(id)
         return null
       }
       throw e
     }
     this.models.set(id, next)
-    if (previous) this.disposeLater(previous)
+    this.lastUsed.set(id, performance.now())
+    if (previous && previous !== next) this.disposeLater(previous)
     return next
   }
 
@@ -109,7 +120,14 @@ export class ServingRegistry {
   evict(id: string): void {
     const previous = this.models.get(id)
     this.models.delete(id)
+    this.lastUsed.delete(id)
     if (previous) this.disposeLater(previous)
+  }
+
+  private evictIdle(): void {
+    const pinned = new Set(this.active.values())
+    const idle = [...this.models.keys()].filter((id) => !pinned.has(id)).sort((a, b) => (this.lastUsed.get(a) ?? 0) - (this.lastUsed.get(b) ?? 0))
+    while (idle.length > this.maxLoaded) this.evict(idle.shift()!)
   }
 
   private disposeLater(model: Promise<LoadedModel>): void {
@@ -117,6 +135,66 @@ export class ServingRegistry {
     setTimeout(() => {
       model.then((m) => m.serving.dispose()).catch(() => undefined)
     }, DISPOSE_GRACE_MS).unref()
+  }
+
+  private async load(id: string, attempt = 0): Promise<LoadedModel> {
+    const version = await getModelVersion(this.prisma, id)
+    if (!version) throw new ModelNotFound(id)
+    const D = version.embeddingDim
+    const matrix = new Float32Array((version.numItems + 1) * D)
+    matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
+    const loaded = await this.withItems(
+      { id, datasetId: version.datasetId, method: version.method, serving: ServingModel.load(version.weights, matrix), itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map() },
+      version.itemIndex as number[],
+    )
+    const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
+    if (loaded.serving.supportsColdStart && backbones) {
+      try {
+        await this.reconcile(loaded, backbones)
+      } catch (e) {
+        loaded.serving.dispose()
+        if (e instanceof ReconcileRace && attempt < 3) return this.load(id, attempt + 1)
+        throw e
+      }
+    }
+    return loaded
+  }
+
+  /** Appends item ids (already in the serving matrix) with their external ids and titles. */
+  private async withItems(model: LoadedModel, itemIds: number[]): Promise<LoadedModel> {
+    const items = await this.prisma.item.findMany({ where: { id: { in: itemIds } }, select: { id: true, externalId: true, title: true } })
+    const byId = new Map(items.map((i) => [i.id, i]))
+    for (const itemId of itemIds) {
+      const index = model.itemIds.length
+      const item = byId.get(itemId)
+      model.itemIds.push(itemId)
+      model.externalIds.push(item?.externalId ?? '')
+      model.titles.push(item?.title ?? '')
+      if (item) model.indexOfExternal.set(item.externalId, index)
+    }
+    return model
+  }
+
+  /** Embeds and stores the dataset's cached items this version lacks (see the file comment). */
+  private async reconcile(model: LoadedModel, backbones: Record<Modality, string | null>): Promise<void> {
+    const known = new Set(model.itemIds)
+    const unseen = (await this.prisma.item.findMany({ where: { datasetId: model.datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter(
+      (i) => !known.has(i.id),
+    )
+    if (unseen.length === 0) return
+    const states = await cachedStatesOf(this.prisma, backbones, unseen)
+    const usable = unseen.map((item, i) => ({ id: item.id, states: states[i] })).filter((u) => u.states.text || u.states.image)
+    if (usable.length === 0) return
+    const rows = model.serving.embedNewItems(usable.map((u) => u.states))
+    try {
+      await appendModelVersionItems(this.prisma, model.id, usable.map((u) => u.id), rows)
+    } catch (e) {
+      // another replica appended some of them first: its rows are as good as ours, so read back
+      if (!isStorageError(e, 'CONFLICT')) throw e
+      throw new ReconcileRace()
+    }
+    model.serving.appendItems(rows)
+    await this.withItems(model, usable.map((u) => u.id))
   }
 
   async close(): Promise<void> {
@@ -136,6 +214,8 @@ export class ModelNotFound extends Error {
     super(`model version ${modelVersionId} not found`)
   }
 }
+
+class ReconcileRace extends Error {}
 
 export function toRecommendations(model: LoadedModel, scored: ScoredItem[]): Recommendation[] {
   return scored.map((s) => ({ itemId: model.externalIds[s.index], title: model.titles[s.index], score: s.score }))

@@ -4,6 +4,8 @@ import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender, iisanConfig, sasRecIdConfig, type RecommenderConfig } from '@iisan/model/recommender'
 import type { CachedStates } from '@iisan/model/cached-states'
+import { IisanItemEncoder, embedItemStates } from '@iisan/model/iisan'
+import { cachedStatesOf } from './cold-start.ts'
 import type { LoadedStates } from './cache-states.ts'
 import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
 import {
@@ -48,7 +50,7 @@ export interface RunJobOptions {
    * IISAN's cached backbone states for the protocol's items (item index i ↔ Item.id
    * data.itemKeys[i]); the worker wires this to the embedding cache, which may build it first.
    */
-  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<LoadedStates>
+  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>, shouldCancel: () => Promise<boolean>): Promise<LoadedStates>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
 }
@@ -68,6 +70,30 @@ export function protocolForDataset(sequences: Awaited<ReturnType<typeof loadData
     sequences.items.map((i) => String(i.id)),
     { maxSeqLen: config.maxSeqLen, minInteractions: 5 },
   )
+}
+
+/**
+ * The trained protocol items plus every other item of the dataset whose states are cached,
+ * embedded by the trained SAN (the encoder's training states are replaced: call this last).
+ */
+async function withUnseenItems(
+  prisma: PrismaClient,
+  datasetId: string,
+  encoder: IisanItemEncoder,
+  backbones: LoadedStates['backbones'],
+  itemIndex: number[],
+  embeddings: Float32Array,
+): Promise<{ itemIndex: number[]; embeddings: Float32Array }> {
+  const known = new Set(itemIndex)
+  const unseen = (await prisma.item.findMany({ where: { datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter((i) => !known.has(i.id))
+  const states = await cachedStatesOf(prisma, backbones, unseen)
+  const usable = unseen.map((item, i) => ({ item, states: states[i] })).filter((u) => u.states.text || u.states.image)
+  if (usable.length === 0) return { itemIndex, embeddings }
+  const rows = embedItemStates(encoder, usable.map((u) => u.states))
+  const all = new Float32Array(embeddings.length + rows.length)
+  all.set(embeddings)
+  all.set(rows, embeddings.length)
+  return { itemIndex: [...itemIndex, ...usable.map((u) => u.item.id)], embeddings: all }
 }
 
 function userEncoderPart(config: TrainingConfig) {
@@ -125,7 +151,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     let backbones: LoadedStates['backbones'] | undefined
     if (job.method === 'iisan') {
       if (!options.loadStates) throw new Error('IISAN needs cached backbone states, and this worker has no embedding cache configured')
-      const loaded = await options.loadStates(job.datasetId, data, report)
+      const loaded = await options.loadStates(job.datasetId, data, report, shouldCancel)
       states = loaded.states
       backbones = loaded.backbones
       modelConfig = iisanModelConfig(data.numItems, states, config)
@@ -170,6 +196,12 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     })
     await report({ phase: 'saving', fraction: 1 })
     const D = config.embeddingDim
+    // IISAN embeds from content, so it can serve more than the protocol's items: catalogue items
+    // without (enough) interactions, and items added while it trained.
+    const served =
+      backbones && trainableModel.itemEncoder instanceof IisanItemEncoder
+        ? await withUnseenItems(prisma, job.datasetId, trainableModel.itemEncoder, backbones, data.itemKeys.slice(1).map(Number), result.itemMatrix.subarray(D))
+        : { itemIndex: data.itemKeys.slice(1).map(Number), embeddings: result.itemMatrix.subarray(D) }
     const version = await createModelVersion(prisma, {
       datasetId: job.datasetId,
       jobId,
@@ -177,9 +209,9 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       // the backbones' fingerprints say which cached states this model's SAN can read (cold start)
       config: JSON.parse(JSON.stringify({ ...trainableModel.config, ...(backbones ? { backbones } : {}) })),
       weights: saveCheckpoint(trainableModel.params, trainableModel.config),
-      // drop the padding row: stored row r is model index r + 1
-      itemEmbeddings: result.itemMatrix.subarray(D),
-      itemIndex: data.itemKeys.slice(1).map(Number),
+      // stored row r is model index r + 1 (the padding row is not stored)
+      itemEmbeddings: served.embeddings,
+      itemIndex: served.itemIndex,
       embeddingDim: D,
       testHr10: result.test.hr10,
       testNdcg10: result.test.ndcg10,
@@ -189,25 +221,26 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       peakMemoryMb: result.peakRssMb,
       trainableParams: result.trainableParams,
       epochs: result.epochs.length,
-      metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users },
+      metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users, servedItems: served.itemIndex.length },
       // The first model of a dataset goes live by itself; later ones wait for an explicit activation.
-      activate: (await prisma.modelVersion.count({ where: { datasetId: job.datasetId, isActive: true } })) === 0,
+      activateIfNoneActive: true,
     })
     if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
-    await updateTrainingJobStatus(prisma, jobId, 'completed', { progress: { phase: 'done', fraction: 1 } })
+    await updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { phase: 'done', fraction: 1 } })
     await options.onProgress?.({ phase: 'done', fraction: 1 })
     return { status: 'completed', modelVersionId: version.id }
   } catch (e) {
+    // Terminal updates only from 'running': a job another worker already finished stays finished.
     if (e instanceof TrainingCancelled && options.isInterrupted?.() && !cancelled) {
-      await updateTrainingJobStatus(prisma, jobId, 'queued', { progress: { phase: 'loading', fraction: 0 } })
+      await updateTrainingJobStatus(prisma, jobId, 'queued', { from: ['running'], progress: { phase: 'loading', fraction: 0 } })
       return { status: 'interrupted' }
     }
     if (e instanceof TrainingCancelled) {
-      await updateTrainingJobStatus(prisma, jobId, 'cancelled')
+      await updateTrainingJobStatus(prisma, jobId, 'cancelled', { from: ['running'] })
       return { status: 'cancelled' }
     }
     const error = e instanceof Error ? e.message : String(e)
-    await updateTrainingJobStatus(prisma, jobId, 'failed', { error })
+    await updateTrainingJobStatus(prisma, jobId, 'failed', { from: ['running'], error })
     return { status: 'failed', error }
   } finally {
     model?.dispose()

@@ -26,6 +26,8 @@ export interface CreateModelVersionInput {
   metrics?: JsonInput
   /** Activate it right away (same transaction). */
   activate?: boolean
+  /** Activate it only if its dataset has no active version — decided inside the transaction. */
+  activateIfNoneActive?: boolean
 }
 
 /** Model version fields without the large binary/JSON payloads. */
@@ -106,6 +108,11 @@ export async function createModelVersion(prisma: PrismaClient, input: CreateMode
     })
     if (input.jobId) await tx.trainingJob.update({ where: { id: input.jobId }, data: { modelVersionId: mv.id } })
     if (input.activate) await setActive(tx, input.datasetId, mv.id)
+    else if (input.activateIfNoneActive) {
+      // lock the dataset row first: two jobs finishing together must not both go live
+      await tx.$queryRaw`SELECT id FROM datasets WHERE id = ${input.datasetId}::uuid FOR UPDATE`
+      if ((await tx.modelVersion.count({ where: { datasetId: input.datasetId, isActive: true } })) === 0) await setActive(tx, input.datasetId, mv.id)
+    }
     return tx.modelVersion.findUniqueOrThrow({ where: { id: mv.id }, select: MODEL_VERSION_SUMMARY_SELECT })
   }, LONG_TRANSACTION)
 }

@@ -29,7 +29,7 @@ const worker = createTrainingWorker(
       onProgress: (p: JobProgress) => job.updateProgress({ ...p }),
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
-      loadStates: (datasetId, data, report) => loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: () => shuttingDown }),
+      loadStates: (datasetId, data, report, shouldCancel) => loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: shouldCancel }),
       onActivated: async (datasetId, modelVersionId) => {
         await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
       },
