@@ -7,6 +7,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { parseArgs } from 'node:util'
 import sharp from 'sharp'
 import * as tf from '@tensorflow/tfjs-core'
 import {
@@ -19,7 +20,18 @@ import {
 } from '@iisan/backbones'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 
-const quick = process.argv.includes('--quick')
+/** One line on stderr: a wrong argument (or a failed run) prints no stack trace. */
+function fail(message: string, code: number): never {
+  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  process.exit(code)
+}
+
+let quick = false
+try {
+  quick = parseArgs({ options: { quick: { type: 'boolean', default: false } } }).values.quick === true
+} catch (err) {
+  fail(`${(err as Error).message} (usage: npm run bench:backbones [-- --quick])`, 2)
+}
 
 interface Row {
   model: string
@@ -191,6 +203,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err)
-  process.exitCode = 1
+  clearInterval(sampler)
+  fail(err instanceof Error ? err.message : String(err), 1)
 })

@@ -6,9 +6,11 @@
 // projects base-size models (13 × 768 float16 per item) with synthetic N(0, 1) values.
 // Uses a throwaway database and Redis prefix; prints a table; writes bench/results/cache.json.
 //   npx tsx bench/cache.ts [--items 2000] [--images 256] [--chunk 64] [--group 16]
+// Bad arguments or a failed run print one `error: …` line and exit 1.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { parseArgs } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import sharp from 'sharp'
 import { createLogger, dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@iisan/config'
@@ -25,18 +27,44 @@ import {
 } from '@iisan/embedding-cache'
 import { createCacheServer } from '../services/embedding-cache/src/server.ts'
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`)
-  if (i < 0) return fallback
-  const v = Number(process.argv[i + 1])
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`)
-  return v
+const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N]'
+
+/** One line on stderr, exit 1: a wrong argument is not a bug, so no stack trace. */
+function fail(message: string): never {
+  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  process.exit(1)
 }
 
-const N = arg('items', 2000)
-const K = Math.min(arg('images', 256), N)
-const CHUNK = arg('chunk', 64)
-const GROUP = arg('group', 16)
+function parseOptions(): { items: number; images: number; chunk: number; group: number } {
+  let values: Record<string, string | undefined>
+  try {
+    ;({ values } = parseArgs({
+      options: {
+        items: { type: 'string', default: '2000' },
+        images: { type: 'string', default: '256' },
+        chunk: { type: 'string', default: '64' },
+        group: { type: 'string', default: '16' },
+      },
+    }))
+  } catch (err) {
+    fail(`${(err as Error).message} (${USAGE})`)
+  }
+  const int = (name: string, min: number): number => {
+    const raw = values[name]?.trim() ?? ''
+    const n = Number(raw)
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {
+      fail(`--${name} must be ${min > 0 ? 'a positive' : 'a non-negative'} integer (got ${JSON.stringify(values[name])})`)
+    }
+    return n
+  }
+  return { items: int('items', 1), images: int('images', 0), chunk: int('chunk', 1), group: int('group', 1) }
+}
+
+const options = parseOptions()
+const N = options.items
+const K = Math.min(options.images, N)
+const CHUNK = options.chunk
+const GROUP = options.group
 const repo = path.resolve(import.meta.dirname, '..')
 
 function scientificTitles(n: number): string[] {
@@ -284,7 +312,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err)
-  process.exit(1)
-})
+main().catch((err: unknown) => fail(err instanceof Error ? err.message : String(err)))

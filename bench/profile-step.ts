@@ -1,21 +1,40 @@
-// `npx tsx bench/profile-step.ts [--method iisan]`: where one training step's time goes, per
+// `npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N]`: where one training step's time goes, per
 // kernel and shape (tf.profile), on random base-shaped states and real Scientific batches.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { SequentialRecommender, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
+import { SequentialRecommender, createOptimizers, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { randomBaseStates } from './random-states.ts'
 
-const { values } = parseArgs({ options: { method: { type: 'string', default: 'iisan' }, top: { type: 'string', default: '25' } } })
+/** One line on stderr, exit 2: a wrong argument is not a bug, so no stack trace. */
+function fail(message: string): never {
+  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  process.exit(2)
+}
+let values
+try {
+  ;({ values } = parseArgs({ options: { method: { type: 'string', default: 'iisan' }, top: { type: 'string', default: '25' } } }))
+} catch (err) {
+  fail(`${(err as Error).message} (usage: npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N])`)
+}
+if (values.method !== 'iisan' && values.method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
+const top = Number(values.top)
+if (!/^\d+$/.test(values.top?.trim() ?? '') || !Number.isSafeInteger(top) || top < 1) fail(`--top must be a positive integer (got ${JSON.stringify(values.top)})`)
+let protocol
+try {
+  protocol = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8'))
+} catch (err) {
+  fail(`cannot read the Scientific dataset in ${SCIENTIFIC_DIR}: ${(err as Error).message}`)
+}
 await initBackend()
-const { data } = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8'))
+const { data } = protocol
 const N = data.numItems
 const model =
   values.method === 'iisan'
     ? new SequentialRecommender(iisanConfig(N, { numLayers: 12, width: 768 }, { numLayers: 12, width: 768 }), { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) })
     : new SequentialRecommender(sasRecIdConfig(N))
-const optimizers: Record<ParamGroup, tf.Optimizer> = { item: tf.train.adam(1e-4), user: tf.train.adam(2e-4) }
+const optimizers = createOptimizers({ lrItem: 1e-4, lrUser: 2e-4 })
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(3)
 const batch = () => Array.from({ length: 64 }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])
@@ -37,7 +56,7 @@ for (const k of info.kernels) {
 const rows = [...byKernel].sort((a, b) => b[1].ms - a[1].ms)
 const total = rows.reduce((s, [, v]) => s + v.ms, 0)
 console.log(`wall ${wall.toFixed(0)} ms (profiled), kernel time ${total.toFixed(0)} ms, ${info.kernels.length} kernel calls`)
-console.table(rows.slice(0, Number(values.top)).map(([k, v]) => ({ kernel: k.slice(0, 90), calls: v.calls, ms: +v.ms.toFixed(1), share: `${((100 * v.ms) / total).toFixed(1)}%` })))
+console.table(rows.slice(0, top).map(([k, v]) => ({ kernel: k.slice(0, 90), calls: v.calls, ms: +v.ms.toFixed(1), share: `${((100 * v.ms) / total).toFixed(1)}%` })))
 const byName = new Map<string, number>()
 for (const k of info.kernels) byName.set(k.name, (byName.get(k.name) ?? 0) + (Number(k.kernelTimeMs) || 0))
 console.table([...byName].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([name, ms]) => ({ name, ms: +ms.toFixed(1) })))

@@ -10,6 +10,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import {
   SequentialRecommender,
+  createOptimizers,
   evaluateRanking,
   iisanConfig,
   initBackend,
@@ -26,32 +27,53 @@ import {
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { randomBaseStates } from './random-states.ts'
 
-const { values } = parseArgs({
-  options: {
-    method: { type: 'string', default: 'iisan' },
-    steps: { type: 'string', default: '20' },
-    users: { type: 'string' },
-    json: { type: 'string' },
-    'skip-eval': { type: 'boolean', default: false },
-  },
-})
+/** One line on stderr, exit 2: a wrong argument is not a bug, so no stack trace. */
+function fail(message: string): never {
+  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  process.exit(2)
+}
+
+/** `--name` as a positive integer (digits only: no 0, 1.5, 1e3 or abc). */
+function positiveInt(name: string, v: string | undefined): number {
+  const n = Number(v)
+  if (!/^\d+$/.test(v?.trim() ?? '') || !Number.isSafeInteger(n) || n < 1) fail(`--${name} must be a positive integer (got ${JSON.stringify(v)})`)
+  return n
+}
+
+const USAGE = 'usage: npm run bench:train -- [--method iisan|sasrec-id] [--steps N] [--users N] [--json PATH] [--skip-eval]'
+let values
+try {
+  ;({ values } = parseArgs({
+    options: {
+      method: { type: 'string', default: 'iisan' },
+      steps: { type: 'string', default: '20' },
+      users: { type: 'string' },
+      json: { type: 'string' },
+      'skip-eval': { type: 'boolean', default: false },
+    },
+  }))
+} catch (err) {
+  fail(`${(err as Error).message} (${USAGE})`)
+}
 const method = values.method as 'iisan' | 'sasrec-id'
-if (method !== 'iisan' && method !== 'sasrec-id') {
-  console.error(`error: --method must be iisan or sasrec-id`)
-  process.exit(2)
-}
-const steps = Number(values.steps)
-if (!Number.isInteger(steps) || steps < 1) {
-  console.error('error: --steps must be a positive integer')
-  process.exit(2)
-}
+if (method !== 'iisan' && method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
+const steps = positiveInt('steps', values.steps)
+const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
 const BATCH = 64
 const BASE = { numLayers: 12, width: 768 }
 
+let protocol
+try {
+  let usersTsv = readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8')
+  if (maxUsers !== undefined) usersTsv = usersTsv.split('\n').slice(0, maxUsers).join('\n')
+  protocol = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), usersTsv)
+} catch (err) {
+  fail(`cannot read the Scientific dataset in ${SCIENTIFIC_DIR}: ${(err as Error).message}`)
+}
+const { data } = protocol
+// In-batch targets need at least two training sequences.
+if (data.stats.usersKept < 2) fail(`${data.stats.usersKept} user(s) with enough interactions${maxUsers !== undefined ? ` in the first ${maxUsers}` : ''}; at least 2 are needed (raise --users)`)
 const backend = await initBackend()
-let usersTsv = readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8')
-if (values.users) usersTsv = usersTsv.split('\n').slice(0, Number(values.users)).join('\n')
-const { data } = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), usersTsv)
 const N = data.numItems
 
 let states: CachedStates | undefined
@@ -65,7 +87,7 @@ if (method === 'iisan') {
   config = sasRecIdConfig(N)
 }
 const model = new SequentialRecommender(config, states)
-const optimizers: Record<ParamGroup, tf.Optimizer> = { item: tf.train.adam(1e-4), user: tf.train.adam(2e-4) }
+const optimizers = createOptimizers({ lrItem: 1e-4, lrUser: 2e-4 })
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(7)
 const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
@@ -91,7 +113,7 @@ let evalSeconds: number | null = null
 if (!values['skip-eval']) {
   const t = performance.now()
   const matrix = model.itemMatrix()
-  evaluateRanking(model, data.test, matrix)
+  await evaluateRanking(model, data.test, matrix)
   matrix.dispose()
   evalSeconds = (performance.now() - t) / 1000
 }

@@ -98,6 +98,10 @@ beforeAll(async () => {
   platform = await createTestPlatform('embcache', { TF_BACKEND: 'wasm' })
   ;({ db, redis, tmp, env } = platform)
   fs.mkdirSync(path.join(tmp, 'images'))
+  // The images live in the temp folder and on a 127.0.0.1 server: allow both (replicas get `env`,
+  // the in-process service reads process.env).
+  Object.assign(env, { IMAGE_ROOT: path.join(tmp, 'images'), IMAGE_ALLOW_PRIVATE_HOSTS: '1' })
+  Object.assign(process.env, { IMAGE_ROOT: env.IMAGE_ROOT, IMAGE_ALLOW_PRIVATE_HOSTS: '1' })
   crashPrefix = testRedisPrefix('embcache_crash')
 
   imageServer = http.createServer((req, res) => {

@@ -2,7 +2,8 @@
 //   hidden-states --model DIR (--texts FILE | --images FILE...) [--json PATH] [--weights FILE] [--batch-size N]
 //   make-default  --out DIR [--force]
 //   fingerprint   --model DIR [--weights FILE]
-// Failures print one line to stderr and exit 1; stack traces are for bugs, not for a wrong path.
+// Failures print one line to stderr and exit 1 (usage errors point at --help); stack traces are
+// for bugs, not for a wrong path or option.
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
@@ -56,8 +57,11 @@ async function hiddenStates(args: string[]): Promise<void> {
   if (values.images) values.images.push(...positionals)
   if (!values.model) throw new UsageError('--model DIR is required')
   if (!values.texts === !values.images?.length) throw new UsageError('give exactly one of --texts FILE or --images FILE...')
-  const batchSize = values['batch-size'] ? Number(values['batch-size']) : undefined
-  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize > 0)) throw new UsageError('--batch-size must be a positive integer')
+  const rawBatch = values['batch-size']
+  const batchSize = rawBatch !== undefined ? Number(rawBatch) : undefined
+  if (batchSize !== undefined && !(/^\d+$/.test(rawBatch!.trim()) && Number.isSafeInteger(batchSize) && batchSize > 0)) {
+    throw new UsageError(`--batch-size must be a positive integer (got ${JSON.stringify(rawBatch)})`)
+  }
   const config = readModelConfig(values.model)
   let result: Record<string, unknown>
   if (values.texts) {
@@ -149,7 +153,8 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err)
-  process.stderr.write(`backbone: ${message.split('\n')[0]}\n`)
-  if (err instanceof UsageError) process.stderr.write(`${USAGE}\n`)
+  // parseArgs' own errors (unknown option, missing value, stray argument) are usage errors too.
+  const usage = err instanceof UsageError || String((err as { code?: unknown })?.code).startsWith('ERR_PARSE_ARGS')
+  process.stderr.write(`backbone: ${message.split('\n')[0]}${usage ? ' (usage: npm run backbone -- --help)' : ''}\n`)
   process.exitCode = 1
 })

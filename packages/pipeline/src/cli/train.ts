@@ -2,12 +2,15 @@
 // Trains on the two TSV files of a dataset folder with the paper's configuration and prints
 // validation/test HR@10 and NDCG@10 and seconds per epoch. IISAN reads cached backbone states
 // from a states folder (`npm run cache-states` writes one); IISAN switches: --modality,
-// --side-layers 0,2,4 --reduction 64 --activation relu|gelu.
+// --side-layers 0,2,4 --reduction 64 --activation relu|gelu. Also --patience N, --lr-item X,
+// --lr-user X. Bad arguments, unreadable data or fewer than 2 users with enough interactions
+// print one `error: …` line and exit 2.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
 import {
+  PAPER_PROTOCOL,
   PAPER_TRAINING,
   PAPER_USER_ENCODER,
   SequentialRecommender,
@@ -22,36 +25,78 @@ import {
 } from '@iisan/model'
 import { loadStatesFolder } from '../states-folder.ts'
 
+const oneLine = (message: string): string =>
+  message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ')
+
+/** One line on stderr, exit 2: bad input is not a bug, so no stack trace. */
 function fail(message: string): never {
-  console.error(`error: ${message}`)
+  console.error(`error: ${oneLine(message)}`)
   process.exit(2)
 }
 
+const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+const USAGE = 'usage: npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--patience N] [--users N] [--lr-item X] [--lr-user X] [--json PATH] [--modality M] [--side-layers 0,2,4] [--reduction N] [--activation relu|gelu]'
+process.on('uncaughtException', (e) => fail(errorMessage(e)))
+process.on('unhandledRejection', (e) => fail(errorMessage(e)))
+
+/** `--name` as a positive integer (digits only: no 1.5, 1e3, 0x10 or 0). */
+function positiveInt(name: string, v: string | undefined): number {
+  const n = Number(v)
+  if (!/^\d+$/.test(v?.trim() ?? '') || !Number.isSafeInteger(n) || n < 1) fail(`--${name} must be a positive integer (got ${JSON.stringify(v)})`)
+  return n
+}
+
+/** `--name` as a positive finite number (learning rates). */
+function positiveNumber(name: string, v: string | undefined): number {
+  const n = Number(v)
+  if (!v?.trim() || !Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number (got ${JSON.stringify(v)})`)
+  return n
+}
+
 async function main() {
-  const { values } = parseArgs({
-    options: {
-      data: { type: 'string', default: '../shared/datasets/scientific' },
-      method: { type: 'string', default: 'sasrec-id' },
-      epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
-      patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
-      users: { type: 'string' },
-      'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
-      'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
-      json: { type: 'string' },
-      states: { type: 'string', default: 'artifacts/states/scientific' },
-      modality: { type: 'string', default: 'intra_inter' },
-      'side-layers': { type: 'string' },
-      reduction: { type: 'string', default: '64' },
-      activation: { type: 'string', default: 'relu' },
-    },
-  })
+  let values
+  try {
+    ;({ values } = parseArgs({
+      options: {
+        data: { type: 'string', default: '../shared/datasets/scientific' },
+        method: { type: 'string', default: 'sasrec-id' },
+        epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
+        patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
+        users: { type: 'string' },
+        'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
+        'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
+        json: { type: 'string' },
+        states: { type: 'string', default: 'artifacts/states/scientific' },
+        modality: { type: 'string', default: 'intra_inter' },
+        'side-layers': { type: 'string' },
+        reduction: { type: 'string', default: '64' },
+        activation: { type: 'string', default: 'relu' },
+      },
+    }))
+  } catch (e) {
+    // ERR_PARSE_ARGS_UNKNOWN_OPTION, …_INVALID_OPTION_VALUE (missing value), …_UNEXPECTED_POSITIONAL
+    if (String((e as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) fail(`${errorMessage(e)} (${USAGE})`)
+    throw e
+  }
   if (values.method !== 'sasrec-id' && values.method !== 'iisan') fail(`unknown method ${values.method} (available: sasrec-id, iisan)`)
   if (!['intra', 'inter', 'intra_inter'].includes(values.modality!)) fail('--modality must be intra, inter or intra_inter')
   if (!['relu', 'gelu'].includes(values.activation!)) fail('--activation must be relu or gelu')
-  const num = (name: string, v: string | undefined) => {
-    const n = Number(v)
-    if (!Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number`)
-    return n
+  // Every numeric option is checked before anything is loaded.
+  const maxEpochs = positiveInt('epochs', values.epochs)
+  const patience = positiveInt('patience', values.patience)
+  const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
+  const lrItem = positiveNumber('lr-item', values['lr-item'])
+  const lrUser = positiveNumber('lr-user', values['lr-user'])
+  const reduction = positiveInt('reduction', values.reduction)
+  let sideLayers: number[] | undefined
+  if (values['side-layers'] !== undefined) {
+    const parts = values['side-layers'].split(',').map((p) => p.trim())
+    if (!parts.every((p) => /^\d+$/.test(p))) fail(`--side-layers must be a comma-separated list of layer numbers, e.g. 0,2,4 (got ${JSON.stringify(values['side-layers'])})`)
+    sideLayers = parts.map(Number)
   }
   let itemsTsv: string, usersTsv: string
   try {
@@ -60,7 +105,7 @@ async function main() {
   } catch (e) {
     fail(`cannot read items.tsv/users.tsv in ${values.data}: ${(e as Error).message}`)
   }
-  if (values.users) usersTsv = usersTsv.split('\n').slice(0, num('users', values.users)).join('\n')
+  if (maxUsers !== undefined) usersTsv = usersTsv.split('\n').slice(0, maxUsers).join('\n')
   let protocol
   try {
     protocol = protocolFromTsv(itemsTsv, usersTsv)
@@ -68,10 +113,15 @@ async function main() {
     fail((e as Error).message)
   }
   const { data } = protocol
+  // Same guard as the worker (training-job.ts): without two kept users there is nothing to train
+  // on (0 steps, loss NaN) or to evaluate.
+  if (data.stats.usersKept < 2) {
+    fail(`${values.data} has ${data.stats.usersKept} user(s) with ≥ ${PAPER_PROTOCOL.minInteractions} interactions (of ${data.stats.usersIn}${maxUsers !== undefined ? ` read with --users ${maxUsers}` : ''}); at least 2 are needed to train`)
+  }
   const backend = await initBackend()
   console.log(`backend ${backend}; users ${data.stats.usersKept}, items ${data.stats.itemsKept}, interactions ${data.stats.interactionsKept}`)
 
-  const options = { ...PAPER_TRAINING, maxEpochs: num('epochs', values.epochs), patience: num('patience', values.patience), lrItem: num('lr-item', values['lr-item']), lrUser: num('lr-user', values['lr-user']) }
+  const options = { ...PAPER_TRAINING, maxEpochs, patience, lrItem, lrUser }
   let config: RecommenderConfig = sasRecIdConfig(data.numItems, PAPER_USER_ENCODER)
   let states: CachedStates | undefined
   if (values.method === 'iisan') {
@@ -82,13 +132,12 @@ async function main() {
       fail(`${(e as Error).message} (write one with: npm run cache-states -- --out ${values.states})`)
     }
     states = loaded
-    const sideLayers = values['side-layers']?.split(',').map(Number)
-    if (sideLayers?.some((l) => !Number.isInteger(l) || l < 0 || l > loaded.text.numLayers)) fail(`--side-layers must be integers in 0..${loaded.text.numLayers}`)
+    if (sideLayers?.some((l) => l > loaded.text.numLayers)) fail(`--side-layers must be integers in 0..${loaded.text.numLayers}`)
     const shape = (m: 'text' | 'image') => ({ numLayers: loaded[m].numLayers, width: loaded[m].width })
     config = iisanConfig(data.numItems, shape('text'), shape('image'), {
       ...PAPER_USER_ENCODER,
       modality: values.modality as ModalityMode,
-      reduction: num('reduction', values.reduction),
+      reduction,
       activation: values.activation as 'relu' | 'gelu',
       ...(sideLayers ? { sideLayers } : {}),
     })
@@ -97,15 +146,20 @@ async function main() {
   }
   const model = new SequentialRecommender(config, states)
   const bar = new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total} steps  loss {loss}', hideCursor: true }, cliProgress.Presets.shades_classic)
-  const result = await train(model, data, options, {
-    onStep: (s) => {
-      if (s.step === 1) bar.start(s.stepsPerEpoch, 0, { epoch: s.epoch, loss: '-' })
-      bar.update(s.step, { epoch: s.epoch, loss: s.loss.toFixed(4) })
-      if (s.step === s.stepsPerEpoch) bar.stop()
-    },
-    onEpoch: (e) =>
-      console.log(`epoch ${e.epoch}: loss ${e.trainLoss.toFixed(4)}  val HR@10 ${e.validation.hr10.toFixed(4)}  NDCG@10 ${e.validation.ndcg10.toFixed(4)}  train ${e.seconds.toFixed(1)} s  eval ${e.evalSeconds.toFixed(1)} s`),
-  })
+  let result
+  try {
+    result = await train(model, data, options, {
+      onStep: (s) => {
+        if (s.step === 1) bar.start(s.stepsPerEpoch, 0, { epoch: s.epoch, loss: '-' })
+        bar.update(s.step, { epoch: s.epoch, loss: s.loss.toFixed(4) })
+        if (s.step === s.stepsPerEpoch) bar.stop()
+      },
+      onEpoch: (e) =>
+        console.log(`epoch ${e.epoch}: loss ${e.trainLoss.toFixed(4)}  val HR@10 ${e.validation.hr10.toFixed(4)}  NDCG@10 ${e.validation.ndcg10.toFixed(4)}  train ${e.seconds.toFixed(1)} s  eval ${e.evalSeconds.toFixed(1)} s`),
+    })
+  } finally {
+    bar.stop() // a failed epoch must not leave the terminal's cursor hidden
+  }
   const summary = {
     method: values.method,
     backend,
@@ -130,4 +184,4 @@ async function main() {
   model.dispose()
 }
 
-main().catch((e) => fail(e instanceof Error ? e.message : String(e)))
+main().catch((e: unknown) => fail(errorMessage(e)))
