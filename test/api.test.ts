@@ -4,7 +4,9 @@ import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import request from 'supertest'
 import { initBackend } from '@iisan/model'
-import { sampleDataset } from '@iisan/pipeline'
+import { ServingRegistry, sampleDataset } from '@iisan/pipeline'
+import { addItems } from '@iisan/storage'
+import { buildApp } from '../services/api/src/app.ts'
 import { WORKER_ENTRY, createTestApi, createTestPlatform, startService, stopService, trainAndWait, until, type TestPlatform } from './helpers/platform.ts'
 
 let platform: TestPlatform
@@ -124,6 +126,19 @@ describe('import → train → model version → recommendations', () => {
     for (const item of byUser.body.items) expect(history).not.toContain(item.itemId)
   })
 
+  it('answers 409 NO_KNOWN_HISTORY for a user whose stored history holds only items newer than the model', async () => {
+    await addItems(db.prisma, datasetId, [{ externalId: 'LATE-ITEM', title: 'Added after training' }])
+    await http.post('/v1/events').send({ datasetId, userId: 'late-user', itemId: 'LATE-ITEM' }).expect(201)
+    const res = await http.post('/v1/recommendations').send({ datasetId, userId: 'late-user', k: 5 }).expect(409)
+    expect(res.body.error).toMatchObject({ code: 'NO_KNOWN_HISTORY', details: { userId: 'late-user', modelId, unknownItemIds: ['LATE-ITEM'] } })
+    expect(res.body.error.message).toMatch(/late-user/)
+    // one item the model knows is enough
+    const known = slice.userLines[5].split('\t')[1].split(' ')[0]
+    await http.post('/v1/events').send({ datasetId, userId: 'late-user', itemId: known }).expect(201)
+    const recs = await http.post('/v1/recommendations').send({ datasetId, userId: 'late-user', k: 5 }).expect(200)
+    expect(recs.body.items.map((i: { itemId: string }) => i.itemId)).not.toContain(known)
+  })
+
   it('answers every documented 4xx of recommendations', async () => {
     const known = slice.itemIds[0]
     const cases: [object, number, string][] = [
@@ -168,6 +183,35 @@ describe('import → train → model version → recommendations', () => {
   it('serves the OpenAPI document generated from the route schemas', async () => {
     const res = await http.get('/docs/json').expect(200)
     expect(Object.keys(res.body.paths)).toEqual(expect.arrayContaining(['/v1/datasets', '/v1/training-jobs', '/v1/recommendations', '/healthz']))
+  })
+
+  it('the replica that handles an activation serves the new model from the next request, announcement or not', async () => {
+    // a second version of the dataset: a copy of the trained one
+    const { id: _id, jobId: _jobId, isActive: _isActive, activatedAt: _activatedAt, createdAt: _createdAt, ...source } = await db.prisma.modelVersion.findUniqueOrThrow({ where: { id: modelId } })
+    const copy = await db.prisma.modelVersion.create({ data: { ...source, metrics: source.metrics ?? undefined } as Parameters<typeof db.prisma.modelVersion.create>[0]['data'] })
+    // a replica whose announcements reach no one, itself included
+    const registry = new ServingRegistry(db.prisma)
+    await registry.refreshActive()
+    const replica = await buildApp({
+      prisma: db.prisma,
+      redis: platform.redis,
+      trainingQueue: {} as never,
+      registry,
+      embeddingCacheUrl: 'http://127.0.0.1:1',
+      announceActivation: async () => {},
+      announceUpdated: async () => {},
+    })
+    try {
+      await replica.ready()
+      const r = request(replica.server)
+      const history = slice.userLines[5].split('\t')[1].split(' ')
+      expect((await r.post('/v1/recommendations').send({ datasetId, history, k: 5 }).expect(200)).body.modelId).toBe(modelId)
+      await r.post(`/v1/model-versions/${copy.id}/activate`).expect(200)
+      expect((await r.post('/v1/recommendations').send({ datasetId, history, k: 5 }).expect(200)).body.modelId).toBe(copy.id)
+    } finally {
+      await replica.close()
+      await registry.close()
+    }
   })
 })
 

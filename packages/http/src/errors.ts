@@ -3,6 +3,7 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import { isStorageError, type StorageErrorCode } from '@iisan/storage/errors'
+import { patternMeaning } from './patterns.ts'
 
 const CODE_DESCRIPTION = 'machine-readable error code'
 
@@ -70,11 +71,11 @@ export const errorHandling = fp<ErrorHandlingOptions>(async (app: FastifyInstanc
   app.addSchema(errorBodySchema(CODE_DESCRIPTION + examples))
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send(errorBody(err.code, err.message, err.details))
-    for (const map of mappings) {
+    for (const map of [...mappings, transportErrors(request.routeOptions.bodyLimit), invalidTextErrors]) {
       const view = map(err)
       if (view) return reply.status(view.statusCode).send(errorBody(view.code, view.message, view.details))
     }
-    if (err.validation) return reply.status(400).send(errorBody('VALIDATION_FAILED', err.message, err.validation))
+    if (err.validation) return reply.status(400).send(errorBody('VALIDATION_FAILED', validationMessage(err), err.validation))
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.status(err.statusCode).send(errorBody(err.code ?? 'BAD_REQUEST', err.message))
     }
@@ -83,6 +84,63 @@ export const errorHandling = fp<ErrorHandlingOptions>(async (app: FastifyInstanc
   })
   app.setNotFoundHandler((request, reply) => reply.status(404).send(errorBody('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url}`)))
 })
+
+// Fastify's message, unless a text pattern failed: ajv would quote the regular expression.
+function validationMessage(err: FastifyError): string {
+  const errors = err.validation ?? []
+  if (!errors.some((e) => e.keyword === 'pattern' && patternMeaning(e.params.pattern))) return err.message
+  return errors.map((e) => `${err.validationContext ?? ''}${e.instancePath} ${(e.keyword === 'pattern' && patternMeaning(e.params.pattern)) || e.message}`).join(', ')
+}
+
+// What Fastify and @fastify/multipart raise about the request as sent, under the platform's codes.
+const MULTIPART_CODES = new Set(['FST_MP_PREMATURE_CLOSE', 'FST_PROTO_VIOLATION', 'FST_INVALID_JSON_FIELD_ERROR'])
+const MULTIPART_LIMIT_CODES = new Set(['FST_REQ_FILE_TOO_LARGE', 'FST_FILES_LIMIT', 'FST_FIELDS_LIMIT', 'FST_PARTS_LIMIT'])
+// busboy (and the stream search inside it) throws plain Errors with no code: known by message.
+const BUSBOY_MESSAGES = [
+  /unexpected end of multipart data/i,
+  /^Multipart: Boundary not found$/,
+  /^Boundary required$/,
+  /^Malformed part header$/,
+  /^The needle cannot (be an empty String\/Buffer|have a length bigger than 256)\.$/,
+]
+
+/** A malformed multipart/form-data body (truncated, no or bad boundary, bad part). */
+export function isMultipartError(err: Error): boolean {
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string') return MULTIPART_CODES.has(code)
+  return BUSBOY_MESSAGES.some((re) => re.test(err.message))
+}
+
+function transportErrors(bodyLimit: number | undefined): ErrorMapping {
+  return (err) => {
+    const code = (err as { code?: unknown }).code
+    if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { statusCode: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: `unsupported content-type: ${err.message}` }
+    if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return { statusCode: 413, code: 'PAYLOAD_TOO_LARGE', message: `request body is larger than ${bodyLimit ?? 'the limit of'} bytes`, details: { limitBytes: bodyLimit } }
+    }
+    if (typeof code === 'string' && MULTIPART_LIMIT_CODES.has(code)) return { statusCode: 413, code: 'PAYLOAD_TOO_LARGE', message: `multipart body over a limit: ${err.message}`, details: { reason: code } }
+    if (isMultipartError(err)) return { statusCode: 400, code: 'MALFORMED_MULTIPART', message: `malformed multipart/form-data body: ${err.message}` }
+    return undefined
+  }
+}
+
+// PostgreSQL refuses some text outright: NUL (22021 invalid byte sequence), \u0000 in JSON (22P05).
+// The routes' schemas keep such characters out; this is the safety net for any path they miss.
+const PG_TEXT_STATES = new Set(['22021', '22P05'])
+
+function sqlStateOf(err: unknown): string | undefined {
+  if (err === null || typeof err !== 'object') return undefined
+  const e = err as { code?: unknown; meta?: { driverAdapterError?: { cause?: { originalCode?: unknown; code?: unknown } } }; cause?: unknown }
+  const cause = e.meta?.driverAdapterError?.cause
+  for (const c of [cause?.originalCode, cause?.code, e.code]) if (typeof c === 'string' && PG_TEXT_STATES.has(c)) return c
+  return undefined
+}
+
+export const invalidTextErrors: ErrorMapping = (err) => {
+  const state = sqlStateOf(err) ?? sqlStateOf((err as { cause?: unknown }).cause) ?? (/invalid byte sequence for encoding/i.test(err.message) ? '22021' : undefined)
+  if (!state) return undefined
+  return { statusCode: 400, code: 'VALIDATION_FAILED', message: 'the request holds text that cannot be stored (e.g. a NUL character, \\u0000)', details: { sqlState: state } }
+}
 
 function errorBody(code: string, message: string, details?: unknown) {
   return { error: details === undefined ? { code, message } : { code, message, details } }

@@ -1,4 +1,18 @@
-/** @iisan/http — what every Fastify service of the platform shares: the error shape and /healthz. */
-export { ApiError, ErrorBody, errorHandling, errorResponses, storageErrors, type ErrorHandlingOptions, type ErrorMapping, type HttpErrorView } from './errors.ts'
+/** @iisan/http — what every Fastify service of the platform shares: the error shape, input rules and /healthz. */
+export {
+  ApiError,
+  ErrorBody,
+  errorHandling,
+  errorResponses,
+  invalidTextErrors,
+  isMultipartError,
+  storageErrors,
+  type ErrorHandlingOptions,
+  type ErrorMapping,
+  type HttpErrorView,
+} from './errors.ts'
 export { healthCheck, type CheckResult, type HealthCheckOptions } from './health.ts'
+export { mediaTypeGuard, mediaTypeOf } from './media-types.ts'
+export { ID_PATTERN, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, patternMeaning } from './patterns.ts'
+export { bodyValidator, type FieldError } from './validation.ts'
 export * from './metrics.ts'

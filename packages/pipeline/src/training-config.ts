@@ -16,10 +16,10 @@ export const TrainingConfigSchema = Type.Object(
     patience: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.patience, description: 'early stopping on validation NDCG@10' }),
     embeddingDim: Type.Integer({ minimum: 2, maximum: 1024, default: PAPER_USER_ENCODER.embeddingDim }),
     numBlocks: Type.Integer({ minimum: 1, maximum: 12, default: PAPER_USER_ENCODER.numBlocks }),
-    numHeads: Type.Integer({ minimum: 1, maximum: 16, default: PAPER_USER_ENCODER.numHeads }),
+    numHeads: Type.Integer({ minimum: 1, maximum: 16, default: PAPER_USER_ENCODER.numHeads, description: 'attention heads; embeddingDim must be divisible by it' }),
     maxSeqLen: Type.Integer({ minimum: 2, maximum: 200, default: PAPER_USER_ENCODER.maxSeqLen }),
     dropout: Type.Number({ minimum: 0, maximum: 0.9, default: PAPER_USER_ENCODER.dropout }),
-    seed: Type.Integer({ minimum: 0, default: PAPER_TRAINING.seed }),
+    seed: Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1, default: PAPER_TRAINING.seed, description: 'an unsigned 32-bit integer' }),
     // IISAN switches (IISAN_SPEC §3); ignored by sasrec-id
     modality: Type.Union([Type.Literal('intra_inter'), Type.Literal('intra'), Type.Literal('inter')], { default: 'intra_inter', description: 'IISAN towers: intra-modal, inter-modal or both' }),
     sideLayers: Type.Optional(
@@ -47,4 +47,19 @@ export function defaultTrainingConfig(overrides: Partial<TrainingConfig> = {}): 
     activation: 'relu',
     ...overrides,
   }
+}
+
+/** A rule the schema alone cannot express, broken by a (complete) training config. */
+export interface TrainingConfigProblem {
+  fields: (keyof TrainingConfig)[]
+  message: string
+}
+
+/** Cross-field rules, checked when a job is submitted rather than found out by a failing job. */
+export function trainingConfigProblems(config: TrainingConfig): TrainingConfigProblem[] {
+  const problems: TrainingConfigProblem[] = []
+  if (config.embeddingDim % config.numHeads !== 0) {
+    problems.push({ fields: ['embeddingDim', 'numHeads'], message: `embeddingDim (${config.embeddingDim}) must be divisible by numHeads (${config.numHeads})` })
+  }
+  return problems
 }

@@ -5,7 +5,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
-import { errorHandling, healthCheck, metrics, storageErrors } from '@iisan/http'
+import { errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -16,18 +16,22 @@ import { modelVersionRoutes } from './routes/model-versions.ts'
 import { recommendationRoutes } from './routes/recommendations.ts'
 import { adminRoutes } from './routes/admin.ts'
 
-const MAX_UPLOAD_BYTES = 256 * 2 ** 20
+/** Every JSON body but a dataset upload's is small; the two upload routes set their own limits. */
+const BODY_LIMIT_BYTES = 2 ** 20
 
 export async function buildApp(deps: Deps, options: { logger?: FastifyServerOptions['loggerInstance'] } = {}) {
   const app = Fastify({
     loggerInstance: options.logger,
-    bodyLimit: MAX_UPLOAD_BYTES,
+    bodyLimit: BODY_LIMIT_BYTES,
     // coercion so query strings validate as numbers; bodies with non-numeric strings still fail
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(errorHandling, { codeExamples: ['VALIDATION_FAILED', 'UNKNOWN_ITEMS'], mappings: [dataFormatErrors, storageErrors] })
-  await app.register(multipart, { limits: { fileSize: MAX_UPLOAD_BYTES, files: 4 } })
+  // Defaults for any multipart body; POST /v1/datasets and POST /v1/items pass their own limits.
+  await app.register(multipart, { limits: { fileSize: BODY_LIMIT_BYTES, files: 1, fields: 10, fieldSize: 64 * 2 ** 10, parts: 20 } })
+  // 415 for a body in a media type its route does not take (registered before any route)
+  await app.register(mediaTypeGuard)
   await app.register(swagger, {
     openapi: {
       info: { title: 'IISAN recommendation platform', version: '0.1.0', description: 'Multimodal sequential recommendations trained with IISAN.' },

@@ -20,7 +20,12 @@ export async function resolveModel(deps: Deps, modelId?: string, datasetId?: str
   if (datasetId) id = active.get(datasetId)
   else if (active.size > 1) throw new ApiError(400, 'DATASET_REQUIRED', 'several datasets have an active model: give datasetId or modelId', { datasetIds: [...active.keys()] })
   else id = [...active.values()][0]
-  if (!id) throw new ApiError(409, 'NO_ACTIVE_MODEL', datasetId ? `dataset ${datasetId} has no active model` : 'no model is active yet: train one and activate it')
+  if (!id) {
+    if (datasetId && !(await deps.prisma.dataset.findUnique({ where: { id: datasetId }, select: { id: true } }))) {
+      throw new ApiError(404, 'NOT_FOUND', `dataset ${datasetId} not found`)
+    }
+    throw new ApiError(409, 'NO_ACTIVE_MODEL', datasetId ? `dataset ${datasetId} has no active model` : 'no model is active yet: train one and activate it')
+  }
   const model = await deps.registry.get(id)
   if (!model) throw new ApiError(409, 'NO_ACTIVE_MODEL', `active model ${id} is gone`)
   return model

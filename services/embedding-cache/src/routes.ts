@@ -14,7 +14,7 @@ import {
 } from '@iisan/embedding-cache'
 import type { EmbeddingCacheQueue, Redis } from '@iisan/queue'
 import type { PrismaClient } from '@iisan/storage'
-import { errorResponses, healthCheck } from '@iisan/http'
+import { errorResponses, healthCheck, mediaTypeGuard } from '@iisan/http'
 
 export interface Deps {
   prisma: PrismaClient
@@ -30,6 +30,8 @@ const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
 const Uuid = Type.String({ format: 'uuid' })
 const Modality = Type.Union([Type.Literal('text'), Type.Literal('image')])
 const IdParams = Type.Object({ id: Uuid })
+/** Item.id is a PostgreSQL int4. */
+const MAX_ITEM_ID = 2 ** 31 - 1
 
 const BuildSchema = Type.Object({
   id: Uuid,
@@ -103,6 +105,8 @@ const BackboneSchema = Type.Object({
 })
 
 export const cacheRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  // 415 for a body that is not JSON on the routes below
+  await app.register(mediaTypeGuard)
   await app.register(
     healthCheck({
       prisma: deps.prisma,
@@ -152,7 +156,7 @@ const v1Routes: FastifyPluginAsyncTypebox<Deps> = async (v1, deps) => {
         tags: ['cache'],
         summary: 'Cache every item of a dataset with every configured backbone (queued in chunks; cached items are skipped)',
         body: Type.Object({ datasetId: Uuid }, { additionalProperties: false }),
-        response: { 202: Type.Object({ builds: Type.Array(PlannedSchema) }), ...errorResponses(400, 404) },
+        response: { 202: Type.Object({ builds: Type.Array(PlannedSchema) }), ...errorResponses(400, 404, 415) },
       },
     },
     async (request, reply) => {
@@ -237,7 +241,7 @@ const v1Routes: FastifyPluginAsyncTypebox<Deps> = async (v1, deps) => {
       schema: {
         tags: ['cache'],
         summary: 'Cold start: compute the missing states of a few items now and report their coverage',
-        body: Type.Object({ itemIds: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1, maxItems: 256 }) }, { additionalProperties: false }),
+        body: Type.Object({ itemIds: Type.Array(Type.Integer({ minimum: 1, maximum: MAX_ITEM_ID }), { minItems: 1, maxItems: 256 }) }, { additionalProperties: false }),
         response: {
           200: Type.Object({
             items: Type.Array(Type.Object({ itemId: Type.Integer(), datasetId: Uuid, text: ItemModality, image: ItemModality })),
@@ -245,7 +249,7 @@ const v1Routes: FastifyPluginAsyncTypebox<Deps> = async (v1, deps) => {
             failed: Type.Object({ text: Type.Integer(), image: Type.Integer() }),
             seconds: Type.Number(),
           }),
-          ...errorResponses(400, 404),
+          ...errorResponses(400, 404, 415),
         },
       },
     },

@@ -2,8 +2,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { importDatasetFromTsv } from '@iisan/pipeline'
 import { getDataset, listDatasets } from '@iisan/storage'
-import { ApiError, errorResponses } from '@iisan/http'
+import { ApiError, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
+import { readMultipartFields } from '../multipart.ts'
+
+/** items.tsv + users.tsv of a dataset, as a JSON body or as multipart files. */
+const MAX_UPLOAD_BYTES = 256 * 2 ** 20
 
 export const DatasetSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -18,26 +22,30 @@ export const DatasetSchema = Type.Object({
 
 const JsonImport = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 200 }),
-    description: Type.Optional(Type.String({ maxLength: 2000 })),
+    name: Type.String({ minLength: 1, maxLength: 200, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
+    description: Type.Optional(Type.String({ maxLength: 2000, pattern: MULTI_LINE_PATTERN, description: 'no control characters but tab and newline' })),
+    // control characters in the files are reported as MALFORMED_FILE with the line (import-dataset.ts)
     itemsTsv: Type.String({ minLength: 1, description: 'items.tsv content: item_id<TAB>title per line' }),
     usersTsv: Type.String({ minLength: 1, description: 'users.tsv content: user_id<TAB>item_id item_id … (oldest first)' }),
   },
   { additionalProperties: false },
 )
+const validateImport = bodyValidator(JsonImport)
 
 export const datasetRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
   app.post(
     '/datasets',
     {
+      bodyLimit: MAX_UPLOAD_BYTES,
+      config: { mediaTypes: ['application/json', 'multipart/form-data'] },
       schema: {
         tags: ['datasets'],
         summary: 'Import items.tsv + users.tsv as a new dataset (one transaction)',
         description:
           'Either a JSON body { name, itemsTsv, usersTsv } or multipart/form-data with a `name` field and files `items` and `users`. A malformed line → 400 MALFORMED_FILE naming the file and line.',
-        // JSON bodies are validated by this schema; multipart parts are checked in readMultipart
+        // JSON bodies are validated by Fastify with this schema; multipart ones in readMultipart with the same schema
         body: { content: { 'application/json': { schema: JsonImport } } },
-        response: { 201: DatasetSchema, ...errorResponses(400, 415) },
+        response: { 201: DatasetSchema, ...errorResponses(400, 413, 415) },
       },
     },
     async (request, reply) => {
@@ -62,15 +70,17 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) 
   )
 }
 
+/** The `name` (and `description`) fields and the `items`, `users` files (or fields), checked as the JSON body is. */
 async function readMultipart(request: import('fastify').FastifyRequest) {
-  const fields: Record<string, string> = {}
-  for await (const part of request.parts()) {
-    if (part.type === 'file') fields[part.fieldname] = (await part.toBuffer()).toString('utf8')
-    else fields[part.fieldname] = String(part.value)
-  }
-  const missing = ['name', 'items', 'users'].filter((k) => !fields[k])
+  const read = await readMultipartFields(request, {
+    limits: { fileSize: MAX_UPLOAD_BYTES, fieldSize: MAX_UPLOAD_BYTES, files: 2, fields: 8, parts: 10 },
+    onFile: async (part) => (await part.toBuffer()).toString('utf8'),
+  })
+  const all = { ...read.fields, ...read.files }
+  const { items, users, ...fields } = all
+  const missing = ['name', 'items', 'users'].filter((k) => !all[k])
   if (missing.length) throw new ApiError(400, 'VALIDATION_FAILED', `multipart body needs a name field and files items, users; missing: ${missing.join(', ')}`, { missing })
-  return { name: fields.name, description: fields.description, itemsTsv: fields.items, usersTsv: fields.users }
+  return validateImport({ ...fields, itemsTsv: items, usersTsv: users })
 }
 
 export const ItemSchema = Type.Object({ id: Type.String({ description: 'external item id' }), title: Type.String(), hasImage: Type.Boolean(), createdAt: Type.String({ format: 'date-time' }) })
@@ -84,9 +94,9 @@ export const datasetItemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
         summary: 'Items of a dataset, optionally filtered by a title search',
         params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
         querystring: Type.Object({
-          q: Type.Optional(Type.String({ maxLength: 200, description: 'case-insensitive substring of the title or the item id' })),
+          q: Type.Optional(Type.String({ maxLength: 200, pattern: SINGLE_LINE_PATTERN, description: 'case-insensitive substring of the title or the item id' })),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
-          offset: Type.Integer({ minimum: 0, default: 0 }),
+          offset: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0 }),
         }),
         response: { 200: Type.Object({ items: Type.Array(ItemSchema), total: Type.Integer() }), ...errorResponses(400, 404) },
       },

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { appendInteraction } from '@iisan/storage'
-import { ApiError, errorResponses } from '@iisan/http'
+import { ApiError, ID_PATTERN, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 
 export const eventRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
@@ -12,12 +12,16 @@ export const eventRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) =>
         tags: ['events'],
         summary: 'Append an interaction to a user’s history (the user is created on first sight); userId recommendations use it at once',
         body: Type.Object(
-          { datasetId: Type.String({ format: 'uuid' }), userId: Type.String({ minLength: 1, maxLength: 128 }), itemId: Type.String({ minLength: 1, maxLength: 128, description: 'the item’s external id' }) },
+          {
+            datasetId: Type.String({ format: 'uuid' }),
+            userId: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'no whitespace or control characters' }),
+            itemId: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'the item’s external id' }),
+          },
           { additionalProperties: false },
         ),
         response: {
           201: Type.Object({ userId: Type.String(), itemId: Type.String(), position: Type.Integer(), userCreated: Type.Boolean() }),
-          ...errorResponses(400, 404),
+          ...errorResponses(400, 404, 415),
         },
       },
     },

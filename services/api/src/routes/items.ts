@@ -2,22 +2,26 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
 import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
-import { ApiError, errorResponses } from '@iisan/http'
+import { ApiError, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
+import { readMultipartFields } from '../multipart.ts'
 import { resolveModel } from '../resolve-model.ts'
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/avif', 'image/tiff'])
 const MAX_IMAGE_BYTES = 20 * 2 ** 20
+/** A JSON item is a few KB at most (title and imageUrl ≤ 2000 characters); the image comes as multipart. */
+const MAX_JSON_ITEM_BYTES = 64 * 2 ** 10
 
 const NewItem = Type.Object(
   {
     datasetId: Type.String({ format: 'uuid' }),
-    id: Type.String({ minLength: 1, maxLength: 128, pattern: '^\\S+$', description: 'the item’s external id' }),
-    title: Type.String({ minLength: 1, maxLength: 2000 }),
-    imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, description: 'path or http(s)/file URL the embedding cache can read' })),
+    id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'the item’s external id: no whitespace or control characters' }),
+    title: Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
+    imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'path or http(s)/file URL the embedding cache can read' })),
   },
   { additionalProperties: false },
 )
+const validateNewItem = bodyValidator(NewItem)
 
 const ColdStartResponse = Type.Object({
   item: Type.Object({ id: Type.String(), title: Type.String(), hasImage: Type.Boolean() }),
@@ -32,13 +36,15 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
   app.post(
     '/items',
     {
+      bodyLimit: MAX_JSON_ITEM_BYTES,
+      config: { mediaTypes: ['application/json', 'multipart/form-data'] },
       schema: {
         tags: ['items'],
         summary: 'Add an item; IISAN models can recommend it within seconds, without retraining (cold start)',
         description:
           'JSON { datasetId, id, title, imageUrl? } or multipart/form-data with the same fields and an optional `image` file (JPEG, PNG, WebP…). The embedding cache computes its backbone states, then every IISAN model version of the dataset appends its SAN embedding.',
         body: { content: { 'application/json': { schema: NewItem } } },
-        response: { 201: ColdStartResponse, ...errorResponses(400, 404, 413, 502) },
+        response: { 201: ColdStartResponse, ...errorResponses(400, 404, 413, 415, 502) },
       },
     },
     async (request, reply) => {
@@ -49,8 +55,9 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
           { externalId: input.id, title: input.title, imageRef: input.imageUrl ?? null, imageBlob: input.image?.bytes ?? null, imageMime: input.image?.mime ?? null },
         ])
       } catch (e) {
-        if (e instanceof EmbeddingCacheClientError || (e as Error).name === 'TypeError') {
-          throw new ApiError(502, 'EMBEDDING_CACHE_UNAVAILABLE', `the item was stored but the embedding cache could not encode it: ${(e as Error).message}`)
+        // addItemsWithColdStart takes the item back out when the cache fails: nothing was added
+        if (isEmbeddingCacheFailure(e)) {
+          throw new ApiError(502, 'EMBEDDING_CACHE_UNAVAILABLE', `the item was NOT added: the embedding cache could not encode it (${describeFailure(e)}); try again later`)
         }
         throw e
       }
@@ -71,7 +78,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
       schema: {
         tags: ['items'],
         summary: 'Items most similar to this one by embedding (cosine), from the active or a given model',
-        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }),
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN }) }),
         querystring: Type.Object({ datasetId: Type.Optional(Type.String({ format: 'uuid' })), modelId: Type.Optional(Type.String({ format: 'uuid' })), k: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }) }),
         response: { 200: Type.Object({ modelId: Type.String(), items: Type.Array(Type.Object({ itemId: Type.String(), title: Type.String(), score: Type.Number() })) }), ...errorResponses(400, 404, 409) },
       },
@@ -105,20 +112,69 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
   )
 }
 
+/** The JSON body's fields (checked with the same schema) and an optional `image` file. */
 async function readMultipartItem(request: import('fastify').FastifyRequest) {
-  const fields: Record<string, string> = {}
-  let image: { bytes: Uint8Array; mime: string } | undefined
-  for await (const part of request.parts()) {
-    if (part.type === 'file') {
+  let images = 0
+  const { fields, files } = await readMultipartFields(request, {
+    limits: { fileSize: MAX_IMAGE_BYTES, files: 2, fields: 8, fieldSize: 16 * 2 ** 10, parts: 10 },
+    onFile: async (part) => {
       if (part.fieldname !== 'image') throw new ApiError(400, 'VALIDATION_FAILED', `unexpected file field ${part.fieldname} (only "image")`)
+      if (++images > 1) throw new ApiError(400, 'VALIDATION_FAILED', 'only one image per item')
       if (!IMAGE_TYPES.has(part.mimetype)) throw new ApiError(400, 'UNSUPPORTED_IMAGE', `image type ${part.mimetype} is not supported`)
-      const bytes = await part.toBuffer()
-      if (bytes.length > MAX_IMAGE_BYTES) throw new ApiError(413, 'IMAGE_TOO_LARGE', `image exceeds ${MAX_IMAGE_BYTES} bytes`)
-      image = { bytes, mime: part.mimetype }
-    } else fields[part.fieldname] = String(part.value)
-  }
+      try {
+        return { bytes: await part.toBuffer(), mime: part.mimetype }
+      } catch (e) {
+        if ((e as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw new ApiError(413, 'IMAGE_TOO_LARGE', `image exceeds ${MAX_IMAGE_BYTES} bytes`, { limitBytes: MAX_IMAGE_BYTES })
+        throw e
+      }
+    },
+  })
   const missing = ['datasetId', 'id', 'title'].filter((k) => !fields[k])
   if (missing.length) throw new ApiError(400, 'VALIDATION_FAILED', `missing field(s): ${missing.join(', ')}`, { missing })
-  if (!/^[0-9a-f-]{36}$/i.test(fields.datasetId)) throw new ApiError(400, 'VALIDATION_FAILED', 'datasetId must be a uuid')
-  return { datasetId: fields.datasetId, id: fields.id, title: fields.title, imageUrl: fields.imageUrl, image }
+  return { ...validateNewItem(fields), image: files.image }
+}
+
+// Error codes of a connection that failed (Node's net/dns, undici's socket layer).
+const NETWORK_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+])
+
+/** The network error under a failed fetch (`TypeError: fetch failed`, cause → code), if any. */
+function networkCause(e: unknown, depth = 0): { code: string; message: string } | undefined {
+  if (depth > 4 || e === null || typeof e !== 'object') return undefined
+  const { code, message, cause, errors } = e as { code?: unknown; message?: unknown; cause?: unknown; errors?: unknown }
+  if (typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) return { code, message: typeof message === 'string' ? message : code }
+  for (const inner of [cause, ...(Array.isArray(errors) ? errors : [])]) {
+    const found = networkCause(inner, depth + 1)
+    if (found) return found
+  }
+  return undefined
+}
+
+/**
+ * The embedding cache answered with an error, or could not be reached at all. Any other error
+ * (a TypeError from a bug included) is not the cache's and stays a 500.
+ */
+export function isEmbeddingCacheFailure(e: unknown): boolean {
+  if (e instanceof EmbeddingCacheClientError) return true
+  return e instanceof TypeError && networkCause(e.cause) !== undefined
+}
+
+function describeFailure(e: unknown): string {
+  if (e instanceof EmbeddingCacheClientError) return `${e.status} ${e.code}: ${e.message}`
+  const cause = networkCause((e as Error).cause)
+  return cause ? `${cause.code}: ${cause.message}` : (e as Error).message
 }

@@ -61,7 +61,7 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
       schema: {
         tags: ['models'],
         summary: 'Versions side by side with TPME (IISAN_SPEC §8) across them: quality, s/epoch, memory, parameters',
-        querystring: Type.Object({ ids: Type.String({ description: 'comma-separated model version ids (2–20)' }) }),
+        querystring: Type.Object({ ids: Type.String({ maxLength: 2000, description: 'comma-separated model version ids (2–20)' }) }),
         response: {
           200: Type.Object({
             weights: Type.Object({ time: Type.Number(), params: Type.Number(), memory: Type.Number() }),
@@ -74,7 +74,9 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
     async (request) => {
       const ids = [...new Set(request.query.ids.split(',').map((s) => s.trim()).filter(Boolean))]
       if (ids.length < 2 || ids.length > 20) throw new ApiError(400, 'VALIDATION_FAILED', 'give 2–20 distinct model version ids')
-      const rows = await deps.prisma.modelVersion.findMany({ where: { id: { in: ids.filter(isUuid) } }, select: MODEL_VERSION_SUMMARY_SELECT })
+      const malformed = ids.filter((id) => !isUuid(id))
+      if (malformed.length) throw new ApiError(400, 'VALIDATION_FAILED', `not a model version id (uuid): ${malformed.slice(0, 5).map((id) => JSON.stringify(id)).join(', ')}`, { malformed })
+      const rows = await deps.prisma.modelVersion.findMany({ where: { id: { in: ids } }, select: MODEL_VERSION_SUMMARY_SELECT })
       const missing = ids.filter((id) => !rows.some((r) => r.id === id))
       if (missing.length) throw new ApiError(404, 'NOT_FOUND', `model version(s) not found: ${missing.join(', ')}`, { missing })
       const measured = rows.filter((r) => r.secondsPerEpoch !== null && r.trainableParams !== null && r.peakMemoryMb !== null)
@@ -106,6 +108,8 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
       // Load before switching, so the first request after the switch does not pay for it.
       if (!(await deps.registry.get(request.params.id))) throw new ApiError(404, 'NOT_FOUND', `model version ${request.params.id} not found`)
       const mv = await activateModelVersion(deps.prisma, request.params.id)
+      // This replica serves the new model from the next request on; the others hear the announcement.
+      await deps.registry.refreshActive()
       await deps.announceActivation(mv.datasetId, mv.id)
       return serializeModelVersion(mv)
     },

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { toRecommendations } from '@iisan/pipeline'
 import { getUserHistory } from '@iisan/storage'
-import { ApiError, errorResponses } from '@iisan/http'
+import { ApiError, ID_PATTERN, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 import { resolveModel } from '../resolve-model.ts'
 
@@ -12,8 +12,8 @@ const RecommendationRequest = Type.Object(
   {
     modelId: Type.Optional(Type.String({ format: 'uuid', description: 'a model version; default: the active model of datasetId (or the only active model)' })),
     datasetId: Type.Optional(Type.String({ format: 'uuid' })),
-    history: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 1000, description: 'item ids, oldest first' })),
-    userId: Type.Optional(Type.String({ minLength: 1, description: 'a user of the dataset; their stored history is used' })),
+    history: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN }), { minItems: 1, maxItems: 1000, description: 'item ids, oldest first' })),
+    userId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'a user of the dataset; their stored history is used' })),
     k: Type.Integer({ minimum: 1, maximum: MAX_K, default: 10 }),
   },
   { additionalProperties: false },
@@ -33,7 +33,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         tags: ['recommendations'],
         summary: 'Top-k next items for a history or a known user, excluding what they already have',
         body: RecommendationRequest,
-        response: { 200: RecommendationResponse, ...errorResponses(400, 404, 409) },
+        response: { 200: RecommendationResponse, ...errorResponses(400, 404, 409, 415) },
       },
     },
     async (request) => {
@@ -50,6 +50,17 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'UNKNOWN_ITEMS', `unknown item id(s) for this model: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
       }
       const indices = externalHistory.filter((id) => model.indexOfExternal.has(id)).map((id) => model.indexOfExternal.get(id)!)
+      if (indices.length === 0) {
+        // only a stored history can get here: every item of it is newer than the model
+        const why = externalHistory.length
+          ? `none of the ${externalHistory.length} item(s) in the history of user ${body.userId} is known to model ${model.id} (they were added after it was trained)`
+          : `user ${body.userId} has no interactions yet`
+        throw new ApiError(409, 'NO_KNOWN_HISTORY', `${why}: give a history instead, or train a new model`, {
+          userId: body.userId,
+          modelId: model.id,
+          unknownItemIds: unknown.slice(0, 100),
+        })
+      }
       const scored = model.serving.recommend(indices, Math.min(body.k, model.serving.numItems))
       return { modelId: model.id, method: model.method, items: toRecommendations(model, scored) }
     },

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig } from '@iisan/pipeline'
+import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig, trainingConfigProblems } from '@iisan/pipeline'
 import { type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
 import { ApiError, errorResponses } from '@iisan/http'
@@ -36,13 +36,16 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
           { datasetId: Type.String({ format: 'uuid' }), method: TrainingMethodSchema, config: Type.Optional(Type.Partial(TrainingConfigSchema)) },
           { additionalProperties: false },
         ),
-        response: { 202: JobSchema, ...errorResponses(400, 404) },
+        response: { 202: JobSchema, ...errorResponses(400, 404, 415) },
       },
     },
     async (request, reply) => {
       const { datasetId, method, config } = request.body
+      const full = defaultTrainingConfig(config)
+      const problems = trainingConfigProblems(full)
+      if (problems.length) throw new ApiError(400, 'VALIDATION_FAILED', `invalid training config: ${problems.map((p) => p.message).join('; ')}`, problems.map((p) => ({ instancePath: `/config/${p.fields[0]}`, message: p.message, fields: p.fields })))
       if (!(await getDataset(deps.prisma, datasetId))) throw new ApiError(404, 'NOT_FOUND', `dataset ${datasetId} not found`)
-      const job = await createTrainingJob(deps.prisma, { datasetId, method, config: defaultTrainingConfig(config) })
+      const job = await createTrainingJob(deps.prisma, { datasetId, method, config: full })
       // The job id doubles as BullMQ's job id (re-adding is a no-op). Extra attempts are for
       // workers that shut down mid-training; real failures are not retried.
       await enqueueTrainingJob(deps.trainingQueue, job.id, { attempts: 3, backoff: { type: 'fixed', delay: 1000 } })
