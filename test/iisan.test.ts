@@ -11,6 +11,8 @@ import {
   initBackend,
   interTower,
   intraTower,
+  linearPair,
+  sanbRelu,
   modalityFromItems,
   mulberry32,
   sanb,
@@ -95,6 +97,25 @@ function syntheticStates(numItems: number, L: number, dText: number, dImage: num
   if (randomize) text.reverse()
   return { text: modalityFromItems(L, dText, text), image: modalityFromItems(L, dImage, image) }
 }
+
+describe('hand-written gradients', () => {
+  it('the ReLU SANB and the F→P pair equal autodiff of their layer-by-layer form', () => {
+    const random = mulberry32(4)
+    const t = (...shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => random() * 2 - 1), shape)
+    const [x, wD, bD, wU, bU, wF, bF, wP, bP] = [t(6, 5), t(5, 3), t(3), t(3, 5), t(5), t(5, 5), t(5), t(5, 2), t(2)]
+    const probe = t(6, 5)
+    const probeOut = t(6, 2)
+    const plainSanb = (...a: tf.Tensor[]) => tf.add(a[0], tf.add(tf.matMul(tf.relu(tf.add(tf.matMul(a[0], a[1]), a[2])), a[3]), a[4]))
+    const lossOf = (f: (...a: tf.Tensor[]) => tf.Tensor, weights: tf.Tensor) => (...a: tf.Tensor[]) => tf.sum(tf.mul(f(...a), weights))
+    const custom = tf.grads(lossOf((...a) => sanbRelu(...(a as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D])), probe))([x, wD, bD, wU, bU])
+    const plain = tf.grads(lossOf(plainSanb, probe))([x, wD, bD, wU, bU])
+    custom.forEach((g, i) => Array.from(g.dataSync()).forEach((v, j) => expect(v).toBeCloseTo(plain[i].dataSync()[j], 4)))
+    const plainPair = (...a: tf.Tensor[]) => tf.add(tf.matMul(tf.add(tf.matMul(a[0], a[1]), a[2]), a[3]), a[4])
+    const customPair = tf.grads(lossOf((...a) => linearPair(...(a as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D])), probeOut))([x, wF, bF, wP, bP])
+    const plainPairGrads = tf.grads(lossOf(plainPair, probeOut))([x, wF, bF, wP, bP])
+    customPair.forEach((g, i) => Array.from(g.dataSync()).forEach((v, j) => expect(v).toBeCloseTo(plainPairGrads[i].dataSync()[j], 4)))
+  })
+})
 
 describe('IISAN gradient', () => {
   it('matches finite differences through the SAN and the fusion layer', async () => {
