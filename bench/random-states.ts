@@ -1,11 +1,12 @@
-// Random base-shaped cached states (13 × 768 per item) for benchmarks: the cost of a step does
-// not depend on the values. Stored as float16, like the cache, in one array.
-import { mulberry32, type ModalityStates } from '@iisan/model'
+// Random base-shaped cached states (L = 12, d = 768) for benchmarks: the cost of a step does not
+// depend on the values. Stored as the training loaders keep them: float16, and only the SAN's side
+// layers (the worker's cache loader drops the other layers as it streams).
+import { defaultSideLayers, mulberry32, type ModalityStates } from '@iisan/model'
 import { float32ToFloat16 } from '@iisan/safetensors'
 
-export function randomBaseStates(numItems: number, seed: number, numLayers = 12, width = 768): ModalityStates {
+export function randomBaseStates(numItems: number, seed: number, numLayers = 12, width = 768, layers = defaultSideLayers(numLayers)): ModalityStates {
   const random = mulberry32(seed)
-  const perItem = (numLayers + 1) * width
+  const perItem = layers.length * width
   const data = new Uint16Array(numItems * perItem)
   const chunk = new Float32Array(perItem * 64)
   for (let start = 0; start < data.length; start += chunk.length) {
@@ -13,5 +14,5 @@ export function randomBaseStates(numItems: number, seed: number, numLayers = 12,
     for (let i = 0; i < n; i++) chunk[i] = random() * 2 - 1
     data.set(float32ToFloat16(chunk.subarray(0, n)), start)
   }
-  return { numLayers, width, data, rowOf: Int32Array.from({ length: numItems + 1 }, (_, i) => i - 1) }
+  return { numLayers, width, data, layers, rowOf: Int32Array.from({ length: numItems + 1 }, (_, i) => i - 1) }
 }

@@ -81,7 +81,7 @@ let config
 if (method === 'iisan') {
   const t = performance.now()
   states = { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) }
-  console.log(`random states: 2 × ${N} × 13 × 768 float16 in ${((performance.now() - t) / 1000).toFixed(1)} s`)
+  console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${((performance.now() - t) / 1000).toFixed(1)} s`)
   config = iisanConfig(N, BASE, BASE)
 } else {
   config = sasRecIdConfig(N)

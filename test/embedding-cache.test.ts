@@ -487,3 +487,21 @@ describe('float16 passthrough', () => {
     expect(Array.from(float16ToFloat32(f16.data as Uint16Array))).toEqual(Array.from(f32.data))
   })
 })
+
+describe('side-layer selection while streaming', () => {
+  it('keeps only the requested layers of each record, equal to those slices of the full stream', async () => {
+    const { fetchDatasetStates } = await import('@iisan/embedding-cache/client')
+    const full = (await fetchDatasetStates(baseUrl, datasetA, 'text'))!
+    const picked = (await fetchDatasetStates(baseUrl, datasetA, 'text', { selectLayers: (h) => [0, h.numLayers] }))!
+    const L = full.numLayers
+    const d = full.width
+    expect(picked.layers).toEqual([0, L])
+    expect(picked.data.length).toBe(full.itemIds.length * 2 * d)
+    for (let r = 0; r < full.itemIds.length; r += 7) {
+      const row = (layer: number) => Array.from(full.data.subarray((r * (L + 1) + layer) * d, (r * (L + 1) + layer + 1) * d))
+      expect(Array.from(picked.data.subarray(r * 2 * d, r * 2 * d + d))).toEqual(row(0))
+      expect(Array.from(picked.data.subarray(r * 2 * d + d, (r + 1) * 2 * d))).toEqual(row(L))
+    }
+    await expect(fetchDatasetStates(baseUrl, datasetA, 'text', { selectLayers: () => [99] })).rejects.toThrow(/layer 99 is outside/)
+  })
+})

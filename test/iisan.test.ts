@@ -255,3 +255,29 @@ describe('IISAN learning on cached states', () => {
     model.dispose()
   })
 })
+
+describe('side-layer-only state stores', () => {
+  it('keeping only the side layers (float16 or float32) gives the same item embeddings', async () => {
+    const { keepLayers } = await import('@iisan/model')
+    const { float32ToFloat16 } = await import('@iisan/safetensors')
+    const states = syntheticStates(8, 4, 6, 6, 13)
+    const config = iisanConfig(8, { numLayers: 4, width: 6 }, { numLayers: 4, width: 6 }, { embeddingDim: 4, reduction: 2, sideLayers: [0, 2, 4], numHeads: 1 })
+    const full = new SequentialRecommender(config, states)
+    const reference = full.itemMatrix()
+    const compact = new SequentialRecommender(config, { text: keepLayers(states.text, [0, 2, 4]), image: keepLayers(states.image, [0, 2, 4]) })
+    compact.params.restore(full.params.snapshot())
+    const same = compact.itemMatrix()
+    expect(Array.from(same.dataSync())).toEqual(Array.from(reference.dataSync()))
+    // a store without a layer the SAN asks for says so
+    const missingLayer = new SequentialRecommender(config, { text: keepLayers(states.text, [0, 4]), image: states.image })
+    expect(() => missingLayer.itemMatrix()).toThrow(/do not hold backbone layer 2/)
+    // float16 rows decode to the float16-rounded values
+    const half = { ...keepLayers(states.text, [0, 2, 4]), data: float32ToFloat16(keepLayers(states.text, [0, 2, 4]).data as Float32Array) }
+    const halfModel = new SequentialRecommender(config, { text: half, image: keepLayers(states.image, [0, 2, 4]) })
+    halfModel.params.restore(full.params.snapshot())
+    const halfMatrix = halfModel.itemMatrix()
+    Array.from(halfMatrix.dataSync()).forEach((v, i) => expect(v).toBeCloseTo(reference.dataSync()[i], 2))
+    for (const t of [reference, same, halfMatrix]) t.dispose()
+    for (const m of [full, compact, missingLayer, halfModel]) m.dispose()
+  })
+})

@@ -1,7 +1,7 @@
 // HTTP client of the embedding-cache service, for the training worker and the API.
 import type { Modality } from '@iisan/storage'
 import type { CacheBuildView, DatasetCoverage, ItemCoverage } from './coverage.ts'
-import { StateStreamDecoder, type DecodedStates } from './format.ts'
+import { StateStreamDecoder, type DecodedStates, type StateStreamHeader } from './format.ts'
 
 /** Body of POST /v1/cache-builds (202). */
 export interface CacheBuildsResponse {
@@ -42,6 +42,8 @@ export interface FetchStatesOptions {
   expectedItemIds?: ArrayLike<number>
   /** 'float16' keeps the stream's float16 bit patterns (Uint16Array, half the memory) */
   keep?: 'float32' | 'float16'
+  /** keep only these backbone layers of each item, chosen from the stream header (L, d) */
+  selectLayers?: (header: StateStreamHeader) => number[] | undefined
   signal?: AbortSignal
   /** Alternative fetch implementation (tests, instrumentation). */
   fetch?: typeof fetch
@@ -86,7 +88,7 @@ export async function fetchDatasetStates(
   }
   if (!res.body) throw new EmbeddingCacheClientError(res.status, 'EMPTY_RESPONSE', 'state stream response has no body')
   const expected = options.expectedItemIds ? Array.from(options.expectedItemIds) : undefined
-  const decoder = new StateStreamDecoder({ expectedItemIds: expected, keep: options.keep })
+  const decoder = new StateStreamDecoder({ expectedItemIds: expected, keep: options.keep, selectLayers: options.selectLayers })
   const reader = res.body.getReader()
   try {
     for (;;) {

@@ -105,6 +105,8 @@ export interface DecodedStates {
    * trainer decodes only the side layers of each batch).
    */
   data: Float32Array | Uint16Array
+  /** With `selectLayers`: the backbone layers each row holds (otherwise all of 0..L). */
+  layers?: number[]
 }
 
 /**
@@ -129,11 +131,19 @@ export class StateStreamDecoder {
   private data: Float32Array | Uint16Array = new Float32Array(0)
   private readonly expected: Set<number> | null
   private readonly keep: 'float32' | 'float16'
+  private readonly selectLayers?: (header: StateStreamHeader) => number[] | undefined
+  private layers: number[] | undefined
+  private perItemOut = 0
 
-  /** `expectedItemIds`: when given, a record for any other item id is an error. */
-  constructor(options: { expectedItemIds?: Iterable<number>; keep?: 'float32' | 'float16' } = {}) {
+  /**
+   * `expectedItemIds`: when given, a record for any other item id is an error.
+   * `selectLayers`: keep only these backbone layers of every record (decided once the header,
+   * with L and d, has been read) — a trainer needs just its side layers.
+   */
+  constructor(options: { expectedItemIds?: Iterable<number>; keep?: 'float32' | 'float16'; selectLayers?: (header: StateStreamHeader) => number[] | undefined } = {}) {
     this.expected = options.expectedItemIds ? new Set(options.expectedItemIds) : null
     this.keep = options.keep ?? 'float32'
+    this.selectLayers = options.selectLayers
   }
 
   /** The header, once read (null before). */
@@ -168,7 +178,11 @@ export class StateStreamDecoder {
       this.perItem = (this.header.numLayers + 1) * this.header.width
       this.carry = new Uint8Array(this.recordLen)
       this.itemIds = new Int32Array(this.header.count)
-      this.data = this.keep === 'float16' ? new Uint16Array(this.header.count * this.perItem) : new Float32Array(this.header.count * this.perItem)
+      this.layers = this.selectLayers?.(this.header)
+      const badLayer = this.layers?.find((l) => !Number.isInteger(l) || l < 0 || l > this.header!.numLayers)
+      if (badLayer !== undefined) throw new StateStreamError(`layer ${badLayer} is outside the stream's 0..${this.header.numLayers}`)
+      this.perItemOut = (this.layers?.length ?? this.header.numLayers + 1) * this.header.width
+      this.data = this.keep === 'float16' ? new Uint16Array(this.header.count * this.perItemOut) : new Float32Array(this.header.count * this.perItemOut)
     }
     const R = this.recordLen
     if (this.carryLen > 0 && p < n) {
@@ -198,11 +212,18 @@ export class StateStreamDecoder {
     if (this.expected && !this.expected.has(id)) throw new StateStreamError(`state stream holds item ${id}, which is not among the expected items`)
     this.lastId = id
     this.itemIds[this.rows] = id
-    if (this.data instanceof Uint16Array) {
-      // little-endian bytes straight into the Uint16Array's memory (every platform Node runs on is LE)
-      new Uint8Array(this.data.buffer, this.rows * this.perItem * 2, this.perItem * 2).set(bytes.subarray(offset + 4, offset + 4 + this.perItem * 2))
-    } else {
-      decodeFloat16LE(bytes, offset + 4, this.perItem, this.data, this.rows * this.perItem)
+    const d = this.header!.width
+    // [source offset, value count] pieces of this record to keep, in output order
+    const pieces = this.layers ? this.layers.map((l) => [offset + 4 + l * d * 2, d] as const) : [[offset + 4, this.perItem] as const]
+    let out = this.rows * this.perItemOut
+    for (const [from, count] of pieces) {
+      if (this.data instanceof Uint16Array) {
+        // little-endian bytes straight into the Uint16Array's memory (every platform Node runs on is LE)
+        new Uint8Array(this.data.buffer, out * 2, count * 2).set(bytes.subarray(from, from + count * 2))
+      } else {
+        decodeFloat16LE(bytes, from, count, this.data, out)
+      }
+      out += count
     }
     this.rows++
   }
@@ -221,6 +242,7 @@ export class StateStreamDecoder {
       width: header.width,
       itemIds: this.itemIds,
       data: this.data,
+      ...(this.layers ? { layers: this.layers } : {}),
     }
   }
 }

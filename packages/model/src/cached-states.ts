@@ -13,8 +13,13 @@ export interface ModalityStates {
   width: number
   /** [numItems+1] item index → row of `data`, −1 where the item lacks this modality */
   rowOf: Int32Array
-  /** [rows, L+1, d] row-major: float32 values, or float16 bit patterns */
+  /** [rows, layers, d] row-major: float32 values, or float16 bit patterns */
   data: Float32Array | Uint16Array
+  /**
+   * The backbone layers each row holds, in order (default: all of 0..L). A trainer needs only the
+   * SAN's side layers (7 of 13 for base models), so loaders may keep just those.
+   */
+  layers?: number[]
 }
 
 /** float16 bit pattern → float32, for every one of the 65,536 patterns. */
@@ -39,8 +44,28 @@ function copyRow(src: Float32Array | Uint16Array, start: number, length: number,
 
 export type CachedStates = Record<Modality, ModalityStates>
 
-export function statesPerItem(states: Pick<ModalityStates, 'numLayers' | 'width'>): number {
-  return (states.numLayers + 1) * states.width
+export function statesPerItem(states: Pick<ModalityStates, 'numLayers' | 'width' | 'layers'>): number {
+  return (states.layers?.length ?? states.numLayers + 1) * states.width
+}
+
+/** Where backbone layer `layer` sits within a row. */
+function layerPosition(states: Pick<ModalityStates, 'numLayers' | 'layers'>, layer: number): number {
+  const position = states.layers ? states.layers.indexOf(layer) : layer <= states.numLayers ? layer : -1
+  if (position < 0) throw new Error(`the cached states do not hold backbone layer ${layer} (they hold ${states.layers?.join(', ') ?? `0..${states.numLayers}`})`)
+  return position
+}
+
+/** A copy keeping only `layers` of every row: what a trainer with these side layers needs. */
+export function keepLayers(states: ModalityStates, layers: number[]): ModalityStates {
+  const positions = layers.map((l) => layerPosition(states, l))
+  const d = states.width
+  const perItem = statesPerItem(states)
+  const rows = states.data.length / perItem
+  const data = states.data instanceof Uint16Array ? new Uint16Array(rows * layers.length * d) : new Float32Array(rows * layers.length * d)
+  for (let r = 0; r < rows; r++) {
+    positions.forEach((p, k) => data.set(states.data.subarray(r * perItem + p * d, r * perItem + (p + 1) * d), (r * layers.length + k) * d))
+  }
+  return { ...states, data, layers: [...layers] }
 }
 
 /** A store where no item has the modality (yet). */
@@ -64,6 +89,7 @@ export function modalityFromItems(numLayers: number, width: number, items: (Floa
 export function gatherSideLayers(states: ModalityStates, ids: ArrayLike<number>, layers: number[]): { slices: Float32Array[]; present: Float32Array } {
   const d = states.width
   const perItem = statesPerItem(states)
+  const positions = layers.map((l) => layerPosition(states, l))
   const n = ids.length
   const present = new Float32Array(n)
   const slices = layers.map(() => new Float32Array(n * d))
@@ -72,7 +98,7 @@ export function gatherSideLayers(states: ModalityStates, ids: ArrayLike<number>,
     if (row < 0) continue
     present[i] = 1
     for (let k = 0; k < layers.length; k++) {
-      copyRow(states.data, row * perItem + layers[k] * d, d, slices[k], i * d)
+      copyRow(states.data, row * perItem + positions[k] * d, d, slices[k], i * d)
     }
   }
   return { slices, present }

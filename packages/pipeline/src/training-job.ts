@@ -50,7 +50,13 @@ export interface RunJobOptions {
    * IISAN's cached backbone states for the protocol's items (item index i ↔ Item.id
    * data.itemKeys[i]); the worker wires this to the embedding cache, which may build it first.
    */
-  loadStates?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>, shouldCancel: () => Promise<boolean>): Promise<LoadedStates>
+  loadStates?(
+    datasetId: string,
+    data: ProtocolData,
+    report: (progress: JobProgress) => Promise<void>,
+    shouldCancel: () => Promise<boolean>,
+    sideLayers?: number[],
+  ): Promise<LoadedStates>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
 }
@@ -151,7 +157,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     let backbones: LoadedStates['backbones'] | undefined
     if (job.method === 'iisan') {
       if (!options.loadStates) throw new Error('IISAN needs cached backbone states, and this worker has no embedding cache configured')
-      const loaded = await options.loadStates(job.datasetId, data, report, shouldCancel)
+      const loaded = await options.loadStates(job.datasetId, data, report, shouldCancel, config.sideLayers && [...config.sideLayers].sort((a, b) => a - b))
       states = loaded.states
       backbones = loaded.backbones
       modelConfig = iisanModelConfig(data.numItems, states, config)

@@ -29,7 +29,8 @@ const worker = createTrainingWorker(
       onProgress: (p: JobProgress) => job.updateProgress({ ...p }),
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
-      loadStates: (datasetId, data, report, shouldCancel) => loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: shouldCancel }),
+      loadStates: (datasetId, data, report, shouldCancel, sideLayers) =>
+        loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: shouldCancel, sideLayers }),
       onActivated: async (datasetId, modelVersionId) => {
         await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
       },
