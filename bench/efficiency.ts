@@ -51,7 +51,7 @@ function barChart(data: typeof scored): string {
     ['TPME', (r: (typeof data)[number]) => r.tpme],
   ] as const
   const colours = ['#3b5bdb', '#2b8a3e', '#e67700', '#868e96']
-  const width = 720
+  const width = 820
   const height = 320
   const left = 60
   const bottom = 260
@@ -69,7 +69,7 @@ function barChart(data: typeof scored): string {
       return `${group}<text x="${(x0 + (groupWidth - 30) / 2).toFixed(1)}" y="${bottom + 20}" text-anchor="middle">${name}</text>`
     })
     .join('')
-  const legend = data.map((r, i) => `<rect x="${left + i * 220}" y="295" width="12" height="12" fill="${colours[i % colours.length]}"/><text x="${left + i * 220 + 18}" y="306">${r.label}</text>`).join('')
+  const legend = data.map((r, i) => `<rect x="${left + i * 250}" y="295" width="12" height="12" fill="${colours[i % colours.length]}"/><text x="${left + i * 250 + 18}" y="306">${r.label}</text>`).join('')
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">
 <text x="${left}" y="24" font-size="14" font-weight="bold">Training efficiency, min–max normalised across methods (lower is better)</text>
 <line x1="${left}" y1="${bottom}" x2="${width - 20}" y2="${bottom}" stroke="#333"/><line x1="${left}" y1="${bottom - 200}" x2="${left}" y2="${bottom}" stroke="#333"/>
