@@ -7,7 +7,6 @@
 // Prints a table and writes JSON (default bench/results/train-<method>.json).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
 import {
   SequentialRecommender,
   createOptimizers,
@@ -25,36 +24,20 @@ import {
   type ParamGroup,
 } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
+import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { randomBaseStates } from './random-states.ts'
 
-/** One line on stderr, exit 2: a wrong argument is not a bug, so no stack trace. */
-function fail(message: string): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(2)
-}
-
-/** `--name` as a positive integer (digits only: no 0, 1.5, 1e3 or abc). */
-function positiveInt(name: string, v: string | undefined): number {
-  const n = Number(v)
-  if (!/^\d+$/.test(v?.trim() ?? '') || !Number.isSafeInteger(n) || n < 1) fail(`--${name} must be a positive integer (got ${JSON.stringify(v)})`)
-  return n
-}
-
 const USAGE = 'usage: npm run bench:train -- [--method iisan|sasrec-id] [--steps N] [--users N] [--json PATH] [--skip-eval]'
-let values
-try {
-  ;({ values } = parseArgs({
-    options: {
-      method: { type: 'string', default: 'iisan' },
-      steps: { type: 'string', default: '20' },
-      users: { type: 'string' },
-      json: { type: 'string' },
-      'skip-eval': { type: 'boolean', default: false },
-    },
-  }))
-} catch (err) {
-  fail(`${(err as Error).message} (${USAGE})`)
-}
+const { values } = parseOptions(
+  {
+    method: { type: 'string', default: 'iisan' },
+    steps: { type: 'string', default: '20' },
+    users: { type: 'string' },
+    json: { type: 'string' },
+    'skip-eval': { type: 'boolean', default: false },
+  },
+  USAGE,
+)
 const method = values.method as 'iisan' | 'sasrec-id'
 if (method !== 'iisan' && method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
 const steps = positiveInt('steps', values.steps)

@@ -7,7 +7,6 @@
 // line and exit 2.
 import { mkdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
 import { decodeHTML } from 'entities'
 import { ensureDefaultBackbones, loadTextBackbone } from '@iisan/backbones'
@@ -15,45 +14,20 @@ import { initBackend } from '@iisan/model/backend'
 import { parseItemsTsv } from '@iisan/model/data'
 import { SCIENTIFIC_DIR, statesFilePath, writeStatesFile } from '@iisan/pipeline'
 import { float32ToFloat16 } from '@iisan/safetensors'
+import { errorMessage, fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 
-const oneLine = (message: string): string =>
-  message
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .join(' ')
-
-function fail(message: string): never {
-  console.error(`error: ${oneLine(message)}`)
-  process.exit(2)
-}
-
-const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 const USAGE = 'usage: npm run cache-states -- [--data DIR] [--out DIR] [--text-model DIR] [--batch-size N]'
 
-/** `--name` as a positive integer (digits only). */
-function positiveInt(name: string, v: string | undefined): number {
-  const n = Number(v)
-  if (!/^\d+$/.test(v?.trim() ?? '') || !Number.isSafeInteger(n) || n < 1) fail(`--${name} must be a positive integer (got ${JSON.stringify(v)})`)
-  return n
-}
-
 async function main(): Promise<void> {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      options: {
-        data: { type: 'string', default: SCIENTIFIC_DIR },
-        out: { type: 'string', default: 'artifacts/states/scientific' },
-        'text-model': { type: 'string' },
-        'batch-size': { type: 'string', default: '128' },
-      },
-    }))
-  } catch (e) {
-    // ERR_PARSE_ARGS_UNKNOWN_OPTION, …_INVALID_OPTION_VALUE (missing value), …_UNEXPECTED_POSITIONAL
-    if (String((e as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) fail(`${errorMessage(e)} (${USAGE})`)
-    throw e
-  }
+  const { values } = parseOptions(
+    {
+      data: { type: 'string', default: SCIENTIFIC_DIR },
+      out: { type: 'string', default: 'artifacts/states/scientific' },
+      'text-model': { type: 'string' },
+      'batch-size': { type: 'string', default: '128' },
+    },
+    USAGE,
+  )
   const batchSize = positiveInt('batch-size', values['batch-size'])
 
   let items

@@ -7,7 +7,6 @@
 // print one `error: …` line and exit 2.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
 import {
   PAPER_PROTOCOL,
@@ -24,64 +23,30 @@ import {
   type RecommenderConfig,
 } from '@iisan/model'
 import { loadStatesFolder } from '../states-folder.ts'
+import { errorMessage, fail, failOnUncaught, parseOptions, positiveInt, positiveNumber } from './args.ts'
 
-const oneLine = (message: string): string =>
-  message
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .join(' ')
-
-/** One line on stderr, exit 2: bad input is not a bug, so no stack trace. */
-function fail(message: string): never {
-  console.error(`error: ${oneLine(message)}`)
-  process.exit(2)
-}
-
-const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 const USAGE = 'usage: npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--patience N] [--users N] [--lr-item X] [--lr-user X] [--json PATH] [--modality M] [--side-layers 0,2,4] [--reduction N] [--activation relu|gelu]'
-process.on('uncaughtException', (e) => fail(errorMessage(e)))
-process.on('unhandledRejection', (e) => fail(errorMessage(e)))
-
-/** `--name` as a positive integer (digits only: no 1.5, 1e3, 0x10 or 0). */
-function positiveInt(name: string, v: string | undefined): number {
-  const n = Number(v)
-  if (!/^\d+$/.test(v?.trim() ?? '') || !Number.isSafeInteger(n) || n < 1) fail(`--${name} must be a positive integer (got ${JSON.stringify(v)})`)
-  return n
-}
-
-/** `--name` as a positive finite number (learning rates). */
-function positiveNumber(name: string, v: string | undefined): number {
-  const n = Number(v)
-  if (!v?.trim() || !Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number (got ${JSON.stringify(v)})`)
-  return n
-}
+failOnUncaught()
 
 async function main() {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      options: {
-        data: { type: 'string', default: '../shared/datasets/scientific' },
-        method: { type: 'string', default: 'sasrec-id' },
-        epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
-        patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
-        users: { type: 'string' },
-        'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
-        'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
-        json: { type: 'string' },
-        states: { type: 'string', default: 'artifacts/states/scientific' },
-        modality: { type: 'string', default: 'intra_inter' },
-        'side-layers': { type: 'string' },
-        reduction: { type: 'string', default: '64' },
-        activation: { type: 'string', default: 'relu' },
-      },
-    }))
-  } catch (e) {
-    // ERR_PARSE_ARGS_UNKNOWN_OPTION, …_INVALID_OPTION_VALUE (missing value), …_UNEXPECTED_POSITIONAL
-    if (String((e as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) fail(`${errorMessage(e)} (${USAGE})`)
-    throw e
-  }
+  const { values } = parseOptions(
+    {
+      data: { type: 'string', default: '../shared/datasets/scientific' },
+      method: { type: 'string', default: 'sasrec-id' },
+      epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
+      patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
+      users: { type: 'string' },
+      'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
+      'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
+      json: { type: 'string' },
+      states: { type: 'string', default: 'artifacts/states/scientific' },
+      modality: { type: 'string', default: 'intra_inter' },
+      'side-layers': { type: 'string' },
+      reduction: { type: 'string', default: '64' },
+      activation: { type: 'string', default: 'relu' },
+    },
+    USAGE,
+  )
   if (values.method !== 'sasrec-id' && values.method !== 'iisan') fail(`unknown method ${values.method} (available: sasrec-id, iisan)`)
   if (!['intra', 'inter', 'intra_inter'].includes(values.modality!)) fail('--modality must be intra, inter or intra_inter')
   if (!['relu', 'gelu'].includes(values.activation!)) fail('--activation must be relu or gelu')
