@@ -50,6 +50,9 @@ describe('services', () => {
     const child = startService(entry, { ...platform.env, [portVariable]: String(port), HOST: '127.0.0.1' })
     const body = await healthy(port)
     expect(body).toMatchObject({ status: 'ok', postgres: { ok: true }, redis: { ok: true } })
+    const metricsText = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    expect(metricsText).toContain(`service="${_name}"`)
+    expect(metricsText).toMatch(/http_requests_total\{[^}]*route="\/healthz"/)
     expect(await stopService(child, 'SIGTERM')).toBe(0)
   })
 

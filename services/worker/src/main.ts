@@ -7,7 +7,8 @@ import { initBackend } from '@iisan/model/backend'
 import { loadStatesFromCache, runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
-import { healthCheck } from '@iisan/http'
+import { healthCheck, metrics } from '@iisan/http'
+import { Counter, Gauge } from 'prom-client'
 import { Type } from '@sinclair/typebox'
 import { onShutdown } from '@iisan/config/shutdown'
 
@@ -18,6 +19,9 @@ const prisma = createPrisma(config.databaseUrl)
 const connection = createRedisConnection(config.redisUrl)
 const publisher = createRedisConnection(config.redisUrl)
 let shuttingDown = false
+// what /metrics reports about the job in hand (set from its progress)
+let current: JobProgress | null = null
+let finishedJobs: Counter | undefined
 
 const worker = createTrainingWorker(
   connection,
@@ -26,7 +30,10 @@ const worker = createTrainingWorker(
     const log = logger.child({ trainingJobId })
     log.info('training job started')
     const outcome = await runTrainingJob(prisma, trainingJobId, {
-      onProgress: (p: JobProgress) => job.updateProgress({ ...p }),
+      onProgress: (p: JobProgress) => {
+        current = p
+        return job.updateProgress({ ...p })
+      },
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
       loadStates: (datasetId, data, report, shouldCancel, sideLayers) =>
@@ -37,6 +44,8 @@ const worker = createTrainingWorker(
       log: (message, fields) => log.info(fields ?? {}, message),
     })
     log.info({ outcome }, 'training job finished')
+    current = null
+    finishedJobs?.inc({ status: outcome.status })
     // Interrupted by shutdown: fail this attempt so BullMQ hands the job out again.
     if (outcome.status === 'interrupted') throw new Error('worker shut down during training; the job will be retried')
     // A real failure (bad data, bad config) would fail again: do not retry it.
@@ -48,6 +57,32 @@ const worker = createTrainingWorker(
 worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, err: err.message }, 'training attempt failed'))
 
 const health = Fastify({ loggerInstance: logger.child({ component: 'health' }) })
+await health.register(
+  metrics({
+    service: 'worker',
+    register: (registry) => {
+      finishedJobs = new Counter({ name: 'iisan_training_jobs_finished_total', help: 'training jobs finished by this worker, by outcome', labelNames: ['status'], registers: [registry] })
+      new Gauge({
+        name: 'iisan_training_progress_ratio',
+        help: 'progress of the job in hand (0..1; absent when idle)',
+        registers: [registry],
+        collect() {
+          this.reset()
+          if (current) this.set(current.fraction)
+        },
+      })
+      new Gauge({
+        name: 'iisan_training_steps_per_second',
+        help: 'training throughput of the last finished epoch of the job in hand',
+        registers: [registry],
+        collect() {
+          this.reset()
+          if (current?.stepsPerSecond) this.set(current.stepsPerSecond)
+        },
+      })
+    },
+  }),
+)
 await health.register(
   healthCheck({
     prisma,
