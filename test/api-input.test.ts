@@ -309,3 +309,44 @@ describe('ids that cannot exist', () => {
     expectError(await http.post('/v1/recommendations').send({ datasetId, history: ['A'], k: 5 }), 409, 'NO_ACTIVE_MODEL')
   })
 })
+
+describe('API keys', () => {
+  it('with API_KEYS set, /v1 needs a valid key; health, metrics, docs and the dashboard page stay open', async () => {
+    const { buildApp } = await import('../services/api/src/app.ts')
+    const { ServingRegistry } = await import('@iisan/pipeline')
+    const { createRedisConnection, createTrainingQueue } = await import('@iisan/queue')
+    const redis = createRedisConnection(platform.env.REDIS_URL)
+    const queue = createTrainingQueue(redis, platform.prefix)
+    const key = 'k3y-for-tests-0123456789'
+    const app = await buildApp(
+      { prisma: platform.db.prisma, redis, trainingQueue: queue, registry: new ServingRegistry(platform.db.prisma), embeddingCacheUrl: 'http://127.0.0.1:9', announceActivation: async () => {}, announceUpdated: async () => {} },
+      { apiKeys: [key, 'another-key-abcdefghij'] },
+    )
+    try {
+      await app.ready()
+      const http = request(app.server)
+      const missing = await http.get('/v1/datasets').expect(401)
+      expect(missing.body.error.code).toBe('UNAUTHORIZED')
+      expect(missing.headers['www-authenticate']).toMatch(/Bearer/)
+      expect((await http.get('/v1/datasets').set('authorization', 'Bearer wrong-key-0123456789').expect(401)).body.error.message).toMatch(/not valid/)
+      await http.get('/v1/datasets').set('authorization', `Bearer ${key}`).expect(200)
+      await http.get('/v1/datasets').set('x-api-key', 'another-key-abcdefghij').expect(200)
+      // a rejected request never reaches validation or the database
+      await http.post('/v1/datasets').send({ name: 'x' }).expect(401)
+      await http.get('/healthz').expect(200)
+      await http.get('/metrics').expect(200)
+      await http.get('/docs/json').expect(200)
+      await http.get('/admin/').expect(200)
+    } finally {
+      await app.close()
+      await queue.close()
+      await redis.quit()
+    }
+  })
+
+  it('rejects short keys at start-up, naming the variable', async () => {
+    const { loadConfig } = await import('@iisan/config')
+    expect(() => loadConfig({ API_KEYS: 'short' })).toThrow(/API_KEYS/)
+    expect(loadConfig({ API_KEYS: ' aaaaaaaaaaaaaaaa , bbbbbbbbbbbbbbbb ' }).apiKeys).toEqual(['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb'])
+  })
+})

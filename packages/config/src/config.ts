@@ -37,6 +37,8 @@ export interface AppConfig {
   tfBackend?: TfBackend
   /** QUEUE_PREFIX — BullMQ / Redis key prefix. */
   queuePrefix: string
+  /** API_KEYS — comma-separated keys the API requires on /v1 (empty: the API is open). */
+  apiKeys: string[]
 }
 
 export const CONFIG_DEFAULTS = {
@@ -127,6 +129,10 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (!/^[A-Za-z0-9_.-]+$/.test(queuePrefix)) {
     issues.push({ variable: 'QUEUE_PREFIX', value: queuePrefix, message: 'may only contain letters, digits, "_", "-" and "."' })
   }
+  const apiKeys = (raw('API_KEYS') ?? '').split(',').map((k) => k.trim()).filter(Boolean)
+  if (apiKeys.some((k) => k.length < 16 || /\s/.test(k))) {
+    issues.push({ variable: 'API_KEYS', value: '***', message: 'each key must be at least 16 characters without whitespace' })
+  }
   let embeddingCacheUrl = raw('EMBEDDING_CACHE_URL') ?? `http://127.0.0.1:${embeddingCachePort}`
   if (raw('EMBEDDING_CACHE_URL') !== undefined) {
     try {
@@ -151,6 +157,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     logLevel,
     artifactsDir: str('ARTIFACTS_DIR'),
     queuePrefix,
+    apiKeys,
   }
   const textBackboneDir = raw('TEXT_BACKBONE_DIR')
   const imageBackboneDir = raw('IMAGE_BACKBONE_DIR')
@@ -171,7 +178,7 @@ export function redactConfig(config: AppConfig): AppConfig {
       return u
     }
   }
-  return { ...config, databaseUrl: mask(config.databaseUrl), redisUrl: mask(config.redisUrl) }
+  return { ...config, databaseUrl: mask(config.databaseUrl), redisUrl: mask(config.redisUrl), apiKeys: config.apiKeys.map(() => '***') }
 }
 
 /**

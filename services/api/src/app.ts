@@ -5,7 +5,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
-import { errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
+import { apiKeyAuth, errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -19,7 +19,7 @@ import { adminRoutes } from './routes/admin.ts'
 /** Every JSON body but a dataset upload's is small; the two upload routes set their own limits. */
 const BODY_LIMIT_BYTES = 2 ** 20
 
-export async function buildApp(deps: Deps, options: { logger?: FastifyServerOptions['loggerInstance'] } = {}) {
+export async function buildApp(deps: Deps, options: { logger?: FastifyServerOptions['loggerInstance']; apiKeys?: string[] } = {}) {
   const app = Fastify({
     loggerInstance: options.logger,
     bodyLimit: BODY_LIMIT_BYTES,
@@ -28,6 +28,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(errorHandling, { codeExamples: ['VALIDATION_FAILED', 'UNKNOWN_ITEMS'], mappings: [dataFormatErrors, storageErrors] })
+  await app.register(apiKeyAuth({ keys: options.apiKeys ?? [] }))
   // Defaults for any multipart body; POST /v1/datasets and POST /v1/items pass their own limits.
   await app.register(multipart, { limits: { fileSize: BODY_LIMIT_BYTES, files: 1, fields: 10, fieldSize: 64 * 2 ** 10, parts: 20 } })
   // 415 for a body in a media type its route does not take (registered before any route)
@@ -35,6 +36,9 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   await app.register(swagger, {
     openapi: {
       info: { title: 'IISAN recommendation platform', version: '0.1.0', description: 'Multimodal sequential recommendations trained with IISAN.' },
+      // with API_KEYS set, every /v1 route needs `Authorization: Bearer <key>`
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer' } } },
+      ...(options.apiKeys?.length ? { security: [{ apiKey: [] }] } : {}),
       tags: [
         { name: 'datasets' },
         { name: 'training' },

@@ -45,7 +45,7 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
         await publishModelUpdated(redis, config.queuePrefix, { datasetId, modelVersionId, reason: 'items-appended' })
       },
     },
-    { logger },
+    { logger, apiKeys: config.apiKeys },
   )
   return {
     app,

@@ -17,13 +17,18 @@ export class ApiError extends Error {
   }
 }
 
+const KEY_STORAGE = 'iisan.apiKey'
+
 /**
  * @param {string} path e.g. '/v1/datasets'
  * @param {{ method?: string, body?: unknown, signal?: AbortSignal }} [options]
  */
-export async function api(path, { method = 'GET', body, signal } = {}) {
+export async function api(path, { method = 'GET', body, signal } = {}, retried = false) {
   /** @type {RequestInit} */
   const init = { method, signal, headers: { accept: 'application/json' } }
+  // A deployment with API_KEYS: the key lives in this browser only, asked for on the first 401.
+  const key = localStorage.getItem(KEY_STORAGE)
+  if (key) init.headers = { ...init.headers, authorization: `Bearer ${key}` }
   // No body → no content-type: Fastify rejects an empty body declared as JSON.
   if (body !== undefined) {
     init.headers = { ...init.headers, 'content-type': 'application/json' }
@@ -43,6 +48,13 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
       data = JSON.parse(text)
     } catch {
       data = null
+    }
+  }
+  if (res.status === 401 && !retried) {
+    const entered = window.prompt('This API needs a key (API_KEYS). Enter it to continue:')
+    if (entered) {
+      localStorage.setItem(KEY_STORAGE, entered.trim())
+      return api(path, { method, body, signal }, true)
     }
   }
   if (!res.ok) {
