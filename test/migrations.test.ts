@@ -195,6 +195,7 @@ describe('loadConfig', () => {
       logLevel: 'info',
       artifactsDir: 'artifacts',
       queuePrefix: 'iisan',
+      apiKeys: [], // an open API unless API_KEYS is set
     })
   })
 
