@@ -2,7 +2,7 @@
 // codec's (@iisan/safetensors); this module fixes the byte order (stored and streamed states
 // are always little-endian, whatever the host) and decodes straight into a caller's buffer
 // through a 65,536-entry table, so bulk reads allocate nothing per item.
-import { float16ToFloat32, float32ToFloat16 } from '@iisan/safetensors'
+import { float16Table, float32ToFloat16 } from '@iisan/safetensors'
 
 const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
@@ -20,18 +20,6 @@ export function encodeFloat16LE(values: Float32Array): Uint8Array {
   return bytes
 }
 
-let table: Float32Array | undefined
-
-/** float32 value of every float16 bit pattern. */
-function halfTable(): Float32Array {
-  if (!table) {
-    const all = new Uint16Array(65536)
-    for (let i = 0; i < all.length; i++) all[i] = i
-    table = float16ToFloat32(all)
-  }
-  return table
-}
-
 /**
  * Decode `count` little-endian float16 values starting at `bytes[byteOffset]` into
  * `out[outOffset…]`. No allocation when the source is 2-byte aligned on a little-endian host.
@@ -39,7 +27,7 @@ function halfTable(): Float32Array {
 export function decodeFloat16LE(bytes: Uint8Array, byteOffset: number, count: number, out: Float32Array, outOffset: number): void {
   if (byteOffset + 2 * count > bytes.byteLength) throw new RangeError(`float16 decode past the end (${byteOffset} + 2×${count} > ${bytes.byteLength})`)
   if (outOffset + count > out.length) throw new RangeError(`float16 decode past the output (${outOffset} + ${count} > ${out.length})`)
-  const t = halfTable()
+  const t = float16Table()
   const start = bytes.byteOffset + byteOffset
   if (HOST_LE && (start & 1) === 0) {
     const half = new Uint16Array(bytes.buffer, start, count)

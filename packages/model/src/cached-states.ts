@@ -4,6 +4,8 @@
 // only the items that have the modality (a text-only catalogue costs nothing on the image side);
 // batches decode just the side layers of the items they need into float32.
 
+import { float16Table } from '@iisan/safetensors'
+
 export type Modality = 'text' | 'image'
 
 export interface ModalityStates {
@@ -22,24 +24,13 @@ export interface ModalityStates {
   layers?: number[]
 }
 
-/** float16 bit pattern → float32, for every one of the 65,536 patterns. */
-const HALF_TO_FLOAT = (() => {
-  const table = new Float32Array(65536)
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1
-    const exponent = (h >> 10) & 0x1f
-    const fraction = h & 0x3ff
-    table[h] = exponent === 0 ? sign * 2 ** -14 * (fraction / 1024) : exponent === 0x1f ? (fraction ? NaN : sign * Infinity) : sign * 2 ** (exponent - 15) * (1 + fraction / 1024)
-  }
-  return table
-})()
-
 function copyRow(src: Float32Array | Uint16Array, start: number, length: number, dst: Float32Array, at: number): void {
   if (src instanceof Float32Array) {
     dst.set(src.subarray(start, start + length), at)
     return
   }
-  for (let j = 0; j < length; j++) dst[at + j] = HALF_TO_FLOAT[src[start + j]]
+  const table = float16Table()
+  for (let j = 0; j < length; j++) dst[at + j] = table[src[start + j]]
 }
 
 export type CachedStates = Record<Modality, ModalityStates>

@@ -19,6 +19,8 @@ export class ServingModel {
   private matrix: Float32Array
   private rows: number
   private matrixTensor: tf.Tensor2D | undefined
+  /** unit-length rows of the matrix, for item-to-item similarity; built on first use */
+  private unitRows: Float32Array | undefined
 
   private constructor(
     readonly config: RecommenderConfig,
@@ -82,6 +84,7 @@ export class ServingModel {
     this.rows = grown.length / D
     this.matrixTensor?.dispose()
     this.matrixTensor = undefined
+    this.unitRows = undefined
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
@@ -92,10 +95,11 @@ export class ServingModel {
   /** Item-to-item: nearest items by cosine similarity of their embeddings. */
   similar(index: number, k: number): ScoredItem[] {
     const D = this.config.embeddingDim
-    const query = normalised(this.matrix.subarray(index * D, (index + 1) * D))
-    const normalisedMatrix = new Float32Array(this.matrix.length)
-    for (let r = 1; r < this.rows; r++) normalisedMatrix.set(normalised(this.matrix.subarray(r * D, (r + 1) * D)), r * D)
-    return topKByDot(normalisedMatrix, D, query, k, new Set([index]))
+    if (!this.unitRows) {
+      this.unitRows = new Float32Array(this.matrix.length)
+      for (let r = 1; r < this.rows; r++) this.unitRows.set(normalised(this.matrix.subarray(r * D, (r + 1) * D)), r * D)
+    }
+    return topKByDot(this.unitRows, D, this.unitRows.subarray(index * D, (index + 1) * D), k, new Set([index]))
   }
 
   dispose(): void {

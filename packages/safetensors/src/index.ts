@@ -129,6 +129,17 @@ export function serializeSafetensors(tensors: Record<string, TensorToWrite>, met
   return out
 }
 
+let halfTable: Float32Array | undefined
+
+/**
+ * float32 value of every one of the 65,536 float16 bit patterns, built once: bulk decoders
+ * (state stores, state streams) look values up instead of converting one by one.
+ */
+export function float16Table(): Float32Array {
+  halfTable ??= float16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i))
+  return halfTable
+}
+
 export function float16ToFloat32(src: Uint16Array): Float32Array {
   const out = new Float32Array(src.length)
   for (let i = 0; i < src.length; i++) {
