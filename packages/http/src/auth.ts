@@ -23,7 +23,8 @@ export function apiKeyAuth(options: ApiKeyOptions): FastifyPluginAsync {
       if (!prefixes.some((p) => request.url.startsWith(p))) return
       const header = request.headers.authorization
       const presented = header?.startsWith('Bearer ') ? header.slice(7).trim() : (request.headers['x-api-key'] as string | undefined)
-      const ok = presented !== undefined && accepted.some((key) => timingSafeEqual(key, digest(presented)))
+      const presentedDigest = presented === undefined ? undefined : digest(presented)
+      const ok = presentedDigest !== undefined && accepted.some((key) => timingSafeEqual(key, presentedDigest))
       if (ok) return
       reply.header('www-authenticate', 'Bearer realm="iisan"')
       return reply.status(401).send({ error: { code: 'UNAUTHORIZED', message: presented === undefined ? 'this API needs a key: Authorization: Bearer <key>' : 'the API key is not valid' } })

@@ -11,15 +11,11 @@ export function saveCheckpoint(params: Params, config: object): Uint8Array {
   return serializeSafetensors(tensors, { format: CHECKPOINT_FORMAT, config: JSON.stringify(config) })
 }
 
-export function readCheckpointConfig<C>(bytes: Uint8Array): C {
-  const { metadata } = parseSafetensors(bytes)
+/** The config and every parameter of a checkpoint, parsed once. */
+export function readCheckpoint<C>(bytes: Uint8Array): { config: C; values: Map<string, { shape: number[]; values: Float32Array }> } {
+  const { metadata, tensors } = parseSafetensors(bytes)
   if (metadata.format !== CHECKPOINT_FORMAT) throw new Error(`not a platform checkpoint (format ${metadata.format ?? 'missing'})`)
-  return JSON.parse(metadata.config) as C
-}
-
-export function loadCheckpointInto(params: Params, bytes: Uint8Array): void {
-  const { tensors } = parseSafetensors(bytes)
   const values = new Map<string, { shape: number[]; values: Float32Array }>()
   for (const [name, entry] of tensors) values.set(name, { shape: entry.shape, values: toFloat32(entry) })
-  params.restore(values)
+  return { config: JSON.parse(metadata.config) as C, values }
 }

@@ -2,7 +2,7 @@
 // encode ≤ T history items with the user encoder + one N×D matrix–vector product + top-k with
 // the history excluded.
 import * as tf from '@tensorflow/tfjs-core'
-import { readCheckpointConfig, loadCheckpointInto } from './checkpoint.ts'
+import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import { embedItemStates, type IisanItemEncoder, type NewItemStates } from './iisan.ts'
@@ -34,10 +34,10 @@ export class ServingModel {
 
   /** weights: a platform checkpoint; itemMatrix: [N+1, D] float32. */
   static load(weights: Uint8Array, itemMatrix: Float32Array): ServingModel {
-    const config = readCheckpointConfig<RecommenderConfig>(weights)
+    const { config, values } = readCheckpoint<RecommenderConfig>(weights)
     if (itemMatrix.length % config.embeddingDim !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${config.embeddingDim}`)
     const model = new SequentialRecommender(config)
-    loadCheckpointInto(model.params, weights)
+    model.params.restore(values)
     return new ServingModel(config, model, itemMatrix)
   }
 

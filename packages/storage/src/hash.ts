@@ -9,7 +9,8 @@ export interface ContentHashes {
   contentHash: string
 }
 
-const sha256 = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex')
+/** sha256, hex: content hashes here, Prisma's migration checksums in migrate.ts. */
+export const sha256 = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex')
 
 /** The hashes stored on Item. Uploaded bytes take precedence over a reference. */
 export function computeContentHashes(item: {

@@ -6,8 +6,9 @@
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import pg from 'pg'
+import { sha256 } from './hash.ts'
 
 /** Advisory lock id used by Prisma's schema engine for migrations. */
 export const PRISMA_MIGRATION_LOCK_ID = 72707369
@@ -31,7 +32,7 @@ export interface MigrationFile {
 
 /** Prisma's migration checksum: sha256 (hex) of the migration.sql bytes. */
 export function migrationChecksum(sql: string | Uint8Array): string {
-  return createHash('sha256').update(sql).digest('hex')
+  return sha256(sql)
 }
 
 /** The migration folders of `dir` in the order Prisma applies them. */

@@ -64,9 +64,18 @@ function embeddingBytes(e: Uint8Array | Float32Array): Uint8Array<ArrayBuffer> {
   return toBytes(e)
 }
 
-async function setActive(tx: Prisma.TransactionClient, datasetId: string, id: string): Promise<void> {
-  // Serialise activations per dataset; the partial unique index enforces "one active" anyway.
+/** Serialises activations per dataset (the partial unique index enforces "one active" anyway). */
+async function lockDataset(tx: Prisma.TransactionClient, datasetId: string): Promise<void> {
   await tx.$queryRaw`SELECT id FROM datasets WHERE id = ${datasetId}::uuid FOR UPDATE`
+}
+
+async function setActive(tx: Prisma.TransactionClient, datasetId: string, id: string): Promise<void> {
+  await lockDataset(tx, datasetId)
+  await makeActive(tx, datasetId, id)
+}
+
+/** The switch itself; the caller holds the dataset lock. */
+async function makeActive(tx: Prisma.TransactionClient, datasetId: string, id: string): Promise<void> {
   await tx.modelVersion.updateMany({ where: { datasetId, isActive: true, NOT: { id } }, data: { isActive: false } })
   await tx.modelVersion.update({ where: { id }, data: { isActive: true, activatedAt: new Date() } })
 }
@@ -109,9 +118,9 @@ export async function createModelVersion(prisma: PrismaClient, input: CreateMode
     if (input.jobId) await tx.trainingJob.update({ where: { id: input.jobId }, data: { modelVersionId: mv.id } })
     if (input.activate) await setActive(tx, input.datasetId, mv.id)
     else if (input.activateIfNoneActive) {
-      // lock the dataset row first: two jobs finishing together must not both go live
-      await tx.$queryRaw`SELECT id FROM datasets WHERE id = ${input.datasetId}::uuid FOR UPDATE`
-      if ((await tx.modelVersion.count({ where: { datasetId: input.datasetId, isActive: true } })) === 0) await setActive(tx, input.datasetId, mv.id)
+      // lock before counting: two jobs finishing together must not both go live
+      await lockDataset(tx, input.datasetId)
+      if ((await tx.modelVersion.count({ where: { datasetId: input.datasetId, isActive: true } })) === 0) await makeActive(tx, input.datasetId, mv.id)
     }
     return tx.modelVersion.findUniqueOrThrow({ where: { id: mv.id }, select: MODEL_VERSION_SUMMARY_SELECT })
   }, LONG_TRANSACTION)

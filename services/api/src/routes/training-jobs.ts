@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig, trainingConfigProblems } from '@iisan/pipeline'
-import { type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
+import { TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
@@ -83,7 +83,7 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
     async (request, reply) => {
       const job = await getTrainingJob(deps.prisma, request.params.id)
       if (!job) throw new ApiError(404, 'NOT_FOUND', `training job ${request.params.id} not found`)
-      if (job.status === 'completed' || job.status === 'failed' || job.status === 'cancelled') {
+      if (TERMINAL_JOB_STATUSES.includes(job.status as TrainingJobStatus)) {
         throw new ApiError(409, 'JOB_FINISHED', `training job is already ${job.status}`)
       }
       // A queued job is cancelled at once (and leaves the queue); a running one sees the flag
