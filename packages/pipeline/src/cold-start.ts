@@ -70,6 +70,24 @@ export async function embedIntoModels(deps: ColdStartDeps, datasetId: string, it
   return results
 }
 
+/**
+ * The dataset's items outside `known` that have cached states under these backbones, with the
+ * states (items with neither text nor image states are left out) — what a content-based model
+ * can still serve: the trainer's catalogue beyond the protocol, a loaded version's catch-up.
+ */
+export async function unseenItemStates(
+  prisma: PrismaClient,
+  datasetId: string,
+  known: ReadonlySet<number>,
+  backbones: Record<Modality, string | null>,
+): Promise<{ ids: number[]; states: NewItemStates[] }> {
+  const unseen = (await prisma.item.findMany({ where: { datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter((i) => !known.has(i.id))
+  if (unseen.length === 0) return { ids: [], states: [] }
+  const states = await cachedStatesOf(prisma, backbones, unseen)
+  const usable = unseen.map((item, i) => ({ id: item.id, states: states[i] })).filter((u) => u.states.text || u.states.image)
+  return { ids: usable.map((u) => u.id), states: usable.map((u) => u.states) }
+}
+
 /** The cached [L+1, d] states of each item under the model's backbones (null: none usable). */
 export async function cachedStatesOf(
   prisma: PrismaClient,

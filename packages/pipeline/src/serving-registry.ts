@@ -9,7 +9,7 @@
 import type { Modality } from '@iisan/model/cached-states'
 import { ServingModel, type ScoredItem } from '@iisan/model/serving'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
-import { cachedStatesOf } from './cold-start.ts'
+import { unseenItemStates } from './cold-start.ts'
 
 const DISPOSE_GRACE_MS = 60_000
 
@@ -98,6 +98,21 @@ export class ServingRegistry {
     return next
   }
 
+  /**
+   * For another replica's announcement that a version grew: reload only a copy this replica
+   * holds that has fewer items than Postgres (the announcing replica's own copy is current).
+   */
+  async reloadIfBehind(id: string): Promise<void> {
+    const pending = this.models.get(id)
+    if (!pending) return // not in memory: it loads fresh when first asked for
+    const [held, stored] = await Promise.all([pending.catch(() => null), this.prisma.modelVersion.findUnique({ where: { id }, select: { numItems: true } })])
+    if (!stored) {
+      this.evict(id)
+      return
+    }
+    if (!held || held.itemIds.length - 1 < stored.numItems) await this.reload(id)
+  }
+
   private async swapIn(id: string): Promise<LoadedModel | null> {
     const previous = this.models.get(id)
     const next = this.load(id)
@@ -177,24 +192,18 @@ export class ServingRegistry {
 
   /** Embeds and stores the dataset's cached items this version lacks (see the file comment). */
   private async reconcile(model: LoadedModel, backbones: Record<Modality, string | null>): Promise<void> {
-    const known = new Set(model.itemIds)
-    const unseen = (await this.prisma.item.findMany({ where: { datasetId: model.datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter(
-      (i) => !known.has(i.id),
-    )
-    if (unseen.length === 0) return
-    const states = await cachedStatesOf(this.prisma, backbones, unseen)
-    const usable = unseen.map((item, i) => ({ id: item.id, states: states[i] })).filter((u) => u.states.text || u.states.image)
-    if (usable.length === 0) return
-    const rows = model.serving.embedNewItems(usable.map((u) => u.states))
+    const unseen = await unseenItemStates(this.prisma, model.datasetId, new Set(model.itemIds), backbones)
+    if (unseen.ids.length === 0) return
+    const rows = model.serving.embedNewItems(unseen.states)
     try {
-      await appendModelVersionItems(this.prisma, model.id, usable.map((u) => u.id), rows)
+      await appendModelVersionItems(this.prisma, model.id, unseen.ids, rows)
     } catch (e) {
       // another replica appended some of them first: its rows are as good as ours, so read back
       if (!isStorageError(e, 'CONFLICT')) throw e
       throw new ReconcileRace()
     }
     model.serving.appendItems(rows)
-    await this.withItems(model, usable.map((u) => u.id))
+    await this.withItems(model, unseen.ids)
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@ import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender, iisanConfig, sasRecIdConfig, type RecommenderConfig } from '@iisan/model/recommender'
 import type { CachedStates } from '@iisan/model/cached-states'
 import { IisanItemEncoder, embedItemStates } from '@iisan/model/iisan'
-import { cachedStatesOf } from './cold-start.ts'
+import { unseenItemStates } from './cold-start.ts'
 import type { LoadedStates } from './cache-states.ts'
 import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
 import {
@@ -90,16 +90,13 @@ async function withUnseenItems(
   itemIndex: number[],
   embeddings: Float32Array,
 ): Promise<{ itemIndex: number[]; embeddings: Float32Array }> {
-  const known = new Set(itemIndex)
-  const unseen = (await prisma.item.findMany({ where: { datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter((i) => !known.has(i.id))
-  const states = await cachedStatesOf(prisma, backbones, unseen)
-  const usable = unseen.map((item, i) => ({ item, states: states[i] })).filter((u) => u.states.text || u.states.image)
-  if (usable.length === 0) return { itemIndex, embeddings }
-  const rows = embedItemStates(encoder, usable.map((u) => u.states))
+  const unseen = await unseenItemStates(prisma, datasetId, new Set(itemIndex), backbones)
+  if (unseen.ids.length === 0) return { itemIndex, embeddings }
+  const rows = embedItemStates(encoder, unseen.states)
   const all = new Float32Array(embeddings.length + rows.length)
   all.set(embeddings)
   all.set(rows, embeddings.length)
-  return { itemIndex: [...itemIndex, ...usable.map((u) => u.item.id)], embeddings: all }
+  return { itemIndex: [...itemIndex, ...unseen.ids], embeddings: all }
 }
 
 function userEncoderPart(config: TrainingConfig) {

@@ -27,7 +27,7 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
     config.queuePrefix,
     async (event) => {
       logger.info(event, 'model updated')
-      await registry.reload(event.modelVersionId)
+      await registry.reloadIfBehind(event.modelVersionId)
     },
     (err) => logger.warn({ err }, 'model-updated subscription error'),
   )
