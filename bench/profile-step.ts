@@ -2,25 +2,17 @@
 // kernel and shape (tf.profile), on random base-shaped states and real Scientific batches.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
 import { SequentialRecommender, createOptimizers, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
+import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { randomBaseStates } from './random-states.ts'
 
-/** One line on stderr, exit 2: a wrong argument is not a bug, so no stack trace. */
-function fail(message: string): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(2)
-}
-let values
-try {
-  ;({ values } = parseArgs({ options: { method: { type: 'string', default: 'iisan' }, top: { type: 'string', default: '25' } } }))
-} catch (err) {
-  fail(`${(err as Error).message} (usage: npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N])`)
-}
+const { values } = parseOptions(
+  { method: { type: 'string', default: 'iisan' }, top: { type: 'string', default: '25' } },
+  'usage: npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N]',
+)
 if (values.method !== 'iisan' && values.method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
-const top = Number(values.top)
-if (!/^\d+$/.test(values.top?.trim() ?? '') || !Number.isSafeInteger(top) || top < 1) fail(`--top must be a positive integer (got ${JSON.stringify(values.top)})`)
+const top = positiveInt('top', values.top)
 let protocol
 try {
   protocol = protocolFromTsv(readFileSync(path.join(SCIENTIFIC_DIR, 'items.tsv'), 'utf8'), readFileSync(path.join(SCIENTIFIC_DIR, 'users.tsv'), 'utf8'))

@@ -167,20 +167,6 @@ export function loadConfig(env: Env = process.env): AppConfig {
   return config
 }
 
-/** The config with the secrets (passwords in URLs) masked — safe to log. */
-export function redactConfig(config: AppConfig): AppConfig {
-  const mask = (u: string): string => {
-    try {
-      const url = new URL(u)
-      if (url.password) url.password = '***'
-      return url.toString()
-    } catch {
-      return u
-    }
-  }
-  return { ...config, databaseUrl: mask(config.databaseUrl), redisUrl: mask(config.redisUrl), apiKeys: config.apiKeys.map(() => '***') }
-}
-
 /**
  * For service entry points: the configuration, or — when a variable is invalid — a message
  * naming it on stderr and exit code 1 (no stack trace: it is the operator's input, not a bug).

@@ -1,7 +1,6 @@
 export {
   loadConfig,
   loadConfigOrExit,
-  redactConfig,
   ConfigError,
   CONFIG_DEFAULTS,
   LOG_LEVELS,

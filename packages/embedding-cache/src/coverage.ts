@@ -153,28 +153,3 @@ export interface ItemCoverage {
   image: ItemModalityCoverage
 }
 
-/** Per item and modality: done / failed / pending / absent (no input) / disabled (no backbone). */
-export async function getItemsCoverage(db: Db, itemIds: number[], backbones: BackboneRef[]): Promise<ItemCoverage[]> {
-  const ids = [...new Set(itemIds)]
-  if (!ids.length) return []
-  const items = await db.item.findMany({ where: { id: { in: ids } }, select: { id: true, datasetId: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })
-  const rows = new Map<Modality, Map<string, string | null>>()
-  for (const b of backbones) {
-    const keys = [...new Set(items.map((i) => (b.modality === 'text' ? i.textHash : i.imageHash)).filter((k): k is string => !!k))]
-    const found = keys.length
-      ? await db.$queryRaw<{ key: string; error: string | null }[]>`
-          SELECT content_hash AS key, error FROM hidden_states WHERE backbone_id = ${b.id} AND content_hash IN (${Prisma.join(keys)})`
-      : []
-    rows.set(b.modality, new Map(found.map((r) => [r.key, r.error])))
-  }
-  const status = (modality: Modality, key: string | null): ItemModalityCoverage => {
-    const b = backbones.find((x) => x.modality === modality)
-    if (!b) return { status: 'disabled' }
-    if (!key) return { status: 'absent', fingerprint: b.fingerprint }
-    const m = rows.get(modality)!
-    if (!m.has(key)) return { status: 'pending', fingerprint: b.fingerprint }
-    const error = m.get(key)
-    return error ? { status: 'failed', fingerprint: b.fingerprint, error } : { status: 'done', fingerprint: b.fingerprint }
-  }
-  return items.map((i) => ({ itemId: i.id, datasetId: i.datasetId, text: status('text', i.textHash), image: status('image', i.imageHash) }))
-}

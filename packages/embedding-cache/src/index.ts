@@ -31,7 +31,6 @@ export { encodeItemsNow, type EncodeItemsOptions, type EncodeItemsResult, type E
 export {
   getDatasetCoverage,
   getCacheBuildView,
-  getItemsCoverage,
   type DatasetCoverage,
   type BackboneCoverage,
   type CacheBuildView,

@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { PAPER_TRAINING } from '@iisan/model/trainer'
 import { PAPER_USER_ENCODER } from '@iisan/model/user-encoder'
+import { PAPER_IISAN } from '@iisan/model/recommender'
 
 export const TrainingMethodSchema = Type.Union([Type.Literal('iisan'), Type.Literal('sasrec-id')], {
   description: 'iisan: side adapted network over cached text and image backbone states; sasrec-id: the ID-based SASRec baseline',
@@ -21,12 +22,12 @@ export const TrainingConfigSchema = Type.Object(
     dropout: Type.Number({ minimum: 0, maximum: 0.9, default: PAPER_USER_ENCODER.dropout }),
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1, default: PAPER_TRAINING.seed, description: 'an unsigned 32-bit integer' }),
     // IISAN switches (IISAN_SPEC §3); ignored by sasrec-id
-    modality: Type.Union([Type.Literal('intra_inter'), Type.Literal('intra'), Type.Literal('inter')], { default: 'intra_inter', description: 'IISAN towers: intra-modal, inter-modal or both' }),
+    modality: Type.Union([Type.Literal('intra_inter'), Type.Literal('intra'), Type.Literal('inter')], { default: PAPER_IISAN.modality, description: 'IISAN towers: intra-modal, inter-modal or both' }),
     sideLayers: Type.Optional(
       Type.Array(Type.Integer({ minimum: 0, maximum: 128 }), { minItems: 1, maxItems: 129, uniqueItems: true, description: 'text-backbone layers feeding the SAN; default layer 0 and every other layer' }),
     ),
-    reduction: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'r, the SANB bottleneck width' }),
-    activation: Type.Union([Type.Literal('relu'), Type.Literal('gelu')], { default: 'relu' }),
+    reduction: Type.Integer({ minimum: 1, maximum: 4096, default: PAPER_IISAN.reduction, description: 'r, the SANB bottleneck width' }),
+    activation: Type.Union([Type.Literal('relu'), Type.Literal('gelu')], { default: PAPER_IISAN.activation }),
   },
   { additionalProperties: false },
 )
@@ -42,9 +43,7 @@ export function defaultTrainingConfig(overrides: Partial<TrainingConfig> = {}): 
     patience: PAPER_TRAINING.patience,
     seed: PAPER_TRAINING.seed,
     ...PAPER_USER_ENCODER,
-    modality: 'intra_inter',
-    reduction: 64,
-    activation: 'relu',
+    ...PAPER_IISAN,
     ...overrides,
   }
 }

@@ -8,7 +8,6 @@ export {
   createTrainingQueue,
   createEmbeddingCacheQueue,
   enqueueTrainingJob,
-  enqueueEmbeddingChunk,
   createTrainingWorker,
   createEmbeddingCacheWorker,
   type QueueName,

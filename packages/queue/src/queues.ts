@@ -67,15 +67,6 @@ export async function enqueueTrainingJob(
   return queue.add(JOB_NAMES.train, data, { ...options, jobId: trainingJobId })
 }
 
-/** Enqueue one encoding chunk; `jobId` (e.g. `${cacheBuildId}-${chunkIndex}`) makes it idempotent. */
-export async function enqueueEmbeddingChunk(
-  queue: EmbeddingCacheQueue,
-  payload: EmbeddingCacheJobPayload,
-  options: JobsOptions = {},
-): Promise<Job<EmbeddingCacheJobPayload, unknown, typeof JOB_NAMES.encodeChunk>> {
-  return queue.add(JOB_NAMES.encodeChunk, parseEmbeddingCacheJobPayload(payload), options)
-}
-
 export type WorkerCreateOptions = Omit<WorkerOptions, 'connection' | 'prefix'>
 
 /**

@@ -79,14 +79,6 @@ export function toFloat32(entry: TensorEntry): Float32Array {
   }
 }
 
-export function toInt32(entry: TensorEntry): Int32Array {
-  const n = entry.shape.reduce((a, b) => a * b, 1)
-  const aligned = copyAligned(entry.bytes)
-  if (entry.dtype === 'I32') return new Int32Array(aligned.buffer, aligned.byteOffset, n)
-  if (entry.dtype === 'I64') return Int32Array.from(new BigInt64Array(aligned.buffer, aligned.byteOffset, n), Number)
-  throw new SafetensorsError(`expected an integer tensor, got ${entry.dtype}`)
-}
-
 function copyAligned(bytes: Uint8Array): Uint8Array {
   // Typed-array views need element alignment; the file's data section usually is aligned, but
   // a subarray of a Node Buffer from a pool may not be.

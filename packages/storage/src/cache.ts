@@ -1,4 +1,4 @@
-import { type Backbone, type CacheBuild, type HiddenState } from './generated/prisma/client.ts'
+import { type Backbone, type HiddenState } from './generated/prisma/client.ts'
 import { json, toBytes, type Db, type JsonInput } from './client.ts'
 import { StorageError } from './errors.ts'
 
@@ -84,39 +84,3 @@ export async function missingHiddenStates(db: Db, backboneId: number, contentHas
 
 export type CacheBuildStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
 
-export async function createCacheBuild(
-  db: Db,
-  input: { datasetId: string; backboneId: number; itemsTotal: number },
-): Promise<CacheBuild> {
-  return db.cacheBuild.create({ data: { ...input, status: 'queued' } })
-}
-
-export async function getCacheBuild(db: Db, id: string): Promise<CacheBuild | null> {
-  return db.cacheBuild.findUnique({ where: { id } })
-}
-
-/** Count finished items of a build (atomic increments; safe from many replicas). */
-export async function recordCacheBuildProgress(db: Db, id: string, done: number, failed = 0): Promise<CacheBuild> {
-  return db.cacheBuild.update({
-    where: { id },
-    data: { itemsDone: { increment: done }, itemsFailed: { increment: failed } },
-  })
-}
-
-export async function updateCacheBuildStatus(
-  db: Db,
-  id: string,
-  status: CacheBuildStatus,
-  error?: string | null,
-): Promise<CacheBuild> {
-  const now = new Date()
-  return db.cacheBuild.update({
-    where: { id },
-    data: {
-      status,
-      ...(status === 'running' ? { startedAt: now } : {}),
-      ...(status === 'completed' || status === 'failed' || status === 'cancelled' ? { finishedAt: now } : {}),
-      ...(error !== undefined ? { error } : {}),
-    },
-  })
-}

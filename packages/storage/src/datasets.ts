@@ -259,11 +259,6 @@ export async function listItems(
     LIMIT ${options.limit ?? null} OFFSET ${options.offset ?? 0}`
 }
 
-/** Full item rows (including image bytes) by id, e.g. for the embedding cache. */
-export async function getItemsByIds(db: Db, ids: number[]): Promise<Item[]> {
-  return db.item.findMany({ where: { id: { in: ids } }, orderBy: { id: 'asc' } })
-}
-
 /**
  * Add items to an existing dataset (new items become recommendable without retraining once
  * their hidden states are cached). Throws DUPLICATE_ITEM if an external id already exists.

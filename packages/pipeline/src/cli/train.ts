@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import cliProgress from 'cli-progress'
 import {
+  PAPER_IISAN,
   PAPER_PROTOCOL,
   PAPER_TRAINING,
   PAPER_USER_ENCODER,
@@ -40,10 +41,10 @@ async function main() {
       'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
       json: { type: 'string' },
       states: { type: 'string', default: 'artifacts/states/scientific' },
-      modality: { type: 'string', default: 'intra_inter' },
+      modality: { type: 'string', default: PAPER_IISAN.modality },
       'side-layers': { type: 'string' },
-      reduction: { type: 'string', default: '64' },
-      activation: { type: 'string', default: 'relu' },
+      reduction: { type: 'string', default: String(PAPER_IISAN.reduction) },
+      activation: { type: 'string', default: PAPER_IISAN.activation },
     },
     USAGE,
   )
