@@ -6,6 +6,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
 import { apiKeyAuth, errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
+import { idempotency } from '@iisan/http/idempotency'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -28,11 +29,11 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(errorHandling, { codeExamples: ['VALIDATION_FAILED', 'UNKNOWN_ITEMS'], mappings: [dataFormatErrors, storageErrors] })
-  await app.register(apiKeyAuth({ keys: options.apiKeys ?? [] }))
   // Defaults for any multipart body; POST /v1/datasets and POST /v1/items pass their own limits.
   await app.register(multipart, { limits: { fileSize: BODY_LIMIT_BYTES, files: 1, fields: 10, fieldSize: 64 * 2 ** 10, parts: 20 } })
   // 415 for a body in a media type its route does not take (registered before any route)
   await app.register(mediaTypeGuard)
+  await app.register(idempotency({ prisma: deps.prisma }))
   await app.register(swagger, {
     openapi: {
       info: { title: 'IISAN recommendation platform', version: '0.1.0', description: 'Multimodal sequential recommendations trained with IISAN.' },
@@ -70,6 +71,8 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   await app.register(healthCheck({ prisma: deps.prisma, redis: deps.redis, summary: 'Liveness and dependencies: PostgreSQL and Redis' }))
   await app.register(
     async (v1) => {
+      // First in this scope, so its hook covers every route below, however the URL is spelled
+      await v1.register(apiKeyAuth({ keys: options.apiKeys ?? [] }))
       await v1.register(datasetRoutes, deps)
       await v1.register(datasetItemRoutes, deps)
       await v1.register(eventRoutes, deps)
