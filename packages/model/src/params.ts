@@ -24,7 +24,8 @@ export class Params {
     this.seed = seed
   }
 
-  private dropoutCalls = 0
+  /** dropout masks drawn so far: part of a resumable training state */
+  dropoutCalls = 0
 
   /** A fresh seed for each dropout mask, derived from the model seed: runs are reproducible. */
   nextDropoutSeed(): number {

@@ -1,5 +1,6 @@
 // Training loop: Adam with the spec's two learning-rate groups, validation NDCG@10 after every
 // epoch, early stopping that keeps the best epoch's weights, test metrics at the end.
+import { createHash } from 'node:crypto'
 import * as tf from '@tensorflow/tfjs-core'
 import type { ProtocolData } from './data.ts'
 import { evaluateRanking } from './evaluate.ts'
@@ -7,6 +8,7 @@ import { logProbabilities } from './loss.ts'
 import type { RankingMetrics } from './metrics.ts'
 import type { ParamGroup } from './params.ts'
 import type { SequentialRecommender } from './recommender.ts'
+import { optimizerSlots, restoreOptimizerSlots, type EpochSummary, type TrainingState } from './training-state.ts'
 
 export interface TrainOptions {
   maxEpochs: number
@@ -27,14 +29,8 @@ export interface TrainOptions {
  */
 export const PAPER_TRAINING: TrainOptions = { maxEpochs: 200, batchSize: 64, lrItem: 1e-4, lrUser: 2e-4, patience: 10, seed: 42 }
 
-export interface EpochReport {
-  epoch: number
-  trainLoss: number
-  validation: RankingMetrics
-  seconds: number
-  evalSeconds: number
-  stepsPerSecond: number
-}
+/** One finished epoch: its training loss, validation metrics and timings. */
+export type EpochReport = EpochSummary
 
 export interface StepReport {
   epoch: number
@@ -48,6 +44,18 @@ export interface TrainHooks {
   onEpoch?(report: EpochReport): void | Promise<void>
   /** Polled between steps; returning true stops training and throws TrainingCancelled. */
   shouldCancel?(): boolean | Promise<boolean>
+  /** After every epoch (and its validation): the state to resume from should the run stop. */
+  onCheckpoint?(state: TrainingState): void | Promise<void>
+  /** Carry on from this state (an earlier run's last checkpoint) instead of from epoch 1. */
+  resumeFrom?: TrainingState
+}
+
+/** The state to resume from was taken on other data or settings. */
+export class TrainingStateMismatch extends Error {
+  constructor() {
+    super('the training state was taken on other data or settings')
+    this.name = 'TrainingStateMismatch'
+  }
 }
 
 /** The loss stopped being a number: the learning rate is too high for this data. */
@@ -93,15 +101,30 @@ export async function train(
     peakRss = Math.max(peakRss, process.memoryUsage().rss)
   }
   const logProb = logProbabilities(data.trainCounts)
-  const random = mulberry32(options.seed)
+  const random = new Mulberry32(options.seed)
   const stepsPerEpoch = Math.ceil(data.trainWindows.length / options.batchSize)
+  const dataFingerprint = protocolFingerprint(data, options)
   const epochs: EpochReport[] = []
   let best = { ndcg: -1, epoch: 0, snapshot: model.params.snapshot(), validation: { hr10: 0, ndcg10: 0, users: 0 } }
+  let firstEpoch = 1
 
   try {
-    for (let epoch = 1; epoch <= options.maxEpochs; epoch++) {
+    if (hooks.resumeFrom) {
+      const state = hooks.resumeFrom
+      if (state.dataFingerprint !== dataFingerprint) throw new TrainingStateMismatch()
+      model.params.restore(state.params)
+      model.params.dropoutCalls = state.dropoutCalls
+      for (const group of ['item', 'user'] as const) await restoreOptimizerSlots(optimizers[group], state.optimizers[group])
+      random.state = state.rngState
+      epochs.push(...state.epochs)
+      best = { ndcg: state.best.metric, epoch: state.best.epoch, snapshot: state.bestParams, validation: state.best.validation }
+      firstEpoch = state.epoch + 1
+    }
+    for (let epoch = firstEpoch; epoch <= options.maxEpochs; epoch++) {
+      // a run resumed after its last epoch (or after early stopping) has nothing left to do
+      if (epoch - best.epoch > options.patience) break
       const started = performance.now()
-      const order = shuffled(data.trainWindows.length, random)
+      const order = shuffled(data.trainWindows.length, () => random.next())
       let lossSum = 0
       for (let step = 0; step < stepsPerEpoch; step++) {
         if (await hooks.shouldCancel?.()) throw new TrainingCancelled()
@@ -128,11 +151,23 @@ export async function train(
       }
       epochs.push(report)
       await hooks.onEpoch?.(report)
-      if (validation.ndcg10 > best.ndcg) {
-        best = { ndcg: validation.ndcg10, epoch, snapshot: model.params.snapshot(), validation }
-      } else if (epoch - best.epoch >= options.patience) {
-        break
+      const improved = validation.ndcg10 > best.ndcg
+      if (improved) best = { ndcg: validation.ndcg10, epoch, snapshot: model.params.snapshot(), validation }
+      if (hooks.onCheckpoint) {
+        const state: TrainingState = {
+          epoch,
+          epochs: [...epochs],
+          best: { metric: best.ndcg, epoch: best.epoch, validation: best.validation },
+          rngState: random.state,
+          dropoutCalls: model.params.dropoutCalls,
+          dataFingerprint,
+          params: improved ? best.snapshot : model.params.snapshot(),
+          bestParams: best.snapshot,
+          optimizers: { item: await optimizerSlots(optimizers.item), user: await optimizerSlots(optimizers.user) },
+        }
+        await hooks.onCheckpoint(state)
       }
+      if (!improved && epoch - best.epoch >= options.patience) break
     }
   } finally {
     for (const optimizer of Object.values(optimizers)) optimizer.dispose()
@@ -154,6 +189,19 @@ export async function train(
     trainableParams: model.params.count(),
     itemMatrix,
   }
+}
+
+/**
+ * What a training state depends on besides the model: the windows, the candidate items and the
+ * optimisation settings. Items added to a dataset after a crash change it, and such a state is
+ * not resumed.
+ */
+export function protocolFingerprint(data: ProtocolData, options: TrainOptions): string {
+  const hash = createHash('sha256')
+  hash.update(JSON.stringify({ numItems: data.numItems, windows: data.trainWindows.length, validation: data.validation.length, options }))
+  for (const window of data.trainWindows) hash.update(new Uint8Array(window.buffer, window.byteOffset, window.byteLength))
+  hash.update(data.itemKeys.join('\n'))
+  return hash.digest('hex')
 }
 
 /** One Adam step on a batch of windows; returns the loss. Every intermediate tensor is freed. */
@@ -189,15 +237,25 @@ export function createOptimizers(options: Pick<TrainOptions, 'lrItem' | 'lrUser'
   return { item: tf.train.adam(options.lrItem, 0.9, 0.999, 1e-8), user: tf.train.adam(options.lrUser, 0.9, 0.999, 1e-8) }
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
+/** A small seeded generator whose whole state is one integer (so a training state can carry it). */
+export class Mulberry32 {
+  state: number
+  constructor(seed: number) {
+    this.state = seed >>> 0
+  }
+
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0
+    let t = this.state
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+}
+
+export function mulberry32(seed: number): () => number {
+  const generator = new Mulberry32(seed)
+  return () => generator.next()
 }
 
 function shuffled(n: number, random: () => number): number[] {

@@ -7,16 +7,26 @@ import type { CachedStates } from '@iisan/model/cached-states'
 import { IisanItemEncoder, embedItemStates } from '@iisan/model/iisan'
 import { unseenItemStates } from './cold-start.ts'
 import type { LoadedStates } from './cache-states.ts'
-import { train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
+import { protocolFingerprint, train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
+import { parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model/training-state'
+import { randomUUID } from 'node:crypto'
+import os from 'node:os'
+import { JobLease } from './job-lease.ts'
 import {
+  MAX_JOB_STARTS,
   appendEpochMetric,
+  claimTrainingJob,
   createModelVersion,
-  getTrainingJob,
+  deleteTrainingCheckpoint,
   isTrainingJobCancelRequested,
   loadDatasetSequences,
+  loadTrainingCheckpoint,
+  saveTrainingCheckpoint,
   updateTrainingJobProgress,
   updateTrainingJobStatus,
   type PrismaClient,
+  type TrainingJob,
+  type TrainingJobStatus,
 } from '@iisan/storage'
 import { defaultTrainingConfig, type TrainingConfig } from './training-config.ts'
 
@@ -33,11 +43,15 @@ export interface JobProgress {
   valHr10?: number
   valNdcg10?: number
   stepsPerSecond?: number
+  /** set when this attempt carried on from a checkpoint of an earlier one */
+  resumedFromEpoch?: number
   /** 0..1 over the maximum number of epochs (early stopping may finish sooner) */
   fraction: number
 }
 
 export interface RunJobOptions {
+  /** Who runs the job (host:pid:…); the job's row names its holder, and only the holder writes it. */
+  workerId?: string
   /** Called on every progress change (the worker forwards it to BullMQ's job progress). */
   onProgress?(progress: JobProgress): void | Promise<void>
   /**
@@ -59,13 +73,29 @@ export interface RunJobOptions {
   ): Promise<LoadedStates>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
+  /** The queue's lock on the job, renewed with the job's heartbeat. */
+  renewLock?(): Promise<void>
+  /**
+   * An error of the infrastructure (database, Redis, embedding cache unreachable) rather than of
+   * the job: the job goes back to the queue for a later attempt instead of failing.
+   */
+  isTransient?(error: unknown): boolean
+  /** When a job handed back after a transient error runs again. */
+  retryDelayMs?(): number
 }
 
 export type JobOutcome =
   | { status: 'completed'; modelVersionId: string }
   | { status: 'cancelled' }
+  /** the worker is shutting down: the job is queued again */
   | { status: 'interrupted' }
   | { status: 'failed'; error: string }
+  /** an infrastructure error: the job is queued again for later */
+  | { status: 'retry'; error: string }
+  /** another live worker holds the job */
+  | { status: 'held' }
+  /** the job was taken over by another worker (or cancelled) while this one ran it */
+  | { status: 'lost' }
 
 const PROGRESS_EVERY_STEPS = 20
 
@@ -120,26 +150,48 @@ export function iisanModelConfig(numItems: number, states: CachedStates, config:
 }
 
 export async function runTrainingJob(prisma: PrismaClient, jobId: string, options: RunJobOptions = {}): Promise<JobOutcome> {
-  const job = await getTrainingJob(prisma, jobId)
-  if (!job) throw new Error(`training job ${jobId} not found`)
-  if (job.status !== 'queued' && job.status !== 'running') return job.status === 'cancelled' ? { status: 'cancelled' } : { status: 'failed', error: `job is ${job.status}` }
-  const config = defaultTrainingConfig(job.config as Partial<TrainingConfig>)
-  const report = async (progress: JobProgress) => {
-    await updateTrainingJobProgress(prisma, jobId, { ...progress })
-    await options.onProgress?.(progress)
+  const workerId = options.workerId ?? defaultWorkerId()
+  const log = options.log ?? (() => {})
+  const claim = await claimTrainingJob(prisma, jobId, workerId)
+  if (!claim) return { status: 'failed', error: `training job ${jobId} not found` }
+  if ('finished' in claim) return finishedOutcome(claim.finished)
+  if ('heldElsewhere' in claim) return { status: 'held' }
+  const job = claim.claimed
+  if (job.attempts > MAX_JOB_STARTS) {
+    const error = `the job was started ${job.attempts - 1} times without finishing (did its workers crash?)`
+    await updateTrainingJobStatus(prisma, jobId, 'failed', { from: ['running'], heldBy: workerId, error })
+    await deleteTrainingCheckpoint(prisma, jobId)
+    return { status: 'failed', error }
   }
-  // Compare-and-set: a job cancelled while it waited in the queue stays cancelled.
-  if (!(await updateTrainingJobStatus(prisma, jobId, 'running', { from: ['queued', 'running'] }))) return { status: 'cancelled' }
+  const config = defaultTrainingConfig(job.config as Partial<TrainingConfig>)
+  const lease = new JobLease(prisma, jobId, workerId, { renewLock: options.renewLock, onRenewalError: (e) => log('heartbeat failed', { error: errorMessage(e) }) })
+  lease.start()
+  // Progress is for people watching: a failed report (database or Redis away) never fails the
+  // training; the next report carries the then-current state.
+  const report = async (progress: JobProgress) => {
+    try {
+      await updateTrainingJobProgress(prisma, jobId, { ...progress })
+      await options.onProgress?.(progress)
+    } catch (e) {
+      log('progress report failed', { error: errorMessage(e) })
+    }
+  }
+  // What must not be lost (epoch metrics, checkpoints) is retried through a short outage.
+  const durably = <T>(what: string, write: () => Promise<T>) => retryTransient(what, write, options.isTransient, log)
   await report({ phase: 'loading', fraction: 0 })
 
   let cancelCheckedAt = 0
   let cancelled = false
   const shouldCancel = async () => {
-    if (options.isInterrupted?.()) return true
+    if (options.isInterrupted?.() || lease.lost) return true
     // The flag lives in Postgres; polling it once a second is plenty.
     if (Date.now() - cancelCheckedAt > 1000) {
       cancelCheckedAt = Date.now()
-      cancelled = await isTrainingJobCancelRequested(prisma, jobId)
+      try {
+        cancelled = await isTrainingJobCancelRequested(prisma, jobId)
+      } catch (e) {
+        log('cancel check failed', { error: errorMessage(e) })
+      }
     }
     return cancelled
   }
@@ -161,9 +213,18 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     }
     model = new SequentialRecommender(modelConfig, states)
     const trainableModel = model
+    const resumeFrom = await resumableState(prisma, jobId, data, config, log)
+    if (resumeFrom) await report({ phase: 'training', epoch: resumeFrom.epoch, maxEpochs: config.maxEpochs, fraction: resumeFrom.epoch / config.maxEpochs, resumedFromEpoch: resumeFrom.epoch })
     const result = await train(model, data, config, {
       shouldCancel,
+      resumeFrom,
+      onCheckpoint: async (state: TrainingState) => {
+        const bytes = serializeTrainingState(state)
+        await durably('checkpoint', () => saveTrainingCheckpoint(prisma, { jobId, epoch: state.epoch, state: bytes, meta: { bestEpoch: state.best.epoch, bytes: bytes.byteLength } }))
+        await lease.renewIfDue()
+      },
       onStep: async (s: StepReport) => {
+        await lease.renewIfDue()
         if (s.step % PROGRESS_EVERY_STEPS !== 0 && s.step !== s.stepsPerEpoch) return
         await report({
           phase: 'training',
@@ -176,7 +237,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
         })
       },
       onEpoch: async (e: EpochReport) => {
-        await appendEpochMetric(prisma, {
+        await durably('epoch metrics', () => appendEpochMetric(prisma, {
           jobId,
           epoch: e.epoch,
           trainLoss: e.trainLoss,
@@ -184,7 +245,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
           valNdcg10: e.validation.ndcg10,
           seconds: e.seconds,
           extra: { evalSeconds: e.evalSeconds, stepsPerSecond: e.stepsPerSecond, rssMb: process.memoryUsage().rss / 2 ** 20 },
-        })
+        }))
         await report({
           phase: 'training',
           epoch: e.epoch,
@@ -205,7 +266,8 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       backbones && trainableModel.itemEncoder instanceof IisanItemEncoder
         ? await withUnseenItems(prisma, job.datasetId, trainableModel.itemEncoder, backbones, data.itemKeys.slice(1).map(Number), result.itemMatrix.subarray(D))
         : { itemIndex: data.itemKeys.slice(1).map(Number), embeddings: result.itemMatrix.subarray(D) }
-    const version = await createModelVersion(prisma, {
+    if (lease.lost) return { status: 'lost' }
+    const version = await durably('model version', () => createModelVersion(prisma, {
       datasetId: job.datasetId,
       jobId,
       method: job.method,
@@ -227,25 +289,96 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users, servedItems: served.itemIndex.length },
       // The first model of a dataset goes live by itself; later ones wait for an explicit activation.
       activateIfNoneActive: true,
-    })
+    }))
     if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
-    await updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { phase: 'done', fraction: 1 } })
+    await durably('job status', () => updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { phase: 'done', fraction: 1 } }))
+    await deleteTrainingCheckpoint(prisma, jobId).catch((e) => log('checkpoint cleanup failed', { error: errorMessage(e) }))
     await options.onProgress?.({ phase: 'done', fraction: 1 })
     return { status: 'completed', modelVersionId: version.id }
   } catch (e) {
-    // Terminal updates only from 'running': a job another worker already finished stays finished.
-    if (e instanceof TrainingCancelled && options.isInterrupted?.() && !cancelled) {
-      await updateTrainingJobStatus(prisma, jobId, 'queued', { from: ['running'], progress: { phase: 'loading', fraction: 0 } })
-      return { status: 'interrupted' }
-    }
-    if (e instanceof TrainingCancelled) {
-      await updateTrainingJobStatus(prisma, jobId, 'cancelled', { from: ['running'] })
-      return { status: 'cancelled' }
-    }
-    const error = e instanceof Error ? e.message : String(e)
-    await updateTrainingJobStatus(prisma, jobId, 'failed', { from: ['running'], error })
-    return { status: 'failed', error }
+    return await settleAfterError(prisma, jobId, workerId, e, { ...options, lease, cancelled, log })
   } finally {
+    lease.stop()
     model?.dispose()
   }
+}
+
+/**
+ * What an exception means for the job. Every write is conditional on this worker still holding it
+ * (a job another worker took over, or one already finished, is left alone), and the checkpoint is
+ * kept whenever the job will run again.
+ */
+async function settleAfterError(
+  prisma: PrismaClient,
+  jobId: string,
+  workerId: string,
+  e: unknown,
+  context: RunJobOptions & { lease: JobLease; cancelled: boolean; log: NonNullable<RunJobOptions['log']> },
+): Promise<JobOutcome> {
+  const held = { from: ['running'] as TrainingJobStatus[], heldBy: workerId }
+  if (context.lease.lost) return { status: 'lost' }
+  if (e instanceof TrainingCancelled && context.isInterrupted?.() && !context.cancelled) {
+    await updateTrainingJobStatus(prisma, jobId, 'queued', { ...held, retryAt: null }).catch((err) => context.log('hand-back failed', { error: errorMessage(err) }))
+    return { status: 'interrupted' }
+  }
+  const error = errorMessage(e)
+  if (context.isTransient?.(e)) {
+    const retryAt = new Date(Date.now() + (context.retryDelayMs?.() ?? 0))
+    // the database may be the thing that is down: then the reconciler repairs the row later
+    await updateTrainingJobStatus(prisma, jobId, 'queued', { ...held, retryAt, error: `will retry after ${retryAt.toISOString()}: ${error}` }).catch((err) =>
+      context.log('hand-back failed', { error: errorMessage(err) }),
+    )
+    return { status: 'retry', error }
+  }
+  if (e instanceof TrainingCancelled) {
+    await updateTrainingJobStatus(prisma, jobId, 'cancelled', held)
+  } else {
+    await updateTrainingJobStatus(prisma, jobId, 'failed', { ...held, error })
+  }
+  await deleteTrainingCheckpoint(prisma, jobId)
+  return e instanceof TrainingCancelled ? { status: 'cancelled' } : { status: 'failed', error }
+}
+
+function finishedOutcome(job: TrainingJob): JobOutcome {
+  if (job.status === 'completed' && job.modelVersionId) return { status: 'completed', modelVersionId: job.modelVersionId }
+  if (job.status === 'cancelled') return { status: 'cancelled' }
+  return { status: 'failed', error: job.error ?? `job is ${job.status}` }
+}
+
+/** The job's last checkpoint, when there is one taken on this very data; otherwise training starts over. */
+async function resumableState(prisma: PrismaClient, jobId: string, data: ProtocolData, config: TrainingConfig, log: NonNullable<RunJobOptions['log']>): Promise<TrainingState | undefined> {
+  const saved = await loadTrainingCheckpoint(prisma, jobId)
+  if (!saved) return undefined
+  const state = parseTrainingState(saved.state)
+  if (state.dataFingerprint !== protocolFingerprint(data, config)) {
+    log('checkpoint ignored: the dataset changed since it was taken', { epoch: state.epoch })
+    await deleteTrainingCheckpoint(prisma, jobId)
+    return undefined
+  }
+  log('resuming from checkpoint', { epoch: state.epoch })
+  return state
+}
+
+const TRANSIENT_WRITE_BUDGET_MS = 60_000
+
+/** Retry a write through a short outage (1 s doubling to 15 s, for up to a minute). */
+async function retryTransient<T>(what: string, write: () => Promise<T>, isTransient: RunJobOptions['isTransient'], log: NonNullable<RunJobOptions['log']>): Promise<T> {
+  const deadline = Date.now() + TRANSIENT_WRITE_BUDGET_MS
+  for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
+    try {
+      return await write()
+    } catch (e) {
+      if (!isTransient?.(e) || Date.now() + delay > deadline) throw e
+      log(`${what}: write failed, retrying`, { error: errorMessage(e), inMs: delay })
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  }
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
+export function defaultWorkerId(): string {
+  return `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
 }

@@ -18,17 +18,54 @@ export const JOB_NAMES = {
 export type TrainingQueue = Queue<TrainingJobPayload, unknown, typeof JOB_NAMES.train>
 export type EmbeddingCacheQueue = Queue<EmbeddingCacheJobPayload, unknown, typeof JOB_NAMES.encodeChunk>
 
+/** Why a training attempt is handed back rather than failed; the worker throws these. */
+export class TrainingRetry extends Error {
+  constructor(
+    readonly reason: 'infrastructure' | 'interrupted' | 'held-elsewhere',
+    message: string,
+  ) {
+    super(message)
+    this.name = 'TrainingRetry'
+  }
+}
+
 /**
- * Training: a few attempts so that a job interrupted by a worker shutdown/crash is handed out
- * again; processors throw bullmq's UnrecoverableError for real failures (bad data/config) so
- * those are not retried.
+ * Attempts a training job gets for infrastructure errors (the database, Redis or the embedding
+ * cache unreachable). With the backoff below they span about 2.5 hours before the job fails.
+ */
+export const TRAINING_ATTEMPTS = 12
+
+/**
+ * Delay before attempt `attemptsMade + 1`. An outage lasts minutes, so infrastructure errors back
+ * off from 30 s doubling to 20 min; a job handed back by a worker that shuts down runs again at
+ * once; one another live worker holds is looked at again once its lease would have lapsed.
+ */
+export function trainingRetryDelayMs(attemptsMade: number, err?: Error): number {
+  if (err instanceof TrainingRetry && err.reason === 'interrupted') return 0
+  if (err instanceof TrainingRetry && err.reason === 'held-elsewhere') return 20_000
+  return Math.min(30_000 * 2 ** Math.max(0, attemptsMade - 1), 20 * 60_000)
+}
+
+/**
+ * Training: processors throw bullmq's UnrecoverableError for real failures (bad data/config),
+ * which are not retried, and TrainingRetry for the rest (see trainingRetryDelayMs).
  */
 export const TRAINING_JOB_DEFAULTS: JobsOptions = {
-  attempts: 3,
-  backoff: { type: 'fixed', delay: 5000 },
+  attempts: TRAINING_ATTEMPTS,
+  backoff: { type: 'training' },
   removeOnComplete: { count: 1000 },
   removeOnFail: { count: 1000 },
 }
+
+/**
+ * How quickly a crashed worker's job is handed to another: its lock lapses after `lockDuration`
+ * (renewed every few seconds by the living), and stalled jobs are looked for every
+ * `stalledInterval` — a crash costs at most ≈ 25 s of waiting. The lock must outlast the
+ * heartbeat's staleness (JOB_LIVENESS.staleMs in @iisan/storage, 15 s), so that when a job is
+ * handed out again its old holder already reads as gone. Stalls are counted by the database
+ * (MAX_JOB_STARTS), so BullMQ's own count is generous.
+ */
+export const TRAINING_WORKER_LEASE = { lockDuration: 20_000, stalledInterval: 5_000, maxStalledCount: 20 } as const
 
 /** Encoding chunks are idempotent (cache keyed by content hash): retry with backoff. */
 export const EMBEDDING_CACHE_JOB_DEFAULTS: JobsOptions = {
@@ -77,13 +114,14 @@ export type WorkerCreateOptions = Omit<WorkerOptions, 'connection' | 'prefix'>
 export function createTrainingWorker(
   connection: Redis,
   prefix: string,
-  processor: (payload: TrainingJobPayload, job: Job<TrainingJobPayload>) => Promise<unknown>,
+  processor: (payload: TrainingJobPayload, job: Job<TrainingJobPayload>, token: string | undefined) => Promise<unknown>,
   options: WorkerCreateOptions = {},
 ): Worker<TrainingJobPayload> {
-  const run: Processor<TrainingJobPayload> = (job) => processor(parseTrainingJobPayload(job.data), job)
+  const run: Processor<TrainingJobPayload> = (job, token) => processor(parseTrainingJobPayload(job.data), job, token)
   return new Worker<TrainingJobPayload>(QUEUE_NAMES.training, run, {
     concurrency: 1,
-    lockDuration: 60_000,
+    ...TRAINING_WORKER_LEASE,
+    settings: { backoffStrategy: (attemptsMade, _type, err) => trainingRetryDelayMs(attemptsMade, err) },
     ...options,
     connection,
     prefix,

@@ -1,5 +1,5 @@
 import { Prisma, type EpochMetric, type TrainingJob } from './generated/prisma/client.ts'
-import { json, type Db, type JsonInput } from './client.ts'
+import { json, toBytes, type Db, type JsonInput } from './client.ts'
 import { StorageError } from './errors.ts'
 
 export const TRAINING_JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const
@@ -47,11 +47,26 @@ export async function listTrainingJobs(
   })
 }
 
+/**
+ * How a worker shows it still holds a running job: it renews `heartbeatAt` every `heartbeatMs`;
+ * a running job whose heartbeat is older than `staleMs` has no live holder (the worker crashed,
+ * hung or lost its database), so another worker may take it over and cancel ends it at once.
+ * The database's clock decides, so workers on other hosts need no synchronised clocks.
+ */
+export const JOB_LIVENESS = { heartbeatMs: 3_000, staleMs: 15_000 } as const
+
+/** Starts after which a job that never finishes (a worker crashing on it every time) is failed. */
+export const MAX_JOB_STARTS = 10
+
 export interface UpdateTrainingJobStatusOptions {
   /** Only update when the current status is one of these (idempotent transitions). */
   from?: TrainingJobStatus[]
+  /** Only update while this worker holds the job: a worker that lost the job changes nothing. */
+  heldBy?: string
   error?: string | null
   progress?: JsonInput
+  /** when a job handed back for a retry may run again (null: now) */
+  retryAt?: Date | null
 }
 
 /**
@@ -72,10 +87,12 @@ export async function updateTrainingJobStatus(
     data.finishedAt = null
   }
   if (TERMINAL_JOB_STATUSES.includes(status)) data.finishedAt = now
+  if (status !== 'running') data.workerId = null
   if (options.error !== undefined) data.error = options.error
   if (options.progress !== undefined) data.progress = json(options.progress)
+  if (options.retryAt !== undefined) data.retryAt = options.retryAt
   const { count } = await db.trainingJob.updateMany({
-    where: { id, ...(options.from ? { status: { in: options.from } } : {}) },
+    where: { id, ...(options.from ? { status: { in: options.from } } : {}), ...(options.heldBy ? { workerId: options.heldBy } : {}) },
     data,
   })
   if (count === 0) {
@@ -86,6 +103,65 @@ export async function updateTrainingJobStatus(
   return db.trainingJob.findUnique({ where: { id } })
 }
 
+export type ClaimResult =
+  | { claimed: TrainingJob }
+  /** another worker holds it and its heartbeat is fresh */
+  | { heldElsewhere: TrainingJob }
+  /** completed, failed or cancelled: nothing to do */
+  | { finished: TrainingJob }
+
+/**
+ * Take a job for `workerId`: a queued job, or a running one whose holder stopped beating (crashed)
+ * or is this worker. Counts the start. Returns null when the job does not exist.
+ */
+export async function claimTrainingJob(db: Db, id: string, workerId: string, staleMs: number = JOB_LIVENESS.staleMs): Promise<ClaimResult | null> {
+  const claimed = await db.$executeRaw`
+    UPDATE training_jobs
+       SET status = 'running', worker_id = ${workerId}, heartbeat_at = now(), attempts = attempts + 1,
+           started_at = COALESCE(started_at, now()), finished_at = NULL, retry_at = NULL
+     WHERE id = ${id}::uuid
+       AND (status = 'queued'
+            OR (status = 'running' AND (worker_id = ${workerId} OR heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleMs / 1000}))))`
+  const job = await db.trainingJob.findUnique({ where: { id } })
+  if (!job) return null
+  if (claimed === 1) return { claimed: job }
+  return job.status === 'running' || job.status === 'queued' ? { heldElsewhere: job } : { finished: job }
+}
+
+/** Renew the holder's heartbeat; false when this worker no longer holds the job (taken over, cancelled, deleted). */
+export async function heartbeatTrainingJob(db: Db, id: string, workerId: string): Promise<boolean> {
+  const count = await db.$executeRaw`
+    UPDATE training_jobs SET heartbeat_at = now() WHERE id = ${id}::uuid AND status = 'running' AND worker_id = ${workerId}`
+  return count === 1
+}
+
+export interface UnfinishedJob {
+  id: string
+  status: 'queued' | 'running'
+  attempts: number
+  retryAt: Date | null
+  /** running without a fresh heartbeat: no worker holds it */
+  stale: boolean
+}
+
+/** Jobs that are queued or running, with their liveness as the database's clock sees it. */
+export async function listUnfinishedTrainingJobs(db: Db, staleMs: number = JOB_LIVENESS.staleMs): Promise<UnfinishedJob[]> {
+  const rows = await db.$queryRaw<{ id: string; status: 'queued' | 'running'; attempts: number; retry_at: Date | null; stale: boolean }[]>`
+    SELECT id::text AS id, status, attempts, retry_at,
+           (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleMs / 1000}))) AS stale
+      FROM training_jobs WHERE status IN ('queued', 'running') ORDER BY created_at`
+  return rows.map((r) => ({ id: r.id, status: r.status, attempts: r.attempts, retryAt: r.retry_at, stale: r.stale }))
+}
+
+/** A running job nobody holds goes back to queued (for the reconciler); false when it is held or not running. */
+export async function requeueAbandonedTrainingJob(db: Db, id: string, staleMs: number = JOB_LIVENESS.staleMs): Promise<boolean> {
+  const count = await db.$executeRaw`
+    UPDATE training_jobs SET status = 'queued', worker_id = NULL
+     WHERE id = ${id}::uuid AND status = 'running'
+       AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleMs / 1000}))`
+  return count === 1
+}
+
 /** Store the latest progress snapshot (epoch, step, loss, throughput, ...). */
 export async function updateTrainingJobProgress(db: Db, id: string, progress: JsonInput): Promise<void> {
   const { count } = await db.trainingJob.updateMany({ where: { id }, data: { progress: json(progress) } })
@@ -93,15 +169,16 @@ export async function updateTrainingJobProgress(db: Db, id: string, progress: Js
 }
 
 /**
- * Request cancellation: a queued job is cancelled at once; a running job gets
- * cancelRequested = true (the worker polls it between steps). Terminal jobs are returned as-is.
+ * Request cancellation: a queued job, or a running one that no live worker holds (stale
+ * heartbeat), is cancelled at once; a held running job gets cancelRequested = true (its worker
+ * polls it between steps). Terminal jobs are returned as-is.
  */
-export async function requestTrainingJobCancel(db: Db, id: string): Promise<TrainingJob> {
-  const now = new Date()
-  await db.trainingJob.updateMany({
-    where: { id, status: 'queued' },
-    data: { status: 'cancelled', cancelRequested: true, finishedAt: now },
-  })
+export async function requestTrainingJobCancel(db: Db, id: string, staleMs: number = JOB_LIVENESS.staleMs): Promise<TrainingJob> {
+  await db.$executeRaw`
+    UPDATE training_jobs SET status = 'cancelled', cancel_requested = true, finished_at = now(), worker_id = NULL
+     WHERE id = ${id}::uuid
+       AND (status = 'queued'
+            OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleMs / 1000}))))`
   await db.trainingJob.updateMany({ where: { id, status: 'running' }, data: { cancelRequested: true } })
   const job = await db.trainingJob.findUnique({ where: { id } })
   if (!job) throw new StorageError('NOT_FOUND', `training job ${id} not found`, { jobId: id })
@@ -142,4 +219,26 @@ export async function appendEpochMetric(db: Db, m: EpochMetricInput): Promise<Ep
 
 export async function listEpochMetrics(db: Db, jobId: string): Promise<EpochMetric[]> {
   return db.epochMetric.findMany({ where: { jobId }, orderBy: { epoch: 'asc' } })
+}
+
+export interface TrainingCheckpointInput {
+  jobId: string
+  epoch: number
+  state: Uint8Array
+  meta: JsonInput
+}
+
+/** Keep a job's latest resumable state (one row per job, overwritten every epoch). */
+export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput): Promise<void> {
+  const values = { epoch: c.epoch, state: toBytes(c.state), meta: json(c.meta) }
+  await db.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
+}
+
+export async function loadTrainingCheckpoint(db: Db, jobId: string): Promise<{ epoch: number; state: Uint8Array; meta: unknown } | null> {
+  const row = await db.trainingCheckpoint.findUnique({ where: { jobId } })
+  return row ? { epoch: row.epoch, state: new Uint8Array(row.state), meta: row.meta } : null
+}
+
+export async function deleteTrainingCheckpoint(db: Db, jobId: string): Promise<void> {
+  await db.trainingCheckpoint.deleteMany({ where: { jobId } })
 }
