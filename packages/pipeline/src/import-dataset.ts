@@ -1,7 +1,7 @@
 // Dataset import from the two TSV files (IISAN_SPEC §6 format) into Postgres, all or nothing.
 import { decodeHTML } from 'entities'
 import { DataFormatError, parseItemsTsv, parseUsersTsv } from '@iisan/model/data'
-import { importDataset, type PrismaClient } from '@iisan/storage'
+import { importDataset, titleProblem, type PrismaClient } from '@iisan/storage'
 
 export interface TsvImport {
   name: string
@@ -45,11 +45,14 @@ export async function importDatasetFromTsv(prisma: PrismaClient, input: TsvImpor
   // people and read by the text backbone, so store them decoded.
   const items = parseItemsTsv(input.itemsTsv).map((item) => ({ ...item, title: decodeHTML(item.title) }))
   if (items.length === 0) throw new DataFormatError('items', 1, 'no items')
-  const bad = items.findIndex((item) => FORBIDDEN_IN_TITLE.test(item.title))
-  if (bad >= 0) {
-    const ch = items[bad].title.match(FORBIDDEN_IN_TITLE)![0]
-    throw new DataFormatError('items', recordLines(input.itemsTsv)[bad], `title decodes to control character ${codePoint(ch)} (an HTML entity such as &#1;)`)
-  }
+  const lines = recordLines(input.itemsTsv)
+  items.forEach((item, i) => {
+    const ch = item.title.match(FORBIDDEN_IN_TITLE)?.[0]
+    if (ch) throw new DataFormatError('items', lines[i], `title decodes to control character ${codePoint(ch)} (an HTML entity such as &#1;)`)
+    // the decoded title is what is stored, so that is what the rule of POST /v1/items applies to
+    const problem = titleProblem(item.title)
+    if (problem) throw new DataFormatError('items', lines[i], problem)
+  })
   const users = parseUsersTsv(input.usersTsv, new Set(items.map((i) => i.externalId)))
   if (users.length === 0) throw new DataFormatError('users', 1, 'no users')
   return importDataset(prisma, { name: input.name, description: input.description ?? null, items, users })

@@ -4,6 +4,31 @@ import { StorageError } from './errors.ts'
 import { computeContentHashes } from './hash.ts'
 
 // ---------------------------------------------------------------------------------------------
+// Item titles: one rule for every path that writes items (POST /v1/items's schema uses the
+// constant, the dataset import reports the line of a title that breaks it, the writes below refuse
+// what slipped past both).
+
+/** Longest item title, in characters (Unicode code points, as JSON Schema's maxLength counts). */
+export const MAX_TITLE_LENGTH = 2000
+
+/** Why `title` cannot be an item's title, or undefined when it can. */
+export function titleProblem(title: string): string | undefined {
+  if (title.length === 0) return 'the title is empty'
+  // UTF-16 length bounds the code points from above: only long strings need counting
+  if (title.length <= MAX_TITLE_LENGTH) return undefined
+  let chars = 0
+  for (const _ of title) chars++
+  return chars > MAX_TITLE_LENGTH ? `the title is ${chars} characters long (at most ${MAX_TITLE_LENGTH})` : undefined
+}
+
+function assertTitles(items: ImportItemInput[]): void {
+  for (const item of items) {
+    const problem = titleProblem(item.title)
+    if (problem) throw new StorageError('INVALID_INPUT', `item ${item.externalId}: ${problem}`, { itemExternalId: item.externalId })
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Import
 
 export interface ImportItemInput {
@@ -65,10 +90,12 @@ function computeStats(items: number, lengths: number[], usedItems: number): Data
  * Import a catalogue and interaction histories as a new dataset, in ONE transaction: either
  * everything is written or nothing. Item ids are assigned in input order (model index = rank).
  * Throws StorageError DUPLICATE_ITEM / DUPLICATE_USER / UNKNOWN_ITEM (a history names an item
- * that is not in `items`). Validating the file format is the caller's job.
+ * that is not in `items`), INVALID_INPUT (a title breaks titleProblem's rule). Validating the
+ * file format is the caller's job.
  */
 export async function importDataset(prisma: PrismaClient, input: ImportDatasetInput): Promise<Dataset> {
   // --- validation (cheap, before touching the database)
+  assertTitles(input.items)
   const itemIndex = new Map<string, number>()
   const duplicateItems: string[] = []
   input.items.forEach((it, i) => {
@@ -261,9 +288,11 @@ export async function listItems(
 
 /**
  * Add items to an existing dataset (new items become recommendable without retraining once
- * their hidden states are cached). Throws DUPLICATE_ITEM if an external id already exists.
+ * their hidden states are cached). Throws DUPLICATE_ITEM if an external id already exists,
+ * INVALID_INPUT for a title titleProblem refuses.
  */
 export async function addItems(prisma: PrismaClient, datasetId: string, items: ImportItemInput[]): Promise<Item[]> {
+  assertTitles(items)
   const ext = items.map((i) => i.externalId)
   const dupInput = ext.filter((e, i) => ext.indexOf(e) !== i)
   if (dupInput.length) {

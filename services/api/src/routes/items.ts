@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
 import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
 import { ApiError, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
+import { MAX_TITLE_LENGTH } from '@iisan/storage'
 import type { Deps } from '../deps.ts'
 import { readMultipartFields } from '../multipart.ts'
 import { resolveModel } from '../resolve-model.ts'
@@ -16,7 +17,7 @@ const NewItem = Type.Object(
   {
     datasetId: Type.String({ format: 'uuid' }),
     id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'the item’s external id: no whitespace or control characters' }),
-    title: Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
+    title: Type.String({ minLength: 1, maxLength: MAX_TITLE_LENGTH, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
     imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'path or http(s)/file URL the embedding cache can read' })),
   },
   { additionalProperties: false },
