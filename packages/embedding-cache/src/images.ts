@@ -69,24 +69,31 @@ export function imageSourceDefaults(env: Record<string, string | undefined> = pr
   return { root, allowPrivateHosts: TRUE.has(env.IMAGE_ALLOW_PRIVATE_HOSTS?.trim().toLowerCase() ?? '') }
 }
 
-/** The item's image bytes, or null when the item has no image. Throws ImageSourceError. */
-export async function readItemImage(
-  item: { imageBlob?: Uint8Array | null; imageRef?: string | null },
-  options: ImageSourceOptions = {},
-): Promise<Uint8Array | null> {
-  if (item.imageBlob && item.imageBlob.byteLength > 0) return item.imageBlob
-  const ref = item.imageRef?.trim()
+/** What an image reference points at, once the pure checks of checkImageRef have passed. */
+export type ImageTarget = { kind: 'url'; url: URL } | { kind: 'file'; file: string; root: string }
+
+/**
+ * The checks of an image reference that need neither the file system nor the network: the scheme,
+ * local paths lexically inside the image root, and http(s) hosts that are not a literal private
+ * address or a localhost name. The dataset import and POST /v1/items run them up front so a bad
+ * reference is refused with the request; readItemImage runs them again (the policy may differ)
+ * before the checks only reading can make: symlinks out of the root, every address a host name
+ * resolves to, redirects. Null when there is no reference; throws ImageSourceError (permanent).
+ */
+export function checkImageRef(imageRef: string | null | undefined, options: Pick<ImageSourceOptions, 'root' | 'allowPrivateHosts'> = {}): ImageTarget | null {
+  const ref = imageRef?.trim()
   if (!ref) return null
-  const defaults = imageSourceDefaults()
-  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES
+  const defaults = options.root === undefined || options.allowPrivateHosts === undefined ? imageSourceDefaults() : undefined
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(ref)?.[1]?.toLowerCase()
   if (scheme === 'http' || scheme === 'https') {
-    return fetchImage(ref, {
-      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      maxBytes,
-      allowPrivateHosts: options.allowPrivateHosts ?? defaults.allowPrivateHosts,
-      lookup: options.lookup ?? dns.lookup,
-    })
+    let url: URL
+    try {
+      url = new URL(ref)
+    } catch {
+      throw new ImageSourceError(`invalid image URL ${ref}`, false)
+    }
+    assertHostAllowed(url, ref, options.allowPrivateHosts ?? defaults!.allowPrivateHosts)
+    return { kind: 'url', url }
   }
   let file: string
   if (scheme === 'file') {
@@ -100,9 +107,33 @@ export async function readItemImage(
   } else {
     file = ref
   }
-  const root = options.root === undefined ? defaults.root : options.root === null ? null : path.resolve(options.root)
+  const root = options.root === undefined ? defaults!.root : options.root === null ? null : path.resolve(options.root)
   if (root === null) throw new ImageSourceError('local image paths are disabled (IMAGE_ROOT=none)', false)
-  return readLocalImage(ref, path.resolve(root, file), root, maxBytes)
+  const resolved = path.resolve(root, file)
+  // a path outside the root never reaches the file system, so the error says nothing about what exists there
+  if (!isInside(root, resolved)) throw new ImageSourceError(`image path outside IMAGE_ROOT: ${ref}`, false)
+  return { kind: 'file', file: resolved, root }
+}
+
+/** The item's image bytes, or null when the item has no image. Throws ImageSourceError. */
+export async function readItemImage(
+  item: { imageBlob?: Uint8Array | null; imageRef?: string | null },
+  options: ImageSourceOptions = {},
+): Promise<Uint8Array | null> {
+  if (item.imageBlob && item.imageBlob.byteLength > 0) return item.imageBlob
+  const target = checkImageRef(item.imageRef, options)
+  if (!target) return null
+  const ref = item.imageRef!.trim()
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES
+  if (target.kind === 'url') {
+    return fetchImage(ref, target.url, {
+      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      maxBytes,
+      allowPrivateHosts: options.allowPrivateHosts ?? imageSourceDefaults().allowPrivateHosts,
+      lookup: options.lookup ?? dns.lookup,
+    })
+  }
+  return readLocalImage(ref, target.file, target.root, maxBytes)
 }
 
 /** `child` is `root` or below it (lexically). */
@@ -111,9 +142,8 @@ function isInside(root: string, child: string): boolean {
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel))
 }
 
+/** `file` has passed checkImageRef's lexical confinement to `root`. */
 async function readLocalImage(ref: string, file: string, root: string, maxBytes: number): Promise<Uint8Array> {
-  // Lexical check first: a path outside the root never reaches the file system.
-  if (!isInside(root, file)) throw new ImageSourceError(`image path outside IMAGE_ROOT: ${ref}`, false)
   let handle: fs.FileHandle | undefined
   try {
     // Symlinks inside the root may not lead out of it.
@@ -236,21 +266,31 @@ interface FetchPolicy {
 const privateHostError = (url: string) =>
   new ImageSourceError(`image URL ${url} points to a private or loopback address (set IMAGE_ALLOW_PRIVATE_HOSTS=1 to allow)`, false)
 
-async function fetchImage(url: string, policy: FetchPolicy): Promise<Uint8Array> {
+/** Names that mean this machine whatever DNS says (RFC 6761 §6.3). */
+function isLocalhostName(host: string): boolean {
+  const name = host.toLowerCase().replace(/\.$/, '')
+  return name === 'localhost' || name.endsWith('.localhost')
+}
+
+/**
+ * Refuses a URL whose host is a literal private address (connected to without a lookup, so
+ * checkedLookup never sees it) or a localhost name. Other names are checked at connect time.
+ */
+function assertHostAllowed(target: URL, ref: string, allowPrivateHosts: boolean): void {
+  if (allowPrivateHosts) return
+  const host = target.hostname.replace(/^\[(.*)\]$/, '$1')
+  if ((net.isIP(host) && isPrivateAddress(host)) || isLocalhostName(host)) throw privateHostError(ref)
+}
+
+async function fetchImage(url: string, first: URL, policy: FetchPolicy): Promise<Uint8Array> {
   const signal = AbortSignal.timeout(policy.timeoutMs)
-  let target: URL
-  try {
-    target = new URL(url)
-  } catch {
-    throw new ImageSourceError(`invalid image URL ${url}`, false)
-  }
+  let target = first
   for (let hop = 0; ; hop++) {
     if (target.protocol !== 'http:' && target.protocol !== 'https:') {
       throw new ImageSourceError(`image URL ${url} redirects to an unsupported scheme "${target.protocol}"`, false)
     }
-    // An IP literal is connected to without a lookup: check it here. Names are checked by the lookup.
-    const host = target.hostname.replace(/^\[(.*)\]$/, '$1')
-    if (!policy.allowPrivateHosts && net.isIP(host) && isPrivateAddress(host)) throw privateHostError(url)
+    // a redirect may lead anywhere: the first URL's check again, on every hop
+    assertHostAllowed(target, url, policy.allowPrivateHosts)
     const res = await get(url, target, policy, signal)
     const status = res.statusCode ?? 0
     const location = res.headers.location

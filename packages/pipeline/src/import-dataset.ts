@@ -1,6 +1,7 @@
 // Dataset import from the two TSV files (IISAN_SPEC §6 format) into Postgres, all or nothing.
 import { decodeHTML } from 'entities'
 import { DataFormatError, parseItemsTsv, parseUsersTsv } from '@iisan/model/data'
+import { ImageSourceError, checkImageRef, type ImageSourceOptions } from '@iisan/embedding-cache/images'
 import { importDataset, titleProblem, type PrismaClient } from '@iisan/storage'
 
 export interface TsvImport {
@@ -37,8 +38,13 @@ function recordLines(text: string): number[] {
   return out
 }
 
-/** Parses (DataFormatError names the line) and imports in one transaction. */
-export async function importDatasetFromTsv(prisma: PrismaClient, input: TsvImport) {
+/**
+ * Parses (DataFormatError names the line) and imports in one transaction. Image references are
+ * checked as the embedding cache will check them before reading (`image`: the cache's policy,
+ * by default IMAGE_ROOT / IMAGE_ALLOW_PRIVATE_HOSTS of this process, read as the cache reads them),
+ * so a reference the cache would refuse fails the import on its line instead of the item later.
+ */
+export async function importDatasetFromTsv(prisma: PrismaClient, input: TsvImport, image: Pick<ImageSourceOptions, 'root' | 'allowPrivateHosts'> = {}) {
   assertNoControlCharacters('items', input.itemsTsv)
   assertNoControlCharacters('users', input.usersTsv)
   // Scraped catalogues carry HTML entities (Scientific: "&amp;", "&quot;"); titles are shown to
@@ -52,6 +58,12 @@ export async function importDatasetFromTsv(prisma: PrismaClient, input: TsvImpor
     // the decoded title is what is stored, so that is what the rule of POST /v1/items applies to
     const problem = titleProblem(item.title)
     if (problem) throw new DataFormatError('items', lines[i], problem)
+    try {
+      checkImageRef(item.imageRef, image)
+    } catch (e) {
+      if (e instanceof ImageSourceError) throw new DataFormatError('items', lines[i], e.message)
+      throw e
+    }
   })
   const users = parseUsersTsv(input.usersTsv, new Set(items.map((i) => i.externalId)))
   if (users.length === 0) throw new DataFormatError('users', 1, 'no users')

@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
 import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
 import { ApiError, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
+import { ImageSourceError, checkImageRef } from '@iisan/embedding-cache/images'
 import { MAX_TITLE_LENGTH } from '@iisan/storage'
 import type { Deps } from '../deps.ts'
 import { readMultipartFields } from '../multipart.ts'
@@ -18,7 +19,7 @@ const NewItem = Type.Object(
     datasetId: Type.String({ format: 'uuid' }),
     id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'the item’s external id: no whitespace or control characters' }),
     title: Type.String({ minLength: 1, maxLength: MAX_TITLE_LENGTH, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
-    imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'path or http(s)/file URL the embedding cache can read' })),
+    imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'path under IMAGE_ROOT (or a file:// URL there), or an http(s) URL of a public host' })),
   },
   { additionalProperties: false },
 )
@@ -50,6 +51,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     },
     async (request, reply) => {
       const input = request.isMultipart() ? await readMultipartItem(request) : { ...(request.body as Static<typeof NewItem>), image: undefined }
+      assertImageUrlAllowed(input.imageUrl)
       let result
       try {
         result = await addItemsWithColdStart(deps, input.datasetId, [
@@ -111,6 +113,16 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
       }
     },
   )
+}
+
+/** The embedding cache's own checks of a reference (checkImageRef), so it is refused now rather than when the item is encoded. */
+function assertImageUrlAllowed(imageUrl: string | undefined): void {
+  try {
+    checkImageRef(imageUrl)
+  } catch (e) {
+    if (!(e instanceof ImageSourceError)) throw e
+    throw new ApiError(400, 'VALIDATION_FAILED', `body/imageUrl ${e.message}`, [{ instancePath: '/imageUrl', message: e.message }])
+  }
 }
 
 /** The JSON body's fields (checked with the same schema) and an optional `image` file. */
