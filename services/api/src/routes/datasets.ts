@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { importDatasetFromTsv } from '@iisan/pipeline'
 import { getDataset, listDatasets } from '@iisan/storage'
 import { ApiError, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
+import { replayIdempotent } from '@iisan/http/idempotency'
 import type { Deps } from '../deps.ts'
 import { readMultipartFields } from '../multipart.ts'
 
@@ -37,7 +38,7 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) 
     '/datasets',
     {
       bodyLimit: MAX_UPLOAD_BYTES,
-      config: { mediaTypes: ['application/json', 'multipart/form-data'] },
+      config: { mediaTypes: ['application/json', 'multipart/form-data'], idempotent: true },
       schema: {
         tags: ['datasets'],
         summary: 'Import items.tsv + users.tsv as a new dataset (one transaction)',
@@ -50,6 +51,8 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) 
     },
     async (request, reply) => {
       const input = request.isMultipart() ? await readMultipart(request) : (request.body as Static<typeof JsonImport>)
+      // the multipart upload's key is claimed with the parsed input: the same request as that JSON body
+      if (await replayIdempotent(request, reply, input)) return reply
       const dataset = await importDatasetFromTsv(deps.prisma, input)
       return reply.status(201).send(serializeDataset(dataset))
     },

@@ -8,6 +8,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) =>
   app.post(
     '/events',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['events'],
         summary: 'Append an interaction to a user’s history (the user is created on first sight); userId recommendations use it at once',

@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
 import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
 import { ApiError, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
+import { replayIdempotent } from '@iisan/http/idempotency'
 import { ImageSourceError, checkImageRef } from '@iisan/embedding-cache/images'
 import { MAX_TITLE_LENGTH } from '@iisan/storage'
 import type { Deps } from '../deps.ts'
@@ -39,7 +40,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     '/items',
     {
       bodyLimit: MAX_JSON_ITEM_BYTES,
-      config: { mediaTypes: ['application/json', 'multipart/form-data'] },
+      config: { mediaTypes: ['application/json', 'multipart/form-data'], idempotent: true },
       schema: {
         tags: ['items'],
         summary: 'Add an item; IISAN models can recommend it within seconds, without retraining (cold start)',
@@ -51,6 +52,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     },
     async (request, reply) => {
       const input = request.isMultipart() ? await readMultipartItem(request) : { ...(request.body as Static<typeof NewItem>), image: undefined }
+      if (await replayIdempotent(request, reply, input)) return reply
       assertImageUrlAllowed(input.imageUrl)
       let result
       try {

@@ -29,6 +29,7 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
   app.post(
     '/training-jobs',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['training'],
         summary: 'Queue a training job; the worker trains and reports progress',
