@@ -71,12 +71,12 @@ describe('worker shutdown during training', () => {
   it('puts the job back in the queue, and the next worker completes it', async () => {
     const slice = sampleDataset(300)
     const dataset = (await http.post('/v1/datasets').send({ name: 'lifecycle', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)).body
-    const job = (await http.post('/v1/training-jobs').send({ datasetId: dataset.id, method: 'sasrec-id', config: { maxEpochs: 40, patience: 40, batchSize: 8 } }).expect(202)).body
+    const job = (await http.post('/v1/training-jobs').send({ datasetId: dataset.id, method: 'sasrec-id', config: { maxEpochs: 20, patience: 20, batchSize: 8 } }).expect(202)).body
     const first = startService(WORKER_ENTRY, platform.env)
     await until(async () => {
       const body = (await http.get(`/v1/training-jobs/${job.id}`)).body
-      return body.status === 'running' && body.progress?.phase === 'training' ? true : undefined
-    }, 60_000, 'training to start')
+      return body.status === 'running' && body.progress?.phase === 'training' && body.epochs.length >= 1 ? true : undefined
+    }, 90_000, 'a first epoch')
     expect(await stopService(first, 'SIGTERM')).toBe(0)
     const handedBack = (await http.get(`/v1/training-jobs/${job.id}`)).body
     expect(handedBack.status).toBe('queued')
@@ -89,8 +89,11 @@ describe('worker shutdown during training', () => {
       expect(done.modelVersionId).toEqual(expect.any(String))
       // one model version: the interrupted attempt wrote nothing
       expect(await platform.db.prisma.modelVersion.count()).toBe(1)
+      // the second attempt carried on from the first one's last checkpoint, not from epoch 1
+      expect(done.attempts).toBe(2)
+      expect(done.epochs.map((e: { epoch: number }) => e.epoch)).toEqual(Array.from({ length: done.epochs.length }, (_, i) => i + 1))
     } finally {
       await stopService(second)
     }
-  })
+  }, 300_000)
 })

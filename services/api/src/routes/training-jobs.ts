@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig, trainingConfigProblems } from '@iisan/pipeline'
-import { TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
+import { JOB_LIVENESS, TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
@@ -19,6 +19,10 @@ const JobSchema = Type.Object({
   createdAt: Type.String({ format: 'date-time' }),
   startedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  heartbeatAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'last sign of life of the worker running the job' }),
+  stale: Type.Boolean({ description: 'running, but no worker has shown signs of life for a while: it is being taken over, or can be cancelled at once' }),
+  attempts: Type.Integer({ description: 'times a worker started the job (retries and takeovers after a crash included)' }),
+  retryAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'queued again after an infrastructure error: runs again not before this time' }),
 })
 
 const EpochSchema = Type.Object({ epoch: Type.Integer(), trainLoss: Type.Number(), valHr10: Type.Number(), valNdcg10: Type.Number(), seconds: Type.Number(), extra: Type.Unknown() })
@@ -47,9 +51,9 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
       if (problems.length) throw new ApiError(400, 'VALIDATION_FAILED', `invalid training config: ${problems.map((p) => p.message).join('; ')}`, problems.map((p) => ({ instancePath: `/config/${p.fields[0]}`, message: p.message, fields: p.fields })))
       if (!(await getDataset(deps.prisma, datasetId))) throw new ApiError(404, 'NOT_FOUND', `dataset ${datasetId} not found`)
       const job = await createTrainingJob(deps.prisma, { datasetId, method, config: full })
-      // The job id doubles as BullMQ's job id (re-adding is a no-op). Extra attempts are for
-      // workers that shut down mid-training; real failures are not retried.
-      await enqueueTrainingJob(deps.trainingQueue, job.id, { attempts: 3, backoff: { type: 'fixed', delay: 1000 } })
+      // The job id doubles as BullMQ's job id (re-adding is a no-op). The row is the record: if
+      // Redis is away now, the workers' reconciler enqueues the job when it is back.
+      await enqueueTrainingJob(deps.trainingQueue, job.id).catch((err) => request.log.warn({ err, trainingJobId: job.id }, 'enqueue failed; the reconciler will enqueue the job'))
       return reply.status(202).send(serializeJob(job))
     },
   )
@@ -87,14 +91,19 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
       if (TERMINAL_JOB_STATUSES.includes(job.status as TrainingJobStatus)) {
         throw new ApiError(409, 'JOB_FINISHED', `training job is already ${job.status}`)
       }
-      // A queued job is cancelled at once (and leaves the queue); a running one sees the flag
-      // between steps and stops within about a second.
+      // A queued job, or a running one whose worker is gone, is cancelled at once (and leaves the
+      // queue); a running one sees the flag between steps and stops within about a second.
       const updated = await requestTrainingJobCancel(deps.prisma, job.id)
-      const queued = await deps.trainingQueue.getJob(job.id)
-      if (queued && ((await queued.isWaiting()) || (await queued.isDelayed()))) await queued.remove().catch(() => undefined)
+      // Best effort: a queue entry left behind finds the job cancelled and ends there.
+      await removeWaitingEntry(deps, job.id).catch((err) => request.log.warn({ err, trainingJobId: job.id }, 'could not remove the queue entry'))
       return reply.status(202).send(serializeJob(updated))
     },
   )
+}
+
+async function removeWaitingEntry(deps: Deps, id: string): Promise<void> {
+  const queued = await deps.trainingQueue.getJob(id)
+  if (queued && ((await queued.isWaiting()) || (await queued.isDelayed()))) await queued.remove()
 }
 
 type JobRow = NonNullable<Awaited<ReturnType<typeof getTrainingJob>>>
@@ -113,5 +122,10 @@ function serializeJob(j: JobRow) {
     createdAt: j.createdAt.toISOString(),
     startedAt: j.startedAt?.toISOString() ?? null,
     finishedAt: j.finishedAt?.toISOString() ?? null,
+    heartbeatAt: j.heartbeatAt?.toISOString() ?? null,
+    // the API's clock against the database's timestamps: close enough for a flag people read
+    stale: j.status === 'running' && (!j.heartbeatAt || Date.now() - j.heartbeatAt.getTime() > JOB_LIVENESS.staleMs),
+    attempts: j.attempts,
+    retryAt: j.retryAt?.toISOString() ?? null,
   }
 }

@@ -125,7 +125,7 @@ function jobRow(j, names, selected) {
   return h(
     'tr',
     { class: `clickable${selected ? ' selected' : ''}`, dataset: { jobId: j.id, status: j.status }, onclick: () => (location.hash = `#/jobs/${j.id}`) },
-    h('td', {}, statusBadge(j.status)),
+    h('td', {}, statusBadge(j.status), j.stale ? h('span', { class: 'badge badge-failed', title: 'no sign of life from its worker: being taken over', dataset: { stale: 'true' } }, 'stale') : null),
     h('td', { class: 'mono' }, h('a', { href: `#/jobs/${j.id}` }, fmt.shortId(j.id))),
     h('td', {}, names.get(j.datasetId) ?? fmt.shortId(j.datasetId)),
     h('td', {}, j.method),
@@ -265,7 +265,9 @@ function factsView(job) {
   const rows = [
     ['Job id', h('span', { class: 'mono' }, job.id)],
     ['Created', fmt.date(job.createdAt)],
-    ['Started', fmt.date(job.startedAt)],
+    ['Started', `${fmt.date(job.startedAt)}${job.attempts > 1 ? ` · attempt ${job.attempts}` : ''}${job.progress?.resumedFromEpoch ? ` · resumed after epoch ${job.progress.resumedFromEpoch}` : ''}`],
+    ['Worker heartbeat', job.heartbeatAt ? `${fmt.date(job.heartbeatAt)}${job.stale ? ' — stale: the worker is gone, another takes the job over' : ''}` : '—'],
+    ...(job.retryAt && job.status === 'queued' ? [['Retry', `not before ${fmt.date(job.retryAt)}`]] : []),
     ['Finished', job.finishedAt ? `${fmt.date(job.finishedAt)} (${duration(job.startedAt, job.finishedAt)})` : ACTIVE.has(job.status) ? `running for ${duration(job.startedAt)}` : '—'],
     ['Config', `max ${c.maxEpochs} epochs · batch ${c.batchSize} · lr ${c.lrItem}/${c.lrUser} · patience ${c.patience} · D=${c.embeddingDim}`],
     ['Model version', job.modelVersionId ? h('a', { href: '#/models', class: 'mono' }, job.modelVersionId) : h('span', { class: 'muted' }, job.status === 'completed' ? '—' : 'written when training completes')],
