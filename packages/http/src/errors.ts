@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import { isStorageError, type StorageErrorCode } from '@iisan/storage/errors'
 import { patternMeaning } from './patterns.ts'
+import { dependencyFailure } from './dependency-errors.ts'
 
 const CODE_DESCRIPTION = 'machine-readable error code'
 
@@ -40,6 +41,10 @@ export interface HttpErrorView {
   code: string
   message: string
   details?: unknown
+  /** Response headers to add, e.g. Retry-After. */
+  headers?: Record<string, string>
+  /** Logged at warn level, without a stack, instead of sent: for expected server-side failures. */
+  log?: Record<string, unknown>
 }
 
 /** Turns an error a service knows about into its response; `undefined` passes it on. */
@@ -48,9 +53,14 @@ export type ErrorMapping = (err: Error) => HttpErrorView | undefined
 export interface ErrorHandlingOptions {
   /** Codes named in the OpenAPI description of `error.code`, e.g. ['VALIDATION_FAILED', 'UNKNOWN_ITEMS']. */
   codeExamples?: string[]
-  /** Tried in order after ApiError, before Fastify's own validation and 4xx errors. */
+  /** Tried in order after ApiError, before Fastify's own validation and 4xx errors (and before dependencyErrors). */
   mappings?: ErrorMapping[]
+  /** Retry-After of a 503 DEPENDENCY_UNAVAILABLE, in seconds (default 5). */
+  retryAfterSeconds?: number
 }
+
+/** Seconds a client is told to wait when a dependency is down: about a restart or a failover. */
+export const DEFAULT_RETRY_AFTER_SECONDS = 5
 
 // Exhaustive so that a new storage code has to be given a status here.
 const STORAGE_STATUS: Record<StorageErrorCode, number> = {
@@ -65,15 +75,53 @@ const STORAGE_STATUS: Record<StorageErrorCode, number> = {
 export const storageErrors: ErrorMapping = (err) =>
   isStorageError(err) ? { statusCode: STORAGE_STATUS[err.code], code: err.code, message: err.message, details: err.details } : undefined
 
+/**
+ * 503 DEPENDENCY_UNAVAILABLE with Retry-After for an error that says PostgreSQL, Redis or another
+ * service is unreachable (see dependencyFailure): the request was fine and may be sent again.
+ */
+export function dependencyErrors(retryAfterSeconds = DEFAULT_RETRY_AFTER_SECONDS): ErrorMapping {
+  return (err) => {
+    const failure = dependencyFailure(err)
+    if (!failure) return undefined
+    // The reason (host, port, SQLSTATE) goes to the log only: clients learn what is down, not where.
+    return {
+      statusCode: 503,
+      code: 'DEPENDENCY_UNAVAILABLE',
+      message: `${failure.dependency} is unavailable; try again in ${retryAfterSeconds} s`,
+      details: { dependency: failure.dependency },
+      headers: { 'retry-after': String(retryAfterSeconds) },
+      log: { dependency: failure.dependency, reason: failure.reason },
+    }
+  }
+}
+
+/** The documented 503 of every route: the body of any error, and when to try again. */
+export function dependencyUnavailableResponse() {
+  return {
+    ...Type.Ref(ErrorBody),
+    description: 'DEPENDENCY_UNAVAILABLE: PostgreSQL, Redis or another service is unreachable; details.dependency names it. Retry after the Retry-After seconds.',
+    headers: { 'retry-after': { type: 'integer', description: 'seconds to wait before trying again' } },
+  }
+}
+
 export const errorHandling = fp<ErrorHandlingOptions>(async (app: FastifyInstance, options) => {
-  const mappings = options.mappings ?? []
+  const mappings = [...(options.mappings ?? []), dependencyErrors(options.retryAfterSeconds)]
   const examples = options.codeExamples?.length ? `, e.g. ${options.codeExamples.join(', ')}` : ''
   app.addSchema(errorBodySchema(CODE_DESCRIPTION + examples))
+  // Any route with documented responses can meet a database outage: document the 503 on each.
+  app.addHook('onRoute', (route) => {
+    const response = route.schema?.response as Record<string, unknown> | undefined
+    if (response && typeof response === 'object' && !('503' in response)) response['503'] = dependencyUnavailableResponse()
+  })
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send(errorBody(err.code, err.message, err.details))
     for (const map of [...mappings, transportErrors(request.routeOptions.bodyLimit), invalidTextErrors]) {
       const view = map(err)
-      if (view) return reply.status(view.statusCode).send(errorBody(view.code, view.message, view.details))
+      if (!view) continue
+      // an outage is expected and may last: one line per request, no stack
+      if (view.log) request.log.warn(view.log, view.message)
+      if (view.headers) reply.headers(view.headers)
+      return reply.status(view.statusCode).send(errorBody(view.code, view.message, view.details))
     }
     if (err.validation) return reply.status(400).send(errorBody('VALIDATION_FAILED', validationMessage(err), err.validation))
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {

@@ -1,7 +1,10 @@
 /** @iisan/http — what every Fastify service of the platform shares: the error shape, input rules and /healthz. */
 export {
   ApiError,
+  DEFAULT_RETRY_AFTER_SECONDS,
   ErrorBody,
+  dependencyErrors,
+  dependencyUnavailableResponse,
   errorHandling,
   errorResponses,
   invalidTextErrors,
@@ -11,6 +14,7 @@ export {
   type ErrorMapping,
   type HttpErrorView,
 } from './errors.ts'
+export { DependencyUnavailableError, dependencyFailure, type DependencyFailure } from './dependency-errors.ts'
 export { healthCheck, type CheckResult, type HealthCheckOptions } from './health.ts'
 export { mediaTypeGuard, mediaTypeOf } from './media-types.ts'
 export { ID_PATTERN, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, patternMeaning } from './patterns.ts'
