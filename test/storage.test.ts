@@ -8,6 +8,7 @@ import {
   appendInteraction,
   computeContentHashes,
   createModelVersion,
+  claimTrainingJob,
   createTrainingJob,
   decodeItemEmbeddings,
   deleteDataset,
@@ -217,11 +218,12 @@ describe('training jobs and model versions', () => {
     const job = await createTrainingJob(prisma, { datasetId, method: 'iisan', config: { epochs: 2, lr: 1e-3 } })
     expect(job).toMatchObject({ status: 'queued', cancelRequested: false, startedAt: null })
 
-    const running = await updateTrainingJobStatus(prisma, job.id, 'running', { from: ['queued'] })
+    const claim = await claimTrainingJob(prisma, job.id, 'worker-1')
+    const running = claim && 'claimed' in claim ? claim.claimed : undefined
     expect(running?.status).toBe('running')
     expect(running?.startedAt).toBeInstanceOf(Date)
-    // a second worker picking up the same job loses the compare-and-set
-    expect(await updateTrainingJobStatus(prisma, job.id, 'running', { from: ['queued'] })).toBeNull()
+    // a second worker picking up the same job finds it held (its holder's heartbeat is fresh)
+    expect(await claimTrainingJob(prisma, job.id, 'worker-2')).toHaveProperty('heldElsewhere')
 
     await updateTrainingJobProgress(prisma, job.id, { phase: 'training', epoch: 1 })
     await appendEpochMetric(prisma, { jobId: job.id, epoch: 1, trainLoss: 5, valHr10: 0.1, valNdcg10: 0.05, seconds: 3 })

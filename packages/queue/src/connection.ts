@@ -9,3 +9,12 @@ export function createRedisConnection(url: string, options: RedisOptions = {}): 
 }
 
 export type { Redis, RedisOptions } from 'ioredis'
+
+/**
+ * A connection for commands a request waits on (enqueueing, publishing, pings): during a Redis
+ * outage they fail after a short retry instead of waiting for Redis to come back, so the caller
+ * can answer 503. Blocking consumers (BullMQ workers) need createRedisConnection instead.
+ */
+export function createCommandConnection(url: string, options: RedisOptions = {}): Redis {
+  return new Redis(url, { maxRetriesPerRequest: 2, enableReadyCheck: true, ...options })
+}

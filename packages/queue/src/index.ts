@@ -1,5 +1,5 @@
 /** @iisan/queue — queue names, job payload schemas, Redis connections, pub/sub events. */
-export { createRedisConnection, type Redis, type RedisOptions } from './connection.ts'
+export { createCommandConnection, createRedisConnection, type Redis, type RedisOptions } from './connection.ts'
 export {
   QUEUE_NAMES,
   JOB_NAMES,

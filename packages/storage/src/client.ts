@@ -13,12 +13,16 @@ export interface CreatePrismaOptions {
  * parameter in the URL selects a PostgreSQL schema, as with Prisma's classic URLs.
  * Call `$disconnect()` when done.
  */
+const CONNECT_TIMEOUT_MS = 5_000
+
 export function createPrisma(databaseUrl: string, options: CreatePrismaOptions = {}): PrismaClient {
   const url = new URL(databaseUrl)
   const schema = url.searchParams.get('schema')
   url.searchParams.delete('schema')
   const adapter = new PrismaPg(
-    { connectionString: url.toString(), max: options.maxConnections ?? 10 },
+    // an unreachable host (packets dropped, not refused) must fail a request within seconds, as a
+    // 503, rather than hang it until the client gives up
+    { connectionString: url.toString(), max: options.maxConnections ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
     schema ? { schema } : undefined,
   )
   return new PrismaClient({ adapter, log: options.log ?? [] })

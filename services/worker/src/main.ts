@@ -4,10 +4,19 @@ import Fastify from 'fastify'
 import { UnrecoverableError } from 'bullmq'
 import { createLogger, loadConfigOrExit } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
-import { loadStatesFromCache, runTrainingJob, type JobProgress } from '@iisan/pipeline'
-import { QUEUE_NAMES, createRedisConnection, createTrainingWorker, publishModelActivated } from '@iisan/queue'
+import { defaultWorkerId, loadStatesFromCache, reconcileTrainingJobs, runTrainingJob, withReconcileLock, type JobProgress } from '@iisan/pipeline'
+import {
+  QUEUE_NAMES,
+  TRAINING_WORKER_LEASE,
+  TrainingRetry,
+  createRedisConnection,
+  createTrainingQueue,
+  createTrainingWorker,
+  publishModelActivated,
+  trainingRetryDelayMs,
+} from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
-import { healthCheck, metrics } from '@iisan/http'
+import { dependencyFailure, errorHandling, healthCheck, metrics } from '@iisan/http'
 import { Counter, Gauge } from 'prom-client'
 import { Type } from '@sinclair/typebox'
 import { onShutdown } from '@iisan/config/shutdown'
@@ -23,21 +32,30 @@ let shuttingDown = false
 let current: JobProgress | null = null
 let finishedJobs: Counter | undefined
 
+const workerId = defaultWorkerId()
+const trainingQueue = createTrainingQueue(connection, config.queuePrefix)
+
 const worker = createTrainingWorker(
   connection,
   config.queuePrefix,
-  async ({ trainingJobId }, job) => {
+  async ({ trainingJobId }, job, token) => {
     const log = logger.child({ trainingJobId })
-    log.info('training job started')
+    log.info({ attempt: job.attemptsMade + 1, workerId }, 'training job started')
     const outcome = await runTrainingJob(prisma, trainingJobId, {
+      workerId,
       onProgress: (p: JobProgress) => {
         current = p
         return job.updateProgress({ ...p })
       },
+      renewLock: async () => {
+        if (token) await job.extendLock(token, TRAINING_WORKER_LEASE.lockDuration)
+      },
+      isTransient: isInfrastructureError,
+      retryDelayMs: () => trainingRetryDelayMs(job.attemptsMade + 1),
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
       loadStates: (datasetId, data, report, shouldCancel, sideLayers) =>
-        loadStatesFromCache(config.embeddingCacheUrl, datasetId, data, report, { isCancelled: shouldCancel, sideLayers }),
+        loadStatesFromCache({ url: config.embeddingCacheUrl, token: config.internalToken }, datasetId, data, report, { isCancelled: shouldCancel, sideLayers }),
       onActivated: async (datasetId, modelVersionId) => {
         await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
       },
@@ -46,17 +64,48 @@ const worker = createTrainingWorker(
     log.info({ outcome }, 'training job finished')
     current = null
     finishedJobs?.inc({ status: outcome.status })
-    // Interrupted by shutdown: fail this attempt so BullMQ hands the job out again.
-    if (outcome.status === 'interrupted') throw new Error('worker shut down during training; the job will be retried')
-    // A real failure (bad data, bad config) would fail again: do not retry it.
-    if (outcome.status === 'failed') throw new UnrecoverableError(outcome.error)
-    return outcome
+    switch (outcome.status) {
+      // hand the job back: BullMQ retries it (see trainingRetryDelayMs for when)
+      case 'interrupted':
+        throw new TrainingRetry('interrupted', 'worker shut down during training; the job will be retried')
+      case 'retry':
+        throw new TrainingRetry('infrastructure', outcome.error)
+      case 'held':
+        throw new TrainingRetry('held-elsewhere', 'another worker holds this job')
+      // A real failure (bad data, bad config) would fail again: do not retry it.
+      case 'failed':
+        throw new UnrecoverableError(outcome.error)
+      default:
+        return outcome
+    }
   },
-  { lockDuration: 120_000 },
 )
-worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, err: err.message }, 'training attempt failed'))
+worker.on('failed', (job, err) => {
+  logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'training attempt failed')
+  // BullMQ gave up on it: the database learns at once, not at the next periodic pass
+  if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) void reconcile()
+})
+// Errors of the connection (Redis restarting) are retried by ioredis; log them instead of crashing.
+worker.on('error', (err) => logger.warn({ err: err.message }, 'training worker error'))
 
+/** One reconciler pass at a time across all workers; failures (Redis or the database down) wait for the next pass. */
+async function reconcile(): Promise<void> {
+  try {
+    const report = await withReconcileLock(connection, config.queuePrefix, RECONCILE_EVERY_MS, () =>
+      reconcileTrainingJobs(prisma, trainingQueue, (message, fields) => logger.info(fields ?? {}, message)),
+    )
+    if (report && (report.requeued.length || report.failed.length)) logger.info(report, 'training jobs reconciled')
+  } catch (e) {
+    logger.warn({ err: e instanceof Error ? e.message : String(e) }, 'reconciling training jobs failed; will try again')
+  }
+}
+const RECONCILE_EVERY_MS = 15_000
+const reconciler = setInterval(() => void reconcile(), RECONCILE_EVERY_MS)
+await reconcile()
+
+// Only /healthz and /metrics: nothing here needs the internal token.
 const health = Fastify({ loggerInstance: logger.child({ component: 'health' }) })
+await health.register(errorHandling, {})
 await health.register(
   metrics({
     service: 'worker',
@@ -102,7 +151,14 @@ logger.info({ queue: QUEUE_NAMES.training, healthPort: config.workerHealthPort }
 
 onShutdown(logger, async () => {
   shuttingDown = true
+  clearInterval(reconciler)
   await worker.close()
+  await trainingQueue.close()
   await health.close()
   await Promise.all([connection.quit(), publisher.quit(), prisma.$disconnect()])
 })
+
+/** The database, Redis or the embedding cache out of reach: the job is retried later, not failed. */
+function isInfrastructureError(e: unknown): boolean {
+  return dependencyFailure(e) !== undefined
+}
