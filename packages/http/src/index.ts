@@ -21,3 +21,4 @@ export { ID_PATTERN, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, patternMeaning } f
 export { bodyValidator, type FieldError } from './validation.ts'
 export * from './metrics.ts'
 export * from './auth.ts'
+export { IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH, fingerprint, idempotency, replayIdempotent, type IdempotencyOptions } from './idempotency.ts'
