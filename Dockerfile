@@ -27,6 +27,9 @@ RUN npm run generate \
  && mkdir -p /app/artifacts \
  && chown -R node:node /app/artifacts
 
+# HOST is the API's (and the worker health port's). The embedding cache binds
+# EMBEDDING_CACHE_HOST, loopback unless set: a container that others must reach sets
+# EMBEDDING_CACHE_HOST=0.0.0.0 and INTERNAL_TOKEN (required then), as docker-compose.yml does.
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=3000 \

@@ -142,7 +142,8 @@ async function main(): Promise<void> {
   const dbUrl = withDatabase(server0, `iisan_bench_cache_${suffix}`)
   const prefix = `iisan_bench_cache_${suffix}`
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-cache-'))
-  const env = { ...process.env, DATABASE_URL: dbUrl, QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', ARTIFACTS_DIR: process.env.ARTIFACTS_DIR ?? tmp }
+  // an open cache on loopback: the benchmark calls it with plain fetch, whatever the shell exports
+  const env = { ...process.env, DATABASE_URL: dbUrl, QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', ARTIFACTS_DIR: process.env.ARTIFACTS_DIR ?? tmp, INTERNAL_TOKEN: '', EMBEDDING_CACHE_HOST: '127.0.0.1' }
   const config = loadConfig(env)
   await ensureDatabaseExists(dbUrl)
   const redis = createRedisConnection(config.redisUrl)

@@ -4,6 +4,7 @@
 // recommended without retraining. The services (API + dashboard) keep running afterwards
 // (Ctrl-C stops them) unless --exit is given.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
@@ -20,7 +21,9 @@ const { values } = parseArgs({
     exit: { type: 'boolean', default: false },
   },
 })
-const config = loadConfig()
+// as `npm start` does: the services share a token made up for this run unless one is set
+const internalToken = process.env.INTERNAL_TOKEN?.trim() || randomBytes(32).toString('hex')
+const config = loadConfig({ ...process.env, INTERNAL_TOKEN: internalToken })
 const base = `http://127.0.0.1:${config.port}`
 
 async function api<T>(method: string, url: string, body?: unknown): Promise<T> {
@@ -46,7 +49,8 @@ async function main() {
   console.log(`migrations: ${applied.length ? applied.join(', ') : 'up to date'}`)
 
   for (const service of ['api', 'worker', 'embedding-cache']) {
-    const child = spawn(process.execPath, ['--import', 'tsx', `services/${service}/src/main.ts`], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } })
+    const env = { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', INTERNAL_TOKEN: internalToken }
+    const child = spawn(process.execPath, ['--import', 'tsx', `services/${service}/src/main.ts`], { stdio: ['ignore', 'ignore', 'inherit'], env })
     child.on('exit', (code) => code && console.error(`${service} exited with ${code}`))
     children.push(child)
   }

@@ -1,10 +1,15 @@
 // `npm start`: the three services in the foreground, one process each, sharing this terminal.
 // Ctrl-C / SIGTERM is passed on to every service, which shuts down gracefully.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 
+// Without an INTERNAL_TOKEN of the operator's, the three share one made up for this run: the
+// cache then answers only them, not every local process (or web page) that reaches its port.
+// Services started separately against this cache need INTERNAL_TOKEN set for all of them.
+const env = { ...process.env, INTERNAL_TOKEN: process.env.INTERNAL_TOKEN?.trim() || randomBytes(32).toString('hex') }
 const services = ['api', 'worker', 'embedding-cache']
 const children: ChildProcess[] = services.map((name) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], { stdio: 'inherit', env: process.env })
+  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], { stdio: 'inherit', env })
   child.on('exit', (code, signal) => {
     if (!stopping) {
       console.error(`[start] ${name} exited (${signal ?? code}); stopping the others`)

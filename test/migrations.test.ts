@@ -190,6 +190,7 @@ describe('loadConfig', () => {
       port: 3000,
       host: '0.0.0.0',
       embeddingCachePort: 3001,
+      embeddingCacheHost: '127.0.0.1', // internal: loopback unless INTERNAL_TOKEN guards it
       embeddingCacheUrl: 'http://127.0.0.1:3001',
       workerHealthPort: 3002,
       logLevel: 'info',

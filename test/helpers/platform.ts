@@ -69,6 +69,9 @@ export async function createTestPlatform(name: string, env: Record<string, strin
       ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
       // a spawned worker must not collide with a dev stack (or another test) on the default port
       WORKER_HEALTH_PORT: String(await freePort()),
+      // an open cache on loopback, whatever the shell exports; token tests set INTERNAL_TOKEN
+      INTERNAL_TOKEN: '',
+      EMBEDDING_CACHE_HOST: '127.0.0.1',
       ...env,
     },
     async close() {

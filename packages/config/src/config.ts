@@ -17,10 +17,15 @@ export interface AppConfig {
   redisUrl: string
   /** PORT — API HTTP port. */
   port: number
-  /** HOST — interface the HTTP servers bind to. */
+  /** HOST — interface the API (and the worker's health port) bind to. */
   host: string
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
+  /**
+   * EMBEDDING_CACHE_HOST — interface the embedding-cache service binds to. Loopback by default:
+   * the cache is an internal service, and binding anything else requires INTERNAL_TOKEN.
+   */
+  embeddingCacheHost: string
   /** EMBEDDING_CACHE_URL — how other services reach the embedding cache (default http://127.0.0.1:<EMBEDDING_CACHE_PORT>). */
   embeddingCacheUrl: string
   /** WORKER_HEALTH_PORT — port of the training worker's /healthz + /metrics endpoint. */
@@ -39,6 +44,12 @@ export interface AppConfig {
   queuePrefix: string
   /** API_KEYS — comma-separated keys the API requires on /v1 (empty: the API is open). */
   apiKeys: string[]
+  /**
+   * INTERNAL_TOKEN — shared secret of the services: the embedding cache requires it on every
+   * route but /healthz and /metrics, the API and the worker send it. Required when
+   * EMBEDDING_CACHE_HOST is not a loopback address.
+   */
+  internalToken?: string
 }
 
 export const CONFIG_DEFAULTS = {
@@ -47,6 +58,7 @@ export const CONFIG_DEFAULTS = {
   PORT: '3000',
   HOST: '0.0.0.0',
   EMBEDDING_CACHE_PORT: '3001',
+  EMBEDDING_CACHE_HOST: '127.0.0.1',
   WORKER_HEALTH_PORT: '3002',
   LOG_LEVEL: 'info',
   ARTIFACTS_DIR: 'artifacts',
@@ -71,6 +83,17 @@ export class ConfigError extends Error {
 }
 
 type Env = Record<string, string | undefined>
+
+/**
+ * Whether binding `host` keeps a server reachable from this machine only. Host names other than
+ * `localhost` count as not loopback: what they resolve to is not ours to vouch for.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1')
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h)
+  return v4 !== null && v4.slice(1).every((o) => Number(o) <= 255) && v4[1] === '127'
+}
 
 export function loadConfig(env: Env = process.env): AppConfig {
   const issues: ConfigIssue[] = []
@@ -133,6 +156,19 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (apiKeys.some((k) => k.length < 16 || /\s/.test(k))) {
     issues.push({ variable: 'API_KEYS', value: '***', message: 'each key must be at least 16 characters without whitespace' })
   }
+  const embeddingCacheHost = str('EMBEDDING_CACHE_HOST')
+  const internalToken = raw('INTERNAL_TOKEN')
+  if (internalToken !== undefined && (internalToken.length < 16 || /\s/.test(internalToken))) {
+    issues.push({ variable: 'INTERNAL_TOKEN', value: '***', message: 'must be at least 16 characters without whitespace' })
+  }
+  if (internalToken === undefined && !isLoopbackHost(embeddingCacheHost)) {
+    // an unauthenticated cache lists backbone paths and encodes or streams any dataset
+    issues.push({
+      variable: 'INTERNAL_TOKEN',
+      value: '',
+      message: `is required when the embedding cache binds a non-loopback address (EMBEDDING_CACHE_HOST=${embeddingCacheHost}): set the same INTERNAL_TOKEN (≥ 16 characters, e.g. \`openssl rand -hex 32\`) for the API, the worker and the embedding cache, or bind EMBEDDING_CACHE_HOST=127.0.0.1`,
+    })
+  }
   let embeddingCacheUrl = raw('EMBEDDING_CACHE_URL') ?? `http://127.0.0.1:${embeddingCachePort}`
   if (raw('EMBEDDING_CACHE_URL') !== undefined) {
     try {
@@ -152,6 +188,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     port: p,
     host,
     embeddingCachePort,
+    embeddingCacheHost,
     embeddingCacheUrl,
     workerHealthPort,
     logLevel,
@@ -164,6 +201,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (textBackboneDir !== undefined) config.textBackboneDir = textBackboneDir
   if (imageBackboneDir !== undefined) config.imageBackboneDir = imageBackboneDir
   if (tfBackend !== undefined) config.tfBackend = tfBackend
+  if (internalToken !== undefined) config.internalToken = internalToken
   return config
 }
 

@@ -16,15 +16,57 @@ export interface EncodeItemsResponse {
   seconds: number
 }
 
+/**
+ * Where the embedding-cache service is and how to authenticate to it: `token` is the shared
+ * INTERNAL_TOKEN, sent as `Authorization: Bearer <token>`. Every function below also takes a bare
+ * URL, an endpoint without a token (a cache on loopback with no INTERNAL_TOKEN).
+ */
+export interface CacheEndpoint {
+  url: string
+  token?: string
+}
+
+/** The endpoint of the configured cache (`config.embeddingCacheUrl`, `config.internalToken`). */
+export function cacheEndpoint(url: string, token?: string): CacheEndpoint {
+  return token === undefined ? { url } : { url, token }
+}
+
+/**
+ * A failed call to the embedding cache. `status` is the HTTP status, null when no answer came
+ * (network error, timeout); `code` the cache's machine-readable error code (or the network
+ * error's, e.g. ECONNREFUSED). Always thrown as one of the two subclasses below.
+ */
 export class EmbeddingCacheClientError extends Error {
   constructor(
-    readonly status: number,
+    readonly status: number | null,
     readonly code: string,
     message: string,
     readonly details?: unknown,
+    options?: ErrorOptions,
   ) {
-    super(message)
+    super(message, options)
     this.name = 'EmbeddingCacheClientError'
+  }
+}
+
+/**
+ * The cache could not be reached (connection refused or reset, DNS failure, timeout, a stream
+ * cut off midway) or answered 5xx: it is down or restarting, so the same call may succeed later.
+ */
+export class EmbeddingCacheUnavailable extends EmbeddingCacheClientError {
+  readonly retryable = true
+  constructor(status: number | null, code: string, message: string, details?: unknown, options?: ErrorOptions) {
+    super(status, code, message, details, options)
+    this.name = 'EmbeddingCacheUnavailable'
+  }
+}
+
+/** The cache refused the request (4xx: unknown dataset, invalid input, bad token): final. */
+export class EmbeddingCacheRejected extends EmbeddingCacheClientError {
+  readonly retryable = false
+  constructor(status: number, code: string, message: string, details?: unknown) {
+    super(status, code, message, details)
+    this.name = 'EmbeddingCacheRejected'
   }
 }
 
@@ -49,19 +91,106 @@ export interface FetchStatesOptions {
   fetch?: typeof fetch
 }
 
-function base(url: string): string {
-  return url.replace(/\/+$/, '')
+function resolve(target: CacheEndpoint | string): CacheEndpoint {
+  const endpoint = typeof target === 'string' ? { url: target } : target
+  return { ...endpoint, url: endpoint.url.replace(/\/+$/, '') }
 }
 
-async function failure(res: Response): Promise<EmbeddingCacheClientError> {
+function authHeaders(endpoint: CacheEndpoint): Record<string, string> {
+  return endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {}
+}
+
+/** Planning a build and reading coverage are a few queries; longer means the cache is stuck. */
+const JSON_TIMEOUT_MS = 60_000
+/** Cold-start encoding reads images (15 s each at most) and runs the backbones on up to 256 items. */
+const ENCODE_TIMEOUT_MS = 300_000
+
+/** The code of the network error under a failed fetch (`TypeError: fetch failed` → cause). */
+function networkCode(e: unknown, depth = 0): string | undefined {
+  if (depth > 4 || e === null || typeof e !== 'object') return undefined
+  const { code, name, cause, errors } = e as { code?: unknown; name?: unknown; cause?: unknown; errors?: unknown }
+  if (name === 'TimeoutError') return 'TIMEOUT'
+  if (typeof code === 'string') return code
+  for (const inner of [cause, ...(Array.isArray(errors) ? errors : [])]) {
+    const found = networkCode(inner, depth + 1)
+    if (found) return found
+  }
+  return undefined
+}
+
+/** The most specific message under a network error: undici's cause, or the first of an AggregateError. */
+function networkDetail(e: unknown): string {
+  const cause = (e as { cause?: unknown } | null)?.cause as { message?: unknown; errors?: { message?: unknown }[] } | undefined
+  for (const candidate of [cause?.message, cause?.errors?.[0]?.message, e instanceof Error ? e.message : String(e)]) {
+    if (typeof candidate === 'string' && candidate) return candidate
+  }
+  return 'network error'
+}
+
+function unreachable(endpoint: CacheEndpoint, e: unknown, during?: string): EmbeddingCacheUnavailable {
+  const code = networkCode(e) ?? 'NETWORK_ERROR'
+  const detail = networkDetail(e)
+  const what = `${during ? `${during}: ` : ''}${detail.includes(code) ? detail : `${code} ${detail}`}`
+  return new EmbeddingCacheUnavailable(null, code, `embedding cache unreachable at ${endpoint.url}: ${what}`, undefined, { cause: e })
+}
+
+/** What fetch rejects with when no answer came: TypeError (network) or the timeout's DOMException. */
+function isTransportError(e: unknown): boolean {
+  return e instanceof TypeError || (e as { name?: unknown } | null)?.name === 'TimeoutError'
+}
+
+interface SendOptions {
+  method?: string
+  body?: unknown
+  accept?: string
+  /** the caller's cancellation: its abort is rethrown as is, not as an outage */
+  signal?: AbortSignal
+  timeoutMs?: number
+  fetch?: typeof fetch
+}
+
+/** One request; network failures and 5xx become EmbeddingCacheUnavailable, 4xx EmbeddingCacheRejected. */
+async function send(endpoint: CacheEndpoint, path: string, options: SendOptions = {}): Promise<Response> {
+  const doFetch = options.fetch ?? fetch
+  const signals = [options.signal, options.timeoutMs ? AbortSignal.timeout(options.timeoutMs) : undefined].filter((s): s is AbortSignal => s !== undefined)
+  let res: Response
+  try {
+    res = await doFetch(`${endpoint.url}${path}`, {
+      method: options.method ?? 'GET',
+      headers: {
+        ...authHeaders(endpoint),
+        ...(options.accept ? { accept: options.accept } : {}),
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+      signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0],
+    })
+  } catch (e) {
+    if (options.signal?.aborted || !isTransportError(e)) throw e
+    throw unreachable(endpoint, e)
+  }
+  if (!res.ok) throw await failure(endpoint, res)
+  return res
+}
+
+async function failure(endpoint: CacheEndpoint, res: Response): Promise<EmbeddingCacheClientError> {
   const text = await res.text().catch(() => '')
+  let code = `HTTP_${res.status}`
+  let message = text.slice(0, 200) || res.statusText
+  let details: unknown
   try {
     const body = JSON.parse(text) as { error?: { code?: string; message?: string; details?: unknown } }
-    if (body.error?.code) return new EmbeddingCacheClientError(res.status, body.error.code, body.error.message ?? res.statusText, body.error.details)
+    if (body.error?.code) {
+      code = body.error.code
+      message = body.error.message ?? res.statusText
+      details = body.error.details
+    }
   } catch {
     // not JSON
   }
-  return new EmbeddingCacheClientError(res.status, `HTTP_${res.status}`, text.slice(0, 200) || res.statusText)
+  // 5xx: a cache that is starting, overloaded or lost its database may answer the same call later
+  if (res.status >= 500) return new EmbeddingCacheUnavailable(res.status, code, message, details)
+  return new EmbeddingCacheRejected(res.status, code, message, details)
 }
 
 /**
@@ -69,32 +198,44 @@ async function failure(res: Response): Promise<EmbeddingCacheClientError> {
  * incrementally (float16 → float32) into ONE preallocated Float32Array [rows, L+1, d]; row r
  * belongs to Item.id `itemIds[r]` (ascending). Items without a state (no image, failed input,
  * not cached yet) have no row. Returns null when the service has no backbone for the modality.
- * Throws EmbeddingCacheClientError (HTTP errors, e.g. 404 NOT_FOUND for an unknown dataset) or
- * StateStreamError (malformed or truncated stream).
+ * Throws EmbeddingCacheRejected (4xx, e.g. 404 NOT_FOUND for an unknown dataset),
+ * EmbeddingCacheUnavailable (unreachable, 5xx, or the connection lost midway through the stream)
+ * or StateStreamError (malformed stream, or a record the caller did not expect).
  */
 export async function fetchDatasetStates(
-  baseUrl: string,
+  cache: CacheEndpoint | string,
   datasetId: string,
   modality: Modality,
   options: FetchStatesOptions = {},
 ): Promise<DatasetStates | null> {
-  const doFetch = options.fetch ?? fetch
-  const url = `${base(baseUrl)}/v1/datasets/${encodeURIComponent(datasetId)}/states?modality=${encodeURIComponent(modality)}`
-  const res = await doFetch(url, { signal: options.signal, headers: { accept: 'application/octet-stream' } })
-  if (!res.ok) {
-    const err = await failure(res)
-    if (err.code === 'BACKBONE_NOT_CONFIGURED') return null
-    throw err
+  const endpoint = resolve(cache)
+  let res: Response
+  try {
+    res = await send(endpoint, `/v1/datasets/${encodeURIComponent(datasetId)}/states?modality=${encodeURIComponent(modality)}`, {
+      accept: 'application/octet-stream',
+      signal: options.signal,
+      fetch: options.fetch,
+    })
+  } catch (e) {
+    if (e instanceof EmbeddingCacheRejected && e.code === 'BACKBONE_NOT_CONFIGURED') return null
+    throw e
   }
-  if (!res.body) throw new EmbeddingCacheClientError(res.status, 'EMPTY_RESPONSE', 'state stream response has no body')
+  if (!res.body) throw new EmbeddingCacheUnavailable(res.status, 'EMPTY_RESPONSE', 'state stream response has no body')
   const expected = options.expectedItemIds ? Array.from(options.expectedItemIds) : undefined
   const decoder = new StateStreamDecoder({ expectedItemIds: expected, keep: options.keep, selectLayers: options.selectLayers })
   const reader = res.body.getReader()
   try {
     for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      decoder.push(value)
+      let chunk: ReadableStreamReadResult<Uint8Array>
+      try {
+        chunk = await reader.read()
+      } catch (e) {
+        if (options.signal?.aborted) throw e
+        // the service went away mid-stream (killed, restarted): the stream can be fetched again
+        throw unreachable(endpoint, e, 'state stream cut off')
+      }
+      if (chunk.done) break
+      decoder.push(chunk.value)
     }
   } catch (err) {
     await reader.cancel().catch(() => undefined)
@@ -130,29 +271,29 @@ export function indexStates(states: Pick<DatasetStates, 'numLayers' | 'width' | 
   return { numLayers: states.numLayers, width: states.width, rowOf, data: states.data }
 }
 
-async function postJson<T>(url: string, body: unknown, fetchImpl: typeof fetch = fetch): Promise<T> {
-  const res = await fetchImpl(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-  if (!res.ok) throw await failure(res)
-  return (await res.json()) as T
-}
-
-async function getJson<T>(url: string, fetchImpl: typeof fetch = fetch): Promise<T> {
-  const res = await fetchImpl(url)
-  if (!res.ok) throw await failure(res)
-  return (await res.json()) as T
+async function json<T>(endpoint: CacheEndpoint, path: string, options: SendOptions): Promise<T> {
+  const res = await send(endpoint, path, options)
+  try {
+    return (await res.json()) as T
+  } catch (e) {
+    // a complete answer that is not JSON is something else at this URL: waiting will not fix it
+    if (e instanceof SyntaxError) throw new EmbeddingCacheRejected(res.status, 'INVALID_RESPONSE', `the answer from ${endpoint.url}${path} is not JSON`)
+    // the body was cut off (the cache restarted while answering)
+    throw unreachable(endpoint, e, 'reading the response')
+  }
 }
 
 /** POST /v1/cache-builds: start (or resume) the cache build of a dataset. */
-export function requestCacheBuild(baseUrl: string, datasetId: string): Promise<CacheBuildsResponse> {
-  return postJson(`${base(baseUrl)}/v1/cache-builds`, { datasetId })
+export function requestCacheBuild(cache: CacheEndpoint | string, datasetId: string): Promise<CacheBuildsResponse> {
+  return json(resolve(cache), '/v1/cache-builds', { method: 'POST', body: { datasetId }, timeoutMs: JSON_TIMEOUT_MS })
 }
 
 /** POST /v1/items/encode: compute missing states of a few items now (cold start); per-item coverage. */
-export function requestEncodeItems(baseUrl: string, itemIds: number[]): Promise<EncodeItemsResponse> {
-  return postJson(`${base(baseUrl)}/v1/items/encode`, { itemIds })
+export function requestEncodeItems(cache: CacheEndpoint | string, itemIds: number[]): Promise<EncodeItemsResponse> {
+  return json(resolve(cache), '/v1/items/encode', { method: 'POST', body: { itemIds }, timeoutMs: ENCODE_TIMEOUT_MS })
 }
 
 /** GET /v1/datasets/:id/coverage */
-export function fetchCoverage(baseUrl: string, datasetId: string): Promise<DatasetCoverage> {
-  return getJson(`${base(baseUrl)}/v1/datasets/${encodeURIComponent(datasetId)}/coverage`)
+export function fetchCoverage(cache: CacheEndpoint | string, datasetId: string): Promise<DatasetCoverage> {
+  return json(resolve(cache), `/v1/datasets/${encodeURIComponent(datasetId)}/coverage`, { timeoutMs: JSON_TIMEOUT_MS })
 }

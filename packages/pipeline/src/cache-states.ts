@@ -1,7 +1,9 @@
 // The worker's source of IISAN training states: the embedding-cache service. Asks it to build
 // (or resume) the dataset's cache, waits with progress until every item is done or flagged, then
-// streams the states in and indexes them by the protocol's item order.
-import { fetchCoverage, fetchDatasetStates, requestCacheBuild } from '@iisan/embedding-cache/client'
+// streams the states in and indexes them by the protocol's item order. A cache that goes away
+// for a while (restart, crash, redeploy) is waited for; only an outage longer than the budget
+// fails the load, with the EmbeddingCacheUnavailable, so that the job can be retried later.
+import { EmbeddingCacheUnavailable, fetchCoverage, fetchDatasetStates, requestCacheBuild, type CacheEndpoint } from '@iisan/embedding-cache/client'
 import { emptyModality, type CachedStates, type Modality, type ModalityStates } from '@iisan/model/cached-states'
 import { defaultSideLayers, sideLayersFor } from '@iisan/model/san'
 import type { ProtocolData } from '@iisan/model/data'
@@ -24,13 +26,26 @@ export interface CacheWaitOptions {
   pollMs?: number
   /** give up waiting for the cache after this long */
   timeoutMs?: number
+  /**
+   * How long the cache may stay unreachable (network errors, 5xx) before the load fails with
+   * EmbeddingCacheUnavailable (default 120 s). Counted from the first failed call of an outage;
+   * any answer ends the outage.
+   */
+  outageBudgetMs?: number
+  /** Pause after the first failed call of an outage, doubled after each further one (default 1 s). */
+  retryInitialMs?: number
+  /** Longest pause between attempts during an outage (default 15 s). */
+  retryMaxMs?: number
   isCancelled?: () => boolean | Promise<boolean>
 }
 
 export class CacheNotReady extends Error {}
 
+/** What the job's progress shows while caching; `message` says why it is not moving. */
+type CachingProgress = JobProgress & { phase: 'caching'; message?: string }
+
 export async function loadStatesFromCache(
-  cacheUrl: string,
+  cache: CacheEndpoint,
   datasetId: string,
   data: Pick<ProtocolData, 'itemKeys' | 'numItems'>,
   report: (progress: JobProgress) => Promise<void>,
@@ -38,17 +53,58 @@ export async function loadStatesFromCache(
 ): Promise<LoadedStates> {
   const pollMs = options.pollMs ?? 1000
   const deadline = Date.now() + (options.timeoutMs ?? 6 * 3600_000)
-  await requestCacheBuild(cacheUrl, datasetId)
+  const budgetMs = options.outageBudgetMs ?? 120_000
+  const initialMs = options.retryInitialMs ?? 1000
+  const maxMs = options.retryMaxMs ?? 15_000
+  let progress: CachingProgress = { phase: 'caching', cached: 0, total: 0, fraction: 0 }
+  // the trainer's own cancellation: the job is cancelled, or handed back on shutdown
+  const checkCancelled = async () => {
+    if (await options.isCancelled?.()) throw new TrainingCancelled()
+  }
+
+  /** `call`, repeated with backoff while the cache is unavailable; true in `recovered` after an outage. */
+  const withOutages = async <T>(what: string, call: () => Promise<T>): Promise<{ value: T; recovered: boolean }> => {
+    let outageSince: number | undefined
+    let delay = initialMs
+    for (;;) {
+      try {
+        return { value: await call(), recovered: outageSince !== undefined }
+      } catch (e) {
+        if (!(e instanceof EmbeddingCacheUnavailable)) throw e
+        outageSince ??= Date.now()
+        const elapsed = Date.now() - outageSince
+        if (elapsed >= budgetMs) {
+          const seconds = (ms: number) => `${Math.round(ms / 1000)} s`
+          throw new EmbeddingCacheUnavailable(e.status, e.code, `${e.message} (${what}; unreachable for ${seconds(elapsed)}, the outage budget is ${seconds(budgetMs)})`, e.details, { cause: e })
+        }
+        const pause = Math.min(delay, budgetMs - elapsed)
+        delay = Math.min(delay * 2, maxMs)
+        const waiting: CachingProgress = {
+          ...progress,
+          message: `embedding cache unreachable (${e.code}) while ${what}, for ${Math.round(elapsed / 1000)} s; retrying in ${Math.ceil(pause / 1000)} s (giving up after ${Math.round(budgetMs / 1000)} s)`,
+        }
+        await report(waiting)
+        await checkCancelled()
+        await new Promise((resolve) => setTimeout(resolve, pause))
+      }
+    }
+  }
+  const requestBuild = () => withOutages('starting the cache build', () => requestCacheBuild(cache, datasetId))
+
+  await requestBuild()
   for (;;) {
-    const coverage = await fetchCoverage(cacheUrl, datasetId)
+    const { value: coverage, recovered } = await withOutages('waiting for the cache build', () => fetchCoverage(cache, datasetId))
+    // A chunk in flight when the cache died may have used up its attempts and failed the build;
+    // asking again resumes it (or starts a new one for what is left). Idempotent otherwise.
+    if (recovered) await requestBuild()
     const total = coverage.backbones.reduce((s, b) => s + b.total, 0)
     const settled = coverage.backbones.reduce((s, b) => s + b.done + b.failed, 0)
-    await report({ phase: 'caching', cached: settled, total, fraction: 0 })
+    progress = { phase: 'caching', cached: settled, total, fraction: 0 }
+    await report(progress)
     if (coverage.backbones.length === 0) throw new CacheNotReady('the embedding cache has no backbone configured')
     if (settled >= total) break
     if (Date.now() > deadline) throw new CacheNotReady(`the embedding cache did not finish in time (${settled}/${total} states)`)
-    // the trainer's own cancellation: the job is cancelled, or handed back on shutdown
-    if (await options.isCancelled?.()) throw new TrainingCancelled()
+    await checkCancelled()
     await new Promise((resolve) => setTimeout(resolve, pollMs))
   }
 
@@ -57,15 +113,18 @@ export async function loadStatesFromCache(
   let reference: { layers: number[]; numLayers: number } | undefined
   for (const modality of ['text', 'image'] as const) {
     // float16 as stored, side layers only: one copy at ~a quarter of the float32 size
-    // (Scientific, base models: 0.2 GB per modality instead of 0.8 GB)
-    const fetched = await fetchDatasetStates(cacheUrl, datasetId, modality, {
-      keep: 'float16',
-      selectLayers: (header) => {
-        const layers = reference ? sideLayersFor(reference.layers, reference.numLayers, header.numLayers) : (options.sideLayers ?? defaultSideLayers(header.numLayers))
-        reference ??= { layers, numLayers: header.numLayers }
-        return layers
-      },
-    })
+    // (Scientific, base models: 0.2 GB per modality instead of 0.8 GB). A stream cut off midway
+    // is fetched again whole: the decoder's buffer is preallocated from the header anyway.
+    const { value: fetched } = await withOutages(`streaming the ${modality} states`, () =>
+      fetchDatasetStates(cache, datasetId, modality, {
+        keep: 'float16',
+        selectLayers: (header) => {
+          const layers = reference ? sideLayersFor(reference.layers, reference.numLayers, header.numLayers) : (options.sideLayers ?? defaultSideLayers(header.numLayers))
+          reference ??= { layers, numLayers: header.numLayers }
+          return layers
+        },
+      }),
+    )
     if (!fetched) continue
     backbones[modality] = fetched.fingerprint
     stores[modality] = { ...statesForItems(fetched.numLayers, fetched.width, fetched.data, fetched.itemIds, data.itemKeys), layers: fetched.layers }

@@ -12,6 +12,8 @@ export interface ColdStartDeps {
   prisma: PrismaClient
   registry: ServingRegistry
   embeddingCacheUrl: string
+  /** INTERNAL_TOKEN, sent to the embedding cache */
+  internalToken?: string
   /** tell every API replica to reload a model version that grew */
   announceUpdated(datasetId: string, modelVersionId: string): Promise<void>
 }
@@ -30,7 +32,7 @@ export async function addItemsWithColdStart(deps: ColdStartDeps, datasetId: stri
   const items = await addItems(deps.prisma, datasetId, inputs)
   let encoded
   try {
-    encoded = await requestEncodeItems(deps.embeddingCacheUrl, items.map((i) => i.id))
+    encoded = await requestEncodeItems({ url: deps.embeddingCacheUrl, token: deps.internalToken }, items.map((i) => i.id))
   } catch (e) {
     // No states, no embedding: take the items back out rather than leave them half-added.
     await deps.prisma.$transaction([

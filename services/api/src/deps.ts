@@ -10,6 +10,8 @@ export interface Deps {
   registry: ServingRegistry
   /** Base URL of the embedding-cache service (cold start, cache coverage). */
   embeddingCacheUrl: string
+  /** INTERNAL_TOKEN: the embedding cache's service token (unset: a cache without one). */
+  internalToken?: string
   /** Tells every API replica that a dataset's active model changed. */
   announceActivation(datasetId: string, modelVersionId: string): Promise<void>
   /** Tells every API replica that a model version grew (cold-start items appended). */

@@ -38,6 +38,7 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
       trainingQueue,
       registry,
       embeddingCacheUrl: config.embeddingCacheUrl,
+      internalToken: config.internalToken,
       announceActivation: async (datasetId, modelVersionId) => {
         await publishModelActivated(redis, config.queuePrefix, { datasetId, modelVersionId })
       },

@@ -13,5 +13,7 @@ await initBackend({ logger, prefer: config.tfBackend })
 const server = await createCacheServer(config, logger, options)
 // Shutdown waits for the chunk in flight (one forward batch + one INSERT group at a time).
 onShutdown(logger, () => server.close(), { timeoutMs: 120_000 })
-await server.app.listen({ port: config.embeddingCachePort, host: config.host })
-logger.info({ port: config.embeddingCachePort, worker: server.worker !== null }, 'embedding cache ready')
+// Its own bind address (loopback by default), not HOST: the cache is internal, and loadConfig
+// refuses a non-loopback one without INTERNAL_TOKEN.
+await server.app.listen({ port: config.embeddingCachePort, host: config.embeddingCacheHost })
+logger.info({ host: config.embeddingCacheHost, port: config.embeddingCachePort, worker: server.worker !== null, token: config.internalToken !== undefined }, 'embedding cache ready')

@@ -9,6 +9,7 @@ import { createEmbeddingCacheQueue, createEmbeddingCacheWorker, createRedisConne
 import { createPrisma } from '@iisan/storage'
 import { isCacheError } from '@iisan/embedding-cache/errors'
 import { errorHandling, metrics, storageErrors } from '@iisan/http'
+import { internalTokenAuth } from './auth.ts'
 import { cacheRoutes } from './routes.ts'
 
 export interface CacheServerOptions {
@@ -118,6 +119,14 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
     loggerInstance: logger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>()
+  // every route of the service, for the tests that check each one is guarded
+  const routes: { method: string; url: string }[] = []
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url })
+  })
+  // Before any route: the hook guards every route of the app and the not-found handler.
+  if (config.internalToken) await app.register(internalTokenAuth, { token: config.internalToken })
+  else logger.info('INTERNAL_TOKEN is not set: the embedding cache answers every process that can reach it')
   await app.register(errorHandling, {
     codeExamples: ['VALIDATION_FAILED', 'NOT_FOUND', 'BACKBONE_NOT_CONFIGURED'],
     mappings: [(err) => (isCacheError(err) ? err : undefined), storageErrors],
@@ -135,6 +144,8 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
   let closing: Promise<void> | undefined
   return {
     app,
+    /** method + route template of every route registered (HEAD included) */
+    routes: routes as readonly { method: string; url: string }[],
     worker,
     prisma,
     queue,

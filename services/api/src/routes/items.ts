@@ -108,7 +108,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     },
     async (request) => {
       try {
-        return await fetchCoverage(deps.embeddingCacheUrl, request.params.id)
+        return await fetchCoverage({ url: deps.embeddingCacheUrl, token: deps.internalToken }, request.params.id)
       } catch (e) {
         if (e instanceof EmbeddingCacheClientError && e.status === 404) throw new ApiError(404, 'NOT_FOUND', e.message)
         throw new ApiError(502, 'EMBEDDING_CACHE_UNAVAILABLE', `embedding cache: ${(e as Error).message}`)
