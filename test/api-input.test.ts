@@ -219,12 +219,17 @@ describe('multipart bodies follow the JSON body’s rules', () => {
 })
 
 describe('cold start when the embedding cache is down', () => {
-  it('is 502 EMBEDDING_CACHE_UNAVAILABLE saying the item was NOT added, and it is not', async () => {
-    const json = expectError(await http.post('/v1/items').send({ datasetId, id: 'NEW-1', title: 'A new item' }), 502, 'EMBEDDING_CACHE_UNAVAILABLE')
+  it('is 503 DEPENDENCY_UNAVAILABLE with Retry-After, saying the item was NOT added, and it is not', async () => {
+    const refused = await http.post('/v1/items').send({ datasetId, id: 'NEW-1', title: 'A new item' })
+    const json = expectError(refused, 503, 'DEPENDENCY_UNAVAILABLE')
+    expect(refused.headers['retry-after']).toMatch(/^\d+$/)
+    expect(json.details).toEqual({ dependency: 'embedding-cache' })
     expect(json.message).toMatch(/NOT added/)
     expect(json.message).toMatch(/ECONNREFUSED/)
+    // where the cache lives is not the client's business
+    expect(json.message).not.toMatch(/127\.0\.0\.1/)
     const multipart = await http.post('/v1/items').field('datasetId', datasetId).field('id', 'NEW-2').field('title', 'Another new item')
-    expect(expectError(multipart, 502, 'EMBEDDING_CACHE_UNAVAILABLE').message).toMatch(/NOT added/)
+    expect(expectError(multipart, 503, 'DEPENDENCY_UNAVAILABLE').message).toMatch(/NOT added/)
     expect(await extraRows()).toEqual(CLEAN)
     expect((await http.get(`/v1/datasets/${datasetId}`).expect(200)).body.numItems).toBe(3)
   })

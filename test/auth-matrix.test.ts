@@ -145,7 +145,7 @@ async function withKey(method: string, path: string, body?: object) {
 
 beforeAll(async () => {
   probes = instrument()
-  // no embedding cache listens there: the cold-start and coverage routes fail fast with 502
+  // no embedding cache listens there: the cold-start and coverage routes fail fast with 503
   platform = await createTestPlatform('auth-matrix', { API_KEYS: KEY, EMBEDDING_CACHE_URL: `http://127.0.0.1:${await freePort()}` })
   try {
     api = await createTestApi(platform.env, 'auth-matrix-api')

@@ -13,8 +13,8 @@ let api: Awaited<ReturnType<typeof createTestApi>>
 let deadCacheApi: Awaited<ReturnType<typeof createTestApi>>
 let cache: Awaited<ReturnType<typeof createTestCache>>
 let http: ReturnType<typeof request>
-/** A second replica whose embedding cache is down: POST /v1/items answers 502 there. */
-let http502: ReturnType<typeof request>
+/** A second replica whose embedding cache is down: POST /v1/items answers 503 there. */
+let httpCacheDown: ReturnType<typeof request>
 let datasetId: string
 let imageRoot: string
 
@@ -33,8 +33,8 @@ beforeAll(async () => {
   api = await createTestApi({ ...platform.env, EMBEDDING_CACHE_URL: cacheUrl }, 'import-holes-api')
   // listening, so that concurrent requests really are concurrent
   http = request(await api.app.listen({ port: 0, host: '127.0.0.1' }))
-  deadCacheApi = await createTestApi({ ...platform.env, EMBEDDING_CACHE_URL: `http://127.0.0.1:${await freePort()}` }, 'import-holes-api-502')
-  http502 = request(await deadCacheApi.app.listen({ port: 0, host: '127.0.0.1' }))
+  deadCacheApi = await createTestApi({ ...platform.env, EMBEDDING_CACHE_URL: `http://127.0.0.1:${await freePort()}` }, 'import-holes-api-cache-down')
+  httpCacheDown = request(await deadCacheApi.app.listen({ port: 0, host: '127.0.0.1' }))
   datasetId = (await http.post('/v1/datasets').send({ name: 'base', itemsTsv: ITEMS, usersTsv: USERS }).expect(201)).body.id
 })
 
@@ -211,13 +211,13 @@ describe('Idempotency-Key', () => {
     expect({ replayed: again.headers['idempotent-replayed'], body: again.body }).toEqual({ replayed: 'true', body: first.body })
 
     const item = { datasetId, id: 'FIVE-HUNDRED', title: 'encoded by a cache that is down' }
-    const failed = await http502.post('/v1/items').set('Idempotency-Key', 'five-hundred').send(item).expect(502)
-    expect(failed.body.error.code).toBe('EMBEDDING_CACHE_UNAVAILABLE')
+    const failed = await httpCacheDown.post('/v1/items').set('Idempotency-Key', 'five-hundred').send(item).expect(503)
+    expect(failed.body.error.code).toBe('DEPENDENCY_UNAVAILABLE')
     expect(await platform.db.prisma.idempotencyKey.count({ where: { key: 'five-hundred' } })).toBe(0)
     // the retry runs (on a replica whose cache is up) and its answer is the one stored
     const retried = await http.post('/v1/items').set('Idempotency-Key', 'five-hundred').send(item).expect(201)
     expect(retried.headers['idempotent-replayed']).toBeUndefined()
-    expect((await http502.post('/v1/items').set('Idempotency-Key', 'five-hundred').send(item).expect(201)).body).toEqual(retried.body)
+    expect((await httpCacheDown.post('/v1/items').set('Idempotency-Key', 'five-hundred').send(item).expect(201)).body).toEqual(retried.body)
   })
 
   it('a key left in progress by a process that died is taken over once its lease lapses', async () => {

@@ -17,9 +17,11 @@ const EXPECTED_TABLES = [
   'datasets',
   'epoch_metrics',
   'hidden_states',
+  'idempotency_keys',
   'interactions',
   'items',
   'model_versions',
+  'training_checkpoints',
   'training_jobs',
 ]
 

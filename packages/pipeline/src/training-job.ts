@@ -43,6 +43,8 @@ export interface JobProgress {
   valHr10?: number
   valNdcg10?: number
   stepsPerSecond?: number
+  /** what a person should know now, e.g. that the embedding cache is unreachable and being retried */
+  message?: string
   /** set when this attempt carried on from a checkpoint of an earlier one */
   resumedFromEpoch?: number
   /** 0..1 over the maximum number of epochs (early stopping may finish sooner) */

@@ -1,13 +1,16 @@
 // Wiring of the API process: connections → deps → app. main.ts and the tests both use it.
 import type { AppConfig, Logger } from '@iisan/config'
 import { ServingRegistry } from '@iisan/pipeline'
-import { createRedisConnection, createTrainingQueue, publishModelActivated, publishModelUpdated, subscribeModelActivated, subscribeModelUpdated } from '@iisan/queue'
+import { createCommandConnection, createTrainingQueue, publishModelActivated, publishModelUpdated, subscribeModelActivated, subscribeModelUpdated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
 import { buildApp } from './app.ts'
 
 export async function createApiServer(config: AppConfig, logger: Logger) {
   const prisma = createPrisma(config.databaseUrl)
-  const redis = createRedisConnection(config.redisUrl)
+  // requests wait on these commands: during a Redis outage they fail fast (503, or the job left to
+  // the workers' reconciler) instead of hanging until Redis returns
+  const redis = createCommandConnection(config.redisUrl)
+  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'))
   const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
   const registry = new ServingRegistry(prisma)
   await registry.refreshActive()

@@ -1,11 +1,12 @@
+import type { FastifyReply } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { addItemsWithColdStart, toRecommendations } from '@iisan/pipeline'
-import { fetchCoverage, EmbeddingCacheClientError } from '@iisan/embedding-cache/client'
-import { ApiError, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
+import { fetchCoverage, EmbeddingCacheClientError, EmbeddingCacheRejected } from '@iisan/embedding-cache/client'
+import { ApiError, DEFAULT_RETRY_AFTER_SECONDS, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
 import { replayIdempotent } from '@iisan/http/idempotency'
 import { ImageSourceError, checkImageRef } from '@iisan/embedding-cache/images'
-import { MAX_TITLE_LENGTH } from '@iisan/storage'
+import { MAX_TITLE_LENGTH, listItems } from '@iisan/storage'
 import type { Deps } from '../deps.ts'
 import { readMultipartFields } from '../multipart.ts'
 import { resolveModel } from '../resolve-model.ts'
@@ -61,9 +62,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
         ])
       } catch (e) {
         // addItemsWithColdStart takes the item back out when the cache fails: nothing was added
-        if (isEmbeddingCacheFailure(e)) {
-          throw new ApiError(502, 'EMBEDDING_CACHE_UNAVAILABLE', `the item was NOT added: the embedding cache could not encode it (${describeFailure(e)}); try again later`)
-        }
+        if (isEmbeddingCacheFailure(e)) throw cacheFailure(reply, e, 'the item was NOT added: the embedding cache could not encode it')
         throw e
       }
       const item = result.items[0]
@@ -83,6 +82,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
       schema: {
         tags: ['items'],
         summary: 'Items most similar to this one by embedding (cosine), from the active or a given model',
+        description: 'An item the model has no embedding for answers `404 ITEM_NOT_IN_MODEL`; `details.inDataset` tells a catalogue item the model cannot use (an ID-based version only has the items its training kept) from an id the dataset does not know.',
         params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN }) }),
         querystring: Type.Object({ datasetId: Type.Optional(Type.String({ format: 'uuid' })), modelId: Type.Optional(Type.String({ format: 'uuid' })), k: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }) }),
         response: { 200: Type.Object({ modelId: Type.String(), items: Type.Array(Type.Object({ itemId: Type.String(), title: Type.String(), score: Type.Number() })) }), ...errorResponses(400, 404, 409) },
@@ -90,8 +90,16 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     },
     async (request) => {
       const model = await resolveModel(deps, request.query.modelId, request.query.datasetId)
-      const index = model.indexOfExternal.get(request.params.id)
-      if (index === undefined) throw new ApiError(404, 'ITEM_NOT_IN_MODEL', `item ${request.params.id} has no embedding in model ${model.id}`)
+      const itemId = request.params.id
+      const index = model.indexOfExternal.get(itemId)
+      if (index === undefined) {
+        // the same answer either way (this model has nothing to compare), told apart for the client
+        const inDataset = (await listItems(deps.prisma, model.datasetId, { externalIds: [itemId] })).length > 0
+        const why = inDataset
+          ? `item ${itemId} is in the catalogue, but model ${model.id} has no embedding for it (not kept by its training, or added since and not embeddable by it)`
+          : `item ${itemId} is not in dataset ${model.datasetId}`
+        throw new ApiError(404, 'ITEM_NOT_IN_MODEL', why, { itemId, modelId: model.id, inDataset })
+      }
       return { modelId: model.id, items: toRecommendations(model, model.serving.similar(index, Math.min(request.query.k, model.serving.numItems - 1))) }
     },
   )
@@ -106,12 +114,12 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
         response: { 200: Type.Unknown(), ...errorResponses(400, 404, 502) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       try {
         return await fetchCoverage({ url: deps.embeddingCacheUrl, token: deps.internalToken }, request.params.id)
       } catch (e) {
         if (e instanceof EmbeddingCacheClientError && e.status === 404) throw new ApiError(404, 'NOT_FOUND', e.message)
-        throw new ApiError(502, 'EMBEDDING_CACHE_UNAVAILABLE', `embedding cache: ${(e as Error).message}`)
+        throw cacheFailure(reply, e, 'the embedding cache could not report the coverage')
       }
     },
   )
@@ -189,7 +197,21 @@ export function isEmbeddingCacheFailure(e: unknown): boolean {
 }
 
 function describeFailure(e: unknown): string {
-  if (e instanceof EmbeddingCacheClientError) return `${e.status} ${e.code}: ${e.message}`
+  if (e instanceof EmbeddingCacheClientError) return [e.status, e.code].filter((part) => part !== null && part !== undefined).join(' ') + `: ${e.message}`
   const cause = networkCause((e as Error).cause)
   return cause ? `${cause.code}: ${cause.message}` : (e as Error).message
+}
+
+/**
+ * The cache down or failing (unreachable, 5xx): 503 with Retry-After, like every dependency that
+ * is down. The cache refusing us (a 4xx: a wrong INTERNAL_TOKEN, say) is our misconfiguration
+ * behind the gateway: 502.
+ */
+function cacheFailure(reply: FastifyReply, e: unknown, what: string): ApiError {
+  if (e instanceof EmbeddingCacheRejected) return new ApiError(502, 'EMBEDDING_CACHE_REFUSED', `${what} (${describeFailure(e)})`)
+  // the error code only: where the cache lives is for the log, not for clients
+  reply.log.warn({ err: e }, 'embedding cache unavailable')
+  const code = e instanceof EmbeddingCacheClientError ? (e.code ?? `HTTP ${e.status}`) : (networkCause((e as Error).cause)?.code ?? 'unreachable')
+  reply.header('retry-after', String(DEFAULT_RETRY_AFTER_SECONDS))
+  return new ApiError(503, 'DEPENDENCY_UNAVAILABLE', `${what} (${code}); try again later`, { dependency: 'embedding-cache' })
 }
