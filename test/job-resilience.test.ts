@@ -118,6 +118,24 @@ describe('job ownership in PostgreSQL', () => {
     expect(cancelled).toMatchObject({ status: 'cancelled', workerId: null })
     expect(cancelled.finishedAt).toBeInstanceOf(Date)
   })
+
+  it('shows a running job without a live worker as stale in the API, and the API cancels it at once', async () => {
+    const api = await createTestApi(platform.env, 'resilience-stale-api')
+    await api.app.ready()
+    try {
+      const http = request(api.app.server)
+      const job = await queuedJob()
+      await claimTrainingJob(platform.db.prisma, job.id, 'worker-a')
+      expect((await http.get(`/v1/training-jobs/${job.id}`).expect(200)).body).toMatchObject({ status: 'running', stale: false, attempts: 1, heartbeatAt: expect.any(String) })
+      await ageHeartbeat(job.id, 120)
+      const shown = (await http.get(`/v1/training-jobs/${job.id}`).expect(200)).body
+      expect(shown).toMatchObject({ status: 'running', stale: true })
+      expect(Date.now() - Date.parse(shown.heartbeatAt)).toBeGreaterThan(100_000)
+      expect((await http.post(`/v1/training-jobs/${job.id}/cancel`).expect(202)).body).toMatchObject({ status: 'cancelled', stale: false })
+    } finally {
+      await api.close()
+    }
+  })
 })
 
 describe('the reconciler', () => {
