@@ -59,7 +59,7 @@ const median = (xs: number[]): number => {
 }
 
 function titles(n: number): string[] {
-  const items = path.resolve(process.cwd(), '../shared/datasets/scientific/items.tsv')
+  const items = path.resolve(process.cwd(), 'data/scientific/items.tsv')
   if (fs.existsSync(items)) {
     return fs
       .readFileSync(items, 'utf8')

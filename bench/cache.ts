@@ -68,7 +68,7 @@ const GROUP = options.group
 const repo = path.resolve(import.meta.dirname, '..')
 
 function scientificTitles(n: number): string[] {
-  const file = path.resolve(repo, '../shared/datasets/scientific/items.tsv')
+  const file = path.resolve(repo, 'data/scientific/items.tsv')
   const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean)
   if (lines.length < n) throw new Error(`${file} has ${lines.length} items, asked for ${n}`)
   return lines.slice(0, n).map((l) => l.split('\t')[1] ?? '')

@@ -86,7 +86,7 @@ describe('BERT uncased WordPiece', () => {
 })
 
 describe('demo vocabulary', () => {
-  const items = path.resolve(process.cwd(), '../shared/datasets/scientific/items.tsv')
+  const items = path.resolve(process.cwd(), 'data/scientific/items.tsv')
 
   it.skipIf(!fs.existsSync(items))('is the committed asset, rebuilt from the first Scientific titles', () => {
     const titles = fs

@@ -1,4 +1,4 @@
-// Backbones against the float64 reference fixtures (../shared/fixtures), on the wasm backend:
+// Backbones against the float64 reference fixtures (test/fixtures/backbones), on the wasm backend:
 // every layer's hidden states within |got − exp| ≤ 1e-4·max(1, |exp|), token ids and resized
 // images exactly, plus checkpoint layouts (hub-style names, shards, F16/BF16) and errors.
 import fs from 'node:fs'

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DataFormatError, buildProtocol, parseItemsTsv, parseUsersTsv, protocolFromTsv } from '@iisan/model'
 
-const SCIENTIFIC = path.resolve(process.cwd(), '../shared/datasets/scientific')
+const SCIENTIFIC = path.resolve(process.cwd(), 'data/scientific')
 
 describe('TSV parsing', () => {
   it('names the offending line', () => {

@@ -43,7 +43,7 @@ const children: ChildProcess[] = []
 
 /** First lines of the Scientific catalogue (distinct real titles), or synthetic ones. */
 function titles(from: number, n: number): string[] {
-  const file = path.resolve(REPO_ROOT, '../shared/datasets/scientific/items.tsv')
+  const file = path.resolve(REPO_ROOT, 'data/scientific/items.tsv')
   if (fs.existsSync(file)) {
     return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).slice(from, from + n).map((l) => l.split('\t')[1]!)
   }

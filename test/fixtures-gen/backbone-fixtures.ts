@@ -1,11 +1,11 @@
-// Shared by test/backbones*.test.ts: reads the reference fixtures in ../shared/fixtures and
+// Shared by test/backbones*.test.ts: reads the reference fixtures in test/fixtures/backbones and
 // turns their raw uint8 images into encoded files, so tests exercise the decode path too.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import sharp from 'sharp'
 
-export const FIXTURES = path.resolve(process.cwd(), '../shared/fixtures')
+export const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/backbones')
 
 export const fixtureDir = (name: string): string => path.join(FIXTURES, name)
 

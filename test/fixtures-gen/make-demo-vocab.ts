@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { buildDemoVocab, DEMO_VOCAB_TITLES } from '../../packages/backbones/src/demo-vocab.ts'
 
-const items = process.argv[2] ?? path.resolve(process.cwd(), '../shared/datasets/scientific/items.tsv')
+const items = process.argv[2] ?? path.resolve(process.cwd(), 'data/scientific/items.tsv')
 const titles = fs
   .readFileSync(items, 'utf8')
   .split('\n')

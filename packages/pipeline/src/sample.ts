@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
-/** ../shared/datasets/scientific beside the project root (where CI and the quick start find it). */
-export const SCIENTIFIC_DIR = path.resolve(process.cwd(), '../shared/datasets/scientific')
+/** The Scientific dataset shipped in the repository (data/scientific, see its README), wherever the process runs from. */
+export const SCIENTIFIC_DIR = path.resolve(import.meta.dirname, '../../../data/scientific')
 
 export interface DatasetSample {
   itemsTsv: string

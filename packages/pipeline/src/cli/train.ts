@@ -32,7 +32,7 @@ failOnUncaught()
 async function main() {
   const { values } = parseOptions(
     {
-      data: { type: 'string', default: '../shared/datasets/scientific' },
+      data: { type: 'string', default: 'data/scientific' },
       method: { type: 'string', default: 'sasrec-id' },
       epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
       patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
