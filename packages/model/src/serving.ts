@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
-import { embedItemStates, type IisanItemEncoder, type NewItemStates } from './iisan.ts'
+import { IisanItemEncoder, embedItemStates, type NewItemStates } from './iisan.ts'
 
 export interface ScoredItem {
   /** item index 1..N */
@@ -58,9 +58,9 @@ export class ServingModel {
     return topKByDot(this.matrix, this.config.embeddingDim, state, k, exclude)
   }
 
-  /** True when items can be embedded without retraining (the item side reads content). */
+  /** True when items can be embedded without retraining: only an encoder that reads content can. */
   get supportsColdStart(): boolean {
-    return this.config.method === 'iisan'
+    return this.model.itemEncoder instanceof IisanItemEncoder
   }
 
   /**
@@ -68,8 +68,9 @@ export class ServingModel {
    * order given. Throws for ID-based models, which have no way to embed an unseen item.
    */
   embedNewItems(items: NewItemStates[]): Float32Array {
-    if (this.config.method !== 'iisan') throw new Error(`${this.config.method} models cannot embed new items`)
-    return embedItemStates(this.model.itemEncoder as IisanItemEncoder, items)
+    const encoder = this.model.itemEncoder
+    if (!(encoder instanceof IisanItemEncoder)) throw new Error(`${this.config.method} models cannot embed new items`)
+    return embedItemStates(encoder, items)
   }
 
   /** Appends rows [n, D] as items N+1, …; returns their indices. */

@@ -226,6 +226,29 @@ export class ModelNotFound extends Error {
 
 class ReconcileRace extends Error {}
 
+export interface ModelRows {
+  /** model indices of the ids the model has rows for, in the order given (repeats kept) */
+  indices: number[]
+  /** distinct ids it has no row for, in order of first occurrence */
+  missing: string[]
+}
+
+/**
+ * Which of these item ids the served model can use. The answer comes from the model's own rows,
+ * never from its method: an ID-based version has rows for the items its training protocol kept,
+ * a content-based one for every item it could embed, and either may lag behind the catalogue.
+ */
+export function rowsFor(model: LoadedModel, externalIds: readonly string[]): ModelRows {
+  const indices: number[] = []
+  const missing = new Set<string>()
+  for (const id of externalIds) {
+    const index = model.indexOfExternal.get(id)
+    if (index === undefined) missing.add(id)
+    else indices.push(index)
+  }
+  return { indices, missing: [...missing] }
+}
+
 export function toRecommendations(model: LoadedModel, scored: ScoredItem[]): Recommendation[] {
   return scored.map((s) => ({ itemId: model.externalIds[s.index], title: model.titles[s.index], score: s.score }))
 }

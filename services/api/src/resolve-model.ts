@@ -30,3 +30,13 @@ export async function resolveModel(deps: Deps, modelId?: string, datasetId?: str
   if (!model) throw new ApiError(409, 'NO_ACTIVE_MODEL', `active model ${id} is gone`)
   return model
 }
+
+/** The dataset's active model, or null when it has none (yet). */
+export async function activeModelOf(deps: Deps, datasetId: string): Promise<LoadedModel | null> {
+  try {
+    return await resolveModel(deps, undefined, datasetId)
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'NO_ACTIVE_MODEL') return null
+    throw e
+  }
+}

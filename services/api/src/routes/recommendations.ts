@@ -1,18 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { toRecommendations } from '@iisan/pipeline'
-import { getUserHistory } from '@iisan/storage'
+import { rowsFor, toRecommendations, type LoadedModel } from '@iisan/pipeline'
+import { getUserHistory, listItems } from '@iisan/storage'
 import { ApiError, ID_PATTERN, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 import { resolveModel } from '../resolve-model.ts'
 
 const MAX_K = 1000
+/** Longest explicit history, and how much of a stored one a response shows. */
+const MAX_HISTORY = 1000
 
 const RecommendationRequest = Type.Object(
   {
     modelId: Type.Optional(Type.String({ format: 'uuid', description: 'a model version; default: the active model of datasetId (or the only active model)' })),
     datasetId: Type.Optional(Type.String({ format: 'uuid' })),
-    history: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN }), { minItems: 1, maxItems: 1000, description: 'item ids, oldest first' })),
+    history: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN }), { minItems: 1, maxItems: MAX_HISTORY, description: 'item ids, oldest first' })),
     userId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'a user of the dataset; their stored history is used' })),
     k: Type.Integer({ minimum: 1, maximum: MAX_K, default: 10 }),
   },
@@ -23,6 +25,15 @@ const RecommendationResponse = Type.Object({
   modelId: Type.String(),
   method: Type.String(),
   items: Type.Array(Type.Object({ itemId: Type.String(), title: Type.String(), score: Type.Number() })),
+  skippedItemIds: Type.Array(Type.String(), {
+    description:
+      'catalogue items of the history that this model has no embedding for (an ID-based version only has the items its training protocol kept; any version lacks items added since that it could not embed): left out of the user state. Distinct, in order of first occurrence.',
+  }),
+  history: Type.Optional(
+    Type.Array(Type.Object({ itemId: Type.String(), title: Type.String(), skipped: Type.Boolean({ description: 'listed in skippedItemIds' }) }), {
+      description: `userId requests only: the stored history, oldest first (its last ${MAX_HISTORY} interactions)`,
+    }),
+  ),
 })
 
 export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
@@ -32,6 +43,12 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
       schema: {
         tags: ['recommendations'],
         summary: 'Top-k next items for a history or a known user, excluding what they already have',
+        description: [
+          'Any item of the dataset may be in the history. Items the model has no embedding for are skipped and listed in `skippedItemIds`; the answer is the one for the history without them.',
+          'Only ids the dataset does not know are an error: `400 UNKNOWN_ITEMS` with `details.unknownItemIds`.',
+          'When every item is skipped there is nothing to recommend from: `NO_KNOWN_HISTORY` with `details.skippedItemIds` — 400 for a history given in the request, 409 for a user’s stored history. Give other items or another model (an IISAN version embeds every item with cached states), or train a new one.',
+          'There is no popularity fallback: an answer that looks personal while ignoring the whole history would hide that this model cannot use it; a client that wants one can fall back knowingly.',
+        ].join('\n\n'),
         body: RecommendationRequest,
         response: { 200: RecommendationResponse, ...errorResponses(400, 404, 409, 415) },
       },
@@ -42,27 +59,25 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
       }
       const model = await resolveModel(deps, body.modelId, body.datasetId)
-      const externalHistory = body.history ?? (await userHistory(deps, model.datasetId, body.userId!))
-      const unknown = externalHistory.filter((id) => !model.indexOfExternal.has(id))
-      // A user's stored history may hold items the model never saw (added after training): skip
-      // those; in an explicit history they are a client error.
-      if (body.history && unknown.length) {
-        throw new ApiError(400, 'UNKNOWN_ITEMS', `unknown item id(s) for this model: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
+      const history = body.history ?? (await userHistory(deps, model.datasetId, body.userId!))
+      const { indices, missing } = rowsFor(model, history)
+      // Only the catalogue tells an item the model cannot use from an id that names nothing.
+      const catalogued = missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
+      const titleOf = new Map(catalogued.map((i) => [i.externalId, i.title]))
+      // a stored history references items by foreign key, so only a given one can name nothing
+      const unknown = body.history ? missing.filter((id) => !titleOf.has(id)) : []
+      if (unknown.length) {
+        throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
       }
-      const indices = externalHistory.filter((id) => model.indexOfExternal.has(id)).map((id) => model.indexOfExternal.get(id)!)
-      if (indices.length === 0) {
-        // only a stored history can get here: every item of it is newer than the model
-        const why = externalHistory.length
-          ? `none of the ${externalHistory.length} item(s) in the history of user ${body.userId} is known to model ${model.id} (they were added after it was trained)`
-          : `user ${body.userId} has no interactions yet`
-        throw new ApiError(409, 'NO_KNOWN_HISTORY', `${why}: give a history instead, or train a new model`, {
-          userId: body.userId,
-          modelId: model.id,
-          unknownItemIds: unknown.slice(0, 100),
-        })
-      }
+      if (indices.length === 0) throw noKnownHistory(model, history.length, missing, body.userId)
       const scored = model.serving.recommend(indices, Math.min(body.k, model.serving.numItems))
-      return { modelId: model.id, method: model.method, items: toRecommendations(model, scored) }
+      return {
+        modelId: model.id,
+        method: model.method,
+        items: toRecommendations(model, scored),
+        skippedItemIds: missing,
+        history: body.userId === undefined ? undefined : storedHistory(model, history, titleOf),
+      }
     },
   )
 }
@@ -71,4 +86,25 @@ async function userHistory(deps: Deps, datasetId: string, userId: string): Promi
   const history = await getUserHistory(deps.prisma, datasetId, userId)
   if (!history) throw new ApiError(404, 'USER_NOT_FOUND', `user ${userId} not found in dataset ${datasetId}`)
   return history.itemExternalIds
+}
+
+/**
+ * Nothing of the history can be used. A history in the request is the client's to change (400);
+ * a stored one is the state of the user and the model (409).
+ */
+function noKnownHistory(model: LoadedModel, length: number, skipped: string[], userId: string | undefined): ApiError {
+  const advice = 'give other items, use a model that has them (an IISAN version embeds every item with cached states), or train a new model'
+  if (userId === undefined) {
+    return new ApiError(400, 'NO_KNOWN_HISTORY', `model ${model.id} has no embedding for any of the ${length} item(s) of the history: ${advice}`, { modelId: model.id, skippedItemIds: skipped })
+  }
+  const why = length ? `model ${model.id} has no embedding for any of the ${length} item(s) in the history of user ${userId}` : `user ${userId} has no interactions yet`
+  // unknownItemIds: this list's name before such items were skipped; kept for the clients that read it
+  return new ApiError(409, 'NO_KNOWN_HISTORY', `${why}: ${advice}`, { userId, modelId: model.id, skippedItemIds: skipped, unknownItemIds: skipped })
+}
+
+function storedHistory(model: LoadedModel, history: string[], titleOf: Map<string, string>) {
+  return history.slice(-MAX_HISTORY).map((itemId) => {
+    const index = model.indexOfExternal.get(itemId)
+    return index === undefined ? { itemId, title: titleOf.get(itemId) ?? '', skipped: true } : { itemId, title: model.titles[index], skipped: false }
+  })
 }

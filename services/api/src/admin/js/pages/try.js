@@ -1,5 +1,6 @@
 // Try it: build a history by searching the catalogue (or name a known user) and ask
-// POST /v1/recommendations for the next items. #/try?dataset=<id>
+// POST /v1/recommendations for the next items; items the model skipped (it has no embedding for
+// them) are marked in the typed history and in the known user's stored history. #/try?dataset=<id>
 import { get, post, query as qs } from '../api.js'
 import { card, datasetSelect, empty, errorBox, fmt, h, loadDatasets, showError } from '../ui.js'
 
@@ -43,7 +44,14 @@ export async function render(root, { query, signal }) {
     h('div', { class: 'history-head' }, h('h3', { class: 'section-title' }, 'History (oldest first)'), h('button', { type: 'button', class: 'small secondary', onclick: () => setHistory([]) }, 'Clear')),
     historyList,
   )
-  const userPane = h('div', { class: 'pane', dataset: { mode: 'user' }, hidden: true }, h('label', { class: 'stack' }, h('span', {}, 'User id'), userInput), h('p', { class: 'hint' }, 'The user’s stored history is used (and excluded from the results).'))
+  const userHistory = h('div', { id: 'user-history' })
+  const userPane = h(
+    'div',
+    { class: 'pane', dataset: { mode: 'user' }, hidden: true },
+    h('label', { class: 'stack' }, h('span', {}, 'User id'), userInput),
+    h('p', { class: 'hint' }, 'The user’s stored history is used (and excluded from the results).'),
+    userHistory,
+  )
   const mode = () => modeInputs.find((i) => i.checked).value
   for (const input of modeInputs) {
     input.addEventListener('change', () => {
@@ -52,16 +60,14 @@ export async function render(root, { query, signal }) {
     })
   }
 
-  function setHistory(items) {
+  /** `skipped`: ids the last answer skipped; any edit of the history forgets them. */
+  function setHistory(items, skipped = new Set()) {
     history.splice(0, history.length, ...items)
     historyList.replaceChildren(
       ...(history.length
         ? history.map((item, i) =>
-            h(
-              'li',
-              { dataset: { itemId: item.id } },
-              h('span', { class: 'item-title' }, item.title),
-              h('span', { class: 'mono muted small' }, item.id),
+            historyEntry(
+              { itemId: item.id, title: item.title, skipped: skipped.has(item.id) },
               h('button', { type: 'button', class: 'icon', 'aria-label': `remove ${item.title}`, onclick: () => setHistory(history.filter((_, j) => j !== i)) }, '×'),
             ),
           )
@@ -133,12 +139,17 @@ export async function render(root, { query, signal }) {
       body.userId = userInput.value.trim()
     }
     recommendButton.disabled = true
+    userHistory.replaceChildren()
     try {
       const res = await post('/v1/recommendations', body, { signal })
       results.replaceChildren(resultList(res))
+      if (res.history) userHistory.replaceChildren(storedHistory(body.userId, res))
+      else setHistory([...history], new Set(res.skippedItemIds))
     } catch (e) {
       if (signal.aborted) return
       showError(formError, e)
+      // NO_KNOWN_HISTORY names the items it skipped: mark them where they were typed
+      if (body.history && Array.isArray(e.details?.skippedItemIds)) setHistory([...history], new Set(e.details.skippedItemIds))
       results.replaceChildren(empty('No recommendations: see the error on the left.'))
     } finally {
       recommendButton.disabled = false
@@ -163,11 +174,37 @@ export async function render(root, { query, signal }) {
   runSearch()
 }
 
-function resultList(res) {
+const SKIPPED_HINT = 'this model has no embedding for the item (e.g. its training dropped it): left out of the history it recommends from'
+
+/** One history item; a skipped one is marked (`data-skipped`, a badge) and explained on hover. */
+function historyEntry(item, ...extra) {
+  return h(
+    'li',
+    { class: item.skipped ? 'skipped' : null, dataset: { itemId: item.itemId, skipped: String(item.skipped) }, title: item.skipped ? SKIPPED_HINT : null },
+    h('span', { class: item.skipped ? 'item-title muted' : 'item-title' }, item.title),
+    h('span', { class: 'mono muted small' }, item.itemId),
+    item.skipped ? h('span', { class: 'badge skipped-badge' }, 'skipped') : null,
+    ...extra,
+  )
+}
+
+function storedHistory(userId, res) {
+  const skipped = res.history.filter((item) => item.skipped).length
   return h(
     'div',
     {},
-    h('p', { class: 'muted' }, `${res.items.length} items from ${res.method} · ${fmt.shortId(res.modelId)}`),
+    h('h3', { class: 'section-title' }, `History of ${userId} (oldest first)`),
+    h('p', { class: 'hint', id: 'user-history-summary' }, `${fmt.int(res.history.length)} item${res.history.length === 1 ? '' : 's'}${skipped ? `, ${fmt.int(skipped)} skipped by this model` : ''}`),
+    h('ol', { class: 'history' }, res.history.map((item) => historyEntry(item))),
+  )
+}
+
+function resultList(res) {
+  const skipped = res.skippedItemIds.length
+  return h(
+    'div',
+    {},
+    h('p', { class: 'muted' }, `${res.items.length} items from ${res.method} · ${fmt.shortId(res.modelId)}${skipped ? ` · ${skipped} history item${skipped === 1 ? '' : 's'} skipped` : ''}`),
     res.items.length
       ? h(
           'ol',
