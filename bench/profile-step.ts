@@ -2,7 +2,7 @@
 // kernel and shape (tf.profile), on random base-shaped states and real Scientific batches.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { SequentialRecommender, createOptimizers, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
+import { PAPER_TRAINING, SequentialRecommender, createOptimizers, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { randomBaseStates } from './random-states.ts'
@@ -26,7 +26,7 @@ const model =
   values.method === 'iisan'
     ? new SequentialRecommender(iisanConfig(N, { numLayers: 12, width: 768 }, { numLayers: 12, width: 768 }), { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) })
     : new SequentialRecommender(sasRecIdConfig(N))
-const optimizers = createOptimizers({ lrItem: 1e-4, lrUser: 2e-4 })
+const optimizers = createOptimizers(PAPER_TRAINING, model.params.groups())
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(3)
 const batch = () => Array.from({ length: 64 }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])

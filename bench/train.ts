@@ -8,6 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import {
+  PAPER_TRAINING,
   SequentialRecommender,
   createOptimizers,
   evaluateRanking,
@@ -70,7 +71,7 @@ if (method === 'iisan') {
   config = sasRecIdConfig(N)
 }
 const model = new SequentialRecommender(config, states)
-const optimizers = createOptimizers({ lrItem: 1e-4, lrUser: 2e-4 })
+const optimizers = createOptimizers(PAPER_TRAINING, model.params.groups())
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(7)
 const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)

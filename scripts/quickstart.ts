@@ -67,7 +67,9 @@ async function main() {
   const maxEpochs = Number(values.epochs)
   // The job asks the embedding cache to encode every item with the frozen backbones first
   // (chunked, resumable), then trains; both show up in the job's progress.
-  const job = await api<{ id: string }>('POST', '/v1/training-jobs', { datasetId: dataset.id, method: values.method, config: { maxEpochs, patience: maxEpochs, lrItem: 1e-3, lrUser: 1e-3 } })
+  // a demo of a few epochs: every group at 1e-3, 5–20× the paper's rates
+  const QUICK_LEARNING_RATES = { lrItem: 1e-3, lrUser: 1e-3, lrTextEncoder: 1e-3, lrImageEncoder: 1e-3, lrTextAdapters: 1e-3, lrImageAdapters: 1e-3 }
+  const job = await api<{ id: string }>('POST', '/v1/training-jobs', { datasetId: dataset.id, method: values.method, config: { maxEpochs, patience: maxEpochs, ...QUICK_LEARNING_RATES } })
   const cacheBar = new cliProgress.SingleBar({ format: 'caching  |{bar}| {value}/{total} item states' }, cliProgress.Presets.shades_classic)
   const trainBar = new cliProgress.SingleBar({ format: 'training |{bar}| {percentage}%  epoch {epoch}  loss {loss}  val NDCG@10 {ndcg}' }, cliProgress.Presets.shades_classic)
   let phase = ''

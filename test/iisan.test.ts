@@ -38,7 +38,7 @@ describe('SAN blocks against hand computations', () => {
 
   it('a SANB with zero up-projection is the identity; otherwise x + W_up·relu(W_down·x + b_down) + b_up', () => {
     const params = new Params(1)
-    addSanb(params, 'b', 3, 2)
+    addSanb(params, 'b', 3, 2, 'textAdapters')
     const x = tf.tensor2d([[1, -2, 0.5]])
     params.get('b.up.w').assign(tf.zeros([2, 3]))
     expect(arr(sanb(params, 'b', x, 'relu'))).toEqual([1, -2, 0.5])
@@ -59,8 +59,9 @@ describe('SAN blocks against hand computations', () => {
     const d = 2
     const D = 2
     const params = new Params(1)
-    addTower(params, { name: 't', width: d, numSideLayers: 2, reduction: 1 }, D)
-    addTower(params, { name: 'x', width: d, numSideLayers: 2, reduction: 1 }, D)
+    const groups = { gate: 'recsys', sanbs: 'textAdapters', F: 'textEncoder' } as const
+    addTower(params, { name: 't', width: d, numSideLayers: 2, reduction: 1, groups }, D)
+    addTower(params, { name: 'x', width: d, numSideLayers: 2, reduction: 1, groups }, D)
     for (const name of ['t', 'x']) {
       // SANB_1 = identity, SANB_2 adds b_up = [1, 1]; F = P = identity; gate θ = [0, 0.1]
       for (const k of [0, 1]) params.get(`${name}.sanb${k}.up.w`).assign(tf.zeros([1, d]))
@@ -68,6 +69,8 @@ describe('SAN blocks against hand computations', () => {
       params.get(`${name}.gate`).assign(tf.tensor1d([0, 0.1]))
       params.get(`${name}.F.w`).assign(tf.eye(d))
       params.get(`${name}.P.w`).assign(tf.eye(d))
+      params.get(`${name}.F.b`).assign(tf.zeros([d]))
+      params.get(`${name}.P.b`).assign(tf.zeros([D]))
     }
     const g2 = 1 / (1 + Math.exp(-1))
     const h1 = [2, 4]

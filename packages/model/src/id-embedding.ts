@@ -10,7 +10,7 @@ export class IdEmbedding implements ItemEncoder {
     private readonly params: Params,
   ) {
     // Updated at the item-side learning rate, the role the side network has in IISAN.
-    params.add('item.id_emb', [numItems + 1, embeddingDim], 'xavier', 'item')
+    params.add('item.id_emb', [numItems + 1, embeddingDim], 'xavier', 'itemIds')
   }
 
   embed(ids: Int32Array): tf.Tensor2D {

@@ -53,20 +53,22 @@ export class IisanItemEncoder implements ItemEncoder {
     const useInter = config.modality !== 'intra'
     this.parts = [...(useIntra ? (['image', 'text'] as const) : []), ...(useInter ? (['inter'] as const) : [])]
 
-    // A learned stand-in per side layer for items without the modality (IISAN_SPEC §3).
-    params.add('san.missing.text', [K, text.width], { normalStd: MISSING_INIT_STD }, 'item')
-    params.add('san.missing.image', [K, image.width], { normalStd: MISSING_INIT_STD }, 'item')
+    // A learned stand-in per side layer for items without the modality (the authors have none:
+    // their datasets have every modality). It feeds the modality's SANBs and learns at their rate.
+    params.add('san.missing.text', [K, text.width], { normalStd: MISSING_INIT_STD }, 'textAdapters')
+    params.add('san.missing.image', [K, image.width], { normalStd: MISSING_INIT_STD }, 'imageAdapters')
     if (useIntra) {
-      addTower(params, { name: 'san.text', width: text.width, numSideLayers: K, reduction: r }, D)
-      addTower(params, { name: 'san.image', width: image.width, numSideLayers: K, reduction: r }, D)
+      addTower(params, { name: 'san.text', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'textAdapters', F: 'textEncoder' } }, D)
+      addTower(params, { name: 'san.image', width: image.width, numSideLayers: K, reduction: r, groups: { gate: 'imageEncoder', sanbs: 'imageAdapters', F: 'imageEncoder' }, xavierP: true }, D)
     }
     if (useInter) {
       // IISAN-Versa: image states are mapped to the text width before the inter-modal tower
-      if (image.width !== text.width) params.add('san.align.image', [image.width, text.width], 'xavier', 'item')
-      addTower(params, { name: 'san.inter', width: text.width, numSideLayers: K, reduction: r }, D)
+      if (image.width !== text.width) params.add('san.align.image', [image.width, text.width], { torchLinear: image.width }, 'recsys')
+      addTower(params, { name: 'san.inter', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'imageAdapters', F: 'recsys' } }, D)
     }
-    params.add('fusion.w', [this.parts.length * D, D], 'xavier', 'user')
-    params.add('fusion.b', [D], 'zeros', 'user')
+    const fanIn = this.parts.length * D
+    params.add('fusion.w', [fanIn, D], { torchLinear: fanIn }, 'recsys')
+    params.add('fusion.b', [D], { torchLinear: fanIn }, 'recsys')
   }
 
   get numItems(): number {

@@ -2,12 +2,24 @@
 import * as tf from '@tensorflow/tfjs-core'
 
 /**
- * Learning-rate groups of IISAN_SPEC.md §5: the side network (and, for ID-SASRec, the item-ID
- * table that plays its role) learns at 1e-4, the user encoder and fusion at 2e-4.
+ * Learning-rate groups. IISAN's five are the authors' (Code_Cached/run.py builds them from
+ * parameter names; docs/ARCHITECTURE.md lists which of ours falls where):
+ *   textEncoder   the text tower's F                                   5e-5
+ *   imageEncoder  the image tower's F and gates                        1e-4
+ *   textAdapters  the text tower's SANBs (+ our missing-text states)   1e-4
+ *   imageAdapters the image and inter towers' SANBs (+ missing-image)  1e-4
+ *   recsys        user encoder, P projections, the inter tower's F,
+ *                 text and inter gates, fusion                         2e-4
+ * ID-SASRec has two: its item-ID table (itemIds, 1e-4) and recsys (2e-4).
  */
-export type ParamGroup = 'item' | 'user'
+export const PARAM_GROUPS = ['itemIds', 'textEncoder', 'imageEncoder', 'textAdapters', 'imageAdapters', 'recsys'] as const
+export type ParamGroup = (typeof PARAM_GROUPS)[number]
 
-export type Initialiser = 'xavier' | 'zeros' | 'ones' | { normalStd: number }
+/**
+ * `torchLinear`: PyTorch's nn.Linear default, U(±1/√fan_in) for weight and bias alike (what the
+ * authors' projections and fusion keep); `fanIn` is the layer's input width.
+ */
+export type Initialiser = 'xavier' | 'zeros' | 'ones' | { normalStd: number } | { torchLinear: number }
 
 let instanceCounter = 0
 
@@ -49,6 +61,19 @@ export class Params {
 
   entries(): [string, tf.Variable][] {
     return [...this.variables].map(([name, { variable }]) => [name, variable])
+  }
+
+  /** The groups that have parameters, in a fixed order (PARAM_GROUPS'). */
+  groups(): ParamGroup[] {
+    const present = new Set([...this.variables.values()].map((e) => e.group))
+    return PARAM_GROUPS.filter((g) => present.has(g))
+  }
+
+  /** Parameter names by group, e.g. to show which rate each parameter trains at. */
+  namesByGroup(): Partial<Record<ParamGroup, string[]>> {
+    const out: Partial<Record<ParamGroup, string[]>> = {}
+    for (const [name, { group }] of this.variables) (out[group] ??= []).push(name)
+    return out
   }
 
   inGroup(group: ParamGroup): tf.Variable[] {
@@ -99,6 +124,10 @@ function initialValue(shape: number[], init: Initialiser, seed: number): tf.Tens
     // [in, out] and embeddings [rows, dim] — the sum fan_in + fan_out is the same either way.
     const fanSum = shape.length === 1 ? shape[0] * 2 : shape[0] + shape[shape.length - 1]
     return tf.randomNormal(shape, 0, Math.sqrt(2 / fanSum), 'float32', seed)
+  }
+  if ('torchLinear' in init) {
+    const bound = 1 / Math.sqrt(init.torchLinear)
+    return tf.randomUniform(shape, -bound, bound, 'float32', seed)
   }
   return tf.randomNormal(shape, 0, init.normalStd, 'float32', seed)
 }

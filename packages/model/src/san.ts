@@ -13,14 +13,13 @@ export type SanActivation = 'relu' | 'gelu'
 
 export const GATE_TEMPERATURE = 0.1
 const SANB_INIT_STD = 0.01
-const SIDE: ParamGroup = 'item'
 
 /** One SANB block's parameters under `name`. */
-export function addSanb(params: Params, name: string, d: number, r: number): void {
-  params.add(`${name}.down.w`, [d, r], { normalStd: SANB_INIT_STD }, SIDE)
-  params.add(`${name}.down.b`, [r], 'zeros', SIDE)
-  params.add(`${name}.up.w`, [r, d], { normalStd: SANB_INIT_STD }, SIDE)
-  params.add(`${name}.up.b`, [d], 'zeros', SIDE)
+export function addSanb(params: Params, name: string, d: number, r: number, group: ParamGroup): void {
+  params.add(`${name}.down.w`, [d, r], { normalStd: SANB_INIT_STD }, group)
+  params.add(`${name}.down.b`, [r], 'zeros', group)
+  params.add(`${name}.up.w`, [r, d], { normalStd: SANB_INIT_STD }, group)
+  params.add(`${name}.up.b`, [d], 'zeros', group)
 }
 
 /** x [n, d] → x + up(act(down(x))) [n, d]. */
@@ -82,15 +81,21 @@ export interface TowerSpec {
   width: number
   numSideLayers: number
   reduction: number
+  /** the learning-rate group of each part (the authors' name rules put each tower's elsewhere) */
+  groups: { gate: ParamGroup; sanbs: ParamGroup; F: ParamGroup }
+  /** P as the authors initialise it: xavier for the image tower (ViT's classifier), PyTorch's default otherwise */
+  xavierP?: boolean
 }
 
+/** P (d → D) is always a "recsys" parameter in the authors' grouping. */
 export function addTower(params: Params, spec: TowerSpec, embeddingDim: number): void {
-  params.add(`${spec.name}.gate`, [spec.numSideLayers], 'zeros', SIDE)
-  for (let k = 0; k < spec.numSideLayers; k++) addSanb(params, `${spec.name}.sanb${k}`, spec.width, spec.reduction)
-  params.add(`${spec.name}.F.w`, [spec.width, spec.width], 'xavier', SIDE)
-  params.add(`${spec.name}.F.b`, [spec.width], 'zeros', SIDE)
-  params.add(`${spec.name}.P.w`, [spec.width, embeddingDim], 'xavier', SIDE)
-  params.add(`${spec.name}.P.b`, [embeddingDim], 'zeros', SIDE)
+  const { name, width: d, groups } = spec
+  params.add(`${name}.gate`, [spec.numSideLayers], 'zeros', groups.gate)
+  for (let k = 0; k < spec.numSideLayers; k++) addSanb(params, `${name}.sanb${k}`, d, spec.reduction, groups.sanbs)
+  params.add(`${name}.F.w`, [d, d], { torchLinear: d }, groups.F)
+  params.add(`${name}.F.b`, [d], { torchLinear: d }, groups.F)
+  params.add(`${name}.P.w`, [d, embeddingDim], spec.xavierP ? 'xavier' : { torchLinear: d }, 'recsys')
+  params.add(`${name}.P.b`, [embeddingDim], spec.xavierP ? 'zeros' : { torchLinear: d }, 'recsys')
 }
 
 /** Intra-modal tower: states[k] = H_m[s_k] [n, d] → e_m [n, D]. */

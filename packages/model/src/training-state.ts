@@ -36,7 +36,7 @@ export interface TrainerProgress {
 export interface TrainingState extends TrainerProgress {
   params: HostValues
   bestParams: HostValues
-  optimizers: Record<ParamGroup, OptimizerSlots>
+  optimizers: Partial<Record<ParamGroup, OptimizerSlots>>
 }
 
 /** Adam's state: the step count, the running β powers and one m and one v per variable, in order. */
@@ -124,7 +124,7 @@ export function parseTrainingState(bytes: Uint8Array): TrainingState {
     if (name.startsWith('param/')) params.set(name.slice(6), tensor(name))
     else if (name.startsWith('best/')) bestParams.set(name.slice(5), tensor(name))
   }
-  const optimizers = {} as Record<ParamGroup, OptimizerSlots>
+  const optimizers: Partial<Record<ParamGroup, OptimizerSlots>> = {}
   for (const [group, o] of Object.entries(optimizerMeta) as [ParamGroup, (typeof optimizerMeta)[ParamGroup]][]) {
     optimizers[group] = { ...o, slots: Array.from({ length: o.slots }, (_, i) => tensor(`adam/${group}/${i}`)) }
   }

@@ -25,20 +25,20 @@ export class UserEncoder {
   ) {
     const D = config.embeddingDim
     if (D % config.numHeads !== 0) throw new Error(`embeddingDim ${D} is not divisible by numHeads ${config.numHeads}`)
-    params.add('user.pos_emb', [config.maxSeqLen, D], 'xavier', 'user')
-    params.add('user.ln_in.gamma', [D], 'ones', 'user')
-    params.add('user.ln_in.beta', [D], 'zeros', 'user')
+    params.add('user.pos_emb', [config.maxSeqLen, D], 'xavier', 'recsys')
+    params.add('user.ln_in.gamma', [D], 'ones', 'recsys')
+    params.add('user.ln_in.beta', [D], 'zeros', 'recsys')
     for (let i = 0; i < config.numBlocks; i++) {
       const p = `user.block${i}`
-      for (const w of ['wq', 'wk', 'wv', 'wo']) params.add(`${p}.attn.${w}`, [D, D], 'xavier', 'user')
-      params.add(`${p}.ln_attn.gamma`, [D], 'ones', 'user')
-      params.add(`${p}.ln_attn.beta`, [D], 'zeros', 'user')
-      params.add(`${p}.ffn.w1`, [D, 4 * D], 'xavier', 'user')
-      params.add(`${p}.ffn.b1`, [4 * D], 'zeros', 'user')
-      params.add(`${p}.ffn.w2`, [4 * D, D], 'xavier', 'user')
-      params.add(`${p}.ffn.b2`, [D], 'zeros', 'user')
-      params.add(`${p}.ln_ffn.gamma`, [D], 'ones', 'user')
-      params.add(`${p}.ln_ffn.beta`, [D], 'zeros', 'user')
+      for (const w of ['wq', 'wk', 'wv', 'wo']) params.add(`${p}.attn.${w}`, [D, D], 'xavier', 'recsys')
+      params.add(`${p}.ln_attn.gamma`, [D], 'ones', 'recsys')
+      params.add(`${p}.ln_attn.beta`, [D], 'zeros', 'recsys')
+      params.add(`${p}.ffn.w1`, [D, 4 * D], 'xavier', 'recsys')
+      params.add(`${p}.ffn.b1`, [4 * D], 'zeros', 'recsys')
+      params.add(`${p}.ffn.w2`, [4 * D, D], 'xavier', 'recsys')
+      params.add(`${p}.ffn.b2`, [D], 'zeros', 'recsys')
+      params.add(`${p}.ln_ffn.gamma`, [D], 'ones', 'recsys')
+      params.add(`${p}.ln_ffn.beta`, [D], 'zeros', 'recsys')
     }
   }
 
@@ -56,7 +56,7 @@ export class UserEncoder {
     let h = tf.reshape(x, [B * T, D]) as tf.Tensor2D
     for (let i = 0; i < this.config.numBlocks; i++) {
       const b = `user.block${i}`
-      const attended = this.selfAttention(h, mask, B, T, b)
+      const attended = this.selfAttention(h, mask, B, T, b, drop)
       h = layerNorm(tf.add(h, drop(attended)), p(`${b}.ln_attn.gamma`) as tf.Tensor1D, p(`${b}.ln_attn.beta`) as tf.Tensor1D, LN_EPS)
       const ffn = linear(tf.relu(linear(h, p(`${b}.ffn.w1`) as tf.Tensor2D, p(`${b}.ffn.b1`) as tf.Tensor1D)), p(`${b}.ffn.w2`) as tf.Tensor2D, p(`${b}.ffn.b2`) as tf.Tensor1D)
       h = layerNorm(tf.add(h, drop(ffn)), p(`${b}.ln_ffn.gamma`) as tf.Tensor1D, p(`${b}.ln_ffn.beta`) as tf.Tensor1D, LN_EPS)
@@ -64,8 +64,11 @@ export class UserEncoder {
     return tf.reshape(h, [B, T, D])
   }
 
-  /** h [B·T, D] → multi-head self-attention output [B·T, D] (Q/K/V/O without bias). */
-  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: string): tf.Tensor2D {
+  /**
+   * h [B·T, D] → multi-head self-attention output [B·T, D] (Q/K/V/O without bias). Dropout on the
+   * attention probabilities, as the authors' SelfAttention does, besides the one on its output.
+   */
+  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: string, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
     const { embeddingDim: D, numHeads: H } = this.config
     const dh = D / H
     const heads = (w: string) =>
@@ -74,7 +77,7 @@ export class UserEncoder {
     const k = heads('wk')
     const v = heads('wv')
     const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(dh)), mask) // [B, H, T, T]
-    const context = tf.matMul(tf.softmax(scores), v) // [B, H, T, dh]
+    const context = tf.matMul(drop(tf.softmax(scores)), v) // [B, H, T, dh]
     const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D
     return tf.matMul(merged, this.params.get(`${block}.attn.wo`) as tf.Tensor2D)
   }

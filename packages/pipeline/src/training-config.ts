@@ -1,6 +1,6 @@
 // The training-job request: one schema for API validation, the OpenAPI document and the worker.
 import { Type, type Static } from '@sinclair/typebox'
-import { PAPER_TRAINING } from '@iisan/model/trainer'
+import { PAPER_TRAINING, type LearningRates } from '@iisan/model/trainer'
 import { PAPER_USER_ENCODER } from '@iisan/model/user-encoder'
 import { PAPER_IISAN } from '@iisan/model/recommender'
 
@@ -12,9 +12,17 @@ export const TrainingConfigSchema = Type.Object(
   {
     maxEpochs: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.maxEpochs }),
     batchSize: Type.Integer({ minimum: 2, maximum: 4096, default: PAPER_TRAINING.batchSize }),
-    lrItem: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: PAPER_TRAINING.lrItem, description: 'learning rate of the item side (side network / ID table)' }),
-    lrUser: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: PAPER_TRAINING.lrUser, description: 'learning rate of the user encoder and fusion' }),
-    patience: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.patience, description: 'early stopping on validation NDCG@10' }),
+    lrItem: learningRate('lrItem', "sasrec-id's item-ID table"),
+    lrUser: learningRate('lrUser', '"recsys": the user encoder, the fusion and, for IISAN, the P projections, the inter tower\'s F and the text and inter gates'),
+    lrTextEncoder: learningRate('lrTextEncoder', "IISAN: the text tower's F"),
+    lrImageEncoder: learningRate('lrImageEncoder', "IISAN: the image tower's F and gates"),
+    lrTextAdapters: learningRate('lrTextAdapters', "IISAN: the text tower's SANBs"),
+    lrImageAdapters: learningRate('lrImageAdapters', "IISAN: the image and inter towers' SANBs"),
+    patience: Type.Integer({ minimum: 1, maximum: 1000, default: PAPER_TRAINING.patience, description: 'epochs in a row without a better validation `selectBy` before training stops' }),
+    selectBy: Type.Union([Type.Literal('hr10'), Type.Literal('ndcg10')], {
+      default: PAPER_TRAINING.selectBy,
+      description: 'the validation metric that picks the kept epoch and drives early stopping: hr10 (the authors\' choice) or ndcg10',
+    }),
     embeddingDim: Type.Integer({ minimum: 2, maximum: 1024, default: PAPER_USER_ENCODER.embeddingDim }),
     numBlocks: Type.Integer({ minimum: 1, maximum: 12, default: PAPER_USER_ENCODER.numBlocks }),
     numHeads: Type.Integer({ minimum: 1, maximum: 16, default: PAPER_USER_ENCODER.numHeads, description: 'attention heads; embeddingDim must be divisible by it' }),
@@ -34,13 +42,22 @@ export const TrainingConfigSchema = Type.Object(
 
 export type TrainingConfig = Static<typeof TrainingConfigSchema>
 
+function learningRate(name: keyof LearningRates, description: string) {
+  return Type.Number({ exclusiveMinimum: 0, maximum: 1, default: PAPER_TRAINING[name], description: `learning rate of ${description}` })
+}
+
 export function defaultTrainingConfig(overrides: Partial<TrainingConfig> = {}): TrainingConfig {
   return {
     maxEpochs: PAPER_TRAINING.maxEpochs,
     batchSize: PAPER_TRAINING.batchSize,
     lrItem: PAPER_TRAINING.lrItem,
     lrUser: PAPER_TRAINING.lrUser,
+    lrTextEncoder: PAPER_TRAINING.lrTextEncoder,
+    lrImageEncoder: PAPER_TRAINING.lrImageEncoder,
+    lrTextAdapters: PAPER_TRAINING.lrTextAdapters,
+    lrImageAdapters: PAPER_TRAINING.lrImageAdapters,
     patience: PAPER_TRAINING.patience,
+    selectBy: PAPER_TRAINING.selectBy,
     seed: PAPER_TRAINING.seed,
     ...PAPER_USER_ENCODER,
     ...PAPER_IISAN,

@@ -2,8 +2,9 @@
 // Trains on the two TSV files of a dataset folder with the paper's configuration and prints
 // validation/test HR@10 and NDCG@10 and seconds per epoch. IISAN reads cached backbone states
 // from a states folder (`npm run cache-states` writes one); IISAN switches: --modality,
-// --side-layers 0,2,4 --reduction 64 --activation relu|gelu. Also --patience N, --lr-item X,
-// --lr-user X. Bad arguments, unreadable data or fewer than 2 users with enough interactions
+// --side-layers 0,2,4 --reduction 64 --activation relu|gelu. Also --patience N,
+// --select-by hr10|ndcg10, and a learning rate per parameter group: --lr-item, --lr-user,
+// --lr-text-encoder, --lr-image-encoder, --lr-text-adapters, --lr-image-adapters. Bad arguments, unreadable data or fewer than 2 users with enough interactions
 // print one `error: …` line and exit 2.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -20,14 +21,26 @@ import {
   sasRecIdConfig,
   train,
   type CachedStates,
+  type LearningRates,
   type ModalityMode,
+  type SelectionMetric,
   type RecommenderConfig,
 } from '@iisan/model'
 import { loadStatesFolder } from '../states-folder.ts'
 import { errorMessage, fail, failOnUncaught, parseOptions, positiveInt, positiveNumber } from './args.ts'
 
-const USAGE = 'usage: npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--patience N] [--users N] [--lr-item X] [--lr-user X] [--json PATH] [--modality M] [--side-layers 0,2,4] [--reduction N] [--activation relu|gelu]'
+const USAGE = 'usage: npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--patience N] [--users N] [--select-by hr10|ndcg10] [--lr-item X] [--lr-user X] [--lr-text-encoder X] [--lr-image-encoder X] [--lr-text-adapters X] [--lr-image-adapters X] [--json PATH] [--modality M] [--side-layers 0,2,4] [--reduction N] [--activation relu|gelu]'
 failOnUncaught()
+
+/** The command-line flag of each learning rate. */
+const RATE_FLAGS: Record<string, keyof LearningRates> = {
+  'lr-item': 'lrItem',
+  'lr-user': 'lrUser',
+  'lr-text-encoder': 'lrTextEncoder',
+  'lr-image-encoder': 'lrImageEncoder',
+  'lr-text-adapters': 'lrTextAdapters',
+  'lr-image-adapters': 'lrImageAdapters',
+}
 
 async function main() {
   const { values } = parseOptions(
@@ -37,8 +50,8 @@ async function main() {
       epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
       patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
       users: { type: 'string' },
-      'lr-item': { type: 'string', default: String(PAPER_TRAINING.lrItem) },
-      'lr-user': { type: 'string', default: String(PAPER_TRAINING.lrUser) },
+      ...Object.fromEntries(Object.entries(RATE_FLAGS).map(([flag, key]) => [flag, { type: 'string' as const, default: String(PAPER_TRAINING[key]) }])),
+      'select-by': { type: 'string', default: PAPER_TRAINING.selectBy },
       json: { type: 'string' },
       states: { type: 'string', default: 'artifacts/states/scientific' },
       modality: { type: 'string', default: PAPER_IISAN.modality },
@@ -55,8 +68,9 @@ async function main() {
   const maxEpochs = positiveInt('epochs', values.epochs)
   const patience = positiveInt('patience', values.patience)
   const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
-  const lrItem = positiveNumber('lr-item', values['lr-item'])
-  const lrUser = positiveNumber('lr-user', values['lr-user'])
+  if (values['select-by'] !== 'hr10' && values['select-by'] !== 'ndcg10') fail('--select-by must be hr10 or ndcg10')
+  const selectBy: SelectionMetric = values['select-by']
+  const rates = Object.fromEntries(Object.entries(RATE_FLAGS).map(([flag, key]) => [key, positiveNumber(flag, (values as Record<string, string | undefined>)[flag])])) as unknown as LearningRates
   const reduction = positiveInt('reduction', values.reduction)
   let sideLayers: number[] | undefined
   if (values['side-layers'] !== undefined) {
@@ -87,7 +101,7 @@ async function main() {
   const backend = await initBackend()
   console.log(`backend ${backend}; users ${data.stats.usersKept}, items ${data.stats.itemsKept}, interactions ${data.stats.interactionsKept}`)
 
-  const options = { ...PAPER_TRAINING, maxEpochs, patience, lrItem, lrUser }
+  const options = { ...PAPER_TRAINING, ...rates, maxEpochs, patience, selectBy }
   let config: RecommenderConfig = sasRecIdConfig(data.numItems, PAPER_USER_ENCODER)
   let states: CachedStates | undefined
   if (values.method === 'iisan') {

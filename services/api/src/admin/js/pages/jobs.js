@@ -3,13 +3,14 @@
 import { get, post } from '../api.js'
 import { trainingChart, updateTrainingChart, disposeOn } from '../charts.js'
 import { card, datasetSelect, duration, empty, fmt, h, loadDatasets, poll, progressBar, showError, statusBadge } from '../ui.js'
+import { demoBadge } from './models.js'
 
 const ACTIVE = new Set(['queued', 'running'])
 const FAST_MS = 1000
 const SLOW_MS = 5000
 
 export async function render(root, { args, query, signal }) {
-  const [datasets, methods, { jobs }] = await Promise.all([loadDatasets(), trainingMethods(signal), get('/v1/training-jobs', { signal })])
+  const [datasets, { methods, defaults }, { jobs }] = await Promise.all([loadDatasets(), trainingRequest(signal), get('/v1/training-jobs', { signal })])
   const names = new Map(datasets.map((d) => [d.id, d.name]))
   const selectedId = args[0] ?? jobs[0]?.id
   const selectedJob = jobs.find((j) => j.id === selectedId)
@@ -23,7 +24,7 @@ export async function render(root, { args, query, signal }) {
     h(
       'div',
       { class: 'grid-2' },
-      startForm(datasets, methods, query.get('dataset') ?? selectedJob?.datasetId),
+      startForm(datasets, methods, defaults, query.get('dataset') ?? selectedJob?.datasetId),
       card(
         'Jobs',
         listError,
@@ -70,7 +71,8 @@ export async function render(root, { args, query, signal }) {
   )
 }
 
-function startForm(datasets, methods, selectedDataset) {
+function startForm(datasets, methods, defaults, selectedDataset) {
+  const byDefault = (name) => (defaults[name] === undefined ? undefined : `default ${defaults[name]}`)
   const error = h('div', { class: 'form-error' })
   const button = h('button', { type: 'submit' }, 'Start training')
   const form = h(
@@ -86,8 +88,8 @@ function startForm(datasets, methods, selectedDataset) {
       h(
         'div',
         { class: 'row' },
-        h('label', { class: 'stack grow' }, h('span', {}, 'Early-stopping patience'), h('input', { type: 'number', name: 'patience', id: 'job-patience', min: 1, max: 1000, placeholder: 'default 5' })),
-        h('label', { class: 'stack grow' }, h('span', {}, 'Batch size'), h('input', { type: 'number', name: 'batchSize', id: 'job-batch-size', min: 2, max: 4096, placeholder: 'default 64' })),
+        h('label', { class: 'stack grow' }, h('span', {}, 'Early-stopping patience'), h('input', { type: 'number', name: 'patience', id: 'job-patience', min: 1, max: 1000, placeholder: byDefault('patience') })),
+        h('label', { class: 'stack grow' }, h('span', {}, 'Batch size'), h('input', { type: 'number', name: 'batchSize', id: 'job-batch-size', min: 2, max: 4096, placeholder: byDefault('batchSize') })),
       ),
     ),
     h('div', { class: 'form-actions' }, button),
@@ -112,7 +114,7 @@ function startForm(datasets, methods, selectedDataset) {
       button.disabled = false
     }
   })
-  return card('Start a training job', form, h('p', { class: 'hint' }, 'Unset options use the paper’s defaults (early stopping on validation NDCG@10). The first model of a dataset is activated automatically; later ones on the Models page.'))
+  return card('Start a training job', form, h('p', { class: 'hint' }, `Unset options use the paper’s defaults (the epoch with the best validation ${defaults.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} is kept).` The first model of a dataset is activated automatically; later ones on the Models page.'))
 }
 
 /** The filled-in numeric fields of a form; empty ones are left to the API's defaults. */
@@ -128,7 +130,7 @@ function jobRow(j, names, selected) {
     h('td', {}, statusBadge(j.status), j.stale ? h('span', { class: 'badge badge-failed', title: 'no sign of life from its worker: being taken over', dataset: { stale: 'true' } }, 'stale') : null),
     h('td', { class: 'mono' }, h('a', { href: `#/jobs/${j.id}` }, fmt.shortId(j.id))),
     h('td', {}, names.get(j.datasetId) ?? fmt.shortId(j.datasetId)),
-    h('td', {}, j.method),
+    h('td', {}, j.method, ' ', demoBadge(p.warnings, p.warnings?.length ? ['backbones'] : [])),
     h('td', { class: 'wide' }, progressBar(p.fraction ?? (j.status === 'completed' ? 1 : 0), { label: fmt.pct(p.fraction ?? 0), tone: toneOf(j.status) })),
     h('td', { class: 'nowrap' }, fmt.date(j.createdAt)),
     h('td', { class: 'nowrap' }, duration(j.startedAt, j.finishedAt)),
@@ -257,6 +259,7 @@ function progressView(job) {
       { class: 'live' },
       parts.map(([k, v]) => h('span', { class: 'live-item', dataset: { field: k } }, h('span', { class: 'live-key' }, k), h('span', { class: 'live-value' }, v))),
     ),
+    ...(p.warnings ?? []).map((w) => h('p', { class: 'hint', dataset: { warning: 'true' } }, w)),
   ]
 }
 
@@ -269,24 +272,36 @@ function factsView(job) {
     ['Worker heartbeat', job.heartbeatAt ? `${fmt.date(job.heartbeatAt)}${job.stale ? ' — stale: the worker is gone, another takes the job over' : ''}` : '—'],
     ...(job.retryAt && job.status === 'queued' ? [['Retry', `not before ${fmt.date(job.retryAt)}`]] : []),
     ['Finished', job.finishedAt ? `${fmt.date(job.finishedAt)} (${duration(job.startedAt, job.finishedAt)})` : ACTIVE.has(job.status) ? `running for ${duration(job.startedAt)}` : '—'],
-    ['Config', `max ${c.maxEpochs} epochs · batch ${c.batchSize} · lr ${c.lrItem}/${c.lrUser} · patience ${c.patience} · D=${c.embeddingDim}`],
+    ['Config', `max ${c.maxEpochs} epochs · batch ${c.batchSize} · patience ${c.patience} on ${c.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} · D=${c.embeddingDim}`],
+    ['Learning rates', learningRates(job.method, c)],
     ['Model version', job.modelVersionId ? h('a', { href: '#/models', class: 'mono' }, job.modelVersionId) : h('span', { class: 'muted' }, job.status === 'completed' ? '—' : 'written when training completes')],
   ]
   return rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])
 }
 
-let methodsCache
-/** The methods the API accepts, read from its OpenAPI document (falls back to the known two). */
-async function trainingMethods(signal) {
-  if (!methodsCache) {
-    methodsCache = get('/docs/json', { signal })
+let requestCache
+/**
+ * The methods and config defaults the API accepts, read from its OpenAPI document: the dashboard
+ * never keeps a copy of them (falls back to the known two methods, no defaults).
+ */
+async function trainingRequest(signal) {
+  if (!requestCache) {
+    requestCache = get('/docs/json', { signal })
       .then((doc) => {
-        const schema = doc.paths['/v1/training-jobs'].post.requestBody.content['application/json'].schema.properties.method
-        const list = schema.enum ?? schema.anyOf?.map((s) => s.const ?? s.enum?.[0])
-        return Array.isArray(list) && list.length ? list : null
+        const properties = doc.paths['/v1/training-jobs'].post.requestBody.content['application/json'].schema.properties
+        const list = properties.method.enum ?? properties.method.anyOf?.map((s) => s.const ?? s.enum?.[0])
+        const config = properties.config?.properties ?? {}
+        const defaults = Object.fromEntries(Object.entries(config).flatMap(([k, v]) => (v.default === undefined ? [] : [[k, v.default]])))
+        return { methods: Array.isArray(list) && list.length ? list : null, defaults }
       })
-      .catch(() => null)
-      .then((list) => list ?? ['sasrec-id', 'iisan'])
+      .catch(() => ({ methods: null, defaults: {} }))
+      .then(({ methods, defaults }) => ({ methods: methods ?? ['sasrec-id', 'iisan'], defaults }))
   }
-  return methodsCache
+  return requestCache
+}
+
+/** Each learning rate the job's method uses, by the name its config gives it. */
+function learningRates(method, c) {
+  const rates = method === 'sasrec-id' || !('lrTextEncoder' in c) ? ['lrItem', 'lrUser'] : ['lrTextEncoder', 'lrImageEncoder', 'lrTextAdapters', 'lrImageAdapters', 'lrUser']
+  return rates.filter((k) => c[k] !== undefined).map((k) => `${k.slice(2)} ${c[k]}`).join(' · ')
 }
