@@ -1,4 +1,4 @@
-// `npm run bench:efficiency` — TPME (IISAN_SPEC §8) across the measured training runs in
+// `npm run bench:efficiency` — TPME (docs/METHOD.md §8) across the measured training runs in
 // bench/results (run `npm run bench:train -- --method iisan|sasrec-id` first) and the authors'
 // PyTorch IISAN on this machine's CPU (figures given with the benchmark issue; their script
 // cannot run here: no PyTorch wheels offline). Prints a table, writes efficiency.json and an SVG

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the local PostgreSQL and Redis if they are down (the commands of ENVIRONMENT.md).
+# Starts the local PostgreSQL and Redis if they are down (the commands in docs/DEVELOPMENT.md).
 # On a machine where they run elsewhere, set DATABASE_URL / REDIS_URL and this does nothing.
 set -euo pipefail
 if [[ -z "${DATABASE_URL:-}" ]] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

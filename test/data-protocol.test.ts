@@ -18,7 +18,7 @@ describe('TSV parsing', () => {
   })
 })
 
-describe('data protocol (IISAN_SPEC §6)', () => {
+describe('data protocol (docs/METHOD.md §6)', () => {
   it('filters, truncates to the last T+3 items, re-indexes and splits leave-one-out', () => {
     const catalogue = ['x', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'z']
     const users = [

@@ -8,7 +8,7 @@ beforeAll(async () => {
 // Two users, T = 2, windows of T+1 = 3 ids; slots 0..5 hold [0, 5, 7, 3, 5, 9].
 const windows = [Int32Array.from([0, 5, 7]), Int32Array.from([3, 5, 9])]
 
-describe('in-batch loss masking (IISAN_SPEC §5)', () => {
+describe('in-batch loss masking (docs/METHOD.md §5)', () => {
   it('hides padding and the user’s own items except the true next slot', () => {
     const t = inBatchTargets(windows)
     const row = (r: number) => Array.from(t.masked.subarray(r * 6, r * 6 + 6))

@@ -3,8 +3,8 @@
  * version @prisma/internals of our Prisma release uses) driven through @prisma/adapter-pg, the
  * same way the Prisma CLI's wasm loader does. This is how the build machines, which cannot
  * download Prisma's native schema engine, still run `migrate diff` / `migrate dev --create-only`
- * with Prisma's real SQL generator. Ported from the reference scripts in
- * /work/shared/tools/prisma-offline/ (three patches to adapter-pg 7.10.1, see below).
+ * with Prisma's real SQL generator (docs/DEVELOPMENT.md, "Prisma 7 offline"); reading a live
+ * schema takes three patches to adapter-pg 7.10.1, see below.
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'

@@ -1,6 +1,6 @@
 /**
  * Which catalogue items the data protocol leaves out, counted here from the raw TSV text rather
- * than by the protocol's own code (IISAN_SPEC §6: users with at least 5 interactions, their last
+ * than by the protocol's own code (docs/METHOD.md §6: users with at least 5 interactions, their last
  * T + 3 = 13 items; items occurring in none of those windows are dropped).
  */
 const MIN_INTERACTIONS = 5

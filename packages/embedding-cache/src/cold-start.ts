@@ -1,5 +1,5 @@
 // Cold start: a new item becomes recommendable without retraining once its states are cached
-// (DESIGN.md, serving path). encodeItemsNow computes the missing states of a few items right
+// (docs/GOALS.md, the hot path). encodeItemsNow computes the missing states of a few items right
 // away — no queue — and returns them.
 import { loadHiddenStates, type Modality, type PrismaClient } from '@iisan/storage'
 import { encodeAndStore, inputKey, type EncodeOptions } from './encode.ts'

@@ -1,6 +1,6 @@
 // Tensor-backend selection and the two wasm fixes training depends on.
 //
-// Preference order (DESIGN.md): tfjs-node-gpu → tfjs-node → wasm → cpu. The native packages are
+// Preference order (docs/ARCHITECTURE.md): tfjs-node-gpu → tfjs-node → wasm → cpu. The native packages are
 // optional dependencies whose install downloads libtensorflow; where that failed they are absent
 // or broken, so each is tried and skipped. The chosen backend is logged once per process.
 import * as tf from '@tensorflow/tfjs-core'
@@ -115,7 +115,7 @@ function registerUnsortedSegmentSum(): void {
 
 /**
  * On wasm, BatchMatMul with transposeA/transposeB leaves XNNPACK's fast path (10–15× slower,
- * ENVIRONMENT.md), and every dense layer's gradient asks for exactly that. Transposing the operand
+ * docs/DEVELOPMENT.md), and every dense layer's gradient asks for exactly that. Transposing the operand
  * explicitly first costs far less than the slow path, so the re-registered kernel does that and
  * then calls the original kernel (whose setupFunc must be kept: it binds the wasm function).
  */

@@ -1,4 +1,4 @@
-// The per-item cached backbone states IISAN trains on (IISAN_SPEC.md §2): for each modality,
+// The per-item cached backbone states IISAN trains on (docs/METHOD.md §2): for each modality,
 // H_m[l] for l = 0..L, [L+1, d] per item. One copy lives in memory — float16 (as cached; half
 // the memory of float32: 0.4 GB per modality for Scientific at 13 × 768) or float32 — holding
 // only the items that have the modality (a text-only catalogue costs nothing on the image side);

@@ -1,4 +1,4 @@
-// Data protocol of IISAN_SPEC.md §6: parsing the two TSV files, filtering, re-indexing and the
+// Data protocol of docs/METHOD.md §6: parsing the two TSV files, filtering, re-indexing and the
 // leave-one-out split. Everything here is plain arrays; tensors are built by the trainer.
 
 export class DataFormatError extends Error {

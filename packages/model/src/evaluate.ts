@@ -1,4 +1,4 @@
-// Full-ranking evaluation (IISAN_SPEC.md §6): every user against all N items.
+// Full-ranking evaluation (docs/METHOD.md §6): every user against all N items.
 import * as tf from '@tensorflow/tfjs-core'
 import type { EvalCase } from './data.ts'
 import { RankingAccumulator, rankOfTarget, type RankingMetrics } from './metrics.ts'

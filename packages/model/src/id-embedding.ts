@@ -1,4 +1,4 @@
-// ID-SASRec's item side: one learned D-vector per item id (IISAN_SPEC.md §7, the ID baseline).
+// ID-SASRec's item side: one learned D-vector per item id (docs/METHOD.md §7, the ID baseline).
 import * as tf from '@tensorflow/tfjs-core'
 import type { ItemEncoder } from './item-encoder.ts'
 import type { Params } from './params.ts'

@@ -1,5 +1,5 @@
 // IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
-// (IISAN_SPEC.md §3). Only unique, real items of a batch go through the SAN.
+// (docs/METHOD.md §3). Only unique, real items of a batch go through the SAN.
 import * as tf from '@tensorflow/tfjs-core'
 import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type ModalityStates } from './cached-states.ts'
 import type { ItemEncoder } from './item-encoder.ts'

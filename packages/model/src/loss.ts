@@ -1,4 +1,4 @@
-// In-batch softmax with popularity correction (IISAN_SPEC.md §5).
+// In-batch softmax with popularity correction (docs/METHOD.md §5).
 //
 // A batch holds B windows of T+1 item ids; all C = B·(T+1) slots are the candidate set.
 // Row (b, t) scores every candidate with the user state after t items and must pick slot

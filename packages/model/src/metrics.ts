@@ -1,4 +1,4 @@
-// Full-ranking HR@K / NDCG@K with history exclusion (IISAN_SPEC.md §6).
+// Full-ranking HR@K / NDCG@K with history exclusion (docs/METHOD.md §6).
 
 /**
  * Rank (1-based) of `target` among items 1..N of `scores` (index 0 = padding, never ranked),

@@ -18,10 +18,10 @@ export interface SasRecIdConfig extends UserEncoderConfig {
 
 export type RecommenderConfig = SasRecIdConfig | IisanConfig
 
-/** The paper's SAN switches (IISAN_SPEC §3): both towers, r = 64, ReLU. Side layers depend on L. */
+/** The paper's SAN switches (docs/METHOD.md §3): both towers, r = 64, ReLU. Side layers depend on L. */
 export const PAPER_IISAN: Pick<IisanConfig, 'modality' | 'reduction' | 'activation'> = { modality: 'intra_inter', reduction: 64, activation: 'relu' }
 
-/** IISAN with the paper's defaults for the given backbones (IISAN_SPEC §3–§5). */
+/** IISAN with the paper's defaults for the given backbones (docs/METHOD.md §3–§5). */
 export function iisanConfig(numItems: number, text: BackboneShape, image: BackboneShape, overrides: Partial<IisanConfig> = {}): IisanConfig {
   return {
     ...PAPER_USER_ENCODER,

@@ -1,4 +1,4 @@
-// Side adapted network (IISAN_SPEC.md §3). The SAN never touches a backbone: it reads the cached
+// Side adapted network (docs/METHOD.md §3). The SAN never touches a backbone: it reads the cached
 // per-layer [CLS] states H_m[l] and learns small adapters beside them.
 //
 //   SANB(x)   = x + W_up · act(W_down · x + b_down) + b_up           (d → r → d)
@@ -161,7 +161,7 @@ export const linearPair = tf.customGrad(((x: tf.Tensor2D, wF: tf.Tensor2D, bF: t
 
 /**
  * Side layers at equal relative depth for a backbone of `numLayers` layers, given the layers
- * chosen for a reference depth (IISAN_SPEC §3: different depths pick side layers per backbone).
+ * chosen for a reference depth (docs/METHOD.md §3: different depths pick side layers per backbone).
  */
 export function sideLayersFor(reference: number[], referenceLayers: number, numLayers: number): number[] {
   if (referenceLayers === numLayers) return reference

@@ -1,4 +1,4 @@
-// The serving path (DESIGN.md): no item-encoder or backbone work per request. A request is
+// The serving path (docs/GOALS.md): no item-encoder or backbone work per request. A request is
 // encode ≤ T history items with the user encoder + one N×D matrix–vector product + top-k with
 // the history excluded.
 import * as tf from '@tensorflow/tfjs-core'

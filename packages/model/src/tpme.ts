@@ -1,4 +1,4 @@
-// TPME (IISAN_SPEC.md §8): a single efficiency score across K compared methods.
+// TPME (docs/METHOD.md §8): a single efficiency score across K compared methods.
 // Each of training time per epoch t, trainable parameters p and peak training memory m is
 // min–max normalised across the K methods; TPME = a1·t + a2·p + a3·m. Lower is better.
 

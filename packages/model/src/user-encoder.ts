@@ -1,4 +1,4 @@
-// Sequential user encoder (IISAN_SPEC.md §4): SASRec's causal transformer over the item
+// Sequential user encoder (docs/METHOD.md §4): SASRec's causal transformer over the item
 // embeddings of a user's last T items. Post-LN blocks, LayerNorm eps 1e-6, ReLU feed-forward.
 import * as tf from '@tensorflow/tfjs-core'
 import { Params, dropout, layerNorm, linear } from './params.ts'

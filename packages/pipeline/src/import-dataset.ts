@@ -1,4 +1,4 @@
-// Dataset import from the two TSV files (IISAN_SPEC §6 format) into Postgres, all or nothing.
+// Dataset import from the two TSV files (docs/METHOD.md §6 format) into Postgres, all or nothing.
 import { decodeHTML } from 'entities'
 import { DataFormatError, parseItemsTsv, parseUsersTsv } from '@iisan/model/data'
 import { ImageSourceError, checkImageRef, type ImageSourceOptions } from '@iisan/embedding-cache/images'

@@ -29,7 +29,7 @@ export const TrainingConfigSchema = Type.Object(
     maxSeqLen: Type.Integer({ minimum: 2, maximum: 200, default: PAPER_USER_ENCODER.maxSeqLen }),
     dropout: Type.Number({ minimum: 0, maximum: 0.9, default: PAPER_USER_ENCODER.dropout }),
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1, default: PAPER_TRAINING.seed, description: 'an unsigned 32-bit integer' }),
-    // IISAN switches (IISAN_SPEC §3); ignored by sasrec-id
+    // IISAN switches (docs/METHOD.md §3); ignored by sasrec-id
     modality: Type.Union([Type.Literal('intra_inter'), Type.Literal('intra'), Type.Literal('inter')], { default: PAPER_IISAN.modality, description: 'IISAN towers: intra-modal, inter-modal or both' }),
     sideLayers: Type.Optional(
       Type.Array(Type.Integer({ minimum: 0, maximum: 128 }), { minItems: 1, maxItems: 129, uniqueItems: true, description: 'text-backbone layers feeding the SAN; default layer 0 and every other layer' }),

@@ -60,7 +60,7 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
     {
       schema: {
         tags: ['models'],
-        summary: 'Versions side by side with TPME (IISAN_SPEC §8) across them: quality, s/epoch, memory, parameters',
+        summary: 'Versions side by side with TPME (docs/METHOD.md §8) across them: quality, s/epoch, memory, parameters',
         querystring: Type.Object({ ids: Type.String({ maxLength: 2000, description: 'comma-separated model version ids (2–20)' }) }),
         response: {
           200: Type.Object({

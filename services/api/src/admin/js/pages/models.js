@@ -1,5 +1,5 @@
 // Model versions: quality and efficiency of every version, activation, and a side-by-side
-// comparison with TPME (IISAN_SPEC §8). #/models?dataset=<id>&compare=<id>,<id>,…
+// comparison with TPME (docs/METHOD.md §8). #/models?dataset=<id>&compare=<id>,<id>,…
 import { get, post, query as qs } from '../api.js'
 import { COLORS, barChart, disposeOn } from '../charts.js'
 import { card, datasetSelect, empty, errorBox, fmt, h, loadDatasets, showError } from '../ui.js'
