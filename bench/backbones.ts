@@ -68,7 +68,8 @@ function titles(n: number): string[] {
       .slice(0, n)
       .map((l) => l.split('\t')[1] ?? '')
   }
-  const words = demoVocabText().split('\n').slice(200, 1200)
+  // common English words of bert-base-uncased's vocabulary (the first thousand ids are [unused…] and characters)
+  const words = demoVocabText().split('\n').slice(2000, 3000)
   return Array.from({ length: n }, (_, i) => Array.from({ length: 12 }, (_, j) => words[(i * 31 + j * 17) % words.length]).join(' '))
 }
 

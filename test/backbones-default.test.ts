@@ -9,8 +9,8 @@ import { tempDir } from './fixtures-gen/backbone-fixtures.ts'
 // Pinned: the fingerprint is the hidden-state cache key, so the generator must write the same
 // bytes on every machine. Changing the generator on purpose means bumping GENERATOR_VERSION
 // and these values.
-const DEMO_BERT_FINGERPRINT = 'd937022b51f23b036494aa2f0fd6ee19ca9a89f86795295b4d57f3ba8fc516e8'
-const DEMO_VIT_FINGERPRINT = 'd8408a8a90a4101dad935b038dc971de4902782ced399bce508f6bd24f2545b1'
+const DEMO_BERT_FINGERPRINT = '418e447e9c0a8ce85f1ac6ea78755e46fbdbdaeca928964e77e5f509d3cbd37f'
+const DEMO_VIT_FINGERPRINT = '2c72aefa63f4dc183ce3559dee61ce00aef7583eb46de9800d9ca39f931879a7'
 
 const roots: string[] = []
 const root = (): string => {

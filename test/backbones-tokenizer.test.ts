@@ -4,7 +4,6 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BertTokenizer } from '@iisan/backbones'
-import { buildDemoVocab, DEMO_VOCAB_TITLES } from '@iisan/backbones/demo-vocab'
 import { demoVocabText } from '@iisan/backbones/default'
 import { fixtureDir, tempDir } from './fixtures-gen/backbone-fixtures.ts'
 
@@ -85,19 +84,8 @@ describe('BERT uncased WordPiece', () => {
   })
 })
 
+// its provenance (bert-base-uncased's vocab.txt) and an unseen catalogue: test/backbones-vocab.test.ts
 describe('demo vocabulary', () => {
-  const items = path.resolve(process.cwd(), 'data/scientific/items.tsv')
-
-  it.skipIf(!fs.existsSync(items))('is the committed asset, rebuilt from the first Scientific titles', () => {
-    const titles = fs
-      .readFileSync(items, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .slice(0, DEMO_VOCAB_TITLES)
-      .map((l) => l.split('\t')[1] ?? '')
-    expect(buildDemoVocab(titles)).toBe(demoVocabText())
-  })
-
   it('tokenises ASCII titles without [UNK]', () => {
     const tok = BertTokenizer.fromVocab(demoVocabText())
     const unk = tok.encodePieces('[UNK]')[0]

@@ -5,6 +5,8 @@
 // that look plausible and are wrong.
 import fs from 'node:fs'
 import path from 'node:path'
+import { DEMO_CONFIG_KEY } from './demo.ts'
+import { hubRefOfDir, isDownloaded, notDownloadedMessage } from './hub-cache.ts'
 
 export class BackboneConfigError extends Error {
   constructor(message: string) {
@@ -22,6 +24,8 @@ interface CommonConfig {
   intermediateSize: number
   layerNormEps: number
   hiddenAct: 'gelu' | 'relu'
+  /** The generated demo pair (config.json `"iisan_demo": true`, see demo.ts); absent on real checkpoints. */
+  demo?: true
 }
 
 export interface BertConfig extends CommonConfig {
@@ -61,6 +65,9 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
 }
 
 export function assertModelDir(dir: string): void {
+  // A hub model's folder in the download cache: say how to download it rather than "no such folder".
+  const hub = hubRefOfDir(dir)
+  if (hub && !isDownloaded(dir)) throw new BackboneConfigError(notDownloadedMessage(hub, dir))
   let stat: fs.Stats
   try {
     stat = fs.statSync(dir)
@@ -76,7 +83,11 @@ export function assertModelDir(dir: string): void {
 export function readModelConfig(dir: string): ModelConfig {
   assertModelDir(dir)
   const file = path.join(dir, 'config.json')
-  const raw = readJsonFile(file, 'config')
+  return parseModelConfig(readJsonFile(file, 'config'), file)
+}
+
+/** A config.json object (`file` names it in errors). */
+export function parseModelConfig(raw: Record<string, unknown>, file: string): ModelConfig {
   const modelType = raw.model_type
   if (modelType === 'bert') return parseBertConfig(raw, file)
   if (modelType === 'vit') return parseVitConfig(raw, file)
@@ -116,6 +127,8 @@ function common(raw: Record<string, unknown>, file: string): CommonConfig {
     intermediateSize: positiveInt(raw, 'intermediate_size', file),
     layerNormEps: num(raw, 'layer_norm_eps', file, 1e-12),
     hiddenAct: act,
+    // only when set: real checkpoints keep the fingerprints they had before the marker existed
+    ...(raw[DEMO_CONFIG_KEY] === true ? { demo: true as const } : {}),
   }
 }
 

@@ -3,6 +3,11 @@
 // downloaded weights (and without network). Random transformers still map different titles and
 // images to different, deterministic features — enough to exercise the whole platform — but they
 // carry no pretrained knowledge: use real checkpoints (README) for meaningful recommendations.
+// Both configs carry the demo marker (demo.ts), so every place that uses them can say so.
+//
+// The BERT uses the full bert-base-uncased WordPiece vocabulary (assets/), not one built from a
+// catalogue: a vocabulary of one catalogue's words sends another catalogue's words to [UNK], and
+// titles that differ only in those words get identical states.
 //
 // Weights come from a counter-based PRNG and uniform distributions (no Math.log/cos), so every
 // machine and Node version writes bit-identical files and therefore the same fingerprint — the
@@ -12,6 +17,7 @@ import path from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
 import { serializeSafetensors, type TensorToWrite } from '@iisan/safetensors'
 import { fingerprintBackbone } from './fingerprint.ts'
+import { DEMO_CONFIG_KEY, REAL_BACKBONES } from './demo.ts'
 
 export const DEFAULT_BACKBONE_DIR = 'artifacts/backbones'
 
@@ -23,14 +29,16 @@ export interface DefaultBackbonePaths {
 }
 
 const GENERATOR = 'iisan-demo-backbones'
-const GENERATOR_VERSION = 1
+// 2: the bert-base-uncased vocabulary and the demo marker in config.json
+const GENERATOR_VERSION = 2
 const SEED = 'iisan-demo-2024'
 const MARKER = 'iisan-demo.json'
 
 const DEMO_SHAPE = { hidden_size: 64, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 256 }
 
+/** bert-base-uncased's vocab.txt (30,522 tokens), byte for byte. */
 export function demoVocabText(): string {
-  return fs.readFileSync(path.resolve(import.meta.dirname, '../assets/demo-vocab.txt'), 'utf8')
+  return fs.readFileSync(path.resolve(import.meta.dirname, '../assets/bert-base-uncased-vocab.txt'), 'utf8')
 }
 
 export function bertHfConfig(overrides: Record<string, unknown>): Record<string, unknown> {
@@ -215,10 +223,11 @@ export function writeRandomVit(dir: string, config: Record<string, unknown>, see
   fs.writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(randomVitWeights(config, seed), { format: 'pt' }))
 }
 
-const NOTE = (kind: string): string =>
+const NOTE = (kind: string, real: string): string =>
   `# IISAN demo ${kind} backbone (random weights)\n\nGenerated deterministically by @iisan/backbones ensureDefaultBackbones() ` +
   `(${GENERATOR} v${GENERATOR_VERSION}). Hugging Face layout; the weights are random, not pretrained — a stand-in ` +
-  `for machines without real checkpoints. See packages/backbones/README.md for using bert-base-uncased / ViT-base.\n`
+  `for machines without real checkpoints. For real ones: \`npm run backbone -- download ${real}\` ` +
+  `(see packages/backbones/README.md).\n`
 
 interface Marker {
   generator: string
@@ -235,15 +244,15 @@ function demoSpecs(): { name: 'demo-bert' | 'demo-vit'; write: (dir: string) => 
     {
       name: 'demo-bert',
       write: (dir) => {
-        writeRandomBert(dir, bertHfConfig({ ...DEMO_SHAPE, vocab_size: vocabSize, max_position_embeddings: 64 }), vocab, SEED)
-        fs.writeFileSync(path.join(dir, 'README.md'), NOTE('text (BERT)'))
+        writeRandomBert(dir, bertHfConfig({ ...DEMO_SHAPE, vocab_size: vocabSize, max_position_embeddings: 64, [DEMO_CONFIG_KEY]: true }), vocab, SEED)
+        fs.writeFileSync(path.join(dir, 'README.md'), NOTE('text (BERT)', REAL_BACKBONES.text))
       },
     },
     {
       name: 'demo-vit',
       write: (dir) => {
-        writeRandomVit(dir, vitHfConfig({ ...DEMO_SHAPE, image_size: 32, patch_size: 8, encoder_stride: 8 }), SEED)
-        fs.writeFileSync(path.join(dir, 'README.md'), NOTE('image (ViT)'))
+        writeRandomVit(dir, vitHfConfig({ ...DEMO_SHAPE, image_size: 32, patch_size: 8, encoder_stride: 8, [DEMO_CONFIG_KEY]: true }), SEED)
+        fs.writeFileSync(path.join(dir, 'README.md'), NOTE('image (ViT)', REAL_BACKBONES.image))
       },
     },
   ]
