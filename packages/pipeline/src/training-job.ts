@@ -29,6 +29,8 @@ import {
   type TrainingJobStatus,
 } from '@iisan/storage'
 import { defaultTrainingConfig, type TrainingConfig } from './training-config.ts'
+import { getBackboneByFingerprint } from '@iisan/storage'
+import { demoBackboneWarning, isDemoModelConfig } from '@iisan/backbones/demo'
 
 export interface JobProgress {
   phase: 'loading' | 'caching' | 'training' | 'evaluating' | 'saving' | 'done'
@@ -47,6 +49,10 @@ export interface JobProgress {
   message?: string
   /** set when this attempt carried on from a checkpoint of an earlier one */
   resumedFromEpoch?: number
+  /** what limits this model whatever the numbers say, e.g. that the demo backbones are in use; kept on every report */
+  warnings?: string[]
+  /** the modalities whose backbone is the demo pair (the reason for the warning) */
+  demoBackbones?: string[]
   /** 0..1 over the maximum number of epochs (early stopping may finish sooner) */
   fraction: number
 }
@@ -168,12 +174,15 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
   const config = defaultTrainingConfig(job.config as Partial<TrainingConfig>)
   const lease = new JobLease(prisma, jobId, workerId, { renewLock: options.renewLock, onRenewalError: (e) => log('heartbeat failed', { error: errorMessage(e) }) })
   lease.start()
+  let warnings: string[] = []
+  let demoBackbones: string[] = []
+  const withWarnings = (progress: JobProgress): JobProgress => (warnings.length ? { ...progress, warnings, demoBackbones } : progress)
   // Progress is for people watching: a failed report (database or Redis away) never fails the
   // training; the next report carries the then-current state.
   const report = async (progress: JobProgress) => {
     try {
-      await updateTrainingJobProgress(prisma, jobId, { ...progress })
-      await options.onProgress?.(progress)
+      await updateTrainingJobProgress(prisma, jobId, { ...withWarnings(progress) })
+      await options.onProgress?.(withWarnings(progress))
     } catch (e) {
       log('progress report failed', { error: errorMessage(e) })
     }
@@ -212,6 +221,11 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       states = loaded.states
       backbones = loaded.backbones
       modelConfig = iisanModelConfig(data.numItems, states, config)
+      demoBackbones = await demoBackbonesOf(prisma, backbones, log)
+      if (demoBackbones.length) {
+        warnings = [demoBackboneWarning(demoBackbones)]
+        log('demo backbones in use', { demoBackbones })
+      }
     }
     model = new SequentialRecommender(modelConfig, states)
     const trainableModel = model
@@ -274,7 +288,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       jobId,
       method: job.method,
       // the backbones' fingerprints say which cached states this model's SAN can read (cold start)
-      config: JSON.parse(JSON.stringify({ ...trainableModel.config, ...(backbones ? { backbones } : {}) })),
+      config: JSON.parse(JSON.stringify({ ...trainableModel.config, ...(backbones ? { backbones } : {}), ...(demoBackbones.length ? { demoBackbones } : {}) })),
       weights: saveCheckpoint(trainableModel.params, trainableModel.config),
       // stored row r is model index r + 1 (the padding row is not stored)
       itemEmbeddings: served.embeddings,
@@ -293,9 +307,9 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       activateIfNoneActive: true,
     }))
     if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
-    await durably('job status', () => updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { phase: 'done', fraction: 1 } }))
+    await durably('job status', () => updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { ...withWarnings({ phase: 'done', fraction: 1 }) } }))
     await deleteTrainingCheckpoint(prisma, jobId).catch((e) => log('checkpoint cleanup failed', { error: errorMessage(e) }))
-    await options.onProgress?.({ phase: 'done', fraction: 1 })
+    await options.onProgress?.(withWarnings({ phase: 'done', fraction: 1 }))
     return { status: 'completed', modelVersionId: version.id }
   } catch (e) {
     return await settleAfterError(prisma, jobId, workerId, e, { ...options, lease, cancelled, log })
@@ -375,6 +389,24 @@ async function retryTransient<T>(what: string, write: () => Promise<T>, isTransi
       await new Promise((resolve) => setTimeout(resolve, delay))
     }
   }
+}
+
+/**
+ * Which modalities' backbones are the demo pair, by the marker the embedding cache registered
+ * with each (Backbone.config.model, see @iisan/backbones/demo). Only a warning: a failed lookup
+ * leaves it out rather than failing the job.
+ */
+async function demoBackbonesOf(prisma: PrismaClient, backbones: LoadedStates['backbones'], log: NonNullable<RunJobOptions['log']>): Promise<string[]> {
+  const demo: string[] = []
+  for (const [modality, fingerprint] of Object.entries(backbones)) {
+    if (!fingerprint) continue
+    const row = await getBackboneByFingerprint(prisma, fingerprint).catch((e: unknown) => {
+      log('backbone lookup failed', { error: errorMessage(e) })
+      return null
+    })
+    if (isDemoModelConfig((row?.config as { model?: unknown } | null | undefined)?.model)) demo.push(modality)
+  }
+  return demo
 }
 
 function errorMessage(e: unknown): string {

@@ -20,6 +20,7 @@ import { dependencyFailure, errorHandling, healthCheck, metrics } from '@iisan/h
 import { Counter, Gauge } from 'prom-client'
 import { Type } from '@sinclair/typebox'
 import { onShutdown } from '@iisan/config/shutdown'
+import { configuredDemoBackbones, demoBackboneWarning } from '@iisan/backbones/demo'
 
 const config = loadConfigOrExit()
 const logger = createLogger('worker', config)
@@ -148,6 +149,8 @@ await health.register(
 )
 await health.listen({ port: config.workerHealthPort, host: config.host })
 logger.info({ queue: QUEUE_NAMES.training, healthPort: config.workerHealthPort }, 'training worker ready')
+const demoBackbones = configuredDemoBackbones(config)
+if (demoBackbones.length) logger.warn({ demoBackbones }, demoBackboneWarning(demoBackbones))
 
 onShutdown(logger, async () => {
   shuttingDown = true

@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
 import { PAPER_TPME_WEIGHTS, tpme } from '@iisan/model/tpme'
 import { ApiError, errorResponses } from '@iisan/http'
+import { demoBackboneWarning } from '@iisan/backbones/demo'
 
 const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 import type { Deps } from '../deps.ts'
@@ -29,6 +30,10 @@ export const ModelVersionSchema = Type.Object({
   isActive: Type.Boolean(),
   activatedAt: Nullable(Type.String({ format: 'date-time' })),
   createdAt: Type.String({ format: 'date-time' }),
+  demoBackbones: Type.Array(Type.Union([Type.Literal('text'), Type.Literal('image')]), {
+    description: 'modalities whose frozen backbone was the generated demo pair (random weights) when it was trained: its quality says nothing about IISAN',
+  }),
+  warnings: Type.Array(Type.String(), { description: 'what limits this version whatever its metrics say, with how to fix it' }),
 })
 
 export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
@@ -117,5 +122,8 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
 }
 
 export function serializeModelVersion(m: ModelVersionSummary) {
-  return { ...m, createdAt: m.createdAt.toISOString(), activatedAt: m.activatedAt?.toISOString() ?? null, metrics: m.metrics ?? null }
+  // recorded by the training job from the backbones' demo marker
+  const demoBackbones = ((m.config as { demoBackbones?: ('text' | 'image')[] } | null)?.demoBackbones ?? []).filter((x) => x === 'text' || x === 'image')
+  const warnings = demoBackbones.length ? [demoBackboneWarning(demoBackbones)] : []
+  return { ...m, createdAt: m.createdAt.toISOString(), activatedAt: m.activatedAt?.toISOString() ?? null, metrics: m.metrics ?? null, demoBackbones, warnings }
 }

@@ -130,7 +130,7 @@ function jobRow(j, names, selected) {
     h('td', {}, statusBadge(j.status), j.stale ? h('span', { class: 'badge badge-failed', title: 'no sign of life from its worker: being taken over', dataset: { stale: 'true' } }, 'stale') : null),
     h('td', { class: 'mono' }, h('a', { href: `#/jobs/${j.id}` }, fmt.shortId(j.id))),
     h('td', {}, names.get(j.datasetId) ?? fmt.shortId(j.datasetId)),
-    h('td', {}, j.method, ' ', demoBadge(p.warnings, p.warnings?.length ? ['backbones'] : [])),
+    h('td', {}, j.method, ' ', demoBadge(p.warnings, p.demoBackbones)),
     h('td', { class: 'wide' }, progressBar(p.fraction ?? (j.status === 'completed' ? 1 : 0), { label: fmt.pct(p.fraction ?? 0), tone: toneOf(j.status) })),
     h('td', { class: 'nowrap' }, fmt.date(j.createdAt)),
     h('td', { class: 'nowrap' }, duration(j.startedAt, j.finishedAt)),

@@ -106,7 +106,7 @@ function versionRow(v, names, selected, onSelection, activate) {
     'tr',
     { dataset: { versionId: v.id }, class: v.isActive ? 'is-active' : '' },
     h('td', {}, checkbox),
-    h('td', { class: 'nowrap' }, h('div', { class: 'strong' }, v.method), h('div', { class: 'mono muted small' }, fmt.shortId(v.id))),
+    h('td', { class: 'nowrap' }, h('div', { class: 'strong' }, v.method), h('div', { class: 'mono muted small' }, fmt.shortId(v.id)), demoBadge(v.warnings, v.demoBackbones)),
     h('td', { class: 'nowrap' }, names.get(v.datasetId) ?? fmt.shortId(v.datasetId)),
     h('td', { class: 'nowrap' }, fmt.date(v.createdAt)),
     h('td', { class: 'num' }, fmt.int(v.epochs)),
@@ -119,6 +119,12 @@ function versionRow(v, names, selected, onSelection, activate) {
     h('td', { class: 'num', title: fmt.int(v.trainableParams) }, fmt.compact(v.trainableParams)),
     h('td', {}, v.isActive ? h('span', { class: 'badge badge-active' }, 'active') : activateButton),
   )
+}
+
+/** Trained on the demo backbones (random weights): its numbers say nothing about IISAN; the title says how to fix it. */
+export function demoBadge(warnings, demoBackbones) {
+  if (!demoBackbones?.length) return null
+  return h('span', { class: 'badge badge-queued', dataset: { demoBackbones: demoBackbones.join(',') }, title: (warnings ?? []).join('\n') }, 'demo backbones')
 }
 
 /** GET /v1/model-versions/compare: a side-by-side table and two bar charts. */
