@@ -114,7 +114,7 @@ function startForm(datasets, methods, defaults, selectedDataset) {
       button.disabled = false
     }
   })
-  return card('Start a training job', form, h('p', { class: 'hint' }, `Unset options use the paper’s defaults (the epoch with the best validation ${defaults.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} is kept).` The first model of a dataset is activated automatically; later ones on the Models page.'))
+  return card('Start a training job', form, h('p', { class: 'hint' }, `Unset options use the paper’s defaults (the epoch with the best validation ${defaults.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} is kept). The first model of a dataset is activated automatically; later ones on the Models page.`))
 }
 
 /** The filled-in numeric fields of a form; empty ones are left to the API's defaults. */
