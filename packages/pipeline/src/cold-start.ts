@@ -51,17 +51,19 @@ export async function addItemsWithColdStart(deps: ColdStartDeps, datasetId: stri
 }
 
 /**
- * Brings the dataset's IISAN versions that matter now — the active one and any this replica has
+ * Brings the dataset's versions that can embed new items and matter now — the active one and any this replica has
  * loaded — up to date: reloading reconciles them (see ServingRegistry), which embeds the new
  * items. Other versions catch up when they are next loaded.
  */
 export async function embedIntoModels(deps: ColdStartDeps, datasetId: string, items: Item[]) {
   await deps.registry.refreshActive()
   const relevant = new Set([deps.registry.activeModelIds().get(datasetId), ...deps.registry.loadedModelIds()].filter((id): id is string => !!id))
-  const versions = await deps.prisma.modelVersion.findMany({ where: { datasetId, method: 'iisan', id: { in: [...relevant] } }, select: { id: true, isActive: true } })
+  const versions = await deps.prisma.modelVersion.findMany({ where: { datasetId, id: { in: [...relevant] } }, select: { id: true, isActive: true } })
   const wanted = new Set(items.map((i) => i.id))
   const results: ColdStartResult['models'] = []
   for (const version of versions) {
+    // the model says whether it can embed an item it was not trained on (IISAN from content; an ID table cannot)
+    if (!(await deps.registry.get(version.id))?.serving.supportsColdStart) continue
     const model = await deps.registry.reload(version.id)
     if (!model) continue
     const appended = model.itemIds.filter((id) => wanted.has(id)).length
