@@ -2,6 +2,7 @@
  * The one typed configuration loader of the platform: environment variables with defaults,
  * validated up front so that a bad value stops the process with a message naming the variable.
  */
+import { defaultBackboneCacheDir, resolveBackboneSpec } from '@iisan/backbones/hub-cache'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -34,10 +35,19 @@ export interface AppConfig {
   logLevel: LogLevel
   /** ARTIFACTS_DIR — where checkpoints, benchmark outputs etc. are written. */
   artifactsDir: string
-  /** TEXT_BACKBONE_DIR — Hugging Face checkpoint folder of the text backbone (optional). */
+  /**
+   * The text backbone's checkpoint folder (optional: the demo pair otherwise), from TEXT_BACKBONE
+   * (alias TEXT_BACKBONE_DIR): a folder, or a hub id (`bert-base-uncased`, `org/name@rev`) that
+   * names its folder in BACKBONE_CACHE_DIR — whether it is downloaded is checked by whoever loads
+   * it (the embedding cache), not here: the API never reads backbones. `none` disables it.
+   */
   textBackboneDir?: string
-  /** IMAGE_BACKBONE_DIR — Hugging Face checkpoint folder of the image backbone (optional). */
+  /** TEXT_BACKBONE as given, when set (a hub id or a folder). */
+  textBackbone?: string
+  /** The image backbone's folder, from IMAGE_BACKBONE (alias IMAGE_BACKBONE_DIR); as textBackboneDir. */
   imageBackboneDir?: string
+  /** IMAGE_BACKBONE as given, when set. */
+  imageBackbone?: string
   /** TF_BACKEND — force a tensor backend (optional). */
   tfBackend?: TfBackend
   /** QUEUE_PREFIX — BullMQ / Redis key prefix. */
@@ -156,6 +166,19 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (apiKeys.some((k) => k.length < 16 || /\s/.test(k))) {
     issues.push({ variable: 'API_KEYS', value: '***', message: 'each key must be at least 16 characters without whitespace' })
   }
+  const backbone = (name: 'TEXT_BACKBONE' | 'IMAGE_BACKBONE'): { spec: string; dir: string } | undefined => {
+    const value = raw(name)
+    const alias = raw(`${name}_DIR`)
+    if (value !== undefined && alias !== undefined && value !== alias) {
+      issues.push({ variable: `${name}_DIR`, value: alias, message: `contradicts ${name}=${value} (${name}_DIR is its older name: set one)` })
+    }
+    const spec = value ?? alias
+    if (spec === undefined) return undefined
+    const resolved = resolveBackboneSpec(spec, { cacheDir: defaultBackboneCacheDir(env) })
+    return { spec, dir: resolved.kind === 'disabled' ? spec : resolved.dir }
+  }
+  const textBackbone = backbone('TEXT_BACKBONE')
+  const imageBackbone = backbone('IMAGE_BACKBONE')
   const embeddingCacheHost = str('EMBEDDING_CACHE_HOST')
   const internalToken = raw('INTERNAL_TOKEN')
   if (internalToken !== undefined && (internalToken.length < 16 || /\s/.test(internalToken))) {
@@ -196,10 +219,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
     queuePrefix,
     apiKeys,
   }
-  const textBackboneDir = raw('TEXT_BACKBONE_DIR')
-  const imageBackboneDir = raw('IMAGE_BACKBONE_DIR')
-  if (textBackboneDir !== undefined) config.textBackboneDir = textBackboneDir
-  if (imageBackboneDir !== undefined) config.imageBackboneDir = imageBackboneDir
+  if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
+  if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend
   if (internalToken !== undefined) config.internalToken = internalToken
   return config
