@@ -15,7 +15,7 @@ import { DependencyUnavailableError, dependencyFailure } from '@iisan/http'
 import { initBackend } from '@iisan/model'
 import { fetchCoverage } from '@iisan/embedding-cache'
 import { runTrainingJob } from '@iisan/pipeline'
-import { applyMigrations, createPrisma } from '@iisan/storage'
+import { Prisma, applyMigrations, createPrisma } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { MIGRATIONS_DIR, cleanupRedisPrefix, testRedisPrefix, testRedisUrl } from './helpers/db.ts'
 import { createTestApi, createTestCache, freePort, until } from './helpers/platform.ts'
@@ -123,6 +123,14 @@ afterAll(async () => {
 })
 
 describe('dependencyFailure on what the real clients throw', () => {
+  it('a Prisma error whose own code is a socket error (seen by bench:faults: `write EPIPE` when the server stopped mid-import)', () => {
+    const epipe = new Prisma.PrismaClientKnownRequestError('Invalid `prisma.$queryRaw()` invocation: write EPIPE', { code: 'EPIPE', clientVersion: Prisma.prismaVersion.client })
+    expect(dependencyFailure(epipe)).toEqual({ dependency: 'postgres', reason: expect.stringContaining('EPIPE') })
+    // a Prisma error with a query-level code stays the request's
+    const unique = new Prisma.PrismaClientKnownRequestError('Unique constraint failed', { code: 'P2002', clientVersion: Prisma.prismaVersion.client })
+    expect(dependencyFailure(unique)).toBeUndefined()
+  })
+
   it('Prisma over adapter-pg: nothing listening, a killed backend, an immediate shutdown', async () => {
     const closed = await freePort()
     const nowhere = createPrisma(`postgresql://postgres@127.0.0.1:${closed}/none`, { maxConnections: 1 })

@@ -81,7 +81,8 @@ function walk(value: unknown, context: string | undefined, depth: number, seen: 
   if (depth > MAX_DEPTH || value === null || typeof value !== 'object' || seen.has(value)) return undefined
   seen.add(value)
   const e = value as Node
-  const found = classify(e, context)
+  // a Prisma error that carries a socket code itself (`write EPIPE` mid-query) is the database's
+  const found = classify(e, contextOf(e) ?? context)
   if (found) return found
   // A `fetch failed` names no service: from a route fetching a user's URL it is not our outage.
   // Only a client that knows its peer (and says so in an outer error) makes it one.
