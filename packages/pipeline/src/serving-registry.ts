@@ -107,7 +107,7 @@ export class ServingRegistry {
     if (!pending) return // not in memory: it loads fresh when first asked for
     const [held, stored] = await Promise.all([pending.catch(() => null), this.prisma.modelVersion.findUnique({ where: { id }, select: { numItems: true } })])
     if (!stored) {
-      this.evict(id)
+      this.forget(id)
       return
     }
     if (!held || held.itemIds.length - 1 < stored.numItems) await this.reload(id)
@@ -137,6 +137,12 @@ export class ServingRegistry {
     this.models.delete(id)
     this.lastUsed.delete(id)
     if (previous) this.disposeLater(previous)
+  }
+
+  /** A version deleted from Postgres: out of memory, and no longer any dataset's active one. */
+  forget(id: string): void {
+    this.evict(id)
+    for (const [datasetId, activeId] of this.active) if (activeId === id) this.active.delete(datasetId)
   }
 
   private evictIdle(): void {

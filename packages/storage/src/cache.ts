@@ -1,4 +1,4 @@
-import { type Backbone, type HiddenState } from './generated/prisma/client.ts'
+import { Prisma, type Backbone, type HiddenState } from './generated/prisma/client.ts'
 import { json, toBytes, type Db, type JsonInput } from './client.ts'
 import { StorageError } from './errors.ts'
 
@@ -84,3 +84,41 @@ export async function missingHiddenStates(db: Db, backboneId: number, contentHas
 
 export type CacheBuildStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
 
+
+export interface CollectedStates {
+  backboneId: number
+  fingerprint: string
+  modality: Modality
+  name: string | null
+  /** hidden-state rows removed */
+  states: number
+  bytes: number
+}
+
+// Which item column holds the key of a modality's states (see Item.textHash / Item.imageHash).
+const KEY_COLUMN: Record<Modality, Prisma.Sql> = { text: Prisma.sql`text_hash`, image: Prisma.sql`image_hash` }
+
+/**
+ * Garbage-collects the cache: removes the hidden states no item of any dataset references any
+ * more (what deleting datasets leaves behind), per backbone. States are written only for items
+ * that exist, so this is safe while the services run; a state removed here that is needed again
+ * (the same title imported later) is simply computed again.
+ */
+export async function removeOrphanHiddenStates(db: Db): Promise<CollectedStates[]> {
+  const removed: CollectedStates[] = []
+  for (const modality of Object.keys(KEY_COLUMN) as Modality[]) {
+    // one anti-join per modality: an OR of both would be a subquery per state row
+    const rows = await db.$queryRaw<Omit<CollectedStates, 'modality'>[]>`
+      WITH gone AS (
+        DELETE FROM hidden_states h USING backbones b
+        WHERE b.id = h.backbone_id AND b.modality = ${modality}
+          AND NOT EXISTS (SELECT 1 FROM items i WHERE i.${KEY_COLUMN[modality]} = h.content_hash)
+        RETURNING h.backbone_id, octet_length(h.data) AS bytes
+      )
+      SELECT b.id AS "backboneId", b.fingerprint, b.name, count(*)::int AS states, sum(g.bytes)::float8 AS bytes
+      FROM gone g JOIN backbones b ON b.id = g.backbone_id
+      GROUP BY b.id ORDER BY b.id`
+    removed.push(...rows.map((r) => ({ ...r, modality })))
+  }
+  return removed
+}

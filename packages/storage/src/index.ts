@@ -23,6 +23,7 @@ export * from './datasets.ts'
 export * from './jobs.ts'
 export * from './models.ts'
 export * from './cache.ts'
+export * from './deletes.ts'
 export * from './idempotency.ts'
 export {
   applyMigrations,

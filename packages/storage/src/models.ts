@@ -139,6 +139,20 @@ export async function activateModelVersion(db: Db, id: string): Promise<ModelVer
   })
 }
 
+export type ModelVersionDeletion = { deleted: { datasetId: string } } | { active: true } | null
+
+/**
+ * Delete a model version that is not its dataset's active one (the job that made it stays, without
+ * it). `active` when it is: another version must be activated first. Null when there is none.
+ */
+export async function deleteModelVersion(db: Db, id: string): Promise<ModelVersionDeletion> {
+  // one statement, so an activation cannot slip in between a check and the delete
+  const [deleted] = await db.$queryRaw<{ datasetId: string }[]>`
+    DELETE FROM model_versions WHERE id = ${id}::uuid AND NOT is_active RETURNING dataset_id::text AS "datasetId"`
+  if (deleted) return { deleted }
+  return (await db.modelVersion.findUnique({ where: { id }, select: { id: true } })) ? { active: true } : null
+}
+
 /** Full model version (weights, embeddings, index) or null. */
 export async function getModelVersion(db: Db, id: string): Promise<ModelVersion | null> {
   return db.modelVersion.findUnique({ where: { id } })

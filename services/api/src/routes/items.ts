@@ -6,9 +6,9 @@ import { fetchCoverage, EmbeddingCacheClientError, EmbeddingCacheRejected } from
 import { ApiError, DEFAULT_RETRY_AFTER_SECONDS, ID_PATTERN, SINGLE_LINE_PATTERN, bodyValidator, errorResponses } from '@iisan/http'
 import { replayIdempotent } from '@iisan/http/idempotency'
 import { ImageSourceError, checkImageRef } from '@iisan/embedding-cache/images'
-import { MAX_TITLE_LENGTH, listItems } from '@iisan/storage'
+import { MAX_TITLE_LENGTH, listItems, sanitizeTitle, titleProblem } from '@iisan/storage'
 import type { Deps } from '../deps.ts'
-import { readMultipartFields } from '../multipart.ts'
+import { FileField, documentMultipart, readMultipartFields } from '../multipart.ts'
 import { resolveModel } from '../resolve-model.ts'
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/avif', 'image/tiff'])
@@ -20,12 +20,14 @@ const NewItem = Type.Object(
   {
     datasetId: Type.String({ format: 'uuid' }),
     id: Type.String({ minLength: 1, maxLength: 128, pattern: ID_PATTERN, description: 'the item’s external id: no whitespace or control characters' }),
-    title: Type.String({ minLength: 1, maxLength: MAX_TITLE_LENGTH, pattern: SINGLE_LINE_PATTERN, description: 'no control characters' }),
+    title: Type.String({ minLength: 1, maxLength: MAX_TITLE_LENGTH, description: 'control characters are removed (tab, line break and CR between words become a space), as the dataset import does, and reported in `warnings`' }),
     imageUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 2000, pattern: SINGLE_LINE_PATTERN, description: 'path under IMAGE_ROOT (or a file:// URL there), or an http(s) URL of a public host' })),
   },
   { additionalProperties: false },
 )
 const validateNewItem = bodyValidator(NewItem)
+/** The multipart body, for the OpenAPI document (readMultipartItem checks its fields with NewItem). */
+const MultipartItem = Type.Composite([NewItem, Type.Object({ image: Type.Optional(FileField('the item’s image: JPEG, PNG, WebP, GIF, AVIF or TIFF, at most 20 MB')) })], { additionalProperties: false })
 
 const ColdStartResponse = Type.Object({
   item: Type.Object({ id: Type.String(), title: Type.String(), hasImage: Type.Boolean() }),
@@ -34,6 +36,7 @@ const ColdStartResponse = Type.Object({
     description: 'IISAN model versions that can now recommend the item (ID-based versions cannot)',
   }),
   seconds: Type.Number(),
+  warnings: Type.Array(Type.Object({ field: Type.String(), code: Type.String({ description: 'CONTROL_CHARACTERS_REMOVED' }), message: Type.String() }), { description: 'what was changed to make the item fit' }),
 })
 
 export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
@@ -41,7 +44,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
     '/items',
     {
       bodyLimit: MAX_JSON_ITEM_BYTES,
-      config: { mediaTypes: ['application/json', 'multipart/form-data'], idempotent: true },
+      config: { mediaTypes: ['application/json', 'multipart/form-data'], idempotent: true, swaggerTransform: documentMultipart(MultipartItem) },
       schema: {
         tags: ['items'],
         summary: 'Add an item; IISAN models can recommend it within seconds, without retraining (cold start)',
@@ -55,10 +58,13 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
       const input = request.isMultipart() ? await readMultipartItem(request) : { ...(request.body as Static<typeof NewItem>), image: undefined }
       if (await replayIdempotent(request, reply, input)) return reply
       assertImageUrlAllowed(input.imageUrl)
+      const { title, warning } = sanitizeTitle(input.title)
+      const problem = titleProblem(title)
+      if (problem) throw new ApiError(400, 'VALIDATION_FAILED', `body/title ${problem}`, [{ instancePath: '/title', message: problem }])
       let result
       try {
         result = await addItemsWithColdStart(deps, input.datasetId, [
-          { externalId: input.id, title: input.title, imageRef: input.imageUrl ?? null, imageBlob: input.image?.bytes ?? null, imageMime: input.image?.mime ?? null },
+          { externalId: input.id, title, imageRef: input.imageUrl ?? null, imageBlob: input.image?.bytes ?? null, imageMime: input.image?.mime ?? null },
         ])
       } catch (e) {
         // addItemsWithColdStart takes the item back out when the cache fails: nothing was added
@@ -72,6 +78,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
         states: { text: states.text, image: states.image },
         models: result.models,
         seconds: result.seconds,
+        warnings: warning ? [{ field: 'title', ...warning }] : [],
       })
     },
   )

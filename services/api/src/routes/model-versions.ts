@@ -1,6 +1,7 @@
+import type { FastifyBaseLogger } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
+import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, deleteModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
 import { PAPER_TPME_WEIGHTS, tpme } from '@iisan/model/tpme'
 import { ApiError, errorResponses } from '@iisan/http'
 import { demoBackboneWarning } from '@iisan/backbones/demo'
@@ -119,6 +120,38 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
       return serializeModelVersion(mv)
     },
   )
+
+  app.delete(
+    '/model-versions/:id',
+    {
+      schema: {
+        tags: ['models'],
+        summary: 'Delete a model version that is not active (every API replica drops it from memory)',
+        description: 'The active version of its dataset is not deleted: 409 MODEL_ACTIVE; activate another version first (or delete the dataset). The training job that made it stays.',
+        params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
+        response: { 204: Type.Null({ description: 'deleted' }), ...errorResponses(400, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      const outcome = await deleteModelVersion(deps.prisma, id)
+      if (!outcome) throw new ApiError(404, 'NOT_FOUND', `model version ${id} not found`)
+      if ('active' in outcome) throw new ApiError(409, 'MODEL_ACTIVE', `model version ${id} is its dataset’s active model: activate another version first`, { modelVersionId: id })
+      await forgetModelVersions(deps, outcome.deleted.datasetId, [id], request.log)
+      return reply.status(204).send(null)
+    },
+  )
+}
+
+/**
+ * After versions were deleted: this replica drops them at once; the others hear of each as an
+ * update, re-read it, find its row gone and drop it (ServingRegistry.reloadIfBehind).
+ */
+export async function forgetModelVersions(deps: Deps, datasetId: string, ids: string[], log: FastifyBaseLogger): Promise<void> {
+  for (const id of ids) deps.registry.forget(id)
+  // Best effort, the rows being gone already: a replica that misses it keeps its copy until it
+  // is evicted, and serves the version only to requests that name it.
+  await Promise.all(ids.map((id) => deps.announceUpdated(datasetId, id).catch((err) => log.warn({ err, modelVersionId: id }, 'could not announce the deletion'))))
 }
 
 export function serializeModelVersion(m: ModelVersionSummary) {

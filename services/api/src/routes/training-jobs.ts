@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig, trainingConfigProblems } from '@iisan/pipeline'
-import { JOB_LIVENESS, TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
+import { JOB_LIVENESS, TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, deleteTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
@@ -97,6 +97,28 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
       // Best effort: a queue entry left behind finds the job cancelled and ends there.
       await removeWaitingEntry(deps, job.id).catch((err) => request.log.warn({ err, trainingJobId: job.id }, 'could not remove the queue entry'))
       return reply.status(202).send(serializeJob(updated))
+    },
+  )
+
+  app.delete(
+    '/training-jobs/:id',
+    {
+      schema: {
+        tags: ['training'],
+        summary: 'Delete a training job that is not running, with its epoch metrics',
+        description: 'A running job is not deleted: 409 JOB_RUNNING; cancel it first. A queued job leaves the queue too. A model version the job produced stays.',
+        params: IdParams,
+        response: { 204: Type.Null({ description: 'deleted' }), ...errorResponses(400, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      const outcome = await deleteTrainingJob(deps.prisma, id)
+      if (!outcome) throw new ApiError(404, 'NOT_FOUND', `training job ${id} not found`)
+      if ('running' in outcome) throw new ApiError(409, 'JOB_RUNNING', `training job ${id} is running: cancel it first (POST /v1/training-jobs/${id}/cancel)`, { trainingJobId: id })
+      // Best effort: a queue entry left behind finds the job gone and ends there.
+      if (outcome.deleted === 'queued') await removeWaitingEntry(deps, id).catch((err) => request.log.warn({ err, trainingJobId: id }, 'could not remove the queue entry'))
+      return reply.status(204).send(null)
     },
   )
 }
