@@ -79,6 +79,37 @@ export function progressBar(fraction, { label, tone } = {}) {
   )
 }
 
+/**
+ * Asks before something that cannot be undone: a modal dialog with the question and two buttons.
+ * Resolves true when confirmed; Cancel or Escape resolve false. `confirm` labels the button.
+ */
+export function confirmDialog({ title, message, confirm = 'Delete' }) {
+  return new Promise((resolve) => {
+    const dialog = h(
+      'dialog',
+      { class: 'confirm-dialog', 'aria-label': title },
+      h(
+        'form',
+        { method: 'dialog' },
+        h('h2', { class: 'card-title' }, title),
+        h('p', {}, message),
+        h(
+          'div',
+          { class: 'form-actions' },
+          h('button', { type: 'submit', value: 'cancel', class: 'secondary', autofocus: true }, 'Cancel'),
+          h('button', { type: 'submit', value: 'confirm', class: 'danger confirm' }, confirm),
+        ),
+      ),
+    )
+    dialog.addEventListener('close', () => {
+      dialog.remove()
+      resolve(dialog.returnValue === 'confirm')
+    })
+    document.body.append(dialog)
+    dialog.showModal()
+  })
+}
+
 export function card(title, ...children) {
   return h('section', { class: 'card' }, title ? h('h2', { class: 'card-title' }, title) : null, ...children)
 }
@@ -98,7 +129,7 @@ export function datasetSelect(datasets, { selected, includeAll = false, id, onch
 }
 
 let datasetsCache
-/** GET /v1/datasets, cached for the page's lifetime (datasets are created by imports only). */
+/** GET /v1/datasets, cached for the page's lifetime (the Datasets page, where they are deleted, refreshes it). */
 export async function loadDatasets({ refresh = false } = {}) {
   if (!datasetsCache || refresh) datasetsCache = get('/v1/datasets').then((r) => r.datasets)
   try {

@@ -1,9 +1,10 @@
-// Datasets: size and shape of each catalogue, what is trained on it, and how far the embedding
-// cache (per-item backbone hidden states) has got.
-import { get, isNotFound } from '../api.js'
-import { card, empty, errorBox, fmt, h, loadDatasets, progressBar } from '../ui.js'
+// Datasets: size and shape of each catalogue, what training keeps of it, what is trained on it,
+// how far the embedding cache (per-item backbone hidden states) has got; deleting one.
+import { api, get, isNotFound } from '../api.js'
+import { card, confirmDialog, empty, errorBox, fmt, h, loadDatasets, progressBar, showError } from '../ui.js'
 
-export async function render(root, { signal }) {
+export async function render(root, ctx) {
+  const { signal } = ctx
   const [datasets, { jobs }, { modelVersions }] = await Promise.all([
     loadDatasets({ refresh: true }),
     get('/v1/training-jobs', { signal }),
@@ -18,15 +19,18 @@ export async function render(root, { signal }) {
   }
   for (const d of datasets) {
     const coverage = h('div', { class: 'coverage', dataset: { datasetId: d.id } }, h('p', { class: 'muted' }, 'Loading cache coverage…'))
-    root.append(datasetCard(d, jobs.filter((j) => j.datasetId === d.id), modelVersions.filter((m) => m.datasetId === d.id), coverage))
+    const onDeleted = () => render(root, ctx)
+    root.append(datasetCard(d, jobs.filter((j) => j.datasetId === d.id), modelVersions.filter((m) => m.datasetId === d.id), coverage, onDeleted))
     loadCoverage(d.id, coverage, signal)
   }
 }
 
-function datasetCard(d, jobs, versions, coverage) {
+function datasetCard(d, jobs, versions, coverage, onDeleted) {
   const stats = d.stats && typeof d.stats === 'object' ? d.stats : {}
+  const kept = stats.protocol ?? {}
   const active = versions.find((v) => v.isActive)
   const byStatus = jobs.reduce((acc, j) => ({ ...acc, [j.status]: (acc[j.status] ?? 0) + 1 }), {})
+  const errorSlot = h('div', { class: 'delete-error' })
   const stat = (label, value, key) => h('div', { class: 'stat', dataset: { stat: key } }, h('div', { class: 'stat-value' }, value), h('div', { class: 'stat-label' }, label))
   return h(
     'section',
@@ -35,8 +39,15 @@ function datasetCard(d, jobs, versions, coverage) {
       'div',
       { class: 'card-head' },
       h('div', {}, h('h2', { class: 'card-title dataset-name' }, d.name), d.description ? h('p', { class: 'muted' }, d.description) : null),
-      h('div', { class: 'actions' }, h('a', { class: 'button', href: `#/jobs?dataset=${d.id}` }, 'Train'), h('a', { class: 'button secondary', href: `#/try?dataset=${d.id}` }, 'Try it')),
+      h(
+        'div',
+        { class: 'actions' },
+        h('a', { class: 'button', href: `#/jobs?dataset=${d.id}` }, 'Train'),
+        h('a', { class: 'button secondary', href: `#/try?dataset=${d.id}` }, 'Try it'),
+        deleteButton(d, jobs, versions, errorSlot, onDeleted),
+      ),
     ),
+    errorSlot,
     h(
       'div',
       { class: 'stats' },
@@ -44,8 +55,10 @@ function datasetCard(d, jobs, versions, coverage) {
       stat('users', fmt.int(d.numUsers), 'users'),
       stat('interactions', fmt.int(d.numInteractions), 'interactions'),
       stat('mean history length', fmt.num(stats.meanSequenceLength, 1), 'meanSequenceLength'),
-      stat('density', stats.density === undefined ? '—' : `${(stats.density * 100).toFixed(3)}%`, 'density'),
+      stat('density (distinct user–item pairs)', stats.density === undefined ? '—' : `${(stats.density * 100).toFixed(3)}%`, 'density'),
       stat('items never interacted', fmt.int(stats.coldItems), 'coldItems'),
+      stat(`users kept for training (≥ ${kept.minInteractions ?? 5} interactions)`, fmt.int(kept.usersKept), 'usersKept'),
+      stat(`items kept for training (last ${(kept.maxSeqLen ?? 10) + 3} per user)`, fmt.int(kept.itemsKept), 'itemsKept'),
     ),
     h(
       'dl',
@@ -64,6 +77,28 @@ function datasetCard(d, jobs, versions, coverage) {
     h('h3', { class: 'section-title' }, 'Embedding cache coverage'),
     coverage,
   )
+}
+
+/** Delete, after asking: 409 (a running job) and other failures show in the card. */
+function deleteButton(d, jobs, versions, errorSlot, onDeleted) {
+  const button = h('button', { type: 'button', class: 'danger delete-dataset' }, 'Delete')
+  button.addEventListener('click', async () => {
+    const confirmed = await confirmDialog({
+      title: `Delete dataset ${d.name}?`,
+      message: `Its ${fmt.int(d.numItems)} items, ${fmt.int(d.numInteractions)} interactions, ${jobs.length} training job(s) and ${versions.length} model version(s) are deleted with it. This cannot be undone.`,
+    })
+    if (!confirmed) return
+    button.disabled = true
+    showError(errorSlot, null)
+    try {
+      await api(`/v1/datasets/${d.id}`, { method: 'DELETE' })
+      onDeleted()
+    } catch (e) {
+      showError(errorSlot, e)
+      button.disabled = false
+    }
+  })
+  return button
 }
 
 /** GET /v1/datasets/:id/coverage; a 404 (route not deployed, or nothing cached) reads "no cache yet". */

@@ -1,8 +1,8 @@
-// Model versions: quality and efficiency of every version, activation, and a side-by-side
-// comparison with TPME (docs/METHOD.md §8). #/models?dataset=<id>&compare=<id>,<id>,…
-import { get, post, query as qs } from '../api.js'
+// Model versions: quality and efficiency of every version, activation, deletion, and a
+// side-by-side comparison with TPME (docs/METHOD.md §8). #/models?dataset=<id>&compare=<id>,<id>,…
+import { api, get, post, query as qs } from '../api.js'
 import { COLORS, barChart, disposeOn } from '../charts.js'
-import { card, datasetSelect, empty, errorBox, fmt, h, loadDatasets, showError } from '../ui.js'
+import { card, confirmDialog, datasetSelect, empty, errorBox, fmt, h, loadDatasets, showError } from '../ui.js'
 
 export async function render(root, { query, signal }) {
   const datasets = await loadDatasets()
@@ -30,22 +30,31 @@ export async function render(root, { query, signal }) {
     for (const id of [...selected]) if (!modelVersions.some((v) => v.id === id)) selected.delete(id)
     tableBody.replaceChildren(
       ...(modelVersions.length
-        ? modelVersions.map((v) => versionRow(v, names, selected, updateSelection, activate))
+        ? modelVersions.map((v) => versionRow(v, names, selected, updateSelection, { activate, remove }))
         : [h('tr', {}, h('td', { colspan: 13, class: 'empty' }, 'No model versions yet: train one on the Training jobs page.'))]),
     )
     updateSelection()
   }
 
-  async function activate(version, button) {
+  /** A row's action: its button stays disabled while it runs; the table reloads after it. */
+  async function act(button, request) {
     button.disabled = true
     showError(tableError, null)
     try {
-      await post(`/v1/model-versions/${version.id}/activate`)
+      await request()
       await reload()
     } catch (e) {
       showError(tableError, e)
       button.disabled = false
     }
+  }
+  const activate = (version, button) => act(button, () => post(`/v1/model-versions/${version.id}/activate`))
+  async function remove(version, button) {
+    const confirmed = await confirmDialog({
+      title: `Delete model version ${version.method} · ${fmt.shortId(version.id)}?`,
+      message: 'Its weights and item embeddings are deleted and no replica serves it any more; the training job that made it stays. This cannot be undone.',
+    })
+    if (confirmed) await act(button, () => api(`/v1/model-versions/${version.id}`, { method: 'DELETE' }))
   }
 
   root.replaceChildren(
@@ -93,7 +102,7 @@ export async function render(root, { query, signal }) {
   else if (compareIds.length) compareSlot.replaceChildren(card('Comparison', empty('Pick at least two versions.')))
 }
 
-function versionRow(v, names, selected, onSelection, activate) {
+function versionRow(v, names, selected, onSelection, { activate, remove }) {
   const checkbox = h('input', { type: 'checkbox', 'aria-label': `select ${v.id}`, checked: selected.has(v.id) })
   checkbox.addEventListener('change', () => {
     if (checkbox.checked) selected.add(v.id)
@@ -102,13 +111,16 @@ function versionRow(v, names, selected, onSelection, activate) {
   })
   const activateButton = h('button', { type: 'button', class: 'small secondary activate' }, 'Activate')
   activateButton.addEventListener('click', () => activate(v, activateButton))
+  // no delete for the active version: it is its dataset's model until another is activated
+  const deleteButton = h('button', { type: 'button', class: 'small danger delete-version' }, 'Delete')
+  deleteButton.addEventListener('click', () => remove(v, deleteButton))
   return h(
     'tr',
     { dataset: { versionId: v.id }, class: v.isActive ? 'is-active' : '' },
     h('td', {}, checkbox),
     h('td', { class: 'nowrap' }, h('div', { class: 'strong' }, v.method), h('div', { class: 'mono muted small' }, fmt.shortId(v.id)), demoBadge(v.warnings, v.demoBackbones)),
-    h('td', { class: 'nowrap' }, names.get(v.datasetId) ?? fmt.shortId(v.datasetId)),
-    h('td', { class: 'nowrap' }, fmt.date(v.createdAt)),
+    h('td', { class: 'dataset-cell' }, names.get(v.datasetId) ?? fmt.shortId(v.datasetId)),
+    h('td', {}, fmt.date(v.createdAt)),
     h('td', { class: 'num' }, fmt.int(v.epochs)),
     h('td', { class: 'num' }, fmt.num(v.valHr10, 4)),
     h('td', { class: 'num' }, fmt.num(v.valNdcg10, 4)),
@@ -117,7 +129,7 @@ function versionRow(v, names, selected, onSelection, activate) {
     h('td', { class: 'num' }, fmt.seconds(v.secondsPerEpoch)),
     h('td', { class: 'num' }, fmt.mb(v.peakMemoryMb)),
     h('td', { class: 'num', title: fmt.int(v.trainableParams) }, fmt.compact(v.trainableParams)),
-    h('td', {}, v.isActive ? h('span', { class: 'badge badge-active' }, 'active') : activateButton),
+    h('td', {}, v.isActive ? h('span', { class: 'badge badge-active' }, 'active') : h('div', { class: 'row-actions' }, activateButton, deleteButton)),
   )
 }
 
