@@ -94,7 +94,7 @@ function validatedSchema(schema: RouteOptions['schema'], dataVar: string): unkno
  * …" naming them; an unknown property is named (with what was probably meant); patterns say
  * what they forbid.
  */
-export function describeSchemaErrors(errors: FastifySchemaValidationError[], schema?: unknown): FieldError[] {
+function describeSchemaErrors(errors: FastifySchemaValidationError[], schema?: unknown): FieldError[] {
   const schemaPathOf = (e: FastifySchemaValidationError) => (e as { schemaPath?: string }).schemaPath ?? ''
   // the union (anyOf or enum) an error belongs to: the consts' paths end in /anyOf/<i>/const
   const unionOf = (e: FastifySchemaValidationError) =>
@@ -125,7 +125,7 @@ export function describeSchemaErrors(errors: FastifySchemaValidationError[], sch
 }
 
 /** Removes from `required` the properties that have a default, at every level; a copy where anything changed. */
-export function defaultsOptional(schema: unknown): unknown {
+function defaultsOptional(schema: unknown): unknown {
   if (!isSchema(schema)) return schema
   let changed = false
   const copy: JsonSchema = { ...schema }

@@ -134,7 +134,7 @@ const MAX_REPORTED = 20
  * they are read stale rather than maintained by every event: ≈ 0.7 s on the full Scientific data
  * (85k interactions) on the busy 2-core build machine, paid by the first read after a change.
  */
-export async function computeDatasetStats(db: Db, datasetId: string, protocol?: ProtocolFilter): Promise<DatasetStats | null> {
+async function computeDatasetStats(db: Db, datasetId: string, protocol?: ProtocolFilter): Promise<DatasetStats | null> {
   // A user's positions are dense (0 … n-1), so their last T + 3 items are those from n - (T + 3)
   // on. One pass over the dataset's interactions with a window count, rather than a join with the
   // lengths: inside the import's transaction the planner has no statistics for the new rows and
