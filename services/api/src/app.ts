@@ -7,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
 import { apiKeyAuth, errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
 import { idempotency } from '@iisan/http/idempotency'
+import { requestValidation } from '@iisan/http/validation'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -34,6 +35,8 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   // 415 for a body in a media type its route does not take (registered before any route)
   await app.register(mediaTypeGuard)
   await app.register(idempotency({ prisma: deps.prisma }))
+  // validation messages in words, fields with defaults documented as optional (before any route)
+  await app.register(requestValidation)
   await app.register(swagger, {
     openapi: {
       info: { title: 'IISAN recommendation platform', version: '0.1.0', description: 'Multimodal sequential recommendations trained with IISAN.' },
