@@ -29,7 +29,7 @@ export const FINDINGS: Finding[] = [
     severity: 'bug',
     title: 'POST /v1/datasets answers 500 INTERNAL, not 503 DEPENDENCY_UNAVAILABLE, when PostgreSQL stops while the import writes its rows',
     repro:
-      'npx tsx bench/faults.ts --only postgres (a 5,000-user JSON import in flight, `pg_ctl stop -m fast` as soon as pg_stat_activity shows its transaction has written rows). Timing-dependent: it needs the stop to land while the large INSERT … SELECT unnest(…) of insertItems is being written to the socket; seen in 3 of the 4 runs made while writing this bench (two --quick runs with a 2,000-user import, one full run), the other run got the expected 503.',
+      'npx tsx bench/faults.ts --only postgres (a 5,000-user JSON import in flight, `pg_ctl stop -m fast` as soon as pg_stat_activity shows its transaction has written rows). Timing-dependent: it needs the stop to land while the large INSERT … SELECT unnest(…) of insertItems is being written to the socket; seen in 3 of the 5 runs made while writing this bench (two --quick runs with a 2,000-user import and one full run with the 5,000-user import); the other two full runs, the committed one among them, got the expected 503.',
     observed:
       'HTTP 500 {"error":{"code":"INTERNAL"}} and an error-level "unhandled error" line: PrismaClientKnownRequestError, code "EPIPE", message "Invalid `prisma.$queryRaw()` invocation: write EPIPE" (stack: insertItems ← importDataset transaction ← importDatasetFromTsv). The transaction is rolled back: no rows are left (the import is absent afterwards), so only the answer is wrong.',
     expected: 'HTTP 503 with Retry-After and code DEPENDENCY_UNAVAILABLE (details.dependency "postgres"), as the same route answers when the database is already down.',
