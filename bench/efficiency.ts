@@ -6,6 +6,7 @@
 // bar chart of the normalised axes and TPME.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { tpme, PAPER_TPME_WEIGHTS, type EfficiencyFigures } from '@iisan/model/tpme'
+import { STEP_BENCH_METHODS } from './method-choice.ts'
 
 const RESULTS = 'bench/results'
 interface TrainBench {
@@ -18,7 +19,7 @@ interface TrainBench {
 }
 
 const rows: (EfficiencyFigures & { label: string; source: string; evalSeconds: number | null })[] = []
-for (const method of ['iisan', 'sasrec-id']) {
+for (const method of STEP_BENCH_METHODS) {
   const file = `${RESULTS}/train-${method}.json`
   if (!existsSync(file)) {
     console.error(`error: ${file} is missing; run: npm run bench:train -- --method ${method}`)

@@ -1,17 +1,17 @@
-// `npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N]`: where one training step's time goes, per
+// `npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N]` (methods that read ids or cached states): where one training step's time goes, per
 // kernel and shape (tf.profile), on random base-shaped states and real Scientific batches.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { PAPER_TRAINING, SequentialRecommender, createOptimizers, iisanConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, sasRecIdConfig, tf, trainStep, type ParamGroup } from '@iisan/model'
+import { SequentialRecommender, createOptimizers, defaultTrainingConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { randomBaseStates } from './random-states.ts'
+import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 
 const { values } = parseOptions(
   { method: { type: 'string', default: 'iisan' }, top: { type: 'string', default: '25' } },
-  'usage: npx tsx bench/profile-step.ts [--method iisan|sasrec-id] [--top N]',
+  `usage: npx tsx bench/profile-step.ts [--method ${STEP_BENCH_METHODS.join('|')}] [--top N]`,
 )
-if (values.method !== 'iisan' && values.method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
+const method = stepBenchMethod(values.method)
 const top = positiveInt('top', values.top)
 let protocol
 try {
@@ -22,11 +22,10 @@ try {
 await initBackend()
 const { data } = protocol
 const N = data.numItems
-const model =
-  values.method === 'iisan'
-    ? new SequentialRecommender(iisanConfig(N, { numLayers: 12, width: 768 }, { numLayers: 12, width: 768 }), { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) })
-    : new SequentialRecommender(sasRecIdConfig(N))
-const optimizers = createOptimizers(PAPER_TRAINING, model.params.groups())
+const settings = defaultTrainingConfig(method)
+const inputs = randomBaseInputs(method, N)
+const model = new SequentialRecommender(method.modelConfig(N, settings, inputs), inputs)
+const optimizers = createOptimizers(settings, model.params.groups())
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(3)
 const batch = () => Array.from({ length: 64 }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])

@@ -8,27 +8,24 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import {
-  PAPER_TRAINING,
   SequentialRecommender,
   createOptimizers,
+  defaultTrainingConfig,
   evaluateRanking,
-  iisanConfig,
   initBackend,
   logProbabilities,
   mulberry32,
   protocolFromTsv,
-  sasRecIdConfig,
   tf,
   trainStep,
-  type CachedStates,
   type IisanConfig,
   type ParamGroup,
 } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { randomBaseStates } from './random-states.ts'
+import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 
-const USAGE = 'usage: npm run bench:train -- [--method iisan|sasrec-id] [--steps N] [--users N] [--json PATH] [--skip-eval]'
+const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval]`
 const { values } = parseOptions(
   {
     method: { type: 'string', default: 'iisan' },
@@ -39,12 +36,11 @@ const { values } = parseOptions(
   },
   USAGE,
 )
-const method = values.method as 'iisan' | 'sasrec-id'
-if (method !== 'iisan' && method !== 'sasrec-id') fail(`--method must be iisan or sasrec-id (got ${JSON.stringify(values.method)})`)
+const chosen = stepBenchMethod(values.method)
+const method = chosen.name
 const steps = positiveInt('steps', values.steps)
 const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
 const BATCH = 64
-const BASE = { numLayers: 12, width: 768 }
 
 let protocol
 try {
@@ -60,18 +56,13 @@ if (data.stats.usersKept < 2) fail(`${data.stats.usersKept} user(s) with enough 
 const backend = await initBackend()
 const N = data.numItems
 
-let states: CachedStates | undefined
-let config
-if (method === 'iisan') {
-  const t = performance.now()
-  states = { text: randomBaseStates(N, 1), image: randomBaseStates(N, 2) }
-  console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${((performance.now() - t) / 1000).toFixed(1)} s`)
-  config = iisanConfig(N, BASE, BASE)
-} else {
-  config = sasRecIdConfig(N)
-}
-const model = new SequentialRecommender(config, states)
-const optimizers = createOptimizers(PAPER_TRAINING, model.params.groups())
+const settings = defaultTrainingConfig(chosen)
+const startedInputs = performance.now()
+const inputs = randomBaseInputs(chosen, N)
+if (inputs.states) console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${((performance.now() - startedInputs) / 1000).toFixed(1)} s`)
+const config = chosen.modelConfig(N, settings, inputs)
+const model = new SequentialRecommender(config, inputs)
+const optimizers = createOptimizers(settings, model.params.groups())
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(7)
 const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
@@ -102,7 +93,7 @@ if (!values['skip-eval']) {
   evalSeconds = (performance.now() - t) / 1000
 }
 
-const san = method === 'iisan' ? sanFlops(config as IisanConfig, meanUnique) : { executed: 0, naive: 0 }
+const san = inputs.states ? sanFlops(config as IisanConfig, meanUnique) : { executed: 0, naive: 0 }
 const userSide = userSideFlops(BATCH, config.maxSeqLen, config.embeddingDim)
 const gflopsPerStep = san.executed + userSide
 const result = {

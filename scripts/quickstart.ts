@@ -12,6 +12,7 @@ import { decodeHTML } from 'entities'
 import { ensureDatabaseExists, loadConfig } from '@iisan/config'
 import { applyMigrations } from '@iisan/storage'
 import { sampleDataset } from '@iisan/pipeline'
+import { getMethod } from '@iisan/model/methods/registry'
 
 const { values } = parseArgs({
   options: {
@@ -106,7 +107,7 @@ async function main() {
   console.log('recommended next:')
   for (const r of recs.items) console.log(`  ${r.score.toFixed(3).padStart(7)}  ${r.title.slice(0, 100)}`)
 
-  if (mv.method === 'iisan') {
+  if (getMethod(mv.method).capabilities.coldStart) {
     // Cold start: a product nobody has bought yet, recommendable at once — no retraining.
     const anchor = sample.userLines[0].split('\t')[1].split(' ')[2]
     const added = await api<{ seconds: number; models: unknown[] }>('POST', '/v1/items', { datasetId: dataset.id, id: 'DEMO-NEW-ITEM', title: `${titles.get(anchor)} (2027 edition)` })

@@ -11,6 +11,7 @@ import request from 'supertest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildProtocol } from '@iisan/model'
 import { PAPER_PROTOCOL } from '@iisan/model/data'
+import { getMethod } from '@iisan/model'
 import { MAX_REPORTED_PROBLEMS, protocolForDataset, defaultTrainingConfig, sampleDataset } from '@iisan/pipeline'
 import { createTrainingQueue, type TrainingQueue } from '@iisan/queue'
 import {
@@ -195,7 +196,7 @@ describe('dataset statistics', () => {
   it('the protocol’s kept users and items are there at import, as training counts them, and follow events', async () => {
     const slice = sampleDataset(300)
     const imported = await importJson('scientific-300', slice.itemsTsv, slice.usersTsv).expect(201)
-    const reference = (id: string) => loadDatasetSequences(prisma(), id).then((s) => protocolForDataset(s, defaultTrainingConfig()).stats)
+    const reference = (id: string) => loadDatasetSequences(prisma(), id).then((s) => protocolForDataset(s, defaultTrainingConfig(getMethod('sasrec-id'))).stats)
     const expected = await reference(imported.body.id)
     const kept = { usersKept: expected.usersKept, itemsKept: expected.itemsKept, interactionsKept: expected.interactionsKept }
     expect(imported.body.stats.protocol).toEqual({ ...PAPER_PROTOCOL, ...kept })
@@ -444,7 +445,7 @@ describe('validation messages say what is wrong', () => {
   it('a union of literals names the allowed values', async () => {
     const method = await http.post('/v1/training-jobs').send({ datasetId, method: 'magic' }).expect(400)
     expect(method.body.error.code).toBe('VALIDATION_FAILED')
-    expect(method.body.error.message).toBe('body/method must be one of "iisan", "sasrec-id"')
+    expect(method.body.error.message).toBe('body/method must be one of "sasrec-id", "iisan", "iisan-uncached", "fft", "adapter", "lora", "bitfit"')
     const modality = await http.post('/v1/training-jobs').send({ datasetId, method: 'iisan', config: { modality: 'both' } }).expect(400)
     expect(modality.body.error.message).toBe('body/config/modality must be one of "intra_inter", "intra", "inter"')
     // details keep what the validator said, for programs

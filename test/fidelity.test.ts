@@ -12,7 +12,7 @@ function scientificIisan() {
   const base = { numLayers: 12, width: 768 }
   const config = iisanConfig(numItems, base, base)
   const states = { text: emptyModality(numItems, 13, 768), image: emptyModality(numItems, 13, 768) }
-  return new SequentialRecommender(config, states)
+  return new SequentialRecommender(config, { states })
 }
 
 function valuesByGroup(params: Params) {

@@ -129,7 +129,7 @@ describe('IISAN gradient', () => {
     try {
       const states = syntheticStates(6, 2, 4, 3, 5)
       const config = iisanConfig(6, { numLayers: 2, width: 4 }, { numLayers: 2, width: 3 }, { embeddingDim: 4, reduction: 2, activation: 'gelu', sideLayers: [0, 1, 2], maxSeqLen: 3, numHeads: 1 })
-      const model = new SequentialRecommender(config, states)
+      const model = new SequentialRecommender(config, { states })
       // bigger SANB weights than the 0.01 init so that every path carries signal
       for (const [name, v] of model.params.entries()) if (name.includes('.w') && name.startsWith('san')) v.assign(tf.mul(v, 30))
       const ids = Int32Array.from([1, 2, 3, 4, 5, 2])
@@ -184,7 +184,7 @@ describe('IISAN learning on cached states', () => {
   it('reaches HR@10 ≥ 0.9 when the next item is a function of the previous; tensors stay flat; checkpoints reload', async () => {
     const data = successorData(240, 60)
     const states = syntheticStates(60, 4, 16, 8, 11)
-    const model = new SequentialRecommender(iisanConfig(data.numItems, shapes.text, shapes.image, overrides), states)
+    const model = new SequentialRecommender(iisanConfig(data.numItems, shapes.text, shapes.image, overrides), { states })
     const before = tf.memory().numTensors
     const perEpoch: number[] = []
     const result = await train(model, data, { maxEpochs: 20, batchSize: 32, lrItem: 5e-3, lrUser: 5e-3, patience: 20, seed: 1 }, {
@@ -208,7 +208,7 @@ describe('IISAN learning on cached states', () => {
       .slice(0, 10)
     expect(serving.recommend(history, 10).map((r) => r.index)).toEqual(expected)
     // the reloaded SAN computes the same item matrix from the states
-    const reloaded = new SequentialRecommender(model.config, states)
+    const reloaded = new SequentialRecommender(model.config, { states })
     reloaded.params.restore(model.params.snapshot())
     const again = reloaded.itemMatrix()
     expect(Array.from(again.dataSync())).toEqual(Array.from(result.itemMatrix))
@@ -223,7 +223,7 @@ describe('IISAN learning on cached states', () => {
     const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
     const users = Array.from({ length: 240 }, (_, u) => ({ key: `u${u}`, items: Array.from({ length: 8 }, () => String(1 + Math.floor(rand() * 60))) }))
     const data = buildProtocol(users, Array.from({ length: 60 }, (_, i) => String(i + 1)), { maxSeqLen: 5, minInteractions: 5 })
-    const model = new SequentialRecommender(iisanConfig(data.numItems, shapes.text, shapes.image, overrides), syntheticStates(data.numItems, 4, 16, 8, 11))
+    const model = new SequentialRecommender(iisanConfig(data.numItems, shapes.text, shapes.image, overrides), { states: syntheticStates(data.numItems, 4, 16, 8, 11) })
     const result = await train(model, data, { maxEpochs: 6, batchSize: 32, lrItem: 3e-3, lrUser: 3e-3, patience: 6, seed: 1 })
     // chance: 10 of ~54 candidates ≈ 0.19
     expect(result.test.hr10).toBeLessThan(0.4)
@@ -234,7 +234,7 @@ describe('IISAN learning on cached states', () => {
     const states = syntheticStates(4, 2, 4, 4, 2)
     // item 3 loses its text too: no modality at all
     states.text.rowOf[3] = -1
-    const model = new SequentialRecommender(iisanConfig(4, { numLayers: 2, width: 4 }, { numLayers: 2, width: 4 }, { embeddingDim: 4, reduction: 2, sideLayers: [0, 2], numHeads: 1 }), states)
+    const model = new SequentialRecommender(iisanConfig(4, { numLayers: 2, width: 4 }, { numLayers: 2, width: 4 }, { embeddingDim: 4, reduction: 2, sideLayers: [0, 2], numHeads: 1 }), { states })
     const all = model.itemMatrix()
     const rows = all.arraySync() as number[][]
     expect(rows).toHaveLength(5)
@@ -265,18 +265,18 @@ describe('side-layer-only state stores', () => {
     const { float32ToFloat16 } = await import('@iisan/safetensors')
     const states = syntheticStates(8, 4, 6, 6, 13)
     const config = iisanConfig(8, { numLayers: 4, width: 6 }, { numLayers: 4, width: 6 }, { embeddingDim: 4, reduction: 2, sideLayers: [0, 2, 4], numHeads: 1 })
-    const full = new SequentialRecommender(config, states)
+    const full = new SequentialRecommender(config, { states })
     const reference = full.itemMatrix()
-    const compact = new SequentialRecommender(config, { text: keepLayers(states.text, [0, 2, 4]), image: keepLayers(states.image, [0, 2, 4]) })
+    const compact = new SequentialRecommender(config, { states: { text: keepLayers(states.text, [0, 2, 4]), image: keepLayers(states.image, [0, 2, 4]) } })
     compact.params.restore(full.params.snapshot())
     const same = compact.itemMatrix()
     expect(Array.from(same.dataSync())).toEqual(Array.from(reference.dataSync()))
     // a store without a layer the SAN asks for says so
-    const missingLayer = new SequentialRecommender(config, { text: keepLayers(states.text, [0, 4]), image: states.image })
+    const missingLayer = new SequentialRecommender(config, { states: { text: keepLayers(states.text, [0, 4]), image: states.image } })
     expect(() => missingLayer.itemMatrix()).toThrow(/do not hold backbone layer 2/)
     // float16 rows decode to the float16-rounded values
     const half = { ...keepLayers(states.text, [0, 2, 4]), data: float32ToFloat16(keepLayers(states.text, [0, 2, 4]).data as Float32Array) }
-    const halfModel = new SequentialRecommender(config, { text: half, image: keepLayers(states.image, [0, 2, 4]) })
+    const halfModel = new SequentialRecommender(config, { states: { text: half, image: keepLayers(states.image, [0, 2, 4]) } })
     halfModel.params.restore(full.params.snapshot())
     const halfMatrix = halfModel.itemMatrix()
     Array.from(halfMatrix.dataSync()).forEach((v, i) => expect(v).toBeCloseTo(reference.dataSync()[i], 2))

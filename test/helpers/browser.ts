@@ -79,3 +79,23 @@ export async function launchBrowser(options: { viewport?: { width: number; heigh
     },
   }
 }
+
+export interface ChartData {
+  labels: unknown[]
+  datasets: { label: string; data: (number | null)[] }[]
+}
+
+/** The data of the Chart.js chart drawn on the canvas `#canvasId`: what the page drew, not what it meant to. */
+export function chartData(page: Page, canvasId: string): Promise<ChartData> {
+  return page.evaluate((id) => {
+    const Chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: ChartData } | undefined } }).Chart
+    const canvas = document.getElementById(id) as HTMLCanvasElement | null
+    if (!canvas) throw new Error(`no canvas #${id}`)
+    const chart = Chart.getChart(canvas)
+    if (!chart) throw new Error(`no chart on #${id}`)
+    return { labels: [...chart.data.labels], datasets: chart.data.datasets.map((d) => ({ label: d.label, data: [...d.data] })) }
+  }, canvasId)
+}
+
+/** One series of a chart by its legend label. */
+export const chartSeries = (data: ChartData, label: string) => data.datasets.find((d) => d.label === label)?.data

@@ -22,3 +22,16 @@ export { ensureBackend } from './backend.ts'
 export { mapLimit } from './map-limit.ts'
 export { BertModel, bertTensorSpecs } from './bert.ts'
 export { VitModel, vitTensorSpecs, patchify } from './vit.ts'
+export {
+  TrainableBert,
+  TrainableVit,
+  type BackboneTuning,
+  type BackboneOutput,
+  type DropoutRates,
+  type ForwardOptions,
+  type NamedWeight,
+  type TrainableOptions,
+  type TrainableWeight,
+  type WeightReader,
+  type WeightRole,
+} from './trainable.ts'

@@ -1,15 +1,31 @@
-// Transformer pieces shared by BERT (post-LN) and ViT (pre-LN). Inference only.
+// Transformer pieces shared by BERT (post-LN) and ViT (pre-LN), for the frozen inference models
+// (bert.ts, vit.ts) and the trainable ones (trainable.ts) alike. Training adds only optional parts
+// — a LoRA term on a Dense, hooks after the attention probabilities and the two output
+// projections, tensor factories that make trainable weights tf.Variables — so without them the
+// inference path runs exactly the operations it always did.
 //
 // Activations are kept 2-D as [batch·seq, d] between layers so every Linear is one plain matMul.
 // Weights are transposed once at load time (HF Linear stores [out, in]): on the wasm backend a
 // matMul with transposeA/transposeB leaves the XNNPACK path and runs ~10× slower.
 import * as tf from '@tensorflow/tfjs-core'
-import type { Checkpoint } from './checkpoint.ts'
+import { gelu, layerNorm } from '@iisan/tensor-ops'
+import type { TensorSpec } from './checkpoint.ts'
 
 export interface Dense {
   /** [in, out] — already transposed from HF's [out, in]. */
   w: tf.Tensor2D
   b: tf.Tensor1D | null
+  /** A low-rank update (loralib): y = x·W + b + scale·(x·A)·B. */
+  lora?: LoraParams
+}
+
+export interface LoraParams {
+  /** [in, r] (loralib's lora_A is [r, in]) */
+  a: tf.Tensor2D
+  /** [r, out] (loralib's lora_B is [out, r]) */
+  b: tf.Tensor2D
+  /** α / r */
+  scale: number
 }
 
 export interface LayerNormParams {
@@ -42,19 +58,34 @@ export function transposeMatrix(data: Float32Array, rows: number, cols: number):
   return out
 }
 
+/**
+ * Where a model's weights come from. A Checkpoint is one, and its weights become constant tensors;
+ * a trainable backbone adds `make`, which decides per weight whether it becomes a tf.Variable.
+ */
+export interface WeightSource {
+  /** The weight as float32, checked against the shape the config implies. */
+  read(spec: TensorSpec): Float32Array
+  /** The tensor holding HF weight `name`; `values` are already in our layout (dense weights [in, out]). */
+  make?(name: string, values: Float32Array, shape: number[]): tf.Tensor
+}
+
+export function weightTensor<T extends tf.Tensor>(src: WeightSource, name: string, values: Float32Array, shape: number[]): T {
+  return (src.make ? src.make(name, values, shape) : tf.tensor(values, shape)) as T
+}
+
 /** Loads an HF nn.Linear (`<prefix>.weight` [out, in], `<prefix>.bias` [out]). */
-export function loadDense(ckpt: Checkpoint, prefix: string, inDim: number, outDim: number, bias = true): Dense {
-  const w = ckpt.read({ name: `${prefix}.weight`, shape: [outDim, inDim] })
+export function loadDense(src: WeightSource, prefix: string, inDim: number, outDim: number, bias = true): Dense {
+  const w = src.read({ name: `${prefix}.weight`, shape: [outDim, inDim] })
   return {
-    w: tf.tensor2d(transposeMatrix(w, outDim, inDim), [inDim, outDim]),
-    b: bias ? tf.tensor1d(ckpt.read({ name: `${prefix}.bias`, shape: [outDim] })) : null,
+    w: weightTensor(src, `${prefix}.weight`, transposeMatrix(w, outDim, inDim), [inDim, outDim]),
+    b: bias ? weightTensor<tf.Tensor1D>(src, `${prefix}.bias`, src.read({ name: `${prefix}.bias`, shape: [outDim] }), [outDim]) : null,
   }
 }
 
-export function loadLayerNorm(ckpt: Checkpoint, prefix: string, dim: number, eps: number): LayerNormParams {
+export function loadLayerNorm(src: WeightSource, prefix: string, dim: number, eps: number): LayerNormParams {
   return {
-    gamma: tf.tensor1d(ckpt.read({ name: `${prefix}.weight`, shape: [dim] })),
-    beta: tf.tensor1d(ckpt.read({ name: `${prefix}.bias`, shape: [dim] })),
+    gamma: weightTensor(src, `${prefix}.weight`, src.read({ name: `${prefix}.weight`, shape: [dim] }), [dim]),
+    beta: weightTensor(src, `${prefix}.bias`, src.read({ name: `${prefix}.bias`, shape: [dim] }), [dim]),
     eps,
   }
 }
@@ -84,21 +115,29 @@ export function disposeLayerNorm(p: LayerNormParams): void {
 
 export function dense(x: tf.Tensor2D, p: Dense): tf.Tensor2D {
   const y = tf.matMul(x, p.w) as tf.Tensor2D
-  return p.b ? tf.add<tf.Tensor2D>(y, p.b) : y
+  const biased = p.b ? tf.add<tf.Tensor2D>(y, p.b) : y
+  if (!p.lora) return biased
+  // scaled on the [rows, r] side: r ≪ out
+  const low = tf.mul(tf.matMul(x, p.lora.a), p.lora.scale)
+  return tf.add<tf.Tensor2D>(biased, tf.matMul(low, p.lora.b) as tf.Tensor2D)
 }
 
-/** Over the last axis, biased variance — torch.nn.LayerNorm. */
-export function layerNorm<T extends tf.Tensor>(x: T, p: LayerNormParams): T {
-  const { mean, variance } = tf.moments(x, -1, true)
-  const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, p.eps)))
-  return tf.add(tf.mul(normed, p.gamma), p.beta) as T
+/** torch.nn.LayerNorm over the last axis with a layer's own parameters. */
+export function normalize<T extends tf.Tensor>(x: T, p: LayerNormParams): T {
+  return layerNorm(x, p.gamma, p.beta, p.eps)
 }
 
-const SQRT1_2 = Math.SQRT1_2
-
-/** transformers' "gelu": the exact erf form, not the tanh approximation. */
-export function gelu<T extends tf.Tensor>(x: T): T {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, SQRT1_2)), 1)) as T
+/**
+ * What training inserts into a layer; each hook maps a tensor to one of the same shape. Absent
+ * hooks cost nothing, which keeps inference exactly as it was.
+ */
+export interface LayerHooks {
+  /** the attention probabilities [B, h, S, S], before they weight the values (attention dropout) */
+  attentionProbs?(probs: tf.Tensor4D): tf.Tensor4D
+  /** the attention block's output projection [rows, d], before the residual (hidden dropout, adapter) */
+  attentionOutput?(h: tf.Tensor2D): tf.Tensor2D
+  /** the feed-forward block's output projection [rows, d], before the residual */
+  ffnOutput?(h: tf.Tensor2D): tf.Tensor2D
 }
 
 /**
@@ -117,7 +156,7 @@ export function additiveMask(attentionMask: Int32Array, batch: number, seq: numb
  * x: [batch·seq, d] → [batch·seq, d]. Heads are the contiguous d/heads slices of the projected
  * width, as in transformers' transpose_for_scores.
  */
-export function selfAttention(x: tf.Tensor2D, batch: number, seq: number, p: AttentionParams, mask: tf.Tensor4D | null): tf.Tensor2D {
+export function selfAttention(x: tf.Tensor2D, batch: number, seq: number, p: AttentionParams, mask: tf.Tensor4D | null, hooks?: LayerHooks): tf.Tensor2D {
   const d = x.shape[1]
   const h = p.numHeads
   const dh = d / h
@@ -131,30 +170,34 @@ export function selfAttention(x: tf.Tensor2D, batch: number, seq: number, p: Att
   // but splitting into per-head 2-D matMuls measured slower still (per-call setup), so keep them.
   let scores = tf.mul(tf.matMul(q, kT), 1 / Math.sqrt(dh))
   if (mask) scores = tf.add(scores, mask)
-  const probs = tf.softmax(scores)
+  const softmax = tf.softmax(scores) as tf.Tensor4D
+  const probs = hooks?.attentionProbs ? hooks.attentionProbs(softmax) : softmax
   const context = tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3])
-  return dense(tf.reshape(context, [batch * seq, d]), p.output)
+  const out = dense(tf.reshape(context, [batch * seq, d]), p.output)
+  return hooks?.attentionOutput ? hooks.attentionOutput(out) : out
 }
 
 /** Linear → activation → Linear. [rows, d] → [rows, d]. */
-export function feedForward(x: tf.Tensor2D, p: FeedForwardParams): tf.Tensor2D {
+export function feedForward(x: tf.Tensor2D, p: FeedForwardParams, hooks?: LayerHooks): tf.Tensor2D {
   const hidden = dense(x, p.intermediate)
-  return dense(p.act === 'gelu' ? gelu(hidden) : tf.relu(hidden), p.output)
+  const out = dense(p.act === 'gelu' ? gelu(hidden) : tf.relu(hidden), p.output)
+  return hooks?.ffnOutput ? hooks.ffnOutput(out) : out
 }
 
 /** The four projections of one self-attention block (HF names vary between BERT and ViT). */
-export function loadAttention(
-  ckpt: Checkpoint,
-  names: { query: string; key: string; value: string; output: string },
-  d: number,
-  numHeads: number,
-  qkvBias = true,
-): AttentionParams {
+export interface AttentionNames {
+  query: string
+  key: string
+  value: string
+  output: string
+}
+
+export function loadAttention(src: WeightSource, names: AttentionNames, d: number, numHeads: number, qkvBias = true): AttentionParams {
   return {
-    query: loadDense(ckpt, names.query, d, d, qkvBias),
-    key: loadDense(ckpt, names.key, d, d, qkvBias),
-    value: loadDense(ckpt, names.value, d, d, qkvBias),
-    output: loadDense(ckpt, names.output, d, d),
+    query: loadDense(src, names.query, d, d, qkvBias),
+    key: loadDense(src, names.key, d, d, qkvBias),
+    value: loadDense(src, names.value, d, d, qkvBias),
+    output: loadDense(src, names.output, d, d),
     numHeads,
   }
 }
@@ -181,13 +224,13 @@ export interface EncoderLayer {
   ln2: LayerNormParams
 }
 
-export function encoderLayer(x: tf.Tensor2D, batch: number, seq: number, layer: EncoderLayer, mask: tf.Tensor4D | null): tf.Tensor2D {
+export function encoderLayer(x: tf.Tensor2D, batch: number, seq: number, layer: EncoderLayer, mask: tf.Tensor4D | null, hooks?: LayerHooks): tf.Tensor2D {
   if (layer.norm === 'post') {
-    const h = layerNorm(tf.add<tf.Tensor2D>(x, selfAttention(x, batch, seq, layer.attention, mask)), layer.ln1)
-    return layerNorm(tf.add<tf.Tensor2D>(h, feedForward(h, layer.ffn)), layer.ln2)
+    const h = normalize(tf.add<tf.Tensor2D>(x, selfAttention(x, batch, seq, layer.attention, mask, hooks)), layer.ln1)
+    return normalize(tf.add<tf.Tensor2D>(h, feedForward(h, layer.ffn, hooks)), layer.ln2)
   }
-  const h = tf.add<tf.Tensor2D>(x, selfAttention(layerNorm(x, layer.ln1), batch, seq, layer.attention, mask))
-  return tf.add<tf.Tensor2D>(h, feedForward(layerNorm(h, layer.ln2), layer.ffn))
+  const h = tf.add<tf.Tensor2D>(x, selfAttention(normalize(x, layer.ln1), batch, seq, layer.attention, mask, hooks))
+  return tf.add<tf.Tensor2D>(h, feedForward(normalize(h, layer.ln2), layer.ffn, hooks))
 }
 
 export function disposeEncoderLayer(layer: EncoderLayer): void {
@@ -201,8 +244,10 @@ export function disposeEncoderLayer(layer: EncoderLayer): void {
 /**
  * Runs the embedding output through every layer and hands each hidden state (layer 0 = the
  * input, as HF output_hidden_states) to `keep`, which returns the part worth holding on to —
- * e.g. only the [CLS] rows, or the state itself. Each layer runs in its own tidy so a layer's
- * intermediates (the [B, h, S, S] scores, the 4d-wide FFN activations) are freed before the next.
+ * e.g. only the [CLS] rows, or the state itself; with `keep` null nothing but the last state is
+ * returned. Each layer runs in its own tidy so a layer's intermediates (the [B, h, S, S] scores,
+ * the 4d-wide FFN activations) are freed before the next — under a gradient tape too, since the
+ * tape holds its own references to what the backward pass needs. `hooks(i)` is layer i's (0-based).
  * The caller owns `embeddings` and everything returned.
  */
 export function runEncoder(
@@ -211,17 +256,18 @@ export function runEncoder(
   seq: number,
   layers: EncoderLayer[],
   mask: tf.Tensor4D | null,
-  keep: (hidden: tf.Tensor2D, layer: number) => tf.Tensor,
+  keep: ((hidden: tf.Tensor2D, layer: number) => tf.Tensor) | null,
+  hooks?: (layer: number) => LayerHooks | undefined,
 ): { kept: tf.Tensor[]; last: tf.Tensor2D } {
-  const kept: tf.Tensor[] = [tf.tidy(() => keep(embeddings, 0))]
+  const kept: tf.Tensor[] = keep ? [tf.tidy(() => keep(embeddings, 0))] : []
   let x = embeddings
   layers.forEach((layer, i) => {
     const [y, k] = tf.tidy(() => {
-      const out = encoderLayer(x, batch, seq, layer, mask)
-      return [out, keep(out, i + 1)]
+      const out = encoderLayer(x, batch, seq, layer, mask, hooks?.(i))
+      return keep ? [out, keep(out, i + 1)] : [out]
     })
     if (x !== embeddings && !kept.includes(x)) x.dispose()
-    kept.push(k)
+    if (k) kept.push(k)
     x = y as tf.Tensor2D
   })
   return { kept, last: x }

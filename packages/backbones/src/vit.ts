@@ -5,6 +5,7 @@
 // The patch embedding is a stride-P, kernel-P Conv2d, i.e. a matMul of non-overlapping patches
 // against the kernel flattened as weight.reshape(d, C·P·P) (channel, row, col order). Patches are
 // cut in JS from the CHW pixel array, so no conv kernel (or its missing wasm variants) is needed.
+// The weights and the embedding step are shared with the trainable ViT (trainable.ts).
 import * as tf from '@tensorflow/tfjs-core'
 import type { VitConfig } from './config.ts'
 import type { Checkpoint, TensorSpec } from './checkpoint.ts'
@@ -15,19 +16,32 @@ import {
   disposeEncoderLayer,
   disposeLayerNorm,
   firstToken,
-  layerNorm,
   layerNormSpecs,
   loadAttention,
   loadDense,
   loadLayerNorm,
+  normalize,
   runEncoder,
   transposeMatrix,
+  weightTensor,
+  type AttentionNames,
   type Dense,
   type EncoderLayer,
   type LayerNormParams,
+  type WeightSource,
 } from './layers.ts'
 
-const layerPrefix = (i: number): string => `encoder.layer.${i}`
+export const vitLayerPrefix = (i: number): string => `encoder.layer.${i}`
+
+export function vitAttentionNames(i: number): AttentionNames {
+  const p = vitLayerPrefix(i)
+  return {
+    query: `${p}.attention.attention.query`,
+    key: `${p}.attention.attention.key`,
+    value: `${p}.attention.attention.value`,
+    output: `${p}.attention.output.dense`,
+  }
+}
 
 export function vitTensorSpecs(c: VitConfig): TensorSpec[] {
   const d = c.hiddenSize
@@ -39,7 +53,7 @@ export function vitTensorSpecs(c: VitConfig): TensorSpec[] {
     ...layerNormSpecs('layernorm', d),
   ]
   for (let i = 0; i < c.numLayers; i++) {
-    const p = layerPrefix(i)
+    const p = vitLayerPrefix(i)
     specs.push(
       ...layerNormSpecs(`${p}.layernorm_before`, d),
       ...denseSpecs(`${p}.attention.attention.query`, d, d, c.qkvBias),
@@ -81,6 +95,81 @@ export function patchify(pixels: Float32Array, batch: number, c: VitConfig): Flo
   return out
 }
 
+export interface VitWeights {
+  /** the patch Conv2d as a Linear: [C·P·P, d] */
+  patchProjection: Dense
+  /** [1, 1, d] */
+  clsToken: tf.Tensor3D
+  /** [1, numPatches + 1, d] */
+  positionEmbeddings: tf.Tensor3D
+  layers: EncoderLayer[]
+  /** `layernorm`: applied to last_hidden_state only */
+  finalNorm: LayerNormParams
+}
+
+/** Expects the source to hold `vitTensorSpecs(config)` (Checkpoint.validate). */
+export function loadVitWeights(config: VitConfig, src: WeightSource): VitWeights {
+  const d = config.hiddenSize
+  const eps = config.layerNormEps
+  const rowLen = config.numChannels * config.patchSize * config.patchSize
+  const kernelName = 'embeddings.patch_embeddings.projection.weight'
+  const kernel = src.read({ name: kernelName, shape: [d, config.numChannels, config.patchSize, config.patchSize] })
+  const biasName = 'embeddings.patch_embeddings.projection.bias'
+  const patchProjection: Dense = {
+    w: weightTensor(src, kernelName, transposeMatrix(kernel, d, rowLen), [rowLen, d]),
+    b: weightTensor<tf.Tensor1D>(src, biasName, src.read({ name: biasName, shape: [d] }), [d]),
+  }
+  const layers: EncoderLayer[] = []
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = vitLayerPrefix(i)
+    layers.push({
+      norm: 'pre',
+      ln1: loadLayerNorm(src, `${p}.layernorm_before`, d, eps),
+      attention: loadAttention(src, vitAttentionNames(i), d, config.numHeads, config.qkvBias),
+      ln2: loadLayerNorm(src, `${p}.layernorm_after`, d, eps),
+      ffn: {
+        intermediate: loadDense(src, `${p}.intermediate.dense`, d, config.intermediateSize),
+        output: loadDense(src, `${p}.output.dense`, config.intermediateSize, d),
+        act: config.hiddenAct,
+      },
+    })
+  }
+  const seq = config.numPatches + 1
+  const token = (name: string, shape: number[]): tf.Tensor3D => weightTensor(src, name, src.read({ name, shape }), shape)
+  return {
+    patchProjection,
+    clsToken: token('embeddings.cls_token', [1, 1, d]),
+    positionEmbeddings: token('embeddings.position_embeddings', [1, seq, d]),
+    layers,
+    finalNorm: loadLayerNorm(src, 'layernorm', d, eps),
+  }
+}
+
+export function disposeVitWeights(w: VitWeights): void {
+  disposeDense(w.patchProjection)
+  w.clsToken.dispose()
+  w.positionEmbeddings.dispose()
+  for (const layer of w.layers) disposeEncoderLayer(layer)
+  disposeLayerNorm(w.finalNorm)
+}
+
+/**
+ * [CLS] + projected patches + position embeddings for [batch, C, H, W] pixels → [batch·seq, d]
+ * (before any dropout). Not tidied: callers wrap it.
+ */
+export function vitEmbeddings(c: VitConfig, w: VitWeights, pixels: Float32Array, batch: number): tf.Tensor2D {
+  const expected = batch * c.numChannels * c.imageSize * c.imageSize
+  if (pixels.length !== expected) throw new RangeError(`pixel array has ${pixels.length} values, expected ${expected} for ${batch} images`)
+  const d = c.hiddenSize
+  const seq = c.numPatches + 1
+  const rowLen = c.numChannels * c.patchSize * c.patchSize
+  const patches = tf.tensor2d(patchify(pixels, batch, c), [batch * c.numPatches, rowLen])
+  const projected = tf.reshape(dense(patches, w.patchProjection), [batch, c.numPatches, d])
+  const cls = tf.tile(w.clsToken, [batch, 1, 1])
+  const tokens = tf.add(tf.concat([cls, projected], 1), w.positionEmbeddings)
+  return tf.reshape(tokens, [batch * seq, d])
+}
+
 export interface VitOutputs {
   /** L + 1 tensors, each [batch, seq, d] (allPositions) or [batch, d] ([CLS] only). */
   hiddenStates: tf.Tensor[]
@@ -91,57 +180,11 @@ export interface VitOutputs {
 export class VitModel {
   private constructor(
     readonly config: VitConfig,
-    private readonly patchProjection: Dense,
-    private readonly clsToken: tf.Tensor3D,
-    private readonly positionEmbeddings: tf.Tensor3D,
-    private readonly layers: EncoderLayer[],
-    private readonly finalNorm: LayerNormParams,
+    private readonly weights: VitWeights,
   ) {}
 
   static load(config: VitConfig, ckpt: Checkpoint): VitModel {
-    const d = config.hiddenSize
-    const eps = config.layerNormEps
-    const rowLen = config.numChannels * config.patchSize * config.patchSize
-    const kernel = ckpt.read({ name: 'embeddings.patch_embeddings.projection.weight', shape: [d, config.numChannels, config.patchSize, config.patchSize] })
-    const patchProjection: Dense = {
-      w: tf.tensor2d(transposeMatrix(kernel, d, rowLen), [rowLen, d]),
-      b: tf.tensor1d(ckpt.read({ name: 'embeddings.patch_embeddings.projection.bias', shape: [d] })),
-    }
-    const layers: EncoderLayer[] = []
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = layerPrefix(i)
-      layers.push({
-        norm: 'pre',
-        ln1: loadLayerNorm(ckpt, `${p}.layernorm_before`, d, eps),
-        attention: loadAttention(
-          ckpt,
-          {
-            query: `${p}.attention.attention.query`,
-            key: `${p}.attention.attention.key`,
-            value: `${p}.attention.attention.value`,
-            output: `${p}.attention.output.dense`,
-          },
-          d,
-          config.numHeads,
-          config.qkvBias,
-        ),
-        ln2: loadLayerNorm(ckpt, `${p}.layernorm_after`, d, eps),
-        ffn: {
-          intermediate: loadDense(ckpt, `${p}.intermediate.dense`, d, config.intermediateSize),
-          output: loadDense(ckpt, `${p}.output.dense`, config.intermediateSize, d),
-          act: config.hiddenAct,
-        },
-      })
-    }
-    const seq = config.numPatches + 1
-    return new VitModel(
-      config,
-      patchProjection,
-      tf.tensor3d(ckpt.read({ name: 'embeddings.cls_token', shape: [1, 1, d] }), [1, 1, d]),
-      tf.tensor3d(ckpt.read({ name: 'embeddings.position_embeddings', shape: [1, seq, d] }), [1, seq, d]),
-      layers,
-      loadLayerNorm(ckpt, 'layernorm', d, eps),
-    )
+    return new VitModel(config, loadVitWeights(config, ckpt))
   }
 
   /** Sequence length: patches + [CLS]. */
@@ -151,34 +194,20 @@ export class VitModel {
 
   /** pixels: [batch, C, H, W] float32 (already normalised). Caller disposes the outputs. */
   forward(pixels: Float32Array, batch: number, allPositions: boolean): VitOutputs {
-    const c = this.config
-    const expected = batch * c.numChannels * c.imageSize * c.imageSize
-    if (pixels.length !== expected) throw new RangeError(`pixel array has ${pixels.length} values, expected ${expected} for ${batch} images`)
-    const d = c.hiddenSize
+    const d = this.config.hiddenSize
     const seq = this.seqLen
-    const rowLen = c.numChannels * c.patchSize * c.patchSize
-    const embeddings = tf.tidy(() => {
-      const patches = tf.tensor2d(patchify(pixels, batch, c), [batch * c.numPatches, rowLen])
-      const projected = tf.reshape(dense(patches, this.patchProjection), [batch, c.numPatches, d])
-      const cls = tf.tile(this.clsToken, [batch, 1, 1])
-      const tokens = tf.add(tf.concat([cls, projected], 1), this.positionEmbeddings)
-      return tf.reshape(tokens, [batch * seq, d]) as tf.Tensor2D
-    })
+    const embeddings = tf.tidy(() => vitEmbeddings(this.config, this.weights, pixels, batch))
     const keep = allPositions
       ? (h: tf.Tensor2D) => tf.reshape(h, [batch, seq, d])
       : (h: tf.Tensor2D) => firstToken(h, batch, seq)
-    const { kept, last } = runEncoder(embeddings, batch, seq, this.layers, null, keep)
-    const lastHiddenState = allPositions ? tf.tidy(() => tf.reshape(layerNorm(last, this.finalNorm), [batch, seq, d]) as tf.Tensor3D) : null
+    const { kept, last } = runEncoder(embeddings, batch, seq, this.weights.layers, null, keep)
+    const lastHiddenState = allPositions ? tf.tidy(() => tf.reshape(normalize(last, this.weights.finalNorm), [batch, seq, d]) as tf.Tensor3D) : null
     embeddings.dispose()
     last.dispose()
     return { hiddenStates: kept, lastHiddenState }
   }
 
   dispose(): void {
-    disposeDense(this.patchProjection)
-    this.clsToken.dispose()
-    this.positionEmbeddings.dispose()
-    for (const layer of this.layers) disposeEncoderLayer(layer)
-    disposeLayerNorm(this.finalNorm)
+    disposeVitWeights(this.weights)
   }
 }

@@ -35,6 +35,9 @@ function copyRow(src: Float32Array | Uint16Array, start: number, length: number,
 
 export type CachedStates = Record<Modality, ModalityStates>
 
+/** A new item's cached states: [L+1, d] per modality, null where it lacks the modality. */
+export type NewItemStates = Record<Modality, Float32Array | null>
+
 export function statesPerItem(states: Pick<ModalityStates, 'numLayers' | 'width' | 'layers'>): number {
   return (states.layers?.length ?? states.numLayers + 1) * states.width
 }

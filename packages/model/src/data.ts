@@ -206,6 +206,6 @@ export function protocolFromTsv(itemsTsv: string, usersTsv: string, options: Pro
     items.map((i) => i.externalId),
     options,
   )
-  const titles = new Map(items.map((i) => [i.externalId, i.title]))
-  return { data, titles: data.itemKeys.map((key) => titles.get(key) ?? '') }
+  const byKey = new Map(items.map((i) => [i.externalId, i]))
+  return { data, titles: data.itemKeys.map((key) => byKey.get(key)?.title ?? ''), imageRefs: data.itemKeys.map((key) => byKey.get(key)?.imageRef ?? null) }
 }

@@ -1,7 +1,8 @@
 // IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
 // (docs/METHOD.md §3). Only unique, real items of a batch go through the SAN.
 import * as tf from '@tensorflow/tfjs-core'
-import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type ModalityStates } from './cached-states.ts'
+import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type NewItemStates } from './cached-states.ts'
+export type { NewItemStates } from './cached-states.ts'
 import type { ItemEncoder } from './item-encoder.ts'
 import type { Params } from './params.ts'
 import { addTower, interTower, intraTower, sideLayersFor, type SanActivation } from './san.ts'
@@ -17,7 +18,8 @@ export interface BackboneShape {
 }
 
 export interface IisanConfig extends UserEncoderConfig {
-  method: 'iisan'
+  /** 'iisan' (states from the cache) or 'iisan-uncached' (the frozen backbones run in every step) */
+  method: string
   numItems: number
   seed: number
   modality: ModalityMode
@@ -34,16 +36,39 @@ const MISSING_INIT_STD = 0.02
 // items per inference chunk: every intermediate of a chunk lives until the chunk ends (tidy)
 const EMBED_CHUNK = 256
 
+/**
+ * Where the SAN's inputs H_m[s_k] come from: the cache's stored states (cached IISAN), or the
+ * frozen backbones run on the items' content (uncached IISAN, uncached-states.ts).
+ */
+export interface SideStateSource {
+  /** slices[k] = H_m[layers[k]] [n, d] row-major; present[i] = 0 where item i lacks the modality */
+  side(modality: Modality, ids: Int32Array, layers: number[]): { slices: Float32Array[]; present: Float32Array }
+  /** Called before a training step's forward pass, outside the gradient tape, with the step's item ids. */
+  prepare?(ids: Int32Array, layers: Record<Modality, number[]>): void
+  dispose?(): void
+}
+
+/** The cache's states, held in memory (docs/METHOD.md §2). */
+export class StoredStates implements SideStateSource {
+  constructor(public states: CachedStates) {}
+
+  side(modality: Modality, ids: Int32Array, layers: number[]) {
+    return gatherSideLayers(this.states[modality], ids, layers)
+  }
+}
+
 export class IisanItemEncoder implements ItemEncoder {
   readonly embeddingDim: number
   private readonly layers: Record<Modality, number[]>
   private readonly parts: ('image' | 'text' | 'inter')[]
+  private source: SideStateSource
 
   constructor(
     readonly config: IisanConfig,
     private readonly params: Params,
-    private states: CachedStates,
+    source: SideStateSource | CachedStates,
   ) {
+    this.source = 'side' in source ? source : new StoredStates(source)
     const { text, image, reduction: r, embeddingDim: D } = config
     this.embeddingDim = D
     this.layers = { text: config.sideLayers, image: sideLayersFor(config.sideLayers, text.numLayers, image.numLayers) }
@@ -72,12 +97,24 @@ export class IisanItemEncoder implements ItemEncoder {
   }
 
   get numItems(): number {
-    return this.states.text.rowOf.length - 1
+    return this.storedItems()
   }
 
-  /** Swaps in a grown store (cold-start items appended). */
+  /** Swaps in a grown store (cold-start items appended, or new items to embed). */
   setStates(states: CachedStates): void {
-    this.states = states
+    this.source = new StoredStates(states)
+  }
+
+  prepare(ids: Int32Array): void {
+    this.source.prepare?.(ids, this.layers)
+  }
+
+  dispose(): void {
+    this.source.dispose?.()
+  }
+
+  embedFromStates(items: NewItemStates[]): Float32Array {
+    return embedItemStates(this, items)
   }
 
   embed(ids: Int32Array): tf.Tensor2D {
@@ -103,8 +140,9 @@ export class IisanItemEncoder implements ItemEncoder {
 
   embedAll(): tf.Tensor2D {
     const chunks: tf.Tensor2D[] = [tf.zeros([1, this.embeddingDim])]
-    for (let start = 1; start <= this.numItems; start += EMBED_CHUNK) {
-      const ids = Int32Array.from({ length: Math.min(EMBED_CHUNK, this.numItems - start + 1) }, (_, i) => start + i)
+    const numItems = this.storedItems()
+    for (let start = 1; start <= numItems; start += EMBED_CHUNK) {
+      const ids = Int32Array.from({ length: Math.min(EMBED_CHUNK, numItems - start + 1) }, (_, i) => start + i)
       chunks.push(tf.tidy(() => this.embedUnique(ids)))
     }
     const all = tf.concat(chunks, 0) as tf.Tensor2D
@@ -130,12 +168,16 @@ export class IisanItemEncoder implements ItemEncoder {
     return tf.add(tf.matMul(concatenated, p('fusion.w') as tf.Tensor2D), p('fusion.b')) as tf.Tensor2D
   }
 
+  /** Items the source holds: a cold-start store grows past the trained N. */
+  private storedItems(): number {
+    return this.source instanceof StoredStates ? this.source.states.text.rowOf.length - 1 : this.config.numItems
+  }
+
   /** H_m[s_k] for k = 1..K as [n, d] tensors, the learned missing state where absent. */
   private sideStates(modality: Modality, ids: Int32Array): tf.Tensor2D[] {
-    const store: ModalityStates = this.states[modality]
-    const { slices, present } = gatherSideLayers(store, ids, this.layers[modality])
+    const { slices, present } = this.source.side(modality, ids, this.layers[modality])
     const n = ids.length
-    const d = store.width
+    const d = this.config[modality].width
     const missing = this.params.get(`san.missing.${modality}`) as tf.Tensor2D // [K, d]
     const presentCount = present.reduce((a, b) => a + b, 0)
     return slices.map((slice, k) => {
@@ -148,9 +190,6 @@ export class IisanItemEncoder implements ItemEncoder {
     })
   }
 }
-
-/** A new item's cached states: [L+1, d] per modality, null where it lacks the modality. */
-export type NewItemStates = Record<Modality, Float32Array | null>
 
 /**
  * Runs only the SAN + fusion on items outside the training set (no backbone, no training) →

@@ -53,6 +53,16 @@ export class Params {
     return variable
   }
 
+  /**
+   * Takes over a variable built elsewhere (a backbone weight loaded from a checkpoint, whose
+   * initial value is not an initialiser of ours). The store disposes it with the rest.
+   */
+  adopt(name: string, variable: tf.Variable, group: ParamGroup): tf.Variable {
+    if (this.variables.has(name)) throw new Error(`parameter ${name} defined twice`)
+    this.variables.set(name, { variable, group })
+    return variable
+  }
+
   get(name: string): tf.Variable {
     const entry = this.variables.get(name)
     if (!entry) throw new Error(`unknown parameter ${name}`)
@@ -140,11 +150,8 @@ export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias?: tf.Tensor1D):
   return bias ? (tf.add(y, bias) as tf.Tensor2D) : y
 }
 
-/** LayerNorm over the last axis. */
-export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): T {
-  const { mean, variance } = tf.moments(x, -1, true)
-  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta) as T
-}
+/** LayerNorm over the last axis: (x, gamma, beta, eps), the one the backbones use too. */
+export { layerNorm } from '@iisan/tensor-ops'
 
 export function dropout<T extends tf.Tensor>(x: T, rate: number, training: boolean, seed?: number): T {
   return training && rate > 0 ? (tf.dropout(x, rate, undefined, seed) as T) : x

@@ -1,52 +1,23 @@
 // A sequential recommender = an item encoder + the SASRec user encoder, trained with the
-// in-batch loss. One class for every method; the method decides only the item encoder.
+// in-batch loss. One class for every method; the method (methods/registry.ts) decides only the
+// item encoder.
 import * as tf from '@tensorflow/tfjs-core'
-import { IdEmbedding } from './id-embedding.ts'
 import type { ItemEncoder } from './item-encoder.ts'
-import { emptyModality, type CachedStates } from './cached-states.ts'
-import { IisanItemEncoder, type BackboneShape, type IisanConfig } from './iisan.ts'
-import { defaultSideLayers } from './san.ts'
 import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors, validRowsOnly } from './loss.ts'
+import type { ModelConfigBase, MethodInputs } from './methods/method.ts'
+import { getMethod } from './methods/registry.ts'
 import { Params } from './params.ts'
-import { PAPER_USER_ENCODER, UserEncoder, type UserEncoderConfig } from './user-encoder.ts'
+import { UserEncoder } from './user-encoder.ts'
 
-export interface SasRecIdConfig extends UserEncoderConfig {
-  method: 'sasrec-id'
-  numItems: number
-  seed: number
-}
+export { PAPER_IISAN, iisanConfig } from './methods/iisan.ts'
+export { sasRecIdConfig, type SasRecIdConfig } from './methods/sasrec-id.ts'
 
-export type RecommenderConfig = SasRecIdConfig | IisanConfig
+/** Any method's model config: the user encoder, N, the seed, and the method's own part. */
+export type RecommenderConfig = ModelConfigBase
 
-/** The paper's SAN switches (docs/METHOD.md §3): both towers, r = 64, ReLU. Side layers depend on L. */
-export const PAPER_IISAN: Pick<IisanConfig, 'modality' | 'reduction' | 'activation'> = { modality: 'intra_inter', reduction: 64, activation: 'relu' }
-
-/** IISAN with the paper's defaults for the given backbones (docs/METHOD.md §3–§5). */
-export function iisanConfig(numItems: number, text: BackboneShape, image: BackboneShape, overrides: Partial<IisanConfig> = {}): IisanConfig {
-  return {
-    ...PAPER_USER_ENCODER,
-    method: 'iisan',
-    numItems,
-    seed: 42,
-    ...PAPER_IISAN,
-    sideLayers: defaultSideLayers(text.numLayers),
-    text,
-    image,
-    ...overrides,
-  }
-}
-
-/** The item side a config asks for. IISAN without states yet (serving) starts with empty stores. */
-export function createItemEncoder(config: RecommenderConfig, params: Params, states?: CachedStates): ItemEncoder {
-  if (config.method === 'sasrec-id') return new IdEmbedding(config.numItems, config.embeddingDim, params)
-  return new IisanItemEncoder(config, params, states ?? {
-    text: emptyModality(config.numItems, config.text.numLayers, config.text.width),
-    image: emptyModality(config.numItems, config.image.numLayers, config.image.width),
-  })
-}
-
-export function sasRecIdConfig(numItems: number, overrides: Partial<SasRecIdConfig> = {}): SasRecIdConfig {
-  return { ...PAPER_USER_ENCODER, method: 'sasrec-id', numItems, seed: 42, ...overrides }
+/** The item side a config asks for; without inputs (serving), one that only restores a checkpoint. */
+export function createItemEncoder(config: RecommenderConfig, params: Params, inputs?: MethodInputs): ItemEncoder {
+  return getMethod(config.method).createItemEncoder(config, params, inputs)
 }
 
 export class SequentialRecommender {
@@ -56,10 +27,10 @@ export class SequentialRecommender {
 
   constructor(
     readonly config: RecommenderConfig,
-    states?: CachedStates,
+    inputs?: MethodInputs,
   ) {
     this.params = new Params(config.seed)
-    this.itemEncoder = createItemEncoder(config, this.params, states)
+    this.itemEncoder = createItemEncoder(config, this.params, inputs)
     this.userEncoder = new UserEncoder(config, this.params)
   }
 
@@ -109,7 +80,17 @@ export class SequentialRecommender {
     return tf.tidy(() => this.itemEncoder.embedAll())
   }
 
+  /** Before a training step's forward pass, outside the gradient tape: the item encoder's preparation for these windows. */
+  prepare(windows: Int32Array[]): void {
+    if (!this.itemEncoder.prepare) return
+    const W = this.maxSeqLen + 1
+    const slots = new Int32Array(windows.length * W)
+    windows.forEach((w, b) => slots.set(w, b * W))
+    this.itemEncoder.prepare(slots)
+  }
+
   dispose(): void {
+    this.itemEncoder.dispose?.()
     this.params.dispose()
   }
 }

@@ -5,7 +5,8 @@ import * as tf from '@tensorflow/tfjs-core'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
-import { IisanItemEncoder, embedItemStates, type NewItemStates } from './iisan.ts'
+import type { NewItemStates } from './cached-states.ts'
+import { getMethod } from './methods/registry.ts'
 
 export interface ScoredItem {
   /** item index 1..N */
@@ -58,9 +59,9 @@ export class ServingModel {
     return topKByDot(this.matrix, this.config.embeddingDim, state, k, exclude)
   }
 
-  /** True when items can be embedded without retraining: only an encoder that reads content can. */
+  /** True when items can be embedded without retraining: the method says it can, and its encoder does it. */
   get supportsColdStart(): boolean {
-    return this.model.itemEncoder instanceof IisanItemEncoder
+    return getMethod(this.config.method).capabilities.coldStart && this.model.itemEncoder.embedFromStates !== undefined
   }
 
   /**
@@ -69,8 +70,8 @@ export class ServingModel {
    */
   embedNewItems(items: NewItemStates[]): Float32Array {
     const encoder = this.model.itemEncoder
-    if (!(encoder instanceof IisanItemEncoder)) throw new Error(`${this.config.method} models cannot embed new items`)
-    return embedItemStates(encoder, items)
+    if (!this.supportsColdStart || !encoder.embedFromStates) throw new Error(`${this.config.method} models cannot embed new items`)
+    return encoder.embedFromStates(items)
   }
 
   /** Appends rows [n, D] as items N+1, …; returns their indices. */

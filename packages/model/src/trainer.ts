@@ -57,7 +57,8 @@ export const PAPER_TRAINING: TrainOptions = {
   seed: 42,
 }
 
-const RATE_OF_GROUP: Record<ParamGroup, keyof LearningRates> = {
+/** The config key of each group's learning rate (what the API's method list shows per group). */
+export const RATE_OF_GROUP: Readonly<Record<ParamGroup, keyof LearningRates>> = {
   itemIds: 'lrItem',
   recsys: 'lrUser',
   textEncoder: 'lrTextEncoder',
@@ -256,6 +257,7 @@ function optimizerEntries(optimizers: GroupOptimizers): [ParamGroup, tf.Optimize
 
 /** One Adam step on a batch of windows; returns the loss. Every intermediate tensor is freed. */
 export function trainStep(model: SequentialRecommender, optimizers: GroupOptimizers, windows: Int32Array[], logProb: Float32Array): number {
+  model.prepare(windows)
   return tf.tidy(() => {
     const { value, grads } = tf.variableGrads(() => model.loss(windows, logProb))
     const byGroup: Partial<Record<ParamGroup, tf.NamedTensorMap>> = {}

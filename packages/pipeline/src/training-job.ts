@@ -2,9 +2,11 @@
 // The worker service wires this to BullMQ; tests and the CLI can call it directly.
 import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
-import { SequentialRecommender, iisanConfig, sasRecIdConfig, type RecommenderConfig } from '@iisan/model/recommender'
-import type { CachedStates } from '@iisan/model/cached-states'
-import { IisanItemEncoder, embedItemStates } from '@iisan/model/iisan'
+import { SequentialRecommender } from '@iisan/model/recommender'
+import type { ItemEncoder } from '@iisan/model/item-encoder'
+import type { ItemContent } from '@iisan/model/item-content'
+import { getMethod, UnknownMethod } from '@iisan/model/methods/registry'
+import type { AnyTrainingMethod, BackboneSources, ItemSource, MethodInputs } from '@iisan/model/methods/method'
 import { unseenItemStates } from './cold-start.ts'
 import type { LoadedStates } from './cache-states.ts'
 import { protocolFingerprint, train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
@@ -79,6 +81,11 @@ export interface RunJobOptions {
     shouldCancel: () => Promise<boolean>,
     sideLayers?: number[],
   ): Promise<LoadedStates>
+  /**
+   * The items' content (tokenised titles, images) and the backbones, for the methods that run
+   * the backbones in every step; the worker wires this to the backbones it is configured with.
+   */
+  loadContent?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<LoadedContent>
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
   /** The queue's lock on the job, renewed with the job's heartbeat. */
@@ -107,6 +114,36 @@ export type JobOutcome =
 
 const PROGRESS_EVERY_STEPS = 20
 
+export interface LoadedContent {
+  content: ItemContent
+  backbones: BackboneSources
+  /** the backbones' fingerprints: the cached states a trained SAN can read (cold start) */
+  fingerprints: LoadedStates['backbones']
+}
+
+/** What a method reads, loaded for a job; the method's `reads` picks the loader. */
+type InputLoader = (job: { datasetId: string; config: TrainingConfig }, data: ProtocolData, context: LoaderContext) => Promise<{ inputs: MethodInputs; backbones?: LoadedStates['backbones'] }>
+interface LoaderContext {
+  options: RunJobOptions
+  report: (progress: JobProgress) => Promise<void>
+  shouldCancel: () => Promise<boolean>
+}
+
+const INPUT_LOADERS: Record<ItemSource, InputLoader> = {
+  'item-ids': async () => ({ inputs: {} }),
+  'cached-states': async (job, data, { options, report, shouldCancel }) => {
+    if (!options.loadStates) throw new Error('this method needs cached backbone states, and this worker has no embedding cache configured')
+    const sideLayers = job.config.sideLayers as number[] | undefined
+    const loaded = await options.loadStates(job.datasetId, data, report, shouldCancel, sideLayers && [...sideLayers].sort((a, b) => a - b))
+    return { inputs: { states: loaded.states }, backbones: loaded.backbones }
+  },
+  'item-content': async (job, data, { options, report }) => {
+    if (!options.loadContent) throw new Error('this method runs the backbones, and this worker has none configured')
+    const loaded = await options.loadContent(job.datasetId, data, report)
+    return { inputs: { content: loaded.content, backbones: loaded.backbones }, backbones: loaded.fingerprints }
+  },
+}
+
 /** Keys the protocol uses for items: Item.id as a string, in catalogue (id) order. */
 export function protocolForDataset(sequences: Awaited<ReturnType<typeof loadDatasetSequences>>, config: TrainingConfig): ProtocolData {
   return buildProtocol(
@@ -123,38 +160,18 @@ export function protocolForDataset(sequences: Awaited<ReturnType<typeof loadData
 async function withUnseenItems(
   prisma: PrismaClient,
   datasetId: string,
-  encoder: IisanItemEncoder,
+  encoder: ItemEncoder & Required<Pick<ItemEncoder, 'embedFromStates'>>,
   backbones: LoadedStates['backbones'],
   itemIndex: number[],
   embeddings: Float32Array,
 ): Promise<{ itemIndex: number[]; embeddings: Float32Array }> {
   const unseen = await unseenItemStates(prisma, datasetId, new Set(itemIndex), backbones)
   if (unseen.ids.length === 0) return { itemIndex, embeddings }
-  const rows = embedItemStates(encoder, unseen.states)
+  const rows = encoder.embedFromStates(unseen.states)
   const all = new Float32Array(embeddings.length + rows.length)
   all.set(embeddings)
   all.set(rows, embeddings.length)
   return { itemIndex: [...itemIndex, ...unseen.ids], embeddings: all }
-}
-
-function userEncoderPart(config: TrainingConfig) {
-  const { embeddingDim, numBlocks, numHeads, maxSeqLen, dropout, seed } = config
-  return { embeddingDim, numBlocks, numHeads, maxSeqLen, dropout, seed }
-}
-
-/** The IISAN configuration for these states, validating the side layers against the text backbone. */
-export function iisanModelConfig(numItems: number, states: CachedStates, config: TrainingConfig) {
-  const L = states.text.numLayers
-  const bad = config.sideLayers?.filter((l) => l > L)
-  if (bad?.length) throw new Error(`side layers ${bad.join(', ')} exceed the text backbone's ${L} layers`)
-  const shape = (m: 'text' | 'image') => ({ numLayers: states[m].numLayers, width: states[m].width })
-  return iisanConfig(numItems, shape('text'), shape('image'), {
-    ...userEncoderPart(config),
-    modality: config.modality,
-    reduction: config.reduction,
-    activation: config.activation,
-    ...(config.sideLayers ? { sideLayers: [...config.sideLayers].sort((a, b) => a - b) } : {}),
-  })
 }
 
 export async function runTrainingJob(prisma: PrismaClient, jobId: string, options: RunJobOptions = {}): Promise<JobOutcome> {
@@ -171,7 +188,15 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     await deleteTrainingCheckpoint(prisma, jobId)
     return { status: 'failed', error }
   }
-  const config = defaultTrainingConfig(job.config as Partial<TrainingConfig>)
+  let method: AnyTrainingMethod
+  try {
+    method = getMethod(job.method)
+  } catch (e) {
+    if (!(e instanceof UnknownMethod)) throw e
+    await updateTrainingJobStatus(prisma, jobId, 'failed', { from: ['running'], heldBy: workerId, error: e.message })
+    return { status: 'failed', error: e.message }
+  }
+  const config = defaultTrainingConfig(method, job.config as Partial<TrainingConfig>)
   const lease = new JobLease(prisma, jobId, workerId, { renewLock: options.renewLock, onRenewalError: (e) => log('heartbeat failed', { error: errorMessage(e) }) })
   lease.start()
   let warnings: string[] = []
@@ -212,22 +237,16 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     const data = protocolForDataset(await loadDatasetSequences(prisma, job.datasetId), config)
     if (data.stats.usersKept < 2) throw new Error(`dataset has ${data.stats.usersKept} users with ≥ 5 interactions; at least 2 are needed to train`)
     options.log?.('training', { jobId, method: job.method, ...data.stats })
-    let modelConfig: RecommenderConfig = sasRecIdConfig(data.numItems, userEncoderPart(config))
-    let states: CachedStates | undefined
-    let backbones: LoadedStates['backbones'] | undefined
-    if (job.method === 'iisan') {
-      if (!options.loadStates) throw new Error('IISAN needs cached backbone states, and this worker has no embedding cache configured')
-      const loaded = await options.loadStates(job.datasetId, data, report, shouldCancel, config.sideLayers && [...config.sideLayers].sort((a, b) => a - b))
-      states = loaded.states
-      backbones = loaded.backbones
-      modelConfig = iisanModelConfig(data.numItems, states, config)
+    const { inputs, backbones } = await INPUT_LOADERS[method.reads]({ datasetId: job.datasetId, config }, data, { options, report, shouldCancel })
+    if (backbones) {
       demoBackbones = await demoBackbonesOf(prisma, backbones, log)
       if (demoBackbones.length) {
         warnings = [demoBackboneWarning(demoBackbones)]
         log('demo backbones in use', { demoBackbones })
       }
     }
-    model = new SequentialRecommender(modelConfig, states)
+    const modelConfig = method.modelConfig(data.numItems, config, inputs)
+    model = new SequentialRecommender(modelConfig, inputs)
     const trainableModel = model
     const resumeFrom = await resumableState(prisma, jobId, data, config, log)
     if (resumeFrom) await report({ phase: 'training', epoch: resumeFrom.epoch, maxEpochs: config.maxEpochs, fraction: resumeFrom.epoch / config.maxEpochs, resumedFromEpoch: resumeFrom.epoch })
@@ -278,9 +297,10 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
     const D = config.embeddingDim
     // IISAN embeds from content, so it can serve more than the protocol's items: catalogue items
     // without (enough) interactions, and items added while it trained.
+    const encoder = trainableModel.itemEncoder
     const served =
-      backbones && trainableModel.itemEncoder instanceof IisanItemEncoder
-        ? await withUnseenItems(prisma, job.datasetId, trainableModel.itemEncoder, backbones, data.itemKeys.slice(1).map(Number), result.itemMatrix.subarray(D))
+      backbones && method.capabilities.coldStart && encoder.embedFromStates
+        ? await withUnseenItems(prisma, job.datasetId, encoder as ItemEncoder & Required<Pick<ItemEncoder, 'embedFromStates'>>, backbones, data.itemKeys.slice(1).map(Number), result.itemMatrix.subarray(D))
         : { itemIndex: data.itemKeys.slice(1).map(Number), embeddings: result.itemMatrix.subarray(D) }
     if (lease.lost) return { status: 'lost' }
     const version = await durably('model version', () => createModelVersion(prisma, {

@@ -6,9 +6,8 @@ export const TRAINING_JOB_STATUSES = ['queued', 'running', 'completed', 'failed'
 export type TrainingJobStatus = (typeof TRAINING_JOB_STATUSES)[number]
 export const TERMINAL_JOB_STATUSES: readonly TrainingJobStatus[] = ['completed', 'failed', 'cancelled']
 
-/** Known training methods (the column accepts any string so new baselines need no migration). */
-export const TRAINING_METHODS = ['sasrec-id', 'iisan', 'fft', 'adapter', 'lora', 'bitfit'] as const
-export type TrainingMethod = (typeof TRAINING_METHODS)[number] | (string & {})
+/** A registered method's name (@iisan/model's registry decides; the column takes any, so a new method needs no migration). */
+export type TrainingMethod = string
 
 export interface CreateTrainingJobInput {
   datasetId: string

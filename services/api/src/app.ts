@@ -13,6 +13,7 @@ import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
 import { eventRoutes } from './routes/events.ts'
 import { itemRoutes } from './routes/items.ts'
+import { methodRoutes } from './routes/methods.ts'
 import { trainingJobRoutes } from './routes/training-jobs.ts'
 import { modelVersionRoutes } from './routes/model-versions.ts'
 import { recommendationRoutes } from './routes/recommendations.ts'
@@ -80,6 +81,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
       await v1.register(datasetItemRoutes, deps)
       await v1.register(eventRoutes, deps)
       await v1.register(itemRoutes, deps)
+      await v1.register(methodRoutes, deps)
       await v1.register(trainingJobRoutes, deps)
       await v1.register(modelVersionRoutes, deps)
       await v1.register(recommendationRoutes, deps)

@@ -4,7 +4,8 @@ import Fastify from 'fastify'
 import { UnrecoverableError } from 'bullmq'
 import { createLogger, loadConfigOrExit } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
-import { defaultWorkerId, loadStatesFromCache, reconcileTrainingJobs, runTrainingJob, withReconcileLock, type JobProgress } from '@iisan/pipeline'
+import { datasetContentLoader, defaultWorkerId, loadStatesFromCache, reconcileTrainingJobs, runTrainingJob, withReconcileLock, type JobProgress } from '@iisan/pipeline'
+import { resolveBackboneDirs } from '@iisan/embedding-cache/registry'
 import {
   QUEUE_NAMES,
   TRAINING_WORKER_LEASE,
@@ -34,6 +35,13 @@ let current: JobProgress | null = null
 let finishedJobs: Counter | undefined
 
 const workerId = defaultWorkerId()
+// Methods that run the backbones in every step (fine-tuning baselines, uncached IISAN) read the
+// same backbones the embedding cache is configured with (TEXT_BACKBONE / IMAGE_BACKBONE, else the demo pair).
+const loadContent = datasetContentLoader(prisma, async () => {
+  const dirs = await resolveBackboneDirs(config)
+  if (!dirs.text) throw new Error('this method runs the text backbone, and TEXT_BACKBONE is disabled')
+  return { text: dirs.text, image: dirs.image }
+})
 const trainingQueue = createTrainingQueue(connection, config.queuePrefix)
 
 const worker = createTrainingWorker(
@@ -57,6 +65,7 @@ const worker = createTrainingWorker(
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them
       loadStates: (datasetId, data, report, shouldCancel, sideLayers) =>
         loadStatesFromCache({ url: config.embeddingCacheUrl, token: config.internalToken }, datasetId, data, report, { isCancelled: shouldCancel, sideLayers }),
+      loadContent,
       onActivated: async (datasetId, modelVersionId) => {
         await publishModelActivated(publisher, config.queuePrefix, { datasetId, modelVersionId })
       },

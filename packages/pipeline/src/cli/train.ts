@@ -1,45 +1,73 @@
-// `npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--users N] [--json PATH]`
-// Trains on the two TSV files of a dataset folder with the paper's configuration and prints
-// validation/test HR@10 and NDCG@10 and seconds per epoch. IISAN reads cached backbone states
-// from a states folder (`npm run cache-states` writes one); IISAN switches: --modality,
-// --side-layers 0,2,4 --reduction 64 --activation relu|gelu. Also --patience N,
-// --select-by hr10|ndcg10, and a learning rate per parameter group: --lr-item, --lr-user,
-// --lr-text-encoder, --lr-image-encoder, --lr-text-adapters, --lr-image-adapters. Bad arguments, unreadable data or fewer than 2 users with enough interactions
-// print one `error: …` line and exit 2.
+// `npm run train -- [--data DIR] [--method NAME] [--users N] [--json PATH] [settings…]`
+// Trains one registered method on the two TSV files of a dataset folder with its paper
+// configuration and prints validation/test HR@10 and NDCG@10, seconds per epoch, peak memory and
+// trainable parameters. Every training setting the API takes is a flag here (`--lr-text-encoder`,
+// `--side-layers 0,2,4`, `--adapter-bottleneck 64`, …; `--epochs` for `--max-epochs`), parsed and
+// validated by the same schema. What the method reads decides the inputs: cached states from a
+// states folder (`--states`, written by `npm run cache-states`), or the titles (and the images of a
+// third items.tsv column) run through the backbones (`--text-model` / `--image-model` folders, the
+// demo pair by default). Bad arguments, unreadable data or fewer than 2 users with enough
+// interactions print one `error: …` line and exit 2.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import cliProgress from 'cli-progress'
+import { DEFAULT_BACKBONE_DIR, ensureDefaultBackbones } from '@iisan/backbones'
 import {
-  PAPER_IISAN,
+  METHODS,
   PAPER_PROTOCOL,
-  PAPER_TRAINING,
-  PAPER_USER_ENCODER,
   SequentialRecommender,
-  iisanConfig,
+  defaultTrainingConfig,
+  findMethod,
   initBackend,
   protocolFromTsv,
-  sasRecIdConfig,
   train,
-  type CachedStates,
-  type LearningRates,
-  type ModalityMode,
-  type SelectionMetric,
-  type RecommenderConfig,
+  trainingConfigProblems,
+  type ItemSource,
+  type MethodInputs,
+  type ProtocolData,
 } from '@iisan/model'
 import { loadStatesFolder } from '../states-folder.ts'
-import { errorMessage, fail, failOnUncaught, parseOptions, positiveInt, positiveNumber } from './args.ts'
+import { loadItemContent } from '../item-content.ts'
+import { errorMessage, fail, failOnUncaught, parseOptions, positiveInt } from './args.ts'
+import { settingsFlagOptions, settingsFromFlags, settingsUsage } from './settings-flags.ts'
 
-const USAGE = 'usage: npm run train -- [--data DIR] [--method sasrec-id|iisan] [--states DIR] [--epochs N] [--patience N] [--users N] [--select-by hr10|ndcg10] [--lr-item X] [--lr-user X] [--lr-text-encoder X] [--lr-image-encoder X] [--lr-text-adapters X] [--lr-image-adapters X] [--json PATH] [--modality M] [--side-layers 0,2,4] [--reduction N] [--activation relu|gelu]'
+const USAGE = `usage: npm run train -- [--data DIR] [--method ${METHODS.map((m) => m.name).join('|')}] [--users N] [--json PATH] [--states DIR] [--text-model DIR] [--image-model DIR] ${settingsUsage()}`
 failOnUncaught()
 
-/** The command-line flag of each learning rate. */
-const RATE_FLAGS: Record<string, keyof LearningRates> = {
-  'lr-item': 'lrItem',
-  'lr-user': 'lrUser',
-  'lr-text-encoder': 'lrTextEncoder',
-  'lr-image-encoder': 'lrImageEncoder',
-  'lr-text-adapters': 'lrTextAdapters',
-  'lr-image-adapters': 'lrImageAdapters',
+interface Dataset {
+  dir: string
+  data: ProtocolData
+  titles: string[]
+  imageRefs: (string | null)[]
+}
+
+type FlagValues = Record<string, string | boolean | undefined>
+
+/** What each kind of method reads, loaded from the command line's folders. */
+const INPUTS: Record<ItemSource, (values: FlagValues, dataset: Dataset) => Promise<MethodInputs>> = {
+  'item-ids': async () => ({}),
+  'cached-states': async (values, { data }) => {
+    const dir = values.states as string
+    try {
+      const { states } = loadStatesFolder(dir, data)
+      const present = (m: 'text' | 'image') => states[m].rowOf.filter((r) => r >= 0).length
+      console.log(`states: text ${present('text')} items (L = ${states.text.numLayers}, d = ${states.text.width}), image ${present('image')} items`)
+      return { states }
+    } catch (e) {
+      fail(`${errorMessage(e)} (write one with: npm run cache-states -- --out ${dir})`)
+    }
+  },
+  'item-content': async (values, { dir, titles, imageRefs }) => {
+    const demo = values['text-model'] && values['image-model'] ? undefined : await ensureDefaultBackbones(DEFAULT_BACKBONE_DIR)
+    const text = (values['text-model'] as string | undefined) ?? demo!.text
+    const image = (values['image-model'] as string | undefined) ?? demo!.image
+    const loaded = await loadItemContent(
+      { titles, images: imageRefs.map((ref) => (ref ? async () => (/^https?:/.test(ref) ? null : path.resolve(dir, ref)) : null)) },
+      { text, image },
+    )
+    console.log(`backbones: text ${text}${image ? `, image ${image}` : ''} (run inside every training step)`)
+    return { content: loaded.content, backbones: loaded.backbones }
+  },
 }
 
 async function main() {
@@ -47,37 +75,22 @@ async function main() {
     {
       data: { type: 'string', default: 'data/scientific' },
       method: { type: 'string', default: 'sasrec-id' },
-      epochs: { type: 'string', default: String(PAPER_TRAINING.maxEpochs) },
-      patience: { type: 'string', default: String(PAPER_TRAINING.patience) },
       users: { type: 'string' },
-      ...Object.fromEntries(Object.entries(RATE_FLAGS).map(([flag, key]) => [flag, { type: 'string' as const, default: String(PAPER_TRAINING[key]) }])),
-      'select-by': { type: 'string', default: PAPER_TRAINING.selectBy },
       json: { type: 'string' },
       states: { type: 'string', default: 'artifacts/states/scientific' },
-      modality: { type: 'string', default: PAPER_IISAN.modality },
-      'side-layers': { type: 'string' },
-      reduction: { type: 'string', default: String(PAPER_IISAN.reduction) },
-      activation: { type: 'string', default: PAPER_IISAN.activation },
+      'text-model': { type: 'string' },
+      'image-model': { type: 'string' },
+      ...settingsFlagOptions(),
     },
     USAGE,
   )
-  if (values.method !== 'sasrec-id' && values.method !== 'iisan') fail(`unknown method ${values.method} (available: sasrec-id, iisan)`)
-  if (!['intra', 'inter', 'intra_inter'].includes(values.modality!)) fail('--modality must be intra, inter or intra_inter')
-  if (!['relu', 'gelu'].includes(values.activation!)) fail('--activation must be relu or gelu')
-  // Every numeric option is checked before anything is loaded.
-  const maxEpochs = positiveInt('epochs', values.epochs)
-  const patience = positiveInt('patience', values.patience)
+  const method = findMethod(values.method!)
+  if (!method) fail(`unknown method ${values.method} (available: ${METHODS.map((m) => m.name).join(', ')})`)
+  // Every setting is checked before anything is loaded.
+  const settings = defaultTrainingConfig(method, settingsFromFlags(values))
+  const problems = trainingConfigProblems(settings)
+  if (problems.length) fail(problems.map((p) => p.message).join('; '))
   const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
-  if (values['select-by'] !== 'hr10' && values['select-by'] !== 'ndcg10') fail('--select-by must be hr10 or ndcg10')
-  const selectBy: SelectionMetric = values['select-by']
-  const rates = Object.fromEntries(Object.entries(RATE_FLAGS).map(([flag, key]) => [key, positiveNumber(flag, (values as Record<string, string | undefined>)[flag])])) as unknown as LearningRates
-  const reduction = positiveInt('reduction', values.reduction)
-  let sideLayers: number[] | undefined
-  if (values['side-layers'] !== undefined) {
-    const parts = values['side-layers'].split(',').map((p) => p.trim())
-    if (!parts.every((p) => /^\d+$/.test(p))) fail(`--side-layers must be a comma-separated list of layer numbers, e.g. 0,2,4 (got ${JSON.stringify(values['side-layers'])})`)
-    sideLayers = parts.map(Number)
-  }
   let itemsTsv: string, usersTsv: string
   try {
     itemsTsv = readFileSync(path.join(values.data!, 'items.tsv'), 'utf8')
@@ -88,7 +101,7 @@ async function main() {
   if (maxUsers !== undefined) usersTsv = usersTsv.split('\n').slice(0, maxUsers).join('\n')
   let protocol
   try {
-    protocol = protocolFromTsv(itemsTsv, usersTsv)
+    protocol = protocolFromTsv(itemsTsv, usersTsv, { ...PAPER_PROTOCOL, maxSeqLen: settings.maxSeqLen })
   } catch (e) {
     fail((e as Error).message)
   }
@@ -99,32 +112,17 @@ async function main() {
     fail(`${values.data} has ${data.stats.usersKept} user(s) with ≥ ${PAPER_PROTOCOL.minInteractions} interactions (of ${data.stats.usersIn}${maxUsers !== undefined ? ` read with --users ${maxUsers}` : ''}); at least 2 are needed to train`)
   }
   const backend = await initBackend()
-  console.log(`backend ${backend}; users ${data.stats.usersKept}, items ${data.stats.itemsKept}, interactions ${data.stats.interactionsKept}`)
+  console.log(`backend ${backend}; method ${method.name}; users ${data.stats.usersKept}, items ${data.stats.itemsKept}, interactions ${data.stats.interactionsKept}`)
 
-  const options = { ...PAPER_TRAINING, ...rates, maxEpochs, patience, selectBy }
-  let config: RecommenderConfig = sasRecIdConfig(data.numItems, PAPER_USER_ENCODER)
-  let states: CachedStates | undefined
-  if (values.method === 'iisan') {
-    let loaded: CachedStates
-    try {
-      loaded = loadStatesFolder(values.states!, data).states
-    } catch (e) {
-      fail(`${(e as Error).message} (write one with: npm run cache-states -- --out ${values.states})`)
-    }
-    states = loaded
-    if (sideLayers?.some((l) => l > loaded.text.numLayers)) fail(`--side-layers must be integers in 0..${loaded.text.numLayers}`)
-    const shape = (m: 'text' | 'image') => ({ numLayers: loaded[m].numLayers, width: loaded[m].width })
-    config = iisanConfig(data.numItems, shape('text'), shape('image'), {
-      ...PAPER_USER_ENCODER,
-      modality: values.modality as ModalityMode,
-      reduction,
-      activation: values.activation as 'relu' | 'gelu',
-      ...(sideLayers ? { sideLayers } : {}),
-    })
-    const present = (m: 'text' | 'image') => loaded[m].rowOf.filter((r) => r >= 0).length
-    console.log(`states: text ${present('text')} items (L = ${loaded.text.numLayers}, d = ${loaded.text.width}), image ${present('image')} items; side layers ${config.sideLayers.join(',')}`)
+  const inputs = await INPUTS[method.reads](values, { dir: values.data!, data, titles: protocol.titles, imageRefs: protocol.imageRefs })
+  let config
+  try {
+    config = method.modelConfig(data.numItems, settings, inputs)
+  } catch (e) {
+    fail(errorMessage(e))
   }
-  const model = new SequentialRecommender(config, states)
+  const options = settings
+  const model = new SequentialRecommender(config, inputs)
   const bar = new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total} steps  loss {loss}', hideCursor: true }, cliProgress.Presets.shades_classic)
   let result
   try {
@@ -141,7 +139,7 @@ async function main() {
     bar.stop() // a failed epoch must not leave the terminal's cursor hidden
   }
   const summary = {
-    method: values.method,
+    method: method.name,
     backend,
     dataset: data.stats,
     bestEpoch: result.bestEpoch,

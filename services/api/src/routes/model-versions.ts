@@ -1,15 +1,15 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import { MODEL_VERSION_SUMMARY_SELECT, activateModelVersion, deleteModelVersion, listModelVersions, type ModelVersionSummary } from '@iisan/storage'
 import { PAPER_TPME_WEIGHTS, tpme } from '@iisan/model/tpme'
 import { ApiError, errorResponses } from '@iisan/http'
 import { demoBackboneWarning } from '@iisan/backbones/demo'
-
-const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 import type { Deps } from '../deps.ts'
 
-const Nullable = <T extends import('@sinclair/typebox').TSchema>(t: T) => Type.Union([t, Type.Null()])
+const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
 
 export const ModelVersionSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -71,7 +71,18 @@ export const modelVersionRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, d
         response: {
           200: Type.Object({
             weights: Type.Object({ time: Type.Number(), params: Type.Number(), memory: Type.Number() }),
-            versions: Type.Array(Type.Composite([ModelVersionSchema, Type.Object({ tpme: Nullable(Type.Number()), timeNorm: Nullable(Type.Number()), paramsNorm: Nullable(Type.Number()), memoryNorm: Nullable(Type.Number()) })])),
+            versions: Type.Array(
+              Type.Composite([
+                ModelVersionSchema,
+                Type.Object({
+                  tpme: Nullable(Type.Number({ description: 'TPME across the compared versions that have all three figures (0 = the most efficient on every axis); null: this one lacks a figure and is left out' })),
+                  timeNorm: Nullable(Type.Number({ description: 'seconds per epoch, min–max normalised across the compared versions' })),
+                  paramsNorm: Nullable(Type.Number({ description: 'trainable parameters, min–max normalised' })),
+                  memoryNorm: Nullable(Type.Number({ description: 'peak training memory, min–max normalised' })),
+                }),
+              ]),
+              { description: 'in the order of `ids`' },
+            ),
           }),
           ...errorResponses(400, 404),
         },

@@ -65,18 +65,27 @@ export function updateTrainingChart(chart, epochs) {
   chart.update('none')
 }
 
-/** Grouped bars: one group per label, one bar per series. */
-export function barChart(canvas, { labels, series, yTitle, max }) {
+/**
+ * Grouped bars: one group per label, one bar per series. A series with `right: true` is drawn
+ * against a second axis on the right (`y2Title`): two figures in different units side by side.
+ * `unit` is appended to a series' tooltip values.
+ */
+export function barChart(canvas, { labels, series, yTitle, y2Title, max }) {
   const C = requireChart()
+  const axis = (title, extra) => ({ beginAtZero: true, title: { display: Boolean(title), text: title }, ...extra })
   return new C(canvas, {
     type: 'bar',
     data: {
       labels,
-      datasets: series.map((s) => ({ label: s.label, data: s.data, backgroundColor: s.color, borderRadius: 3, maxBarThickness: 42, minBarLength: 2 })),
+      datasets: series.map((s) => ({ label: s.label, data: s.data, backgroundColor: s.color, borderRadius: 3, maxBarThickness: 42, minBarLength: 2, yAxisID: s.right ? 'y2' : 'y', unit: s.unit })),
     },
     options: {
-      plugins: { legend: { position: 'bottom' }, tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${Number(ctx.parsed.y).toFixed(4)}` } } },
-      scales: { x: { grid: { display: false } }, y: { beginAtZero: true, max, title: { display: Boolean(yTitle), text: yTitle } } },
+      plugins: { legend: { position: 'bottom' }, tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${Number(ctx.parsed.y).toFixed(4)}${ctx.dataset.unit ? ` ${ctx.dataset.unit}` : ''}` } } },
+      scales: {
+        x: { grid: { display: false } },
+        y: axis(yTitle, { max }),
+        ...(series.some((s) => s.right) ? { y2: axis(y2Title, { position: 'right', grid: { drawOnChartArea: false } }) } : {}),
+      },
     },
   })
 }

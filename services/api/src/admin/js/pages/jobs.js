@@ -10,21 +10,21 @@ const FAST_MS = 1000
 const SLOW_MS = 5000
 
 export async function render(root, { args, query, signal }) {
-  const [datasets, { methods, defaults }, { jobs }] = await Promise.all([loadDatasets(), trainingRequest(signal), get('/v1/training-jobs', { signal })])
+  const [datasets, { methods }, { jobs }] = await Promise.all([loadDatasets(), get('/v1/methods', { signal }), get('/v1/training-jobs', { signal })])
   const names = new Map(datasets.map((d) => [d.id, d.name]))
   const selectedId = args[0] ?? jobs[0]?.id
   const selectedJob = jobs.find((j) => j.id === selectedId)
 
   const listBody = h('tbody')
   const listError = h('div')
-  const detail = selectedId ? jobDetail(selectedId, names, signal) : null
+  const detail = selectedId ? jobDetail(selectedId, names, methods, signal) : null
 
   root.replaceChildren(
     h('div', { class: 'page-head' }, h('h1', { class: 'page-title' }, 'Training jobs'), h('p', { class: 'page-sub' }, 'Progress is polled every second while a job runs.')),
     h(
       'div',
       { class: 'grid-2' },
-      startForm(datasets, methods, defaults, query.get('dataset') ?? selectedJob?.datasetId),
+      startForm(datasets, methods, query.get('dataset') ?? selectedJob?.datasetId),
       card(
         'Jobs',
         listError,
@@ -71,30 +71,46 @@ export async function render(root, { args, query, signal }) {
   )
 }
 
-function startForm(datasets, methods, defaults, selectedDataset) {
-  const byDefault = (name) => (defaults[name] === undefined ? undefined : `default ${defaults[name]}`)
+/**
+ * The new-job form, built from GET /v1/methods: one choice per registered method, its summary and
+ * whether it can cold-start, and its learning rates (one per parameter group) and own numeric
+ * settings with the method's defaults as placeholders. Empty fields are left to the API, which
+ * fills in the same defaults.
+ */
+function startForm(datasets, methods, selectedDataset) {
   const error = h('div', { class: 'form-error' })
   const button = h('button', { type: 'submit' }, 'Start training')
+  const methodSelect = h('select', { name: 'method', id: 'job-method' }, methods.map((m) => h('option', { value: m.name, title: m.summary }, m.name)))
+  const about = h('div', { class: 'method-about', id: 'job-method-about' })
+  const methodFields = h('div', { class: 'method-fields', id: 'job-method-fields' })
+  const hint = h('p', { class: 'hint' })
+  const sharedKeys = new Set(methods.map((m) => m.configKeys).reduce((a, b) => a.filter((k) => b.includes(k)), methods[0]?.configKeys ?? []))
+  // shared settings: the inputs stay (and keep what was typed); their placeholders follow the method
+  const shared = [configInput('patience', 'Early-stopping patience', { id: 'job-patience', min: 1, max: 1000, step: 1 }), configInput('batchSize', 'Batch size', { id: 'job-batch-size', min: 2, max: 4096, step: 1 })]
   const form = h(
     'form',
     { class: 'form', id: 'start-job' },
     h('label', {}, h('span', {}, 'Dataset'), datasetSelect(datasets, { selected: selectedDataset, id: 'job-dataset' })),
-    h('label', {}, h('span', {}, 'Method'), h('select', { name: 'method', id: 'job-method' }, methods.map((m) => h('option', { value: m }, m)))),
-    h('label', {}, h('span', {}, 'Max epochs'), h('input', { type: 'number', name: 'maxEpochs', id: 'job-max-epochs', min: 1, max: 1000, value: '10', required: true })),
-    h(
-      'details',
-      { class: 'advanced' },
-      h('summary', {}, 'Advanced'),
-      h(
-        'div',
-        { class: 'row' },
-        h('label', { class: 'stack grow' }, h('span', {}, 'Early-stopping patience'), h('input', { type: 'number', name: 'patience', id: 'job-patience', min: 1, max: 1000, placeholder: byDefault('patience') })),
-        h('label', { class: 'stack grow' }, h('span', {}, 'Batch size'), h('input', { type: 'number', name: 'batchSize', id: 'job-batch-size', min: 2, max: 4096, placeholder: byDefault('batchSize') })),
-      ),
-    ),
+    h('label', {}, h('span', {}, 'Method'), methodSelect),
+    about,
+    h('label', {}, h('span', {}, 'Max epochs'), h('input', { type: 'number', name: 'maxEpochs', id: 'job-max-epochs', min: 1, max: 1000, value: '10', required: true, dataset: { config: 'maxEpochs' } })),
+    h('details', { class: 'advanced' }, h('summary', {}, 'Advanced'), h('div', { class: 'row' }, shared.map((f) => f.label)), methodFields),
     h('div', { class: 'form-actions' }, button),
     error,
   )
+
+  const showMethod = () => {
+    const method = methods.find((m) => m.name === methodSelect.value)
+    if (!method) return
+    form.dataset.method = method.name
+    about.replaceChildren(...methodAbout(method))
+    for (const f of shared) f.setDefault(method.defaults[f.key])
+    methodFields.replaceChildren(...methodSettings(method, sharedKeys))
+    hint.textContent = `Unset options use the paper’s defaults for ${method.name} (the epoch with the best validation ${method.defaults.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} is kept). The first model of a dataset is activated automatically; later ones on the Models page.`
+  }
+  methodSelect.addEventListener('change', showMethod)
+  showMethod()
+
   form.addEventListener('submit', async (event) => {
     event.preventDefault()
     const data = new FormData(form)
@@ -102,11 +118,7 @@ function startForm(datasets, methods, defaults, selectedDataset) {
     if (!data.get('datasetId')) return showError(error, new Error('Import a dataset first.'))
     button.disabled = true
     try {
-      const job = await post('/v1/training-jobs', {
-        datasetId: data.get('datasetId'),
-        method: data.get('method'),
-        config: numbers(data, ['maxEpochs', 'patience', 'batchSize']),
-      })
+      const job = await post('/v1/training-jobs', { datasetId: data.get('datasetId'), method: data.get('method'), config: filledIn(form) })
       location.hash = `#/jobs/${job.id}`
     } catch (e) {
       showError(error, e)
@@ -114,12 +126,52 @@ function startForm(datasets, methods, defaults, selectedDataset) {
       button.disabled = false
     }
   })
-  return card('Start a training job', form, h('p', { class: 'hint' }, `Unset options use the paper’s defaults (the epoch with the best validation ${defaults.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} is kept). The first model of a dataset is activated automatically; later ones on the Models page.`))
+  return card('Start a training job', form, hint)
 }
 
-/** The filled-in numeric fields of a form; empty ones are left to the API's defaults. */
-function numbers(data, names) {
-  return Object.fromEntries(names.filter((n) => String(data.get(n) ?? '').trim() !== '').map((n) => [n, Number(data.get(n))]))
+/** The method's summary, what it reads and whether it can embed new items without retraining. */
+function methodAbout(method) {
+  const coldStart = method.capabilities.coldStart
+  return [
+    h('p', { class: 'method-summary' }, method.summary),
+    h(
+      'div',
+      { class: 'method-badges' },
+      h('span', { class: `badge ${coldStart ? 'badge-completed' : 'badge-cancelled'}`, dataset: { coldStart: String(coldStart) }, title: coldStart ? 'items added after training are embedded from their content and recommended at once' : 'items added after training are not recommended until a model is trained again' }, coldStart ? 'cold start' : 'no cold start'),
+      h('span', { class: 'badge', dataset: { reads: method.reads } }, `reads ${method.reads}`),
+    ),
+  ]
+}
+
+/**
+ * One learning rate per parameter group, then the method's own settings that take a number (the
+ * others, such as IISAN's side layers, are left to the API's defaults here). `sharedKeys`: the
+ * keys every method reads.
+ */
+function methodSettings(method, sharedKeys) {
+  const rates = method.paramGroups.map((g) => configInput(g.rateKey, `${g.group} rate`, { title: g.holds, min: 0, max: 1, step: 'any' }, method.defaults[g.rateKey]))
+  const own = method.configKeys.filter((k) => !sharedKeys.has(k) && typeof method.defaults[k] === 'number')
+  const settings = own.map((k) => configInput(k, k, { min: 0, step: 'any' }, method.defaults[k]))
+  const section = (title, fields) => (fields.length ? [h('h3', { class: 'section-title' }, title), h('div', { class: 'field-grid' }, fields.map((f) => f.label))] : [])
+  return [...section('Learning rates', rates), ...section(`${method.name} settings`, settings)]
+}
+
+/** A numeric config field: empty means "the method's default", shown as its placeholder. */
+function configInput(key, text, attrs, defaultValue) {
+  const input = h('input', { type: 'number', name: key, ...attrs, dataset: { config: key } })
+  const setDefault = (value) => {
+    input.placeholder = value === undefined ? '' : `default ${value}`
+    if (value === undefined) delete input.dataset.default
+    else input.dataset.default = String(value)
+  }
+  setDefault(defaultValue)
+  return { key, input, setDefault, label: h('label', { class: 'stack grow', title: attrs.title }, h('span', {}, text), input) }
+}
+
+/** The config fields that were filled in, as numbers; empty ones are left to the API's defaults. */
+function filledIn(form) {
+  const fields = [...form.querySelectorAll('input[data-config]')].filter((i) => i.value.trim() !== '')
+  return Object.fromEntries(fields.map((i) => [i.dataset.config, Number(i.value)]))
 }
 
 function jobRow(j, names, selected) {
@@ -140,7 +192,7 @@ function jobRow(j, names, selected) {
 const toneOf = (status) => ({ completed: 'done', failed: 'bad', cancelled: 'muted' })[status]
 
 /** The selected job: built once, refreshed by the page's poll. */
-function jobDetail(jobId, names, signal) {
+function jobDetail(jobId, names, methods, signal) {
   const title = h('h2', { class: 'card-title' }, `Job ${fmt.shortId(jobId)}`)
   const badge = h('span')
   const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-job', hidden: true }, 'Cancel job')
@@ -212,7 +264,7 @@ function jobDetail(jobId, names, signal) {
     cancel.textContent = job.cancelRequested ? 'Cancelling…' : 'Cancel job'
     showError(failure, job.status === 'failed' ? new Error(`Training failed: ${job.error ?? 'no reason recorded'}`) : null)
     progress.replaceChildren(...progressView(job))
-    facts.replaceChildren(...factsView(job))
+    facts.replaceChildren(...factsView(job, methods.find((m) => m.name === job.method)))
     if (job.epochs.length !== shownEpochs) {
       shownEpochs = job.epochs.length
       updateTrainingChart(chart, job.epochs)
@@ -263,7 +315,7 @@ function progressView(job) {
   ]
 }
 
-function factsView(job) {
+function factsView(job, method) {
   const c = job.config ?? {}
   const rows = [
     ['Job id', h('span', { class: 'mono' }, job.id)],
@@ -273,35 +325,17 @@ function factsView(job) {
     ...(job.retryAt && job.status === 'queued' ? [['Retry', `not before ${fmt.date(job.retryAt)}`]] : []),
     ['Finished', job.finishedAt ? `${fmt.date(job.finishedAt)} (${duration(job.startedAt, job.finishedAt)})` : ACTIVE.has(job.status) ? `running for ${duration(job.startedAt)}` : '—'],
     ['Config', `max ${c.maxEpochs} epochs · batch ${c.batchSize} · patience ${c.patience} on ${c.selectBy === 'ndcg10' ? 'NDCG@10' : 'HR@10'} · D=${c.embeddingDim}`],
-    ['Learning rates', learningRates(job.method, c)],
+    ['Learning rates', learningRates(method, c)],
     ['Model version', job.modelVersionId ? h('a', { href: '#/models', class: 'mono' }, job.modelVersionId) : h('span', { class: 'muted' }, job.status === 'completed' ? '—' : 'written when training completes')],
   ]
   return rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])
 }
 
-let requestCache
 /**
- * The methods and config defaults the API accepts, read from its OpenAPI document: the dashboard
- * never keeps a copy of them (falls back to the known two methods, no defaults).
+ * Each learning rate the job trained with, by its parameter group (GET /v1/methods); a method
+ * this API no longer knows shows every rate its config holds.
  */
-async function trainingRequest(signal) {
-  if (!requestCache) {
-    requestCache = get('/docs/json', { signal })
-      .then((doc) => {
-        const properties = doc.paths['/v1/training-jobs'].post.requestBody.content['application/json'].schema.properties
-        const list = properties.method.enum ?? properties.method.anyOf?.map((s) => s.const ?? s.enum?.[0])
-        const config = properties.config?.properties ?? {}
-        const defaults = Object.fromEntries(Object.entries(config).flatMap(([k, v]) => (v.default === undefined ? [] : [[k, v.default]])))
-        return { methods: Array.isArray(list) && list.length ? list : null, defaults }
-      })
-      .catch(() => ({ methods: null, defaults: {} }))
-      .then(({ methods, defaults }) => ({ methods: methods ?? ['sasrec-id', 'iisan'], defaults }))
-  }
-  return requestCache
-}
-
-/** Each learning rate the job's method uses, by the name its config gives it. */
 function learningRates(method, c) {
-  const rates = method === 'sasrec-id' || !('lrTextEncoder' in c) ? ['lrItem', 'lrUser'] : ['lrTextEncoder', 'lrImageEncoder', 'lrTextAdapters', 'lrImageAdapters', 'lrUser']
-  return rates.filter((k) => c[k] !== undefined).map((k) => `${k.slice(2)} ${c[k]}`).join(' · ')
+  const rates = method ? method.paramGroups.map((g) => [g.group, g.rateKey]) : Object.keys(c).filter((k) => /^lr[A-Z]/.test(k)).map((k) => [k.slice(2), k])
+  return rates.filter(([, k]) => c[k] !== undefined).map(([group, k]) => `${group} ${c[k]}`).join(' · ')
 }

@@ -171,6 +171,7 @@ async function renderComparison(slot, ids, names, signal) {
 
   const efficiency = h('canvas', { id: 'compare-efficiency', 'aria-label': 'normalised efficiency and TPME' })
   const quality = h('canvas', { id: 'compare-quality', 'aria-label': 'test HR@10 and NDCG@10' })
+  const cost = h('canvas', { id: 'compare-cost', 'aria-label': 'seconds per epoch and peak memory' })
   const unmeasured = versions.filter((v) => v.tpme === null)
 
   slot.replaceChildren(
@@ -192,6 +193,7 @@ async function renderComparison(slot, ids, names, signal) {
           h(
             'tbody',
             {},
+            row('method', 'Method', (v) => v.method, String),
             row('dataset', 'Dataset', (v) => names.get(v.datasetId) ?? fmt.shortId(v.datasetId), String),
             row('epochs', 'Epochs trained', (v) => v.epochs, fmt.int),
             row('testHr10', 'Test HR@10', (v) => v.testHr10, (x) => fmt.num(x, 4), 'max'),
@@ -213,6 +215,7 @@ async function renderComparison(slot, ids, names, signal) {
         { class: 'grid-2 charts' },
         h('div', {}, h('h3', { class: 'section-title' }, 'Efficiency (normalised, lower is better)'), h('div', { class: 'chart-box' }, efficiency)),
         h('div', {}, h('h3', { class: 'section-title' }, 'Quality on the test split'), h('div', { class: 'chart-box' }, quality)),
+        h('div', {}, h('h3', { class: 'section-title' }, 'Training cost (as measured)'), h('div', { class: 'chart-box' }, cost)),
       ),
     ),
   )
@@ -227,6 +230,19 @@ async function renderComparison(slot, ids, names, signal) {
         { label: 'memory', data: versions.map((v) => v.memoryNorm), color: COLORS.memory },
         { label: 'params', data: versions.map((v) => v.paramsNorm), color: COLORS.params },
         { label: 'TPME', data: versions.map((v) => v.tpme), color: COLORS.tpme },
+      ],
+    }),
+  )
+  // the raw figures behind the normalised ones: time and memory in their own units, on two axes
+  disposeOn(
+    signal,
+    barChart(cost, {
+      labels,
+      yTitle: 'seconds / epoch',
+      y2Title: 'peak memory (MB)',
+      series: [
+        { label: 's / epoch', data: versions.map((v) => v.secondsPerEpoch), color: COLORS.time, unit: 's' },
+        { label: 'peak memory', data: versions.map((v) => v.peakMemoryMb), color: COLORS.memory, unit: 'MB', right: true },
       ],
     }),
   )

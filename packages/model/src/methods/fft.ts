@@ -1,0 +1,10 @@
+// FFT: every backbone weight trains (Code_Uncached/scripts/run_fft.py: fine_tune_to 'all', recsys lr 1e-4).
+import { FINE_TUNING_DEFAULTS, fineTuningMethod } from './fine-tuning.ts'
+
+export const fft = fineTuningMethod({
+  name: 'fft',
+  summary: 'full fine-tuning: every weight of BERT and ViT trains with the recommender (the paper\'s most expensive baseline)',
+  defaults: { ...FINE_TUNING_DEFAULTS, lrUser: 1e-4 },
+  paramGroups: { textEncoder: 'every BERT weight', imageEncoder: 'every ViT weight' },
+  tuning: () => ({ kind: 'full' }),
+})
