@@ -81,14 +81,22 @@ function emptyStates(config: IisanConfig): CachedStates {
   }
 }
 
-export const iisan: TrainingMethod<IisanConfig> = {
-  name: 'iisan',
-  summary: 'IISAN: a side adapted network over cached text and image backbone states (the frozen backbones run once per item, not per step)',
-  reads: 'cached-states',
+/**
+ * What cached and uncached IISAN share: the SAN's settings, the paper's values and groups, and
+ * cold start (the trained SAN reads the same states the embedding cache builds for new items).
+ */
+const SAN_FAMILY = {
   configProperties: SAN_PROPERTIES,
   defaults: IISAN_DEFAULTS,
   paramGroups: IISAN_GROUPS,
   capabilities: { coldStart: true },
+}
+
+export const iisan: TrainingMethod<IisanConfig> = {
+  ...SAN_FAMILY,
+  name: 'iisan',
+  summary: 'IISAN: a side adapted network over cached text and image backbone states (the frozen backbones run once per item, not per step)',
+  reads: 'cached-states',
   modelConfig(numItems, settings, { states }) {
     if (!states) throw new Error('IISAN needs cached backbone states')
     const shape = (m: 'text' | 'image') => ({ numLayers: states[m].numLayers, width: states[m].width })
@@ -98,14 +106,10 @@ export const iisan: TrainingMethod<IisanConfig> = {
 }
 
 export const iisanUncached: TrainingMethod<IisanConfig> = {
+  ...SAN_FAMILY,
   name: 'iisan-uncached',
   summary: 'IISAN with the frozen backbones run inside every training step instead of read from the cache: the same model and losses as iisan, at the cost the cache saves',
   reads: 'item-content',
-  configProperties: SAN_PROPERTIES,
-  defaults: IISAN_DEFAULTS,
-  paramGroups: IISAN_GROUPS,
-  // the trained SAN reads the same states the embedding cache builds, so new items embed as for iisan
-  capabilities: { coldStart: true },
   modelConfig(numItems, settings, { backbones }) {
     if (!backbones) throw new Error('uncached IISAN needs the text and image backbones')
     const text = { numLayers: backbones.text.config.numLayers, width: backbones.text.config.hiddenSize }
