@@ -4,21 +4,24 @@ import type { ItemEncoder } from './item-encoder.ts'
 import type { Params } from './params.ts'
 
 export class IdEmbedding implements ItemEncoder {
+  /** [N+1, D], row 0 = padding */
+  private readonly table: tf.Variable<tf.Rank.R2>
+
   constructor(
     readonly numItems: number,
     readonly embeddingDim: number,
-    private readonly params: Params,
+    params: Params,
   ) {
     // Updated at the item-side learning rate, the role the side network has in IISAN.
-    params.add('item.id_emb', [numItems + 1, embeddingDim], 'xavier', 'itemIds')
+    this.table = params.matrix('item.id_emb', [numItems + 1, embeddingDim], 'xavier', 'itemIds')
   }
 
   embed(ids: Int32Array): tf.Tensor2D {
     // gather's gradient is UnsortedSegmentSum, registered for wasm in backend.ts.
-    return tf.gather(this.params.get('item.id_emb'), tf.tensor1d(ids, 'int32')) as tf.Tensor2D
+    return tf.gather(this.table, tf.tensor1d(ids, 'int32'))
   }
 
   embedAll(): tf.Tensor2D {
-    return this.params.get('item.id_emb').clone() as tf.Tensor2D
+    return this.table.clone()
   }
 }

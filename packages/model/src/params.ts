@@ -53,6 +53,16 @@ export class Params {
     return variable
   }
 
+  /** A [rows, cols] parameter, typed as such (models hold their parameters as typed fields). */
+  matrix(name: string, shape: [number, number], init: Initialiser, group: ParamGroup): tf.Variable<tf.Rank.R2> {
+    return this.add(name, shape, init, group) as tf.Variable<tf.Rank.R2>
+  }
+
+  /** A [n] parameter (biases, LayerNorm gains, gates). */
+  vector(name: string, length: number, init: Initialiser, group: ParamGroup): tf.Variable<tf.Rank.R1> {
+    return this.add(name, [length], init, group) as tf.Variable<tf.Rank.R1>
+  }
+
   /**
    * Takes over a variable built elsewhere (a backbone weight loaded from a checkpoint, whose
    * initial value is not an initialiser of ours). The store disposes it with the rest.

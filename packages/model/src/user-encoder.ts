@@ -18,27 +18,54 @@ export const PAPER_USER_ENCODER: UserEncoderConfig = { embeddingDim: 64, numBloc
 const LN_EPS = 1e-6
 const MASKED = -1e9
 
+/** γ, β of a LayerNorm over D. */
+interface LayerNormWeights {
+  gamma: tf.Variable<tf.Rank.R1>
+  beta: tf.Variable<tf.Rank.R1>
+}
+
+/** One post-LN transformer block: attention (no biases, as the authors'), then a ReLU FFN (D → 4D → D). */
+interface UserBlock {
+  /** [D, D] each */
+  wq: tf.Variable<tf.Rank.R2>
+  wk: tf.Variable<tf.Rank.R2>
+  wv: tf.Variable<tf.Rank.R2>
+  wo: tf.Variable<tf.Rank.R2>
+  lnAttn: LayerNormWeights
+  /** [D, 4D], [4D] */
+  w1: tf.Variable<tf.Rank.R2>
+  b1: tf.Variable<tf.Rank.R1>
+  /** [4D, D], [D] */
+  w2: tf.Variable<tf.Rank.R2>
+  b2: tf.Variable<tf.Rank.R1>
+  lnFfn: LayerNormWeights
+}
+
 export class UserEncoder {
+  /** [T, D] learned positions */
+  private readonly posEmb: tf.Variable<tf.Rank.R2>
+  private readonly lnIn: LayerNormWeights
+  private readonly blocks: UserBlock[] = []
+
   constructor(
     readonly config: UserEncoderConfig,
     private readonly params: Params,
   ) {
     const D = config.embeddingDim
     if (D % config.numHeads !== 0) throw new Error(`embeddingDim ${D} is not divisible by numHeads ${config.numHeads}`)
-    params.add('user.pos_emb', [config.maxSeqLen, D], 'xavier', 'recsys')
-    params.add('user.ln_in.gamma', [D], 'ones', 'recsys')
-    params.add('user.ln_in.beta', [D], 'zeros', 'recsys')
+    // Creation order fixes each parameter's initialisation seed: keep it.
+    const layerNormAt = (name: string): LayerNormWeights => ({ gamma: params.vector(`${name}.gamma`, D, 'ones', 'recsys'), beta: params.vector(`${name}.beta`, D, 'zeros', 'recsys') })
+    this.posEmb = params.matrix('user.pos_emb', [config.maxSeqLen, D], 'xavier', 'recsys')
+    this.lnIn = layerNormAt('user.ln_in')
     for (let i = 0; i < config.numBlocks; i++) {
       const p = `user.block${i}`
-      for (const w of ['wq', 'wk', 'wv', 'wo']) params.add(`${p}.attn.${w}`, [D, D], 'xavier', 'recsys')
-      params.add(`${p}.ln_attn.gamma`, [D], 'ones', 'recsys')
-      params.add(`${p}.ln_attn.beta`, [D], 'zeros', 'recsys')
-      params.add(`${p}.ffn.w1`, [D, 4 * D], 'xavier', 'recsys')
-      params.add(`${p}.ffn.b1`, [4 * D], 'zeros', 'recsys')
-      params.add(`${p}.ffn.w2`, [4 * D, D], 'xavier', 'recsys')
-      params.add(`${p}.ffn.b2`, [D], 'zeros', 'recsys')
-      params.add(`${p}.ln_ffn.gamma`, [D], 'ones', 'recsys')
-      params.add(`${p}.ln_ffn.beta`, [D], 'zeros', 'recsys')
+      const [wq, wk, wv, wo] = (['wq', 'wk', 'wv', 'wo'] as const).map((w) => params.matrix(`${p}.attn.${w}`, [D, D], 'xavier', 'recsys'))
+      const lnAttn = layerNormAt(`${p}.ln_attn`)
+      const w1 = params.matrix(`${p}.ffn.w1`, [D, 4 * D], 'xavier', 'recsys')
+      const b1 = params.vector(`${p}.ffn.b1`, 4 * D, 'zeros', 'recsys')
+      const w2 = params.matrix(`${p}.ffn.w2`, [4 * D, D], 'xavier', 'recsys')
+      const b2 = params.vector(`${p}.ffn.b2`, D, 'zeros', 'recsys')
+      this.blocks.push({ wq, wk, wv, wo, lnAttn, w1, b1, w2, b2, lnFfn: layerNormAt(`${p}.ln_ffn`) })
     }
   }
 
@@ -48,18 +75,16 @@ export class UserEncoder {
    */
   forward(itemEmb: tf.Tensor3D, valid: tf.Tensor2D, training: boolean): tf.Tensor3D {
     const [B, T, D] = itemEmb.shape
-    const p = (name: string) => this.params.get(name)
     const drop = <X extends tf.Tensor>(t: X) => dropout(t, this.config.dropout, training, training ? this.params.nextDropoutSeed() : undefined)
+    const norm = <X extends tf.Tensor>(t: X, ln: LayerNormWeights) => layerNorm(t, ln.gamma, ln.beta, LN_EPS)
     const mask = attentionMask(valid) // [B, 1, T, T]
-    let x = tf.add(itemEmb, p('user.pos_emb')) as tf.Tensor3D
-    x = drop(layerNorm(x, p('user.ln_in.gamma') as tf.Tensor1D, p('user.ln_in.beta') as tf.Tensor1D, LN_EPS))
+    const x = drop(norm(tf.add(itemEmb, this.posEmb) as tf.Tensor3D, this.lnIn))
     let h = tf.reshape(x, [B * T, D]) as tf.Tensor2D
-    for (let i = 0; i < this.config.numBlocks; i++) {
-      const b = `user.block${i}`
-      const attended = this.selfAttention(h, mask, B, T, b, drop)
-      h = layerNorm(tf.add(h, drop(attended)), p(`${b}.ln_attn.gamma`) as tf.Tensor1D, p(`${b}.ln_attn.beta`) as tf.Tensor1D, LN_EPS)
-      const ffn = linear(tf.relu(linear(h, p(`${b}.ffn.w1`) as tf.Tensor2D, p(`${b}.ffn.b1`) as tf.Tensor1D)), p(`${b}.ffn.w2`) as tf.Tensor2D, p(`${b}.ffn.b2`) as tf.Tensor1D)
-      h = layerNorm(tf.add(h, drop(ffn)), p(`${b}.ln_ffn.gamma`) as tf.Tensor1D, p(`${b}.ln_ffn.beta`) as tf.Tensor1D, LN_EPS)
+    for (const block of this.blocks) {
+      const attended = this.selfAttention(h, mask, B, T, block, drop)
+      h = norm(tf.add(h, drop(attended)), block.lnAttn)
+      const ffn = linear(tf.relu(linear(h, block.w1, block.b1)), block.w2, block.b2)
+      h = norm(tf.add(h, drop(ffn)), block.lnFfn)
     }
     return tf.reshape(h, [B, T, D])
   }
@@ -68,18 +93,17 @@ export class UserEncoder {
    * h [B·T, D] → multi-head self-attention output [B·T, D] (Q/K/V/O without bias). Dropout on the
    * attention probabilities, as the authors' SelfAttention does, besides the one on its output.
    */
-  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: string, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
+  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: UserBlock, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
     const { embeddingDim: D, numHeads: H } = this.config
     const dh = D / H
-    const heads = (w: string) =>
-      tf.transpose(tf.reshape(tf.matMul(h, this.params.get(`${block}.attn.${w}`) as tf.Tensor2D), [B, T, H, dh]), [0, 2, 1, 3]) as tf.Tensor4D // [B, H, T, dh]
-    const q = heads('wq')
-    const k = heads('wk')
-    const v = heads('wv')
+    const heads = (w: tf.Tensor2D) => tf.transpose(tf.reshape(tf.matMul(h, w), [B, T, H, dh]), [0, 2, 1, 3]) as tf.Tensor4D // [B, H, T, dh]
+    const q = heads(block.wq)
+    const k = heads(block.wk)
+    const v = heads(block.wv)
     const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(dh)), mask) // [B, H, T, T]
     const context = tf.matMul(drop(tf.softmax(scores)), v) // [B, H, T, dh]
     const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D
-    return tf.matMul(merged, this.params.get(`${block}.attn.wo`) as tf.Tensor2D)
+    return tf.matMul(merged, block.wo)
   }
 }
 
