@@ -27,7 +27,7 @@ import {
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { loadTextBackbone } from '@iisan/backbones'
 import { float32ToFloat16 } from '@iisan/safetensors'
-import { loadItemContent } from '@iisan/pipeline/item-content'
+import { loadItemContent } from '@iisan/pipeline/training/item-content'
 
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })

@@ -4,8 +4,8 @@
 import { loadHiddenStates, type Modality, type PrismaClient } from '@iisan/storage'
 import { encodeAndStore, inputKey, type EncodeOptions } from './encode.ts'
 import { CacheError } from './errors.ts'
-import { float16BytesToFloat32 } from './float16.ts'
 import { getDefaultRegistry, type BackboneRegistry } from './registry.ts'
+import { decodeStoredState } from './stored-states.ts'
 import type { ItemModalityStatus } from './coverage.ts'
 
 export interface ItemModalityState {
@@ -88,7 +88,7 @@ export async function encodeItemsNow(prisma: PrismaClient, itemIds: number[], op
       const row = stored.get(key)
       if (!row) return { status: 'failed', fingerprint, error: 'no state was stored', retryable: true }
       if (row.error) return { status: 'failed', fingerprint, error: row.error }
-      return options.includeStates === false ? { status: 'done', fingerprint } : { status: 'done', fingerprint, state: float16BytesToFloat32(row.data) }
+      return options.includeStates === false ? { status: 'done', fingerprint } : { status: 'done', fingerprint, state: decodeStoredState(row) }
     })
   }
   result.items = items.map((item) => ({

@@ -39,6 +39,7 @@ export {
   type ItemModalityStatus,
 } from './coverage.ts'
 export { openDatasetStateStream, type StateStream, type StateStreamOptions } from './states.ts'
+export { unseenItemStates, cachedStatesOf, decodeStoredState, type ItemStates } from './stored-states.ts'
 export {
   STATE_STREAM_MAGIC,
   STATE_STREAM_CONTENT_TYPE,

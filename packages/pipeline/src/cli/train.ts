@@ -26,8 +26,8 @@ import {
   type MethodInputs,
   type ProtocolData,
 } from '@iisan/model'
-import { loadStatesFolder } from '../states-folder.ts'
-import { loadItemContent } from '../item-content.ts'
+import { loadStatesFolder } from '../training/states-folder.ts'
+import { loadItemContent } from '../training/item-content.ts'
 import { errorMessage, fail, failOnUncaught, parseOptions, positiveInt } from './args.ts'
 import { settingsFlagOptions, settingsFromFlags, settingsUsage } from './settings-flags.ts'
 

@@ -2,10 +2,7 @@
 // embedding cache, then every IISAN model version of its dataset runs only its SAN + fusion on
 // them and appends the embedding to its item matrix — no retraining, recommendable at once.
 import { requestEncodeItems } from '@iisan/embedding-cache/client'
-import { float16BytesToFloat32 } from '@iisan/embedding-cache/float16'
-import type { Modality } from '@iisan/model/cached-states'
-import type { NewItemStates } from '@iisan/model/iisan'
-import { addItems, getBackboneByFingerprint, loadHiddenStates, type ImportItemInput, type Item, type PrismaClient } from '@iisan/storage'
+import { addItems, type ImportItemInput, type Item, type PrismaClient } from '@iisan/storage'
 import type { ServingRegistry } from './serving-registry.ts'
 
 export interface ColdStartDeps {
@@ -72,46 +69,4 @@ export async function embedIntoModels(deps: ColdStartDeps, datasetId: string, it
     results.push({ modelVersionId: version.id, appended, isActive: version.isActive })
   }
   return results
-}
-
-/**
- * The dataset's items outside `known` that have cached states under these backbones, with the
- * states (items with neither text nor image states are left out) — what a content-based model
- * can still serve: the trainer's catalogue beyond the protocol, a loaded version's catch-up.
- */
-export async function unseenItemStates(
-  prisma: PrismaClient,
-  datasetId: string,
-  known: ReadonlySet<number>,
-  backbones: Record<Modality, string | null>,
-): Promise<{ ids: number[]; states: NewItemStates[] }> {
-  const unseen = (await prisma.item.findMany({ where: { datasetId }, select: { id: true, textHash: true, imageHash: true }, orderBy: { id: 'asc' } })).filter((i) => !known.has(i.id))
-  if (unseen.length === 0) return { ids: [], states: [] }
-  const states = await cachedStatesOf(prisma, backbones, unseen)
-  const usable = unseen.map((item, i) => ({ id: item.id, states: states[i] })).filter((u) => u.states.text || u.states.image)
-  return { ids: usable.map((u) => u.id), states: usable.map((u) => u.states) }
-}
-
-/** The cached [L+1, d] states of each item under the model's backbones (null: none usable). */
-export async function cachedStatesOf(
-  prisma: PrismaClient,
-  backbones: Record<Modality, string | null>,
-  items: Pick<Item, 'textHash' | 'imageHash'>[],
-): Promise<NewItemStates[]> {
-  const out: NewItemStates[] = items.map(() => ({ text: null, image: null }))
-  for (const modality of ['text', 'image'] as const) {
-    const fingerprint = backbones[modality]
-    if (!fingerprint) continue
-    const backbone = await getBackboneByFingerprint(prisma, fingerprint)
-    if (!backbone) continue
-    const key = (item: Pick<Item, 'textHash' | 'imageHash'>) => (modality === 'text' ? item.textHash : item.imageHash)
-    const rows = await loadHiddenStates(prisma, backbone.id, items.map(key).filter((h): h is string => h !== null))
-    items.forEach((item, i) => {
-      const hash = key(item)
-      const row = hash ? rows.get(hash) : undefined
-      if (!row || row.error) return
-      out[i][modality] = row.dtype === 'f16' ? float16BytesToFloat32(row.data) : new Float32Array(Uint8Array.from(row.data).buffer)
-    })
-  }
-  return out
 }

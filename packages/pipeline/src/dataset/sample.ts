@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
 /** The Scientific dataset shipped in the repository (data/scientific, see its README), wherever the process runs from. */
-export const SCIENTIFIC_DIR = path.resolve(import.meta.dirname, '../../../data/scientific')
+export const SCIENTIFIC_DIR = path.resolve(import.meta.dirname, '../../../../data/scientific')
 
 export interface DatasetSample {
   itemsTsv: string

@@ -4,16 +4,16 @@ import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender } from '@iisan/model/recommender'
 import type { ItemEncoder } from '@iisan/model/item-encoder'
-import type { ItemContent } from '@iisan/model/item-content'
 import { getMethod, UnknownMethod } from '@iisan/model/methods/registry'
-import type { AnyTrainingMethod, BackboneSources, ItemSource, MethodInputs } from '@iisan/model/methods/method'
-import { unseenItemStates } from './cold-start.ts'
-import type { LoadedStates } from './cache-states.ts'
+import type { AnyTrainingMethod, ItemSource, MethodInputs } from '@iisan/model/methods/method'
+import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import { protocolFingerprint, train, type EpochReport, type StepReport, TrainingCancelled } from '@iisan/model/trainer'
 import { parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model/training-state'
 import { randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { JobLease } from './job-lease.ts'
+import type { JobProgress } from './progress.ts'
+import type { ContentLoader, LoadedStates, StatesLoader } from './inputs.ts'
 import {
   MAX_JOB_STARTS,
   appendEpochMetric,
@@ -34,31 +34,6 @@ import { defaultTrainingConfig, type TrainingConfig } from './training-config.ts
 import { getBackboneByFingerprint } from '@iisan/storage'
 import { demoBackboneWarning, isDemoModelConfig } from '@iisan/backbones/demo'
 
-export interface JobProgress {
-  phase: 'loading' | 'caching' | 'training' | 'evaluating' | 'saving' | 'done'
-  /** while caching: items with cached states / items */
-  cached?: number
-  total?: number
-  epoch?: number
-  maxEpochs?: number
-  step?: number
-  stepsPerEpoch?: number
-  loss?: number
-  valHr10?: number
-  valNdcg10?: number
-  stepsPerSecond?: number
-  /** what a person should know now, e.g. that the embedding cache is unreachable and being retried */
-  message?: string
-  /** set when this attempt carried on from a checkpoint of an earlier one */
-  resumedFromEpoch?: number
-  /** what limits this model whatever the numbers say, e.g. that the demo backbones are in use; kept on every report */
-  warnings?: string[]
-  /** the modalities whose backbone is the demo pair (the reason for the warning) */
-  demoBackbones?: string[]
-  /** 0..1 over the maximum number of epochs (early stopping may finish sooner) */
-  fraction: number
-}
-
 export interface RunJobOptions {
   /** Who runs the job (host:pid:…); the job's row names its holder, and only the holder writes it. */
   workerId?: string
@@ -70,22 +45,10 @@ export interface RunJobOptions {
    */
   isInterrupted?(): boolean
   log?(message: string, fields?: object): void
-  /**
-   * IISAN's cached backbone states for the protocol's items (item index i ↔ Item.id
-   * data.itemKeys[i]); the worker wires this to the embedding cache, which may build it first.
-   */
-  loadStates?(
-    datasetId: string,
-    data: ProtocolData,
-    report: (progress: JobProgress) => Promise<void>,
-    shouldCancel: () => Promise<boolean>,
-    sideLayers?: number[],
-  ): Promise<LoadedStates>
-  /**
-   * The items' content (tokenised titles, images) and the backbones, for the methods that run
-   * the backbones in every step; the worker wires this to the backbones it is configured with.
-   */
-  loadContent?(datasetId: string, data: ProtocolData, report: (progress: JobProgress) => Promise<void>): Promise<LoadedContent>
+  /** IISAN's cached backbone states (see StatesLoader); the worker wires this to the embedding cache. */
+  loadStates?: StatesLoader
+  /** The items' content and the backbones (see ContentLoader), for the methods that run the backbones. */
+  loadContent?: ContentLoader
   /** Called when the new version became the dataset's active model. */
   onActivated?(datasetId: string, modelVersionId: string): void | Promise<void>
   /** The queue's lock on the job, renewed with the job's heartbeat. */
@@ -113,13 +76,6 @@ export type JobOutcome =
   | { status: 'lost' }
 
 const PROGRESS_EVERY_STEPS = 20
-
-export interface LoadedContent {
-  content: ItemContent
-  backbones: BackboneSources
-  /** the backbones' fingerprints: the cached states a trained SAN can read (cold start) */
-  fingerprints: LoadedStates['backbones']
-}
 
 /** What a method reads, loaded for a job; the method's `reads` picks the loader. */
 type InputLoader = (job: { datasetId: string; config: TrainingConfig }, data: ProtocolData, context: LoaderContext) => Promise<{ inputs: MethodInputs; backbones?: LoadedStates['backbones'] }>

@@ -23,7 +23,7 @@ import type { ItemContent } from '@iisan/model/item-content'
 import type { BackboneSources } from '@iisan/model/methods/method'
 import { readItemImage, type ImageSourceOptions } from '@iisan/embedding-cache/images'
 import type { PrismaClient } from '@iisan/storage'
-import type { LoadedContent, RunJobOptions } from './training-job.ts'
+import type { ContentLoader, LoadedContent } from './inputs.ts'
 
 export interface ContentItems {
   /** per model index 0..N (index 0, the padding item, is ignored) */
@@ -90,7 +90,7 @@ export async function loadItemContent(items: ContentItems, dirs: ContentBackbone
  * The worker's `loadContent`: the protocol's items (data.itemKeys are Item.id strings) with their
  * titles and images from the database, through the configured backbones.
  */
-export function datasetContentLoader(prisma: PrismaClient, dirs: () => Promise<ContentBackboneDirs>, imageOptions: ImageSourceOptions = {}): NonNullable<RunJobOptions['loadContent']> {
+export function datasetContentLoader(prisma: PrismaClient, dirs: () => Promise<ContentBackboneDirs>, imageOptions: ImageSourceOptions = {}): ContentLoader {
   return async (datasetId, data, report) => {
     const ids = data.itemKeys.slice(1).map(Number)
     const rows = await prisma.item.findMany({ where: { datasetId, id: { in: ids } }, select: { id: true, title: true, imageRef: true, imageBlob: true } })

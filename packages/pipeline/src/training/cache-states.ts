@@ -3,19 +3,13 @@
 // streams the states in and indexes them by the protocol's item order. A cache that goes away
 // for a while (restart, crash, redeploy) is waited for; only an outage longer than the budget
 // fails the load, with the EmbeddingCacheUnavailable, so that the job can be retried later.
-import { EmbeddingCacheUnavailable, fetchCoverage, fetchDatasetStates, requestCacheBuild, type CacheEndpoint } from '@iisan/embedding-cache/client'
-import { emptyModality, type CachedStates, type Modality, type ModalityStates } from '@iisan/model/cached-states'
+import { EmbeddingCacheUnavailable, fetchCoverage, fetchDatasetStates, indexStates, requestCacheBuild, type CacheEndpoint } from '@iisan/embedding-cache/client'
+import { emptyModality, type Modality, type ModalityStates } from '@iisan/model/cached-states'
 import { defaultSideLayers, sideLayersFor } from '@iisan/model/san'
 import type { ProtocolData } from '@iisan/model/data'
 import { TrainingCancelled } from '@iisan/model/trainer'
-import { statesForItems } from './states-folder.ts'
-import type { JobProgress } from './training-job.ts'
-
-export interface LoadedStates {
-  states: CachedStates
-  /** fingerprint of the backbone behind each modality (null: no backbone configured) */
-  backbones: Record<Modality, string | null>
-}
+import type { LoadedStates } from './inputs.ts'
+import type { JobProgress } from './progress.ts'
 
 export interface CacheWaitOptions {
   /**
@@ -127,7 +121,8 @@ export async function loadStatesFromCache(
     )
     if (!fetched) continue
     backbones[modality] = fetched.fingerprint
-    stores[modality] = { ...statesForItems(fetched.numLayers, fetched.width, fetched.data, fetched.itemIds, data.itemKeys), layers: fetched.layers }
+    // the protocol's item keys are Item.id strings (index 0: padding)
+    stores[modality] = { ...indexStates(fetched, data.itemKeys.slice(1).map(Number)), layers: fetched.layers }
   }
   const shaped = stores.text ?? stores.image
   if (!shaped) throw new CacheNotReady('the embedding cache returned no states')

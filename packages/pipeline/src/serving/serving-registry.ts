@@ -6,10 +6,10 @@
 //   lacks (added while it trained, or while it was not loaded) are embedded by its SAN and
 //   appended, in Postgres and in memory. Cold start is therefore just "cache, then reload".
 // - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
+import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
 import { ServingModel, type ScoredItem } from '@iisan/model/serving'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
-import { unseenItemStates } from './cold-start.ts'
 
 const DISPOSE_GRACE_MS = 60_000
 
