@@ -1,17 +1,13 @@
 // IISAN through the whole platform, on real services: API and embedding cache in-process, the
 // training worker as its own process. Import → cache → train IISAN → serve; activation switches
 // under load; a cold-start item becomes recommendable with no training job running.
-import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import request from 'supertest'
+import type request from 'supertest'
 import { initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
-import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, trainAndWait, type TestPlatform } from './helpers/platform.ts'
+import { startServices, trainAndWait, type ServicesUnderTest } from './helpers/platform.ts'
 
-let platform: TestPlatform
-let api: Awaited<ReturnType<typeof createTestApi>>
-let cache: Awaited<ReturnType<typeof createTestCache>>
-let worker: ChildProcess
+let services: ServicesUnderTest
 let http: ReturnType<typeof request>
 const slice = sampleDataset(300)
 let datasetId: string
@@ -19,23 +15,14 @@ let iisanModel: string
 
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })
-  platform = await createTestPlatform('platform')
-  const { env } = platform
-  cache = await createTestCache(env, 'cache-test')
-  env.EMBEDDING_CACHE_URL = await cache.app.listen({ port: 0, host: '127.0.0.1' })
-  api = await createTestApi(env, 'api-test')
-  await api.app.ready()
-  http = request(api.app.server)
-  worker = startService(WORKER_ENTRY, env)
+  services = await startServices('platform')
+  http = services.http
   const imported = await http.post('/v1/datasets').send({ name: 'scientific-300', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)
   datasetId = imported.body.id
 })
 
 afterAll(async () => {
-  await stopService(worker)
-  await api?.close()
-  await cache?.close()
-  await platform?.close()
+  await services?.close()
 })
 
 describe('IISAN end to end', () => {

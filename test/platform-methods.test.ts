@@ -1,39 +1,26 @@
 // Every registered method through the whole platform, on real services (API and embedding cache
 // in-process, the training worker as its own process): import → POST /v1/training-jobs → one epoch
 // → a model version with its efficiency figures → recommendations served by that version.
-import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import request from 'supertest'
+import type request from 'supertest'
 import { METHODS, initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
-import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, trainAndWait, type TestPlatform } from './helpers/platform.ts'
+import { startServices, trainAndWait, type ServicesUnderTest } from './helpers/platform.ts'
 
-let platform: TestPlatform
-let api: Awaited<ReturnType<typeof createTestApi>>
-let cache: Awaited<ReturnType<typeof createTestCache>>
-let worker: ChildProcess
+let services: ServicesUnderTest
 let http: ReturnType<typeof request>
 const slice = sampleDataset(80)
 let datasetId: string
 
 beforeAll(async () => {
   await initBackend({ prefer: 'wasm' })
-  platform = await createTestPlatform('methods')
-  const { env } = platform
-  cache = await createTestCache(env, 'cache-methods')
-  env.EMBEDDING_CACHE_URL = await cache.app.listen({ port: 0, host: '127.0.0.1' })
-  api = await createTestApi(env, 'api-methods')
-  await api.app.ready()
-  http = request(api.app.server)
-  worker = startService(WORKER_ENTRY, env)
+  services = await startServices('methods')
+  http = services.http
   datasetId = (await http.post('/v1/datasets').send({ name: 'scientific-80', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)).body.id
 }, 300_000)
 
 afterAll(async () => {
-  await stopService(worker)
-  await api?.close()
-  await cache?.close()
-  await platform?.close()
+  await services?.close()
 })
 
 describe.each(METHODS.map((m) => [m.name, m] as const))('%s through the platform', (name, method) => {

@@ -2,14 +2,13 @@
 // skipped and named, only ids the dataset does not know are an error — for an ID-SASRec and an
 // IISAN version alike, explicit histories and stored ones, events and item-to-item. On the real
 // services: API and embedding cache (demo backbones) in-process, the worker as its own process.
-import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import request from 'supertest'
+import type request from 'supertest'
 import { initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
 import { addItems } from '@iisan/storage'
 import { countDropped, distinct } from './helpers/dropped-items.ts'
-import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, trainAndWait, type TestPlatform } from './helpers/platform.ts'
+import { startServices, trainAndWait, type ServicesUnderTest, type TestPlatform } from './helpers/platform.ts'
 
 // 100 users: 627 items, of which the protocol drops 16 (they occur only early in long histories)
 const slice = sampleDataset(100)
@@ -24,9 +23,7 @@ const NO_STATES = { externalId: 'NO-STATES-1', title: 'Item added straight to th
 
 type Json = any
 let platform: TestPlatform
-let api: Awaited<ReturnType<typeof createTestApi>>
-let cache: Awaited<ReturnType<typeof createTestCache>>
-let worker: ChildProcess
+let services: ServicesUnderTest
 let http: ReturnType<typeof request>
 let datasetId: string
 let idModel: string
@@ -40,14 +37,8 @@ beforeAll(async () => {
   expect(dropped.size).toBeGreaterThan(2)
   expect(mixedUser).toBeDefined()
   await initBackend({ prefer: 'wasm' })
-  platform = await createTestPlatform('anyitem')
-  const { env } = platform
-  cache = await createTestCache(env, 'anyitem-cache')
-  env.EMBEDDING_CACHE_URL = await cache.app.listen({ port: 0, host: '127.0.0.1' })
-  api = await createTestApi(env, 'anyitem-api')
-  await api.app.ready()
-  http = request(api.app.server)
-  worker = startService(WORKER_ENTRY, env)
+  services = await startServices('anyitem')
+  ;({ platform, http } = services)
   datasetId = (await http.post('/v1/datasets').send({ name: 'scientific-100', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)).body.id
   // the first version is activated by itself: ID-SASRec serves events and datasetId-only requests
   idModel = (await trainAndWait(http, { datasetId, method: 'sasrec-id', config: QUICK })).job.modelVersionId
@@ -60,10 +51,7 @@ beforeAll(async () => {
 }, 240_000)
 
 afterAll(async () => {
-  await stopService(worker)
-  await api?.close()
-  await cache?.close()
-  await platform?.close()
+  await services?.close()
 })
 
 describe('ID-SASRec: catalogue items the protocol dropped', () => {

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import net, { type AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import type request from 'supertest'
+import request from 'supertest'
 import { createLogger, loadConfig } from '@iisan/config'
 import { createRedisConnection, type Redis } from '@iisan/queue'
 import { createApiServer } from '../../services/api/src/server.ts'
@@ -162,4 +162,31 @@ export async function trainAndWait(http: ReturnType<typeof request>, body: objec
   const submitted = (await http.post('/v1/training-jobs').send(body).expect(202)).body
   const done = await waitForJob(async (p) => (await http.get(p).expect(200)).body, submitted.id, { timeoutMs })
   return { submitted, ...done }
+}
+
+/** The whole platform on real services: API and embedding cache in-process, the worker as its own process. */
+export interface ServicesUnderTest {
+  platform: TestPlatform
+  http: ReturnType<typeof request>
+  close(): Promise<void>
+}
+
+export async function startServices(name: string): Promise<ServicesUnderTest> {
+  const platform = await createTestPlatform(name)
+  const { env } = platform
+  const cache = await createTestCache(env, `${name}-cache`)
+  env.EMBEDDING_CACHE_URL = await cache.app.listen({ port: 0, host: '127.0.0.1' })
+  const api = await createTestApi(env, `${name}-api`)
+  await api.app.ready()
+  const worker = startService(WORKER_ENTRY, env)
+  return {
+    platform,
+    http: request(api.app.server),
+    close: async () => {
+      await stopService(worker)
+      await api.close()
+      await cache.close()
+      await platform.close()
+    },
+  }
 }
