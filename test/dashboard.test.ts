@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
 import { fetchCoverage, requestCacheBuild } from '@iisan/embedding-cache/client'
-import { launchBrowser, type BrowserSession, type PageProblem } from './helpers/browser.ts'
+import { chartData as chartDataOn, chartSeries, launchBrowser, type BrowserSession, type PageProblem } from './helpers/browser.ts'
 import { WORKER_ENTRY, createTestApi, createTestCache, createTestPlatform, startService, stopService, until, waitForJob, type TestPlatform } from './helpers/platform.ts'
 
 const slice = sampleDataset(200)
@@ -39,19 +39,8 @@ async function jobDone(id: string, timeoutMs = 150_000) {
   return job
 }
 
-/** The data of the Chart.js chart drawn on `canvasId`. */
-async function chartData(canvasId: string): Promise<{ labels: unknown[]; datasets: { label: string; data: (number | null)[] }[] }> {
-  return browser.page.evaluate((id) => {
-    const Chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { labels: unknown[]; datasets: { label: string; data: (number | null)[] }[] } } | undefined } }).Chart
-    const canvas = document.getElementById(id) as HTMLCanvasElement | null
-    if (!canvas) throw new Error(`no canvas #${id}`)
-    const chart = Chart.getChart(canvas)
-    if (!chart) throw new Error(`no chart on #${id}`)
-    return { labels: [...chart.data.labels], datasets: chart.data.datasets.map((d) => ({ label: d.label, data: [...d.data] })) }
-  }, canvasId)
-}
-
-const series = (data: Awaited<ReturnType<typeof chartData>>, label: string) => data.datasets.find((d) => d.label === label)?.data
+const chartData = (canvasId: string) => chartDataOn(browser.page, canvasId)
+const series = chartSeries
 
 function expectNoProblems(allowed: (p: PageProblem) => boolean = () => false) {
   const problems = browser.takeProblems().filter((p) => !allowed(p))
