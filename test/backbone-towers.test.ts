@@ -3,8 +3,8 @@
 // hand, padding and items without images, the optimiser groups, gradients reaching every group,
 // and the frozen per-layer states uncached IISAN reads — on wasm and cpu.
 import { beforeAll, describe, expect, it } from 'vitest'
-import { Params, initBackend, mulberry32, patchWasmKernels, tf, type ItemContent, type ParamGroup } from '@iisan/model'
-import { BackboneItemEncoder, frozenClsStates, uniqueItems } from '@iisan/model/backbone-towers'
+import { Params, initBackend, mulberry32, patchWasmKernels, tf, uniqueItems, type ItemContent, type ParamGroup } from '@iisan/model'
+import { BackboneItemEncoder, frozenClsStates } from '@iisan/model/backbone-towers'
 import { TrainableBert, TrainableVit, type BackboneTuning } from '@iisan/backbones/trainable'
 import type { BertConfig, VitConfig } from '@iisan/backbones'
 
@@ -37,7 +37,7 @@ function encoder(tuning: BackboneTuning, withImages = true) {
   const params = new Params(5)
   const text = TrainableBert.random(bertConfig, tuning, 1)
   const image = withImages ? TrainableVit.random(vitConfig, tuning, 2) : null
-  return { params, text, image, enc: new BackboneItemEncoder({ params, text, image, content, embeddingDim: D, seed: 5 }) }
+  return { params, text, image, enc: new BackboneItemEncoder({ params, text, image, content, embeddingDim: D }) }
 }
 
 function dispose({ params, enc }: ReturnType<typeof encoder>): void {
@@ -190,6 +190,10 @@ describe.each(['wasm', 'cpu'] as const)('on %s', (backend) => {
     const perLayer = image.forward(content.image(4)!, 1, { training: false, output: 'cls-per-layer' })
     close(Array.from(imageStates.data.subarray(16)), Array.from(perLayer[2].dataSync()))
     tf.dispose(perLayer)
+    // none of them has an image: no row, and the backbone does not run
+    const none = frozenClsStates(image, content, [1, 3, 6], { layers: [1, 2] })
+    expect(Array.from(none.rowOf).every((r) => r === -1)).toBe(true)
+    expect(none.data.length).toBe(0)
     text.dispose()
     image.dispose()
   })

@@ -7,14 +7,15 @@
 // Which backbone weights train is the backbones' tuning (@iisan/backbones/trainable).
 import * as tf from '@tensorflow/tfjs-core'
 import { gelu } from '@iisan/tensor-ops'
-import { TrainableBert, type ForwardOptions, type TrainableVit } from '@iisan/backbones/trainable'
+import { TrainableBert, type BackboneTuning, type ForwardOptions, type TrainableVit } from '@iisan/backbones/trainable'
 import type { ModalityStates } from './cached-states.ts'
 import type { ItemContent } from './item-content.ts'
-import type { ItemEncoder } from './item-encoder.ts'
-import { linear, type ParamGroup, type Params } from './params.ts'
+import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder, type TwoPassStep } from './item-encoder.ts'
+import { linear, type Initialiser, type ParamGroup, type Params } from './params.ts'
 
 // items per backbone forward in inference: bounds the [B, h, S, S] scores and the ViT activations
 const BACKBONE_CHUNK = 64
+
 const MISSING_INIT_STD = 0.02
 
 export interface BackboneItemEncoderOptions {
@@ -26,47 +27,23 @@ export interface BackboneItemEncoderOptions {
   /** D */
   embeddingDim: number
   /**
-   * Accepted for symmetry with the other encoders; the tower's initialisation follows the Params
-   * store's seed stream and dropout masks come from params.nextDropoutSeed(), so a resumed run
-   * draws the same masks.
+   * Tokens per backbone forward in training (default: defaultStepTokens): a training step's pass
+   * 2 holds the tape of one such forward (ItemEncoder.forwardForStep), so a chunk takes as many
+   * titles (BERT) or images (ViT) as fit, at least one. Each forward draws its own dropout masks,
+   * so this is part of what a run reproduces.
    */
-  seed?: number
+  stepTokens?: number
 }
 
 /**
- * ids [n] → the distinct non-zero ids in first-seen order, and for each slot its row in
- * [a default row; one row per unique id] (0 = the default, i.e. padding).
+ * Tokens per backbone forward in a training step. On wasm tfjs' tape keeps every intermediate of
+ * a forward and the backward pass a gradient for each, ≈ 5 MB per BERT-base token at its peak
+ * (measured: 8 titles of 30 tokens, LoRA, 1.7 GB of tensors at the step's peak). FFT also holds
+ * Adam's two slots and two copies of the gradients of all 110 M weights (≈ 2 GB), so its tape
+ * gets half as much. A ViT-base image is 197 tokens: one image per forward either way.
  */
-export function uniqueItems(ids: ArrayLike<number>): { unique: Int32Array; slot: Int32Array } {
-  const rowOf = new Map<number, number>()
-  const slot = new Int32Array(ids.length)
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i]
-    if (id === 0) continue
-    if (!rowOf.has(id)) rowOf.set(id, rowOf.size + 1)
-    slot[i] = rowOf.get(id)!
-  }
-  return { unique: Int32Array.from(rowOf.keys()), slot }
-}
-
-/** rows [m, D] spread over n slots, `fallback` [1, D] where slot is 0 → [n, D]; differentiable in both. */
-function withFallback(fallback: tf.Tensor2D, rows: tf.Tensor2D, slot: Int32Array): tf.Tensor2D {
-  return tf.gather(tf.concat([fallback, rows], 0), tf.tensor1d(slot, 'int32'))
-}
-
-/**
- * [N+1, D] with row 0 zero: `embedUnique` on items 1..N, `chunk` items at a time, each chunk's
- * intermediates freed before the next so memory stays flat.
- */
-export function embedCatalogue(numItems: number, embeddingDim: number, chunk: number, embedUnique: (ids: Int32Array) => tf.Tensor2D): tf.Tensor2D {
-  const parts: tf.Tensor2D[] = [tf.zeros([1, embeddingDim])]
-  for (let first = 1; first <= numItems; first += chunk) {
-    const ids = Int32Array.from({ length: Math.min(chunk, numItems - first + 1) }, (_, i) => first + i)
-    parts.push(tf.tidy(() => embedUnique(ids)))
-  }
-  const all = tf.concat(parts, 0) as tf.Tensor2D
-  for (const p of parts) p.dispose()
-  return all
+export function defaultStepTokens(tuning: BackboneTuning): number {
+  return tuning.kind === 'full' ? 128 : 256
 }
 
 /**
@@ -127,6 +104,7 @@ export function frozenClsStates(
   for (let first = 0; first < distinct.length; first += chunk) {
     tf.tidy(() => {
       const { present, outputs } = forwardItems(backbone, content, distinct.slice(first, first + chunk), { training: false, output: 'cls-per-layer' })
+      if (!present.length) return // no image among them
       const perLayer = layers.map((l) => outputs[l].dataSync() as Float32Array) // [present, d] each
       present.forEach((id, i) => {
         const row = new Float32Array(layers.length * d)
@@ -141,12 +119,33 @@ export function frozenClsStates(
   return { numLayers: L, width: d, rowOf, data, layers }
 }
 
+/** One backbone forward of a training step: which items, where their rows sit, the dropout draws made before it. */
+interface BackboneChunk {
+  backbone: TrainableBert | TrainableVit
+  ids: Int32Array
+  /** its rows' offset in the backbone's [CLS] rows, and their count (the items it had content for) */
+  first: number
+  rows: number
+  dropoutCalls: number
+}
+
+/** The [CLS] rows the heads read: BERT's for every item, ViT's for the items with an image (in `imagePresent` order). */
+interface ClsRows {
+  text: tf.Tensor2D
+  image: tf.Tensor2D | null
+  imagePresent: number[]
+  chunks: BackboneChunk[]
+}
+
 export class BackboneItemEncoder implements ItemEncoder {
   readonly embeddingDim: number
   private readonly params: Params
   private readonly text: TrainableBert
   private readonly image: TrainableVit | null
   private readonly content: ItemContent
+  private readonly stepTokens: number
+  /** what trains, by part: each backbone's trainable weights, and the heads */
+  private readonly variables = new Map<TrainableBert | TrainableVit | 'heads', tf.Variable[]>()
 
   constructor(options: BackboneItemEncoderOptions) {
     const { params, text, image, content, embeddingDim: D } = options
@@ -155,41 +154,96 @@ export class BackboneItemEncoder implements ItemEncoder {
     this.image = image
     this.content = content
     this.embeddingDim = D
+    this.stepTokens = options.stepTokens ?? defaultStepTokens(text.tuning)
     // The authors' optimiser groups (run.py): a backbone's own weights train at its encoder rate,
     // what a tuning adds to it (adapter / lora in the name) at its adapter rate.
     const adopt = (prefix: string, backbone: TrainableBert | TrainableVit, own: ParamGroup, added: ParamGroup) => {
-      for (const w of backbone.trainableWeights()) params.adopt(`${prefix}.${w.name}`, w.variable, w.role === 'backbone' ? own : added)
+      this.variables.set(
+        backbone,
+        backbone.trainableWeights().map((w) => params.adopt(`${prefix}.${w.name}`, w.variable, w.role === 'backbone' ? own : added)),
+      )
     }
     adopt('text', text, 'textEncoder', 'textAdapters')
     if (image) adopt('image', image, 'imageEncoder', 'imageAdapters')
 
     // fc, classifier and com_dense are "recsys" by the name rules; fc and com_dense keep
     // nn.Linear's default init, the classifier run.py's xavier_normal_ weight and zero bias.
+    const heads: tf.Variable[] = []
+    this.variables.set('heads', heads)
+    const head = (name: string, shape: number[], init: Initialiser) => heads.push(params.add(name, shape, init, 'recsys'))
     const dText = text.hiddenSize
-    params.add('text.fc.w', [dText, D], { torchLinear: dText }, 'recsys')
-    params.add('text.fc.b', [D], { torchLinear: dText }, 'recsys')
+    head('text.fc.w', [dText, D], { torchLinear: dText })
+    head('text.fc.b', [D], { torchLinear: dText })
     if (image) {
-      params.add('image.classifier.w', [image.hiddenSize, D], 'xavier', 'recsys')
-      params.add('image.classifier.b', [D], 'zeros', 'recsys')
+      head('image.classifier.w', [image.hiddenSize, D], 'xavier')
+      head('image.classifier.b', [D], 'zeros')
     }
     // Items without an image (the authors' datasets have one for every item; Scientific as shipped
     // has none) take a learned e_v instead, initialised like the SAN's missing states. It stands
     // in for the classifier's output, so it learns at the classifier's (recsys) rate.
-    params.add('image.missing', [D], { normalStd: MISSING_INIT_STD }, 'recsys')
-    params.add('com_dense.w', [2 * D, D], { torchLinear: 2 * D }, 'recsys')
-    params.add('com_dense.b', [D], { torchLinear: 2 * D }, 'recsys')
+    head('image.missing', [D], { normalStd: MISSING_INIT_STD })
+    head('com_dense.w', [2 * D, D], { torchLinear: 2 * D })
+    head('com_dense.b', [D], { torchLinear: 2 * D })
   }
 
   get numItems(): number {
     return this.content.numItems
   }
 
-  /** ids [n] → [n, D]; the backbones see each distinct real item once, padding (0) gets zeros. */
+  /**
+   * ids [n] → [n, D]; the backbones see each distinct real item once, in training as many per
+   * forward as `stepTokens` allows (forwardForStep's chunks, so one tape over this gives the
+   * two-pass gradients); padding (0) gets zeros.
+   */
   embed(ids: Int32Array, training: boolean): tf.Tensor2D {
     const { unique, slot } = uniqueItems(ids)
-    const D = this.embeddingDim
-    const rows = unique.length ? this.embedUnique(unique, training) : (tf.zeros([0, D]) as tf.Tensor2D)
-    return withFallback(tf.zeros([1, D]), rows, slot)
+    return spreadRows(this.embedUnique(unique, training), slot)
+  }
+
+  /**
+   * Pass 1 of a two-pass step (ItemEncoder.forwardForStep): embed's backbone chunks off the tape,
+   * each with the dropout draws made before it; pass 2 takes the heads' gradients (and dL/d[CLS])
+   * on one small tape, then each backbone chunk's under a tape of its own.
+   */
+  forwardForStep(ids: Int32Array): TwoPassStep {
+    const { unique: uniqueIds, slot } = uniqueItems(ids)
+    const cls = this.clsRows(uniqueIds, true, true)
+    const unique = this.heads(uniqueIds, cls)
+    const backward = (dUnique: tf.Tensor2D): tf.NamedTensorMap => {
+      const after = this.params.dropoutCalls
+      const headVariables = this.variables.get('heads')!
+      const leaves = cls.image ? [cls.text, cls.image] : [cls.text]
+      const { value, grads } = tf.engine().gradients(() => tf.sum(tf.mul(this.heads(uniqueIds, cls), dUnique)), [...leaves, ...headVariables], undefined, true)
+      value.dispose()
+      const [dText, dImage] = grads
+      const sum: tf.NamedTensorMap = {}
+      headVariables.forEach((v, i) => {
+        const grad = grads[leaves.length + i]
+        if (grad) sum[v.name] = grad
+      })
+      const opts = this.forwardOptions(true)
+      for (const chunk of cls.chunks) {
+        const variables = this.variables.get(chunk.backbone) ?? []
+        if (!variables.length) continue
+        // pass 1's masks for this chunk: the seeds follow the store's count of draws
+        this.params.dropoutCalls = chunk.dropoutCalls
+        const d = chunk.backbone === this.text ? dText : dImage
+        const chunkGrads = tf.tidy(() => {
+          const dRows = tf.slice(d, [chunk.first, 0], [chunk.rows, d.shape[1]!])
+          const rows = () => forwardItems(chunk.backbone, this.content, chunk.ids, opts).outputs[0]
+          return tf.variableGrads(() => tf.sum(tf.mul(rows(), dRows)), variables).grads
+        })
+        for (const [name, grad] of Object.entries(chunkGrads)) {
+          const before = sum[name]
+          sum[name] = before ? tf.add(before, grad) : grad
+          if (before) tf.dispose([before, grad])
+        }
+      }
+      tf.dispose(leaves.map((_, i) => grads[i]))
+      this.params.dropoutCalls = after
+      return sum
+    }
+    return { unique, slot, backward }
   }
 
   embedAll(): tf.Tensor2D {
@@ -198,25 +252,68 @@ export class BackboneItemEncoder implements ItemEncoder {
 
   /** ids [n] (distinct, ≥ 1) → item embeddings [n, D]. */
   embedUnique(ids: Int32Array, training: boolean): tf.Tensor2D {
-    const opts: ForwardOptions = { training, output: 'last-cls', dropoutSeed: () => this.params.nextDropoutSeed() }
-    const p = (name: string) => this.params.get(name)
-    const [textCls] = forwardItems(this.text, this.content, ids, opts).outputs // [n, d_t]
-    const eText = gelu(linear(textCls, p('text.fc.w') as tf.Tensor2D, p('text.fc.b') as tf.Tensor1D))
-    const eImage = this.imageEmbeddings(ids, opts)
-    return linear(tf.concat([eImage, eText], 1), p('com_dense.w') as tf.Tensor2D, p('com_dense.b') as tf.Tensor1D)
+    return this.heads(ids, this.clsRows(ids, training, false))
   }
 
-  /** e_v [n, D]: the ViT head where the item has an image, the learned missing vector elsewhere. */
-  private imageEmbeddings(ids: Int32Array, opts: ForwardOptions): tf.Tensor2D {
+  private forwardOptions(training: boolean): ForwardOptions {
+    return { training, output: 'last-cls', dropoutSeed: () => this.params.nextDropoutSeed() }
+  }
+
+  /**
+   * The backbones' [CLS] rows of distinct ids: BERT on every title, then ViT on the items that
+   * have an image. In training each forward takes as many items as `stepTokens` allows (at least
+   * one) and notes the dropout draws made before it; in inference all at once. `offTape`: each
+   * chunk in a tidy of its own, its intermediates freed at once.
+   */
+  private clsRows(ids: Int32Array, training: boolean, offTape: boolean): ClsRows {
+    const opts = this.forwardOptions(training)
+    const chunks: BackboneChunk[] = []
+    const run = (backbone: TrainableBert | TrainableVit, seqLen: number): { rows: tf.Tensor2D | null; present: number[] } => {
+      const perChunk = training ? Math.max(1, Math.floor(this.stepTokens / seqLen)) : ids.length
+      const parts: tf.Tensor2D[] = []
+      const present: number[] = []
+      for (let first = 0; first < ids.length; first += perChunk) {
+        const chunkIds = ids.subarray(first, first + perChunk)
+        const dropoutCalls = this.params.dropoutCalls
+        let chunkPresent: number[] = []
+        const forward = () => {
+          const out = forwardItems(backbone, this.content, chunkIds, opts)
+          chunkPresent = out.present
+          return out.outputs[0]
+        }
+        const rows = offTape ? tf.tidy(forward) : forward()
+        if (!chunkPresent.length) continue // no image among them: the backbone did not run
+        chunks.push({ backbone, ids: chunkIds, first: present.length, rows: chunkPresent.length, dropoutCalls })
+        parts.push(rows)
+        present.push(...chunkPresent)
+      }
+      if (parts.length <= 1) return { rows: parts[0] ?? null, present }
+      const rows = tf.concat(parts, 0) as tf.Tensor2D
+      if (offTape) tf.dispose(parts)
+      return { rows, present }
+    }
+    const text = run(this.text, this.content.text.seqLen)
+    const image = this.image ? run(this.image, this.image.seqLen) : { rows: null, present: [] }
+    return { text: text.rows ?? (tf.zeros([0, this.text.hiddenSize]) as tf.Tensor2D), image: image.rows, imagePresent: image.present, chunks }
+  }
+
+  /**
+   * The heads on the backbones' [CLS] rows → [n, D]: e_t = GELU(fc(text)), e_v = GELU(classifier(image))
+   * where the item has an image and the learned missing vector elsewhere, com_dense([e_v, e_t]).
+   */
+  private heads(ids: Int32Array, cls: ClsRows): tf.Tensor2D {
     const D = this.embeddingDim
-    const missing = tf.reshape(this.params.get('image.missing'), [1, D]) as tf.Tensor2D
-    const { present, outputs } = this.image ? forwardItems(this.image, this.content, ids, opts) : { present: [], outputs: [] }
-    if (!present.length) return tf.tile(missing, [ids.length, 1])
-    const rowOf = new Map(present.map((id, j) => [id, j + 1]))
-    const slot = Int32Array.from(ids, (id) => rowOf.get(id) ?? 0)
     const p = (name: string) => this.params.get(name)
-    const eImage = gelu(linear(outputs[0], p('image.classifier.w') as tf.Tensor2D, p('image.classifier.b') as tf.Tensor1D)) // [m, D]
-    return withFallback(missing, eImage, slot)
+    const eText = gelu(linear(cls.text, p('text.fc.w') as tf.Tensor2D, p('text.fc.b') as tf.Tensor1D))
+    const missing = tf.reshape(p('image.missing'), [1, D]) as tf.Tensor2D
+    let eImage: tf.Tensor2D
+    if (!cls.image) eImage = tf.tile(missing, [ids.length, 1])
+    else {
+      const rowOf = new Map(cls.imagePresent.map((id, j) => [id, j + 1]))
+      const slot = Int32Array.from(ids, (id) => rowOf.get(id) ?? 0)
+      eImage = spreadRows(gelu(linear(cls.image, p('image.classifier.w') as tf.Tensor2D, p('image.classifier.b') as tf.Tensor1D)), slot, missing)
+    }
+    return linear(tf.concat([eImage, eText], 1), p('com_dense.w') as tf.Tensor2D, p('com_dense.b') as tf.Tensor1D)
   }
 
   /** The backbones' frozen weights; their trainable ones belong to the Params store. */

@@ -1,4 +1,4 @@
-// Tensor-backend selection and the two wasm fixes training depends on.
+// Tensor-backend selection and the wasm fixes training depends on.
 //
 // Preference order (docs/ARCHITECTURE.md): tfjs-node-gpu → tfjs-node → wasm → cpu. The native packages are
 // optional dependencies whose install downloads libtensorflow; where that failed they are absent
@@ -74,6 +74,8 @@ export function patchWasmKernels(): void {
   patched = true
   registerUnsortedSegmentSum()
   registerFastTransposedBatchMatMul()
+  registerSharedIdentity()
+  wasmHeapMeter()
 }
 
 interface WasmBackendLike {
@@ -81,6 +83,103 @@ interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): TensorInfo
   typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array
   disposeData(dataId: object): void
+  incRef(dataId: object): void
+}
+
+/**
+ * Identity is what tf.clone runs, and the gradient tape clones every tensor a backward pass needs
+ * (engine.saveTensorsForBackwardMode). tfjs-backend-wasm 4.22 copies the buffer there, so every
+ * weight, input and activation a step's tape keeps existed twice on the wasm heap (a BERT-base
+ * step: gigabytes). The cpu backend shares the buffer and counts a reference instead, as wasm's
+ * own Reshape already does; no wasm kernel writes into its inputs, so sharing is safe. The buffer
+ * is freed when its last tensor is (the backend's refCount).
+ */
+function registerSharedIdentity(): void {
+  const kernelFunc: KernelFunc = ({ inputs, backend }) => {
+    const x = inputs.x as TensorInfo
+    ;(backend as unknown as WasmBackendLike).incRef(x.dataId)
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype }
+  }
+  tf.unregisterKernel('Identity', 'wasm')
+  tf.registerKernel({ kernelName: 'Identity', backendName: 'wasm', kernelFunc })
+}
+
+interface WasmModuleLike {
+  HEAPU8: Uint8Array
+  _malloc(bytes: number): number
+  _free(pointer: number): void
+  asm?: { malloc(bytes: number): number; free(pointer: number): void }
+}
+
+export interface WasmHeapMeter {
+  /** bytes the backend has allocated on the wasm heap and not freed (tensor buffers), since the meter started */
+  live(): number
+  /** the highest `live` since the meter started or since the last resetPeak */
+  peak(): number
+  resetPeak(): void
+  /** the size of the wasm heap itself: it grows on demand and never shrinks (4 GB at most) */
+  heapBytes(): number
+}
+
+let meter: WasmHeapMeter | undefined
+
+/** The wasm heap ran out (it holds at most 4 GB): what was being allocated, and how much was live. */
+export class WasmOutOfMemory extends Error {
+  constructor(bytes: number, live: number) {
+    super(`out of wasm memory: ${(bytes / 2 ** 20).toFixed(1)} MB more did not fit next to ${(live / 2 ** 20).toFixed(0)} MB of tensors (the wasm heap holds at most 4 GB; use smaller batches or chunks)`)
+    this.name = 'WasmOutOfMemory'
+  }
+}
+
+/**
+ * Counts what the wasm backend mallocs and frees (its tensor buffers; not what kernels allocate
+ * inside the module), from the first call on — patchWasmKernels makes that call. tf.memory()'s
+ * numBytes cannot tell: it counts every tensor in full, buffers that tensors share included.
+ * Null on another backend.
+ */
+export function wasmHeapMeter(): WasmHeapMeter | null {
+  if (tf.getBackend() !== 'wasm') return null
+  meter ??= watchWasmHeap((tf.backend() as unknown as { wasm: WasmModuleLike }).wasm)
+  return meter
+}
+
+/**
+ * Wraps the module's malloc/free as the backend calls them: counts the bytes, and turns a failed
+ * allocation (malloc's 0, which tfjs does not check: the kernel then writes out of bounds or over
+ * live data) into a WasmOutOfMemory.
+ */
+function watchWasmHeap(wasm: WasmModuleLike): WasmHeapMeter {
+  const sizes = new Map<number, number>()
+  let live = 0
+  let peak = 0
+  // the module's own exports: emscripten's _malloc/_free are stubs that replace themselves with
+  // these on first use, which would also replace the wrappers below
+  const malloc = wasm.asm?.malloc ?? wasm._malloc.bind(wasm)
+  const free = wasm.asm?.free ?? wasm._free.bind(wasm)
+  wasm._malloc = (bytes: number) => {
+    const pointer = malloc(bytes)
+    if (pointer === 0 && bytes > 0) throw new WasmOutOfMemory(bytes, live)
+    sizes.set(pointer >>> 0, bytes)
+    live += bytes
+    peak = Math.max(peak, live)
+    return pointer
+  }
+  wasm._free = (pointer: number) => {
+    const bytes = sizes.get(pointer >>> 0)
+    if (bytes !== undefined) {
+      sizes.delete(pointer >>> 0)
+      live -= bytes
+    }
+    free(pointer)
+  }
+  return {
+    live: () => live,
+    peak: () => peak,
+    resetPeak: () => {
+      peak = live
+    },
+    heapBytes: () => wasm.HEAPU8.length,
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core'
 import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type NewItemStates } from './cached-states.ts'
 export type { NewItemStates } from './cached-states.ts'
-import type { ItemEncoder } from './item-encoder.ts'
+import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
 import type { Params } from './params.ts'
 import { addTower, interTower, intraTower, sideLayersFor, type SanActivation } from './san.ts'
 import type { UserEncoderConfig } from './user-encoder.ts'
@@ -119,35 +119,12 @@ export class IisanItemEncoder implements ItemEncoder {
 
   embed(ids: Int32Array): tf.Tensor2D {
     // SAN on the unique real items only, then scatter back; padding (0) gets a zero vector.
-    const unique: number[] = []
-    const position = new Map<number, number>()
-    const inverse = new Int32Array(ids.length)
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]
-      if (id === 0) continue
-      let p = position.get(id)
-      if (p === undefined) {
-        p = unique.length + 1 // row 0 of the gathered matrix is the padding vector
-        position.set(id, p)
-        unique.push(id)
-      }
-      inverse[i] = p
-    }
-    const embedded = unique.length ? this.embedUnique(Int32Array.from(unique)) : tf.zeros([0, this.embeddingDim])
-    const withPadding = tf.concat([tf.zeros([1, this.embeddingDim]), embedded], 0) as tf.Tensor2D
-    return tf.gather(withPadding, tf.tensor1d(inverse, 'int32')) as tf.Tensor2D
+    const { unique, slot } = uniqueItems(ids)
+    return spreadRows(unique.length ? this.embedUnique(unique) : (tf.zeros([0, this.embeddingDim]) as tf.Tensor2D), slot)
   }
 
   embedAll(): tf.Tensor2D {
-    const chunks: tf.Tensor2D[] = [tf.zeros([1, this.embeddingDim])]
-    const numItems = this.storedItems()
-    for (let start = 1; start <= numItems; start += EMBED_CHUNK) {
-      const ids = Int32Array.from({ length: Math.min(EMBED_CHUNK, numItems - start + 1) }, (_, i) => start + i)
-      chunks.push(tf.tidy(() => this.embedUnique(ids)))
-    }
-    const all = tf.concat(chunks, 0) as tf.Tensor2D
-    chunks.forEach((c) => c.dispose())
-    return all
+    return embedCatalogue(this.storedItems(), this.embeddingDim, EMBED_CHUNK, (ids) => this.embedUnique(ids))
   }
 
   /** ids [n] (distinct, ≥ 1) → e_item [n, D]. */

@@ -2,7 +2,7 @@
 // in-batch loss. One class for every method; the method (methods/registry.ts) decides only the
 // item encoder.
 import * as tf from '@tensorflow/tfjs-core'
-import type { ItemEncoder } from './item-encoder.ts'
+import { spreadRows, type ItemEncoder } from './item-encoder.ts'
 import { inBatchSoftmaxLoss, inBatchTargets, logPopularity, targetTensors, validRowsOnly } from './loss.ts'
 import type { ModelConfigBase, MethodInputs } from './methods/method.ts'
 import { getMethod } from './methods/registry.ts'
@@ -40,13 +40,37 @@ export class SequentialRecommender {
 
   /** Training loss on B windows of T+1 ids. Call inside tf.variableGrads / tidy. */
   loss(windows: Int32Array[], logProb: Float32Array): tf.Scalar {
+    return this.lossOf(windows, logProb, this.itemEncoder.embed(this.slotsOf(windows), true))
+  }
+
+  /**
+   * A training step's loss and the gradients of every parameter it reaches (by variable name).
+   * Call inside tidy. One tape over `loss`; or, for an item encoder with forwardForStep, two
+   * passes with the same result: the tape over the user side with the items' embeddings a leaf
+   * (the loss, the user side's gradients and dL/dE), then the item side's gradients from the
+   * encoder's chunked pass 2.
+   */
+  lossAndGrads(windows: Int32Array[], logProb: Float32Array): { value: tf.Scalar; grads: tf.NamedTensorMap } {
+    const slots = this.slotsOf(windows)
+    const step = this.itemEncoder.forwardForStep?.(slots)
+    if (!step) return tf.variableGrads(() => this.lossOf(windows, logProb, this.itemEncoder.embed(slots, true)))
+    const variables = this.params.entries().map(([, v]) => v)
+    const { value, grads } = tf.engine().gradients(() => this.lossOf(windows, logProb, spreadRows(step.unique, step.slot)), [step.unique, ...variables], undefined, true)
+    const [dUnique, ...userGrads] = grads
+    const named: tf.NamedTensorMap = {}
+    variables.forEach((v, i) => {
+      if (userGrads[i]) named[v.name] = userGrads[i]
+    })
+    for (const [name, grad] of Object.entries(step.backward(dUnique as tf.Tensor2D))) named[name] = named[name] ? tf.add(named[name], grad) : grad
+    return { value, grads: named }
+  }
+
+  /** The in-batch loss from the windows' item embeddings [B·(T+1), D] (the slots of slotsOf). */
+  private lossOf(windows: Int32Array[], logProb: Float32Array, candidateEmb: tf.Tensor2D): tf.Scalar {
     const B = windows.length
     const W = this.maxSeqLen + 1
     const T = this.maxSeqLen
     const D = this.config.embeddingDim
-    const slots = new Int32Array(B * W)
-    windows.forEach((w, b) => slots.set(w, b * W))
-    const candidateEmb = this.itemEncoder.embed(slots, true) // [B·(T+1), D]
     const inputEmb = tf.slice(tf.reshape(candidateEmb, [B, W, D]), [0, 0, 0], [B, T, D]) as tf.Tensor3D
     const valid = tf.tensor2d(
       windows.map((w) => Array.from(w.subarray(0, T), (id) => (id !== 0 ? 1 : 0))),
@@ -56,7 +80,15 @@ export class SequentialRecommender {
     // Score only the rows that predict a real item (padding rows would be averaged out anyway).
     const targets = validRowsOnly(inBatchTargets(windows))
     const validStates = tf.gather(states, tf.tensor1d(targets.rowIndex, 'int32')) as tf.Tensor2D
-    return inBatchSoftmaxLoss(validStates, candidateEmb, tf.tensor1d(logPopularity(slots, logProb)), targetTensors(targets))
+    return inBatchSoftmaxLoss(validStates, candidateEmb, tf.tensor1d(logPopularity(this.slotsOf(windows), logProb)), targetTensors(targets))
+  }
+
+  /** B windows of T+1 ids → their ids in one row-major [B·(T+1)] array. */
+  private slotsOf(windows: Int32Array[]): Int32Array {
+    const W = this.maxSeqLen + 1
+    const slots = new Int32Array(windows.length * W)
+    windows.forEach((w, b) => slots.set(w, b * W))
+    return slots
   }
 
   /**
@@ -82,11 +114,7 @@ export class SequentialRecommender {
 
   /** Before a training step's forward pass, outside the gradient tape: the item encoder's preparation for these windows. */
   prepare(windows: Int32Array[]): void {
-    if (!this.itemEncoder.prepare) return
-    const W = this.maxSeqLen + 1
-    const slots = new Int32Array(windows.length * W)
-    windows.forEach((w, b) => slots.set(w, b * W))
-    this.itemEncoder.prepare(slots)
+    this.itemEncoder.prepare?.(this.slotsOf(windows))
   }
 
   dispose(): void {

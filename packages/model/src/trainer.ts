@@ -6,7 +6,7 @@ import type { ProtocolData } from './data.ts'
 import { evaluateRanking } from './evaluate.ts'
 import { logProbabilities } from './loss.ts'
 import type { RankingMetrics } from './metrics.ts'
-import type { ParamGroup } from './params.ts'
+import type { ParamGroup, Params } from './params.ts'
 import type { SequentialRecommender } from './recommender.ts'
 import { optimizerSlots, restoreOptimizerSlots, type EpochSummary, type TrainingState } from './training-state.ts'
 
@@ -255,19 +255,33 @@ function optimizerEntries(optimizers: GroupOptimizers): [ParamGroup, tf.Optimize
   return Object.entries(optimizers) as [ParamGroup, tf.Optimizer][]
 }
 
-/** One Adam step on a batch of windows; returns the loss. Every intermediate tensor is freed. */
+/**
+ * One Adam step on a batch of windows; returns the loss. Every intermediate tensor is freed. The
+ * gradients are SequentialRecommender.lossAndGrads' (one tape, or the item encoder's two passes).
+ */
 export function trainStep(model: SequentialRecommender, optimizers: GroupOptimizers, windows: Int32Array[], logProb: Float32Array): number {
   model.prepare(windows)
   return tf.tidy(() => {
-    const { value, grads } = tf.variableGrads(() => model.loss(windows, logProb))
-    const byGroup: Partial<Record<ParamGroup, tf.NamedTensorMap>> = {}
-    for (const [name, grad] of Object.entries(grads)) {
-      const group = model.params.groupOf(name)
-      if (group) (byGroup[group] ??= {})[name] = grad
-    }
-    for (const [group, optimizer] of optimizerEntries(optimizers)) optimizer.applyGradients(byGroup[group] ?? {})
+    const { value, grads } = model.lossAndGrads(windows, logProb)
+    applyGradients(model.params, optimizers, grads)
     return value.dataSync()[0]
   })
+}
+
+/**
+ * Each parameter's gradient (keyed by variable name) to the optimiser of its group. tfjs' Adam
+ * matches its slots to variables by position in the map it is given, so every group's map lists
+ * all of the group's variables in the store's order, null for one without a gradient this step
+ * (Adam skips it, as PyTorch skips a parameter whose grad is None): a batch that leaves a
+ * parameter out (no item with an image) cannot shift the others onto its slots.
+ */
+export function applyGradients(params: Params, optimizers: GroupOptimizers, grads: tf.NamedTensorMap): void {
+  const byGroup: Partial<Record<ParamGroup, Record<string, tf.Tensor | null>>> = {}
+  for (const [, variable] of params.entries()) {
+    const group = params.groupOf(variable.name)!
+    ;(byGroup[group] ??= {})[variable.name] = grads[variable.name] ?? null
+  }
+  for (const [group, optimizer] of optimizerEntries(optimizers)) optimizer.applyGradients((byGroup[group] ?? {}) as tf.NamedTensorMap)
 }
 
 async function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.Tensor2D) => Promise<R>): Promise<R> {
@@ -281,7 +295,72 @@ async function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.
 
 /** Adam per learning-rate group the model has, with PyTorch's ε = 1e-8 (tfjs defaults to 1e-7). */
 export function createOptimizers(rates: LearningRates, groups: ParamGroup[]): GroupOptimizers {
-  return Object.fromEntries(groups.map((group) => [group, tf.train.adam(learningRateOf(group, rates), 0.9, 0.999, 1e-8)]))
+  return Object.fromEntries(groups.map((group) => [group, new StepwiseAdam(learningRateOf(group, rates), 0.9, 0.999, 1e-8)]))
+}
+
+/** What StepwiseAdam reads of tfjs' Adam (private there). */
+interface AdamState {
+  accBeta1: tf.Variable
+  accBeta2: tf.Variable
+  accumulatedFirstMoment: { originalName: string; variable: tf.Variable }[]
+  accumulatedSecondMoment: { originalName: string; variable: tf.Variable }[]
+}
+
+/**
+ * tfjs' Adam, one variable at a time with each temporary freed as soon as it is used. tf.train.adam
+ * runs the whole update in one tidy, so the ≈ 12 temporaries of every variable live until the
+ * last variable is done: twelve copies of the weights, 5 GB for FFT on BERT-base, more than the
+ * wasm heap. Here at most ≈ 3 of one variable are (the word embeddings: 90 MB each). The same
+ * operations in the same order, so the same numbers, and the same slots (getWeights /
+ * setWeights, training states).
+ */
+export class StepwiseAdam extends tf.AdamOptimizer {
+  override applyGradients(variableGradients: Parameters<tf.AdamOptimizer['applyGradients']>[0]): void {
+    const state = this as unknown as AdamState
+    const names = Array.isArray(variableGradients) ? variableGradients.map((v) => v.name) : Object.keys(variableGradients)
+    const [oneMinusAccBeta1, oneMinusAccBeta2] = tf.tidy(() => [tf.sub(1, state.accBeta1), tf.sub(1, state.accBeta2)])
+    names.forEach((name, i) =>
+      tf.tidy(() => {
+        const value = tf.engine().registeredVariables[name]
+        state.accumulatedFirstMoment[i] ??= { originalName: `${name}/m`, variable: tf.tidy(() => tf.zerosLike(value).variable(false)) }
+        state.accumulatedSecondMoment[i] ??= { originalName: `${name}/v`, variable: tf.tidy(() => tf.zerosLike(value).variable(false)) }
+        const gradient = Array.isArray(variableGradients) ? variableGradients[i].tensor : variableGradients[name]
+        if (gradient == null) return
+        const firstMoment = state.accumulatedFirstMoment[i].variable
+        const secondMoment = state.accumulatedSecondMoment[i].variable
+        const m1 = tf.mul(firstMoment, this.beta1)
+        const g1 = tf.mul(gradient, 1 - this.beta1)
+        const newFirstMoment = tf.add(m1, g1)
+        tf.dispose([m1, g1])
+        const square = tf.square(gradient)
+        const g2 = tf.mul(square, 1 - this.beta2)
+        const v1 = tf.mul(secondMoment, this.beta2)
+        const newSecondMoment = tf.add(v1, g2)
+        tf.dispose([square, g2, v1])
+        const mHat = tf.div(newFirstMoment, oneMinusAccBeta1)
+        const vHat = tf.div(newSecondMoment, oneMinusAccBeta2)
+        firstMoment.assign(newFirstMoment)
+        secondMoment.assign(newSecondMoment)
+        tf.dispose([newFirstMoment, newSecondMoment]) // the slots hold them now
+        const root = tf.sqrt(vHat)
+        const denominator = tf.add(root, this.epsilon)
+        tf.dispose([vHat, root])
+        const ratio = tf.div(mHat, denominator)
+        tf.dispose([mHat, denominator])
+        const update = tf.mul(ratio, -this.learningRate)
+        ratio.dispose()
+        const newValue = tf.add(update, value)
+        update.dispose()
+        value.assign(newValue)
+      }),
+    )
+    tf.dispose([oneMinusAccBeta1, oneMinusAccBeta2])
+    tf.tidy(() => {
+      state.accBeta1.assign(tf.mul(state.accBeta1, this.beta1))
+      state.accBeta2.assign(tf.mul(state.accBeta2, this.beta2))
+    })
+    this.incrementIterations()
+  }
 }
 
 /** A small seeded generator whose whole state is one integer (so a training state can carry it). */

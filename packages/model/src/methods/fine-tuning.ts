@@ -19,6 +19,8 @@ export interface FineTuningConfig extends ModelConfigBase {
   /** null: trained without images (the catalogue has none) */
   image: BackboneShape | null
   tuning: BackboneTuning
+  /** tokens per backbone forward in a training step (BackboneItemEncoderOptions.stepTokens; default by tuning) */
+  stepTokens?: number
 }
 
 export interface FineTuningSpec {
@@ -79,7 +81,7 @@ export function fineTuningMethod(spec: FineTuningSpec): TrainingMethod<FineTunin
       const { backbones, content } = inputs
       const text = TrainableBert.load(backbones.text.config, backbones.text.checkpoint, config.tuning, config.seed)
       const image = backbones.image ? TrainableVit.load(backbones.image.config, backbones.image.checkpoint, config.tuning, config.seed + 1) : null
-      return new BackboneItemEncoder({ params, text, image, content, embeddingDim: config.embeddingDim, seed: config.seed })
+      return new BackboneItemEncoder({ params, text, image, content, embeddingDim: config.embeddingDim, stepTokens: config.stepTokens })
     },
   }
 }
