@@ -3,10 +3,11 @@
 // hand, padding and items without images, the optimiser groups, gradients reaching every group,
 // and the frozen per-layer states uncached IISAN reads — on wasm and cpu.
 import { beforeAll, describe, expect, it } from 'vitest'
-import { Params, initBackend, mulberry32, patchWasmKernels, tf, uniqueItems, type ItemContent, type ParamGroup } from '@iisan/model'
+import { Params, initBackend, patchWasmKernels, tf, uniqueItems, type ParamGroup } from '@iisan/model'
 import { BackboneItemEncoder, frozenClsStates } from '@iisan/model/backbone-towers'
 import { TrainableBert, TrainableVit, type BackboneTuning } from '@iisan/backbones/trainable'
 import type { BertConfig, VitConfig } from '@iisan/backbones'
+import { tinyItemContent } from './tiny-item-content.ts'
 
 const common = { numLayers: 2, hiddenSize: 16, numHeads: 2, intermediateSize: 32, layerNormEps: 1e-12, hiddenAct: 'gelu' as const }
 const bertConfig: BertConfig = { modelType: 'bert', ...common, vocabSize: 50, maxPositions: 16, typeVocabSize: 2, padTokenId: 0 }
@@ -16,22 +17,7 @@ const N = 7
 const SEQ = 5
 
 /** 7 items; titles of 3–5 tokens; images for items 2, 4 and 5 only. */
-function tinyContent(): ItemContent {
-  const random = mulberry32(3)
-  const inputIds = new Int32Array((N + 1) * SEQ)
-  const attentionMask = new Int32Array((N + 1) * SEQ)
-  for (let item = 1; item <= N; item++) {
-    const length = 3 + (item % 3)
-    for (let t = 0; t < length; t++) {
-      inputIds[item * SEQ + t] = t === 0 ? 2 : 4 + Math.floor(random() * 45)
-      attentionMask[item * SEQ + t] = 1
-    }
-  }
-  const images = new Map([2, 4, 5].map((item) => [item, Float32Array.from({ length: 3 * 32 * 32 }, () => random() * 2 - 1)]))
-  return { numItems: N, text: { inputIds, attentionMask, seqLen: SEQ }, image: (i) => images.get(i) ?? null }
-}
-
-const content = tinyContent()
+const content = tinyItemContent(N, SEQ, [2, 4, 5])
 
 function encoder(tuning: BackboneTuning, withImages = true) {
   const params = new Params(5)

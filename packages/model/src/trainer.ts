@@ -310,7 +310,7 @@ interface AdamState {
  * tfjs' Adam, one variable at a time with each temporary freed as soon as it is used. tf.train.adam
  * runs the whole update in one tidy, so the ≈ 12 temporaries of every variable live until the
  * last variable is done: twelve copies of the weights, 5 GB for FFT on BERT-base, more than the
- * wasm heap. Here at most ≈ 3 of one variable are (the word embeddings: 90 MB each). The same
+ * wasm heap. Here at most 3 of one variable are (BERT's word embeddings: 90 MB each). The same
  * operations in the same order, so the same numbers, and the same slots (getWeights /
  * setWeights, training states).
  */
@@ -328,23 +328,25 @@ export class StepwiseAdam extends tf.AdamOptimizer {
         if (gradient == null) return
         const firstMoment = state.accumulatedFirstMoment[i].variable
         const secondMoment = state.accumulatedSecondMoment[i].variable
+        // each new moment replaces the old one at once (the slot keeps the tensor's buffer)
         const m1 = tf.mul(firstMoment, this.beta1)
         const g1 = tf.mul(gradient, 1 - this.beta1)
         const newFirstMoment = tf.add(m1, g1)
         tf.dispose([m1, g1])
+        firstMoment.assign(newFirstMoment)
         const square = tf.square(gradient)
         const g2 = tf.mul(square, 1 - this.beta2)
+        square.dispose()
         const v1 = tf.mul(secondMoment, this.beta2)
         const newSecondMoment = tf.add(v1, g2)
-        tf.dispose([square, g2, v1])
+        tf.dispose([g2, v1])
+        secondMoment.assign(newSecondMoment)
         const mHat = tf.div(newFirstMoment, oneMinusAccBeta1)
         const vHat = tf.div(newSecondMoment, oneMinusAccBeta2)
-        firstMoment.assign(newFirstMoment)
-        secondMoment.assign(newSecondMoment)
-        tf.dispose([newFirstMoment, newSecondMoment]) // the slots hold them now
         const root = tf.sqrt(vHat)
+        vHat.dispose()
         const denominator = tf.add(root, this.epsilon)
-        tf.dispose([vHat, root])
+        root.dispose()
         const ratio = tf.div(mHat, denominator)
         tf.dispose([mHat, denominator])
         const update = tf.mul(ratio, -this.learningRate)
