@@ -59,10 +59,13 @@ export async function render(root, { args, query, signal }) {
         } catch (e) {
           if (!signal.aborted) showError(listError, e)
         }
-        renderList(list)
       }
       first = false
       const job = detail ? await detail.refresh() : undefined
+      // The detail was read after the list, so its status is the newer one: the row must not
+      // still say "running" beside a detail that says "completed".
+      if (job) list = list.map((j) => (j.id === job.id ? { ...j, ...job } : j))
+      renderList(list)
       const anyActive = list.some((j) => ACTIVE.has(j.status)) || (job && ACTIVE.has(job.status))
       return anyActive ? FAST_MS : SLOW_MS
     },
