@@ -18,7 +18,9 @@ import type { UserEncoderConfig } from '../user-encoder.ts'
  * - `cached-states`: the frozen backbones' per-layer [CLS] states, built once by the embedding cache;
  * - `item-content`: the title (and image) itself, run through the backbones in every training step.
  */
-export type ItemSource = 'item-ids' | 'cached-states' | 'item-content'
+export const ITEM_SOURCES = ['item-ids', 'cached-states', 'item-content'] as const
+
+export type ItemSource = (typeof ITEM_SOURCES)[number]
 
 /** What every method's model config holds: the user encoder, the catalogue size and the seed. */
 export interface ModelConfigBase extends UserEncoderConfig {

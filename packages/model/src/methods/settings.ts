@@ -66,9 +66,27 @@ type SharedSettings = Static<ReturnType<typeof Type.Object<typeof SHARED_PROPERT
 /** A job's complete settings: the shared keys, the rates, and whatever the method's own keys are. */
 export type TrainingConfig = SharedSettings & Record<string, unknown>
 
-/** Anything not given: the method's paper value, else the shared default. */
+/** Keys only some methods read (their `configProperties`); every other key is shared. */
+const METHOD_OWN_KEYS: ReadonlySet<string> = new Set(METHODS.flatMap((m) => Object.keys(m.configProperties)))
+
+/** Whether `method` reads `key`: a shared key, or one of its own — not a key only other methods read. */
+function reads(method: AnyTrainingMethod, key: string): boolean {
+  return !METHOD_OWN_KEYS.has(key) || key in method.configProperties
+}
+
+/** The schema's keys `method` reads, in the schema's order: the shared ones and its own. */
+export function configKeysOf(method: AnyTrainingMethod): string[] {
+  return Object.keys(TrainingConfigSchema.properties).filter((key) => reads(method, key))
+}
+
+/**
+ * A job's complete settings: anything not given is the method's paper value, else the shared
+ * default. Keys only other methods read are accepted and dropped, so the config says what the
+ * job actually trains with (the API stores it so; the CLI and the worker train with it).
+ */
 export function defaultTrainingConfig(method: AnyTrainingMethod, given: Partial<TrainingConfig> = {}): TrainingConfig {
-  return { ...PAPER_TRAINING, ...PAPER_USER_ENCODER, ...method.defaults, ...stripUndefined(given) } as TrainingConfig
+  const full = { ...PAPER_TRAINING, ...PAPER_USER_ENCODER, ...method.defaults, ...stripUndefined(given) }
+  return Object.fromEntries(Object.entries(full).filter(([key]) => reads(method, key))) as TrainingConfig
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -5,17 +5,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type SchemaOptions } from '@sinclair/typebox'
 import { PARAM_GROUPS, type ParamGroup } from '@iisan/model/params'
 import { RATE_OF_GROUP } from '@iisan/model/trainer'
-import type { AnyTrainingMethod, ItemSource } from '@iisan/model/methods/method'
+import { ITEM_SOURCES, type AnyTrainingMethod } from '@iisan/model/methods/method'
 import { METHODS, METHOD_NAMES, findMethod } from '@iisan/model/methods/registry'
-import { TrainingConfigSchema, defaultTrainingConfig, type TrainingConfig } from '@iisan/model/methods/settings'
+import { TrainingConfigSchema, configKeysOf, defaultTrainingConfig } from '@iisan/model/methods/settings'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 
 /** A union of string literals, typed as the union of `values` (a mapped array loses the tuple type). */
 const oneOf = <T extends string>(values: readonly T[], options: SchemaOptions = {}) => Type.Unsafe<T>(Type.Union(values.map((v) => Type.Literal(v)), options))
-
-// every ItemSource: describeMethod stops compiling when the type gains one this list lacks
-const ITEM_SOURCES = ['item-ids', 'cached-states', 'item-content'] as const satisfies readonly ItemSource[]
 
 const MethodSchema = Type.Object({
   name: Type.String({ description: 'what POST /v1/training-jobs takes as `method`' }),
@@ -38,28 +35,6 @@ const MethodSchema = Type.Object({
   configKeys: Type.Array(Type.String(), { description: "the config keys the method reads: the shared ones and its own; another method's keys are accepted by POST /v1/training-jobs and ignored" }),
 })
 
-/** Config keys that only some methods read; every other key of the schema is shared. */
-function ownKeysOfAnyMethod(): Set<string> {
-  return new Set(METHODS.flatMap((m) => Object.keys(m.configProperties)))
-}
-
-/** The schema's keys `method` reads, in the schema's order: the shared ones and its own. */
-export function configKeysOf(method: AnyTrainingMethod): string[] {
-  const ownKeys = ownKeysOfAnyMethod()
-  return Object.keys(TrainingConfigSchema.properties).filter((key) => !ownKeys.has(key) || key in method.configProperties)
-}
-
-/**
- * A job's complete config: the method's defaults completed by what was given, without the keys
- * only other methods read — those are accepted and ignored, so the stored config says what the
- * job actually trains with.
- */
-export function jobConfig(method: AnyTrainingMethod, given: Partial<TrainingConfig> = {}): TrainingConfig {
-  const full = defaultTrainingConfig(method, given)
-  const reads = new Set(configKeysOf(method))
-  return Object.fromEntries(Object.entries(full).filter(([key]) => reads.has(key))) as TrainingConfig
-}
-
 function describeMethod(method: AnyTrainingMethod) {
   return {
     name: method.name,
@@ -67,7 +42,7 @@ function describeMethod(method: AnyTrainingMethod) {
     reads: method.reads,
     capabilities: { coldStart: method.capabilities.coldStart },
     paramGroups: (Object.entries(method.paramGroups) as [ParamGroup, string][]).map(([group, holds]) => ({ group, holds, rateKey: RATE_OF_GROUP[group] })),
-    defaults: jobConfig(method),
+    defaults: defaultTrainingConfig(method),
     configKeys: configKeysOf(method),
   }
 }

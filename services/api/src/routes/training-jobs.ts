@@ -1,12 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { TrainingConfigSchema, TrainingMethodSchema, trainingConfigProblems } from '@iisan/pipeline'
+import { TrainingConfigSchema, TrainingMethodSchema, defaultTrainingConfig, trainingConfigProblems } from '@iisan/pipeline'
 import { getMethod } from '@iisan/model/methods/registry'
 import { JOB_LIVENESS, TERMINAL_JOB_STATUSES, type TrainingJobStatus, createTrainingJob, deleteTrainingJob, getDataset, getTrainingJob, listEpochMetrics, listTrainingJobs, requestTrainingJobCancel } from '@iisan/storage'
 import { enqueueTrainingJob } from '@iisan/queue'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
-import { jobConfig } from './methods.ts'
 
 const JobSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -48,7 +47,7 @@ export const trainingJobRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, de
     },
     async (request, reply) => {
       const { datasetId, method, config } = request.body
-      const full = jobConfig(getMethod(method), config)
+      const full = defaultTrainingConfig(getMethod(method), config)
       const problems = trainingConfigProblems(full)
       if (problems.length) throw new ApiError(400, 'VALIDATION_FAILED', `invalid training config: ${problems.map((p) => p.message).join('; ')}`, problems.map((p) => ({ instancePath: `/config/${p.fields[0]}`, message: p.message, fields: p.fields })))
       if (!(await getDataset(deps.prisma, datasetId))) throw new ApiError(404, 'NOT_FOUND', `dataset ${datasetId} not found`)
