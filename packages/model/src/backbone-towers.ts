@@ -11,7 +11,8 @@ import { TrainableBert, type BackboneTuning, type ForwardOptions, type Trainable
 import type { ModalityStates } from './cached-states.ts'
 import type { ItemContent } from './item-content.ts'
 import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder, type TwoPassStep } from './item-encoder.ts'
-import { linear, type Initialiser, type ParamGroup, type Params } from './params.ts'
+import { linear, type ParamGroup, type Params } from './params.ts'
+import { addLinear, type LinearWeights } from './san.ts'
 
 // items per backbone forward in inference: bounds the [B, h, S, S] scores and the ViT activations
 const BACKBONE_CHUNK = 64
@@ -137,6 +138,18 @@ interface ClsRows {
   chunks: BackboneChunk[]
 }
 
+/** The item tower's own layers, all "recsys" (the authors' name rules). */
+interface Heads {
+  /** fc: d_t → D */
+  fc: LinearWeights
+  /** classifier: d_v → D; null without an image backbone */
+  classifier: LinearWeights | null
+  /** the learned e_v [D] of items without an image */
+  missingImage: tf.Variable<tf.Rank.R1>
+  /** com_dense: 2D → D */
+  comDense: LinearWeights
+}
+
 export class BackboneItemEncoder implements ItemEncoder {
   readonly embeddingDim: number
   private readonly params: Params
@@ -144,6 +157,7 @@ export class BackboneItemEncoder implements ItemEncoder {
   private readonly image: TrainableVit | null
   private readonly content: ItemContent
   private readonly stepTokens: number
+  private readonly head: Heads
   /** what trains, by part: each backbone's trainable weights, and the heads */
   private readonly variables = new Map<TrainableBert | TrainableVit | 'heads', tf.Variable[]>()
 
@@ -168,22 +182,16 @@ export class BackboneItemEncoder implements ItemEncoder {
 
     // fc, classifier and com_dense are "recsys" by the name rules; fc and com_dense keep
     // nn.Linear's default init, the classifier run.py's xavier_normal_ weight and zero bias.
-    const heads: tf.Variable[] = []
-    this.variables.set('heads', heads)
-    const head = (name: string, shape: number[], init: Initialiser) => heads.push(params.add(name, shape, init, 'recsys'))
-    const dText = text.hiddenSize
-    head('text.fc.w', [dText, D], { torchLinear: dText })
-    head('text.fc.b', [D], { torchLinear: dText })
-    if (image) {
-      head('image.classifier.w', [image.hiddenSize, D], 'xavier')
-      head('image.classifier.b', [D], 'zeros')
-    }
+    // Creation order fixes each parameter's initialisation seed: keep it.
+    const fc = addLinear(params, 'text.fc', [text.hiddenSize, D], { torchLinear: text.hiddenSize }, 'recsys')
+    const classifier = image ? addLinear(params, 'image.classifier', [image.hiddenSize, D], { w: 'xavier', b: 'zeros' }, 'recsys') : null
     // Items without an image (the authors' datasets have one for every item; Scientific as shipped
     // has none) take a learned e_v instead, initialised like the SAN's missing states. It stands
     // in for the classifier's output, so it learns at the classifier's (recsys) rate.
-    head('image.missing', [D], { normalStd: MISSING_INIT_STD })
-    head('com_dense.w', [2 * D, D], { torchLinear: 2 * D })
-    head('com_dense.b', [D], { torchLinear: 2 * D })
+    const missingImage = params.vector('image.missing', D, { normalStd: MISSING_INIT_STD }, 'recsys')
+    const comDense = addLinear(params, 'com_dense', [2 * D, D], { torchLinear: 2 * D }, 'recsys')
+    this.head = { fc, classifier, missingImage, comDense }
+    this.variables.set('heads', [fc.w, fc.b, ...(classifier ? [classifier.w, classifier.b] : []), missingImage, comDense.w, comDense.b])
   }
 
   get numItems(): number {
@@ -302,18 +310,18 @@ export class BackboneItemEncoder implements ItemEncoder {
    * where the item has an image and the learned missing vector elsewhere, com_dense([e_v, e_t]).
    */
   private heads(ids: Int32Array, cls: ClsRows): tf.Tensor2D {
-    const D = this.embeddingDim
-    const p = (name: string) => this.params.get(name)
-    const eText = gelu(linear(cls.text, p('text.fc.w') as tf.Tensor2D, p('text.fc.b') as tf.Tensor1D))
-    const missing = tf.reshape(p('image.missing'), [1, D]) as tf.Tensor2D
+    const { fc, classifier, missingImage, comDense } = this.head
+    const eText = gelu(linear(cls.text, fc.w, fc.b))
+    const missing = tf.reshape(missingImage, [1, this.embeddingDim]) as tf.Tensor2D
     let eImage: tf.Tensor2D
-    if (!cls.image) eImage = tf.tile(missing, [ids.length, 1])
+    // [CLS] image rows come only from an image backbone, which has a classifier
+    if (!cls.image || !classifier) eImage = tf.tile(missing, [ids.length, 1])
     else {
       const rowOf = new Map(cls.imagePresent.map((id, j) => [id, j + 1]))
       const slot = Int32Array.from(ids, (id) => rowOf.get(id) ?? 0)
-      eImage = spreadRows(gelu(linear(cls.image, p('image.classifier.w') as tf.Tensor2D, p('image.classifier.b') as tf.Tensor1D)), slot, missing)
+      eImage = spreadRows(gelu(linear(cls.image, classifier.w, classifier.b)), slot, missing)
     }
-    return linear(tf.concat([eImage, eText], 1), p('com_dense.w') as tf.Tensor2D, p('com_dense.b') as tf.Tensor1D)
+    return linear(tf.concat([eImage, eText], 1), comDense.w, comDense.b)
   }
 
   /** The backbones' frozen weights; their trainable ones belong to the Params store. */

@@ -4,8 +4,8 @@ import * as tf from '@tensorflow/tfjs-core'
 import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type NewItemStates } from './cached-states.ts'
 export type { NewItemStates } from './cached-states.ts'
 import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
-import type { Params } from './params.ts'
-import { addTower, interTower, intraTower, sideLayersFor, type SanActivation } from './san.ts'
+import { linear, type Params } from './params.ts'
+import { addLinear, addTower, interTower, intraTower, sideLayersFor, type LinearWeights, type SanActivation, type SanTower } from './san.ts'
 import type { UserEncoderConfig } from './user-encoder.ts'
 
 export type ModalityMode = 'intra' | 'inter' | 'intra_inter'
@@ -57,15 +57,28 @@ export class StoredStates implements SideStateSource {
   }
 }
 
+/** A tower of the SAN and what it reads: one modality's states (intra) or both (inter). */
+interface TowerInput {
+  modality: Modality | 'inter'
+  tower: SanTower
+}
+
 export class IisanItemEncoder implements ItemEncoder {
   readonly embeddingDim: number
   private readonly layers: Record<Modality, number[]>
-  private readonly parts: ('image' | 'text' | 'inter')[]
   private source: SideStateSource
+  /** the learned stand-ins for H_m[s_k] of items without modality m: [K, d_m] */
+  private readonly missing: Record<Modality, tf.Variable<tf.Rank.R2>>
+  /** the towers in fusion order: image, text (intra), then inter */
+  private readonly towers: TowerInput[]
+  /** IISAN-Versa's image → text width map [d_image, d_text]; null when the widths agree */
+  private readonly alignImage: tf.Variable<tf.Rank.R2> | null = null
+  /** fusion: [towers·D, D], [D] */
+  private readonly fusion: LinearWeights
 
   constructor(
     readonly config: IisanConfig,
-    private readonly params: Params,
+    params: Params,
     source: SideStateSource | CachedStates,
   ) {
     this.source = 'side' in source ? source : new StoredStates(source)
@@ -76,24 +89,27 @@ export class IisanItemEncoder implements ItemEncoder {
     const K = config.sideLayers.length
     const useIntra = config.modality !== 'inter'
     const useInter = config.modality !== 'intra'
-    this.parts = [...(useIntra ? (['image', 'text'] as const) : []), ...(useInter ? (['inter'] as const) : [])]
 
     // A learned stand-in per side layer for items without the modality (the authors have none:
     // their datasets have every modality). It feeds the modality's SANBs and learns at their rate.
-    params.add('san.missing.text', [K, text.width], { normalStd: MISSING_INIT_STD }, 'textAdapters')
-    params.add('san.missing.image', [K, image.width], { normalStd: MISSING_INIT_STD }, 'imageAdapters')
+    // Creation order fixes each parameter's initialisation seed: keep it.
+    this.missing = {
+      text: params.matrix('san.missing.text', [K, text.width], { normalStd: MISSING_INIT_STD }, 'textAdapters'),
+      image: params.matrix('san.missing.image', [K, image.width], { normalStd: MISSING_INIT_STD }, 'imageAdapters'),
+    }
+    this.towers = []
     if (useIntra) {
-      addTower(params, { name: 'san.text', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'textAdapters', F: 'textEncoder' } }, D)
-      addTower(params, { name: 'san.image', width: image.width, numSideLayers: K, reduction: r, groups: { gate: 'imageEncoder', sanbs: 'imageAdapters', F: 'imageEncoder' }, xavierP: true }, D)
+      const textTower = addTower(params, { name: 'san.text', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'textAdapters', F: 'textEncoder' } }, D)
+      const imageTower = addTower(params, { name: 'san.image', width: image.width, numSideLayers: K, reduction: r, groups: { gate: 'imageEncoder', sanbs: 'imageAdapters', F: 'imageEncoder' }, xavierP: true }, D)
+      this.towers.push({ modality: 'image', tower: imageTower }, { modality: 'text', tower: textTower })
     }
     if (useInter) {
       // IISAN-Versa: image states are mapped to the text width before the inter-modal tower
-      if (image.width !== text.width) params.add('san.align.image', [image.width, text.width], { torchLinear: image.width }, 'recsys')
-      addTower(params, { name: 'san.inter', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'imageAdapters', F: 'recsys' } }, D)
+      if (image.width !== text.width) this.alignImage = params.matrix('san.align.image', [image.width, text.width], { torchLinear: image.width }, 'recsys')
+      this.towers.push({ modality: 'inter', tower: addTower(params, { name: 'san.inter', width: text.width, numSideLayers: K, reduction: r, groups: { gate: 'recsys', sanbs: 'imageAdapters', F: 'recsys' } }, D) })
     }
-    const fanIn = this.parts.length * D
-    params.add('fusion.w', [fanIn, D], { torchLinear: fanIn }, 'recsys')
-    params.add('fusion.b', [D], { torchLinear: fanIn }, 'recsys')
+    const fanIn = this.towers.length * D
+    this.fusion = addLinear(params, 'fusion', [fanIn, D], { torchLinear: fanIn }, 'recsys')
   }
 
   get numItems(): number {
@@ -131,18 +147,15 @@ export class IisanItemEncoder implements ItemEncoder {
   embedUnique(ids: Int32Array): tf.Tensor2D {
     const text = this.sideStates('text', ids)
     const image = this.sideStates('image', ids)
-    const p = (name: string) => this.params.get(name)
-    const outputs: Record<'image' | 'text' | 'inter', () => tf.Tensor2D> = {
-      image: () => intraTower(this.params, 'san.image', image, this.config.activation),
-      text: () => intraTower(this.params, 'san.text', text, this.config.activation),
-      inter: () => {
-        const aligned = this.config.image.width === this.config.text.width ? image : image.map((h) => tf.matMul(h, p('san.align.image') as tf.Tensor2D) as tf.Tensor2D)
-        return interTower(this.params, 'san.inter', text, aligned, this.config.activation)
-      },
-    }
-    const e = this.parts.map((part) => outputs[part]())
-    const concatenated = e.length === 1 ? e[0] : (tf.concat(e, 1) as tf.Tensor2D) // [n, parts·D]
-    return tf.add(tf.matMul(concatenated, p('fusion.w') as tf.Tensor2D), p('fusion.b')) as tf.Tensor2D
+    const { activation } = this.config
+    const states = { text, image }
+    const e = this.towers.map((t) => {
+      if (t.modality !== 'inter') return intraTower(t.tower, states[t.modality], activation)
+      const { alignImage } = this
+      return interTower(t.tower, text, alignImage ? image.map((h) => tf.matMul(h, alignImage)) : image, activation)
+    })
+    const concatenated = e.length === 1 ? e[0] : (tf.concat(e, 1) as tf.Tensor2D) // [n, towers·D]
+    return linear(concatenated, this.fusion.w, this.fusion.b)
   }
 
   /** Items the source holds: a cold-start store grows past the trained N. */
@@ -155,7 +168,7 @@ export class IisanItemEncoder implements ItemEncoder {
     const { slices, present } = this.source.side(modality, ids, this.layers[modality])
     const n = ids.length
     const d = this.config[modality].width
-    const missing = this.params.get(`san.missing.${modality}`) as tf.Tensor2D // [K, d]
+    const missing = this.missing[modality] // [K, d]
     const presentCount = present.reduce((a, b) => a + b, 0)
     return slices.map((slice, k) => {
       const missingK = tf.reshape(tf.slice(missing, [k, 0], [1, d]), [1, d])

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core'
 import { gelu } from '@iisan/tensor-ops'
 import { linearPair, sanbRelu } from './custom-ops.ts'
-import { Params, linear, type ParamGroup } from './params.ts'
+import { Params, linear, type Initialiser, type ParamGroup } from './params.ts'
 
 // importers of the SAN have always found these here
 export { gelu, linearPair, sanbRelu }
@@ -19,20 +19,52 @@ export type SanActivation = 'relu' | 'gelu'
 export const GATE_TEMPERATURE = 0.1
 const SANB_INIT_STD = 0.01
 
+type Matrix = tf.Variable<tf.Rank.R2>
+type Vector = tf.Variable<tf.Rank.R1>
+
+/** A dense layer's W [in, out] and b [out] (nn.Linear's weight, stored transposed). */
+export interface LinearWeights {
+  w: Matrix
+  b: Vector
+}
+
+/**
+ * `${name}.w` [in, out], then `${name}.b` [out]: one initialiser for both (nn.Linear's default),
+ * or one each.
+ */
+export function addLinear(params: Params, name: string, [inDim, outDim]: [number, number], init: Initialiser | { w: Initialiser; b: Initialiser }, group: ParamGroup): LinearWeights {
+  const { w, b } = typeof init === 'object' && 'w' in init ? init : { w: init, b: init }
+  return { w: params.matrix(`${name}.w`, [inDim, outDim], w, group), b: params.vector(`${name}.b`, outDim, b, group) }
+}
+
+/** One SANB (d → r → d). */
+export interface Sanb {
+  /** W_down [d, r] */
+  down: Matrix
+  /** b_down [r] */
+  downBias: Vector
+  /** W_up [r, d] */
+  up: Matrix
+  /** b_up [d] */
+  upBias: Vector
+}
+
 /** One SANB block's parameters under `name`. */
-export function addSanb(params: Params, name: string, d: number, r: number, group: ParamGroup): void {
-  params.add(`${name}.down.w`, [d, r], { normalStd: SANB_INIT_STD }, group)
-  params.add(`${name}.down.b`, [r], 'zeros', group)
-  params.add(`${name}.up.w`, [r, d], { normalStd: SANB_INIT_STD }, group)
-  params.add(`${name}.up.b`, [d], 'zeros', group)
+export function addSanb(params: Params, name: string, d: number, r: number, group: ParamGroup): Sanb {
+  // creation order fixes each parameter's initialisation seed: keep it
+  const down = params.matrix(`${name}.down.w`, [d, r], { normalStd: SANB_INIT_STD }, group)
+  const downBias = params.vector(`${name}.down.b`, r, 'zeros', group)
+  const up = params.matrix(`${name}.up.w`, [r, d], { normalStd: SANB_INIT_STD }, group)
+  const upBias = params.vector(`${name}.up.b`, d, 'zeros', group)
+  return { down, downBias, up, upBias }
 }
 
 /** x [n, d] → x + up(act(down(x))) [n, d]. */
-export function sanb(params: Params, name: string, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D {
-  const down = params.get(`${name}.down.w`) as tf.Tensor2D
-  const downBias = params.get(`${name}.down.b`) as tf.Tensor1D
-  const up = params.get(`${name}.up.w`) as tf.Tensor2D
-  const upBias = params.get(`${name}.up.b`) as tf.Tensor1D
+export function sanb(block: Sanb, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D
+/** By checkpoint name: the block under `name` in `params` (models hold theirs). */
+export function sanb(params: Params, name: string, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D
+export function sanb(...args: ByName<Sanb, [tf.Tensor2D, SanActivation]>): tf.Tensor2D {
+  const [{ down, downBias, up, upBias }, x, activation] = resolve(args, sanbNamed)
   if (activation === 'relu') return sanbRelu(x, down, downBias, up, upBias)
   return tf.add(x, linear(gelu(linear(x, down, downBias)), up, upBias)) as tf.Tensor2D
 }
@@ -59,50 +91,99 @@ export interface TowerSpec {
   xavierP?: boolean
 }
 
+/** One tower of the SAN: K gates, K SANBs, then F and P. */
+export interface SanTower {
+  /** θ [K]; g = sigmoid(θ / 0.1) */
+  gate: Vector
+  /** SANB_1..SANB_K, each d → r → d */
+  sanbs: Sanb[]
+  /** F: d → d */
+  F: LinearWeights
+  /** P: d → D */
+  P: LinearWeights
+}
+
 /** P (d → D) is always a "recsys" parameter in the authors' grouping. */
-export function addTower(params: Params, spec: TowerSpec, embeddingDim: number): void {
+export function addTower(params: Params, spec: TowerSpec, embeddingDim: number): SanTower {
   const { name, width: d, groups } = spec
-  params.add(`${name}.gate`, [spec.numSideLayers], 'zeros', groups.gate)
-  for (let k = 0; k < spec.numSideLayers; k++) addSanb(params, `${name}.sanb${k}`, d, spec.reduction, groups.sanbs)
-  params.add(`${name}.F.w`, [d, d], { torchLinear: d }, groups.F)
-  params.add(`${name}.F.b`, [d], { torchLinear: d }, groups.F)
-  params.add(`${name}.P.w`, [d, embeddingDim], spec.xavierP ? 'xavier' : { torchLinear: d }, 'recsys')
-  params.add(`${name}.P.b`, [embeddingDim], spec.xavierP ? 'zeros' : { torchLinear: d }, 'recsys')
+  // creation order fixes each parameter's initialisation seed: keep it
+  const gate = params.vector(`${name}.gate`, spec.numSideLayers, 'zeros', groups.gate)
+  const sanbs = Array.from({ length: spec.numSideLayers }, (_, k) => addSanb(params, `${name}.sanb${k}`, d, spec.reduction, groups.sanbs))
+  const F = addLinear(params, `${name}.F`, [d, d], { torchLinear: d }, groups.F)
+  const P = addLinear(params, `${name}.P`, [d, embeddingDim], spec.xavierP ? { w: 'xavier', b: 'zeros' } : { torchLinear: d }, 'recsys')
+  return { gate, sanbs, F, P }
 }
 
 /** Intra-modal tower: states[k] = H_m[s_k] [n, d] → e_m [n, D]. */
-export function intraTower(params: Params, name: string, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
-  const g = gates(params.get(`${name}.gate`) as tf.Tensor1D)
+export function intraTower(tower: SanTower, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
+/** By checkpoint name: the tower under `name` in `params` (models hold theirs). */
+export function intraTower(params: Params, name: string, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
+export function intraTower(...args: ByName<SanTower, [tf.Tensor2D[], SanActivation]>): tf.Tensor2D {
+  const [tower, states, activation] = resolve(args, towerNamed)
+  const g = gates(tower.gate)
   let prev: tf.Tensor2D | undefined
   states.forEach((h, k) => {
     // g·H + (1 − g)·prev, written as prev + g·(H − prev): two ops fewer per block
     const mixed = prev ? (tf.add(prev, tf.mul(gateAt(g, k), tf.sub(h, prev))) as tf.Tensor2D) : (tf.mul(gateAt(g, k), h) as tf.Tensor2D)
-    prev = sanb(params, `${name}.sanb${k}`, mixed, activation)
+    prev = sanb(tower.sanbs[k], mixed, activation)
   })
-  return project(params, name, prev!)
+  return project(tower, prev!)
 }
 
 /** Inter-modal tower: text[k], image[k] [n, d] (same width) → e_inter [n, D]. */
-export function interTower(params: Params, name: string, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
-  const g = gates(params.get(`${name}.gate`) as tf.Tensor1D)
+export function interTower(tower: SanTower, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
+/** By checkpoint name: the tower under `name` in `params` (models hold theirs). */
+export function interTower(params: Params, name: string, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
+export function interTower(...args: ByName<SanTower, [tf.Tensor2D[], tf.Tensor2D[], SanActivation]>): tf.Tensor2D {
+  const [tower, text, image, activation] = resolve(args, towerNamed)
+  const g = gates(tower.gate)
   let prev: tf.Tensor2D | undefined
   text.forEach((ht, k) => {
     // g·H_image + (1 − g)·H_text = H_text + g·(H_image − H_text)
     const mixed = tf.add(ht, tf.mul(gateAt(g, k), tf.sub(image[k], ht))) as tf.Tensor2D
-    prev = sanb(params, `${name}.sanb${k}`, prev ? (tf.add(prev, mixed) as tf.Tensor2D) : mixed, activation)
+    prev = sanb(tower.sanbs[k], prev ? (tf.add(prev, mixed) as tf.Tensor2D) : mixed, activation)
   })
-  return project(params, name, prev!)
+  return project(tower, prev!)
 }
 
 /** P(F(x)): d → d → D. */
-function project(params: Params, name: string, x: tf.Tensor2D): tf.Tensor2D {
-  return linearPair(
-    x,
-    params.get(`${name}.F.w`) as tf.Tensor2D,
-    params.get(`${name}.F.b`) as tf.Tensor1D,
-    params.get(`${name}.P.w`) as tf.Tensor2D,
-    params.get(`${name}.P.b`) as tf.Tensor1D,
-  )
+function project({ F, P }: SanTower, x: tf.Tensor2D): tf.Tensor2D {
+  return linearPair(x, F.w, F.b, P.w, P.b)
+}
+
+// ---- by-name access, for code that has a Params store but not the model holding it (tests, tools) ----
+
+/** A typed SAN function's arguments, or the same with (params, name) in place of the weights. */
+type ByName<T, Rest extends unknown[]> = [T, ...Rest] | [Params, string, ...Rest]
+
+function resolve<T, Rest extends unknown[]>(args: ByName<T, Rest>, named: (params: Params, name: string) => T): [T, ...Rest] {
+  if (!(args[0] instanceof Params)) return args as [T, ...Rest]
+  const [params, name, ...rest] = args as [Params, string, ...Rest]
+  return [named(params, name), ...rest]
+}
+
+function matrixNamed(params: Params, name: string): Matrix {
+  return params.get(name) as Matrix
+}
+
+function vectorNamed(params: Params, name: string): Vector {
+  return params.get(name) as Vector
+}
+
+function linearNamed(params: Params, name: string): LinearWeights {
+  return { w: matrixNamed(params, `${name}.w`), b: vectorNamed(params, `${name}.b`) }
+}
+
+function sanbNamed(params: Params, name: string): Sanb {
+  const { w: down, b: downBias } = linearNamed(params, `${name}.down`)
+  const { w: up, b: upBias } = linearNamed(params, `${name}.up`)
+  return { down, downBias, up, upBias }
+}
+
+function towerNamed(params: Params, name: string): SanTower {
+  const gate = vectorNamed(params, `${name}.gate`)
+  const sanbs = Array.from({ length: gate.shape[0] }, (_, k) => sanbNamed(params, `${name}.sanb${k}`))
+  return { gate, sanbs, F: linearNamed(params, `${name}.F`), P: linearNamed(params, `${name}.P`) }
 }
 
 /**
