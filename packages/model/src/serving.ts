@@ -1,62 +1,117 @@
-// The serving path (docs/GOALS.md): no item-encoder or backbone work per request. A request is
-// encode ≤ T history items with the user encoder + one N×D matrix–vector product + top-k with
-// the history excluded.
+// The serving path (docs/GOALS.md): no item-encoder or backbone work per request. A batch of
+// requests is one user-encoder forward over their windows, one matrix product of the item
+// matrix with their states, and a partial top-k per request with its history excluded.
+// The item matrix is held once, as a tensor on the backend: the scoring kernel, the user
+// encoder's embedding lookup and the similar-items queries all read that one copy.
 import * as tf from '@tensorflow/tfjs-core'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
+import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
 
-export interface ScoredItem {
+export type { ScoredItem } from './item-scoring.ts'
+
+export interface RecommendRequest {
+  /** item indices, oldest first; only the last T are used, all are excluded from the answer */
+  history: ArrayLike<number>
+  k: number
+}
+
+export interface SimilarRequest {
   /** item index 1..N */
   index: number
-  score: number
+  k: number
 }
 
 export class ServingModel {
   private readonly model: SequentialRecommender
-  /** [N+1, D] row-major; row 0 = padding. Grows when cold-start items are appended. */
-  private matrix: Float32Array
-  private rows: number
-  private matrixTensor: tf.Tensor2D | undefined
-  /** unit-length rows of the matrix, for item-to-item similarity; built on first use */
-  private unitRows: Float32Array | undefined
+  /** [N+1, D]; row 0 = padding. Replaced (not copied beside) when cold-start items are appended. */
+  private items: tf.Tensor2D
+  /** |e_r| of every row, for cosine similarity; built on first use */
+  private norms: Float32Array | undefined
 
   private constructor(
     readonly config: RecommenderConfig,
     model: SequentialRecommender,
-    itemMatrix: Float32Array,
+    items: tf.Tensor2D,
   ) {
     this.model = model
-    this.matrix = itemMatrix
-    this.rows = itemMatrix.length / config.embeddingDim
+    this.items = items
   }
 
-  /** weights: a platform checkpoint; itemMatrix: [N+1, D] float32. */
+  /** weights: a platform checkpoint; itemMatrix: [N+1, D] float32 (copied to the backend; the caller may drop it). */
   static load(weights: Uint8Array, itemMatrix: Float32Array): ServingModel {
     const { config, values } = readCheckpoint<RecommenderConfig>(weights)
-    if (itemMatrix.length % config.embeddingDim !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${config.embeddingDim}`)
+    const D = config.embeddingDim
+    if (itemMatrix.length % D !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${D}`)
     const model = new SequentialRecommender(config)
     model.params.restore(values)
-    return new ServingModel(config, model, itemMatrix)
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [itemMatrix.length / D, D]))
   }
 
   /** Number of recommendable items (N). */
   get numItems(): number {
-    return this.rows - 1
+    return this.items.shape[0] - 1
   }
 
-  /** User state after the history (item indices, oldest first; only the last T are used). */
+  /** Requests one scoring pass takes at most (fewer for larger catalogues). */
+  get maxBatch(): number {
+    return maxBatchFor(this.items.shape[0])
+  }
+
+  /** A copy of the item matrix [N+1, D] (for exact reference scans and index builds). */
+  itemRows(): Float32Array {
+    return this.items.dataSync() as Float32Array
+  }
+
+  /** User states [B, D] after each history (item indices, oldest first; the last T are used). */
+  userStates(histories: readonly ArrayLike<number>[]): Float32Array {
+    const windows = histories.map((h) => leftPad(h, this.config.maxSeqLen))
+    return tf.tidy(() => this.model.userStates(windows, this.items).dataSync() as Float32Array)
+  }
+
   userState(history: ArrayLike<number>): Float32Array {
-    const window = leftPad(history, this.config.maxSeqLen)
-    this.matrixTensor ??= tf.tensor2d(this.matrix, [this.rows, this.config.embeddingDim])
-    return tf.tidy(() => this.model.userStates([window], this.matrixTensor!).dataSync() as Float32Array)
+    return this.userStates([history])
   }
 
-  /** Top-k items by u·e_j over 1..N, skipping `exclude`. */
-  topK(state: Float32Array, k: number, exclude: ReadonlySet<number>): ScoredItem[] {
-    return topKByDot(this.matrix, this.config.embeddingDim, state, k, exclude)
+  /** Top-k items by u·e_j over 1..N for each request, its history excluded: one forward, one product. */
+  recommendMany(requests: readonly RecommendRequest[]): ScoredItem[][] {
+    if (requests.length === 0) return []
+    const states = this.userStates(requests.map((r) => r.history))
+    return topKOfQueries(
+      this.items,
+      states,
+      requests.map((r) => ({ k: r.k, exclude: r.history })),
+    )
+  }
+
+  recommend(history: ArrayLike<number>, k: number): ScoredItem[] {
+    return this.recommendMany([{ history, k }])[0]
+  }
+
+  /** Item-to-item: nearest items by cosine similarity of their embeddings, the item itself excluded. */
+  similarMany(requests: readonly SimilarRequest[]): ScoredItem[][] {
+    if (requests.length === 0) return []
+    this.norms ??= tf.tidy(() => tf.norm(this.items, 'euclidean', 1).dataSync() as Float32Array)
+    const norms = this.norms
+    const D = this.config.embeddingDim
+    const queries = tf.tidy(() => tf.gather(this.items, tf.tensor1d(requests.map((r) => r.index), 'int32')).dataSync() as Float32Array)
+    requests.forEach((r, b) => {
+      const scale = 1 / (norms[r.index] || 1)
+      for (let d = 0; d < D; d++) queries[b * D + d] *= scale
+    })
+    return topKOfQueries(
+      this.items,
+      queries,
+      requests.map((r) => ({ k: r.k, exclude: [r.index] })),
+      norms,
+    )
+  }
+
+  similar(index: number, k: number): ScoredItem[] {
+    return this.similarMany([{ index, k }])[0]
   }
 
   /** True when items can be embedded without retraining: the method says it can, and its encoder does it. */
@@ -78,46 +133,24 @@ export class ServingModel {
   appendItems(rows: Float32Array): number[] {
     const D = this.config.embeddingDim
     if (rows.length % D !== 0) throw new Error(`rows of ${rows.length} values are not a multiple of D = ${D}`)
-    const grown = new Float32Array(this.matrix.length + rows.length)
-    grown.set(this.matrix)
-    grown.set(rows, this.matrix.length)
-    const first = this.rows
-    this.matrix = grown
-    this.rows = grown.length / D
-    this.matrixTensor?.dispose()
-    this.matrixTensor = undefined
-    this.unitRows = undefined
+    const first = this.items.shape[0]
+    const grown = tf.tidy(() => tf.concat([this.items, tf.tensor2d(rows, [rows.length / D, D])]))
+    this.items.dispose()
+    this.items = grown
+    this.norms = undefined
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
-  recommend(history: ArrayLike<number>, k: number): ScoredItem[] {
-    return this.topK(this.userState(history), k, new Set(Array.from(history)))
-  }
-
-  /** Item-to-item: nearest items by cosine similarity of their embeddings. */
-  similar(index: number, k: number): ScoredItem[] {
-    const D = this.config.embeddingDim
-    if (!this.unitRows) {
-      this.unitRows = new Float32Array(this.matrix.length)
-      for (let r = 1; r < this.rows; r++) this.unitRows.set(normalised(this.matrix.subarray(r * D, (r + 1) * D)), r * D)
-    }
-    return topKByDot(this.unitRows, D, this.unitRows.subarray(index * D, (index + 1) * D), k, new Set([index]))
-  }
-
   dispose(): void {
-    this.matrixTensor?.dispose()
+    this.items.dispose()
     this.model.dispose()
   }
 }
 
-function normalised(v: Float32Array): Float32Array {
-  let norm = 0
-  for (const x of v) norm += x * x
-  norm = Math.sqrt(norm) || 1
-  return Float32Array.from(v, (x) => x / norm)
-}
-
-/** Dot products of every row 1..N with `query`, then a bounded min-heap-free top-k (k is small). */
+/**
+ * The reference scan: dot products of every row 1..N with `query` in a scalar loop, then an
+ * ordered top-k. Kept as the exact answer the batched path is tested and benchmarked against.
+ */
 export function topKByDot(matrix: Float32Array, D: number, query: Float32Array, k: number, exclude: ReadonlySet<number>): ScoredItem[] {
   const rows = matrix.length / D
   const best: ScoredItem[] = []

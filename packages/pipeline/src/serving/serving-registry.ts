@@ -8,7 +8,8 @@
 // - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
 import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
-import { ServingModel, type ScoredItem } from '@iisan/model/serving'
+import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarRequest } from '@iisan/model/serving'
+import { MicroBatcher } from './micro-batcher.ts'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
 const DISPOSE_GRACE_MS = 60_000
@@ -24,6 +25,17 @@ export interface LoadedModel {
   titles: string[]
   /** external item id → model index */
   indexOfExternal: Map<string, number>
+  /** The hot path: answered together with the other requests that reach this version in the same turn. */
+  recommend(request: RecommendRequest): Promise<ScoredItem[]>
+  similar(request: SimilarRequest): Promise<ScoredItem[]>
+}
+
+/** A loaded version's hot path: its requests batched per kind. */
+function batchedQueries(serving: ServingModel): Pick<LoadedModel, 'recommend' | 'similar'> {
+  const maxBatch = () => serving.maxBatch
+  const recommendations = new MicroBatcher<RecommendRequest, ScoredItem[]>((batch) => serving.recommendMany(batch), maxBatch)
+  const similarItems = new MicroBatcher<SimilarRequest, ScoredItem[]>((batch) => serving.similarMany(batch), maxBatch)
+  return { recommend: (request) => recommendations.submit(request), similar: (request) => similarItems.submit(request) }
 }
 
 export interface Recommendation {
@@ -164,8 +176,9 @@ export class ServingRegistry {
     const D = version.embeddingDim
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
+    const serving = ServingModel.load(version.weights, matrix)
     const loaded = await this.withItems(
-      { id, datasetId: version.datasetId, method: version.method, serving: ServingModel.load(version.weights, matrix), itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map() },
+      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving) },
       version.itemIndex as number[],
     )
     const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones

@@ -107,7 +107,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => 
           : `item ${itemId} is not in dataset ${model.datasetId}`
         throw new ApiError(404, 'ITEM_NOT_IN_MODEL', why, { itemId, modelId: model.id, inDataset })
       }
-      return { modelId: model.id, items: toRecommendations(model, model.serving.similar(index, Math.min(request.query.k, model.serving.numItems - 1))) }
+      return { modelId: model.id, items: toRecommendations(model, await model.similar({ index, k: Math.min(request.query.k, model.serving.numItems - 1) })) }
     },
   )
 

@@ -70,7 +70,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
       }
       if (indices.length === 0) throw noKnownHistory(model, history.length, missing, body.userId)
-      const scored = model.serving.recommend(indices, Math.min(body.k, model.serving.numItems))
+      const scored = await model.recommend({ history: indices, k: Math.min(body.k, model.serving.numItems) })
       return {
         modelId: model.id,
         method: model.method,

@@ -1,0 +1,87 @@
+// The exact scoring step of serving: every item row against a batch of queries in one matrix
+// product on the tensor backend (the wasm backend's XNNPACK kernel, not a scalar JS loop), then
+// each query's top k by partial selection over its column of scores.
+import * as tf from '@tensorflow/tfjs-core'
+
+export interface ScoredItem {
+  /** item index 1..N */
+  index: number
+  score: number
+}
+
+export interface ScoringRequest {
+  k: number
+  /** item indices never returned (a user's history, or the item itself for similar items) */
+  exclude: ArrayLike<number>
+}
+
+/**
+ * Scores a batch holds at most (queries × rows): bounds the one temporary a batch allocates, so a
+ * 1M-item catalogue scores 8 queries at a time and the demo catalogue many more.
+ */
+const MAX_BATCH_SCORES = 8_000_000
+/** Above this, a batch's matrix product is already efficient; more queries only add latency. */
+const MAX_BATCH_QUERIES = 64
+
+/** How many queries one scoring pass over `rows` item rows takes at most. */
+export function maxBatchFor(rows: number): number {
+  return Math.max(1, Math.min(MAX_BATCH_QUERIES, Math.floor(MAX_BATCH_SCORES / rows)))
+}
+
+/**
+ * items [N+1, D] (row 0 = padding, never returned), queries [B, D] row-major → for each query
+ * the top k rows by u·e_r (by u·e_r / scale[r] when `rowScale` is given: cosine with unit
+ * queries and row norms), best first, skipping its excluded rows.
+ */
+export function topKOfQueries(items: tf.Tensor2D, queries: Float32Array, requests: readonly ScoringRequest[], rowScale?: Float32Array): ScoredItem[][] {
+  const [rows, D] = items.shape
+  const B = requests.length
+  if (queries.length !== B * D) throw new Error(`queries hold ${queries.length} values, not ${B} × ${D}`)
+  const results: ScoredItem[][] = []
+  const step = maxBatchFor(rows)
+  for (let start = 0; start < B; start += step) {
+    const n = Math.min(step, B - start)
+    // [N+1, n]: items × queriesᵀ, with the item matrix as XNNPACK's input and the few queries as
+    // its (cheaply packed) weights
+    const scores = tf.tidy(() => {
+      const qT = tf.transpose(tf.tensor2d(queries.subarray(start * D, (start + n) * D), [n, D]))
+      return tf.matMul(items, qT).dataSync() as Float32Array
+    })
+    for (let b = 0; b < n; b++) results.push(selectTopK(scores, n, b, rows, requests[start + b], rowScale))
+  }
+  return results
+}
+
+/**
+ * Column `column` of a row-major [rows, stride] score matrix → its top k over rows 1..rows-1,
+ * best first. Excluded rows are marked in place (the buffer is the caller's scratch), so the
+ * scan tests no set per row. Ties keep the lower index first, as a scan in row order does.
+ */
+export function selectTopK(scores: Float32Array, stride: number, column: number, rows: number, request: ScoringRequest, rowScale?: Float32Array): ScoredItem[] {
+  const { k, exclude } = request
+  for (let i = 0; i < exclude.length; i++) {
+    const r = exclude[i]
+    if (r > 0 && r < rows) scores[r * stride + column] = -Infinity
+  }
+  const bestIndex = new Int32Array(k)
+  const bestScore = new Float64Array(k)
+  let filled = 0
+  let threshold = -Infinity
+  for (let r = 1; r < rows; r++) {
+    const raw = scores[r * stride + column]
+    if (raw === -Infinity) continue
+    const score = rowScale ? raw / (rowScale[r] || 1) : raw
+    if (filled === k && score <= threshold) continue
+    // insertion into the sorted prefix (descending); the last one falls off when full
+    let i = filled < k ? filled++ : k - 1
+    while (i > 0 && bestScore[i - 1] < score) {
+      bestScore[i] = bestScore[i - 1]
+      bestIndex[i] = bestIndex[i - 1]
+      i--
+    }
+    bestScore[i] = score
+    bestIndex[i] = r
+    if (filled === k) threshold = bestScore[k - 1]
+  }
+  return Array.from({ length: filled }, (_, i) => ({ index: bestIndex[i], score: bestScore[i] }))
+}

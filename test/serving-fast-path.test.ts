@@ -1,0 +1,171 @@
+// The batched serving path (issue 11) against the reference path it replaced: one tfjs forward per
+// history (SequentialRecommender.userStates of a single window) and the scalar exact scan
+// (topKByDot) over a matrix the test holds itself. For IISAN and ID-SASRec, on wasm and on cpu,
+// and after cold-start appends.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  SequentialRecommender,
+  ServingModel,
+  iisanConfig,
+  initBackend,
+  leftPad,
+  modalityFromItems,
+  mulberry32,
+  saveCheckpoint,
+  sasRecIdConfig,
+  tf,
+  topKByDot,
+  type CachedStates,
+  type ScoredItem,
+} from '@iisan/model'
+import { selectTopK } from '@iisan/model/item-scoring'
+
+const NUM_ITEMS = 1500
+const HISTORIES = 1000
+const SCORE_TOLERANCE = 1e-5
+const shapes = { text: { numLayers: 3, width: 16 }, image: { numLayers: 2, width: 8 } }
+
+let initial: string
+beforeAll(async () => {
+  await initBackend({ prefer: 'wasm' })
+  initial = tf.getBackend()
+})
+afterAll(async () => {
+  await tf.setBackend(initial)
+})
+
+function syntheticStates(numItems: number, seed: number): CachedStates {
+  const random = mulberry32(seed)
+  const vec = (n: number) => Float32Array.from({ length: n }, () => random() * 2 - 1)
+  const text = Array.from({ length: numItems }, () => vec((shapes.text.numLayers + 1) * shapes.text.width))
+  const image = Array.from({ length: numItems }, (_, i) => (i % 3 === 0 ? null : vec((shapes.image.numLayers + 1) * shapes.image.width)))
+  return { text: modalityFromItems(shapes.text.numLayers, shapes.text.width, text), image: modalityFromItems(shapes.image.numLayers, shapes.image.width, image) }
+}
+
+/** Random-weights models at the paper's D = 64, T = 10; dropout off at inference either way. */
+function buildModel(method: 'sasrec-id' | 'iisan'): SequentialRecommender {
+  return method === 'iisan'
+    ? new SequentialRecommender(iisanConfig(NUM_ITEMS, shapes.text, shapes.image, { seed: 5 }), { states: syntheticStates(NUM_ITEMS, 9) })
+    : new SequentialRecommender(sasRecIdConfig(NUM_ITEMS, { seed: 5 }))
+}
+
+function randomHistories(count: number, numItems: number, seed: number): number[][] {
+  const random = mulberry32(seed)
+  return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(random() * 14) }, () => 1 + Math.floor(random() * numItems)))
+}
+
+/** The reference: one window through the training graph's forward, then the scalar scan. */
+function referenceTopK(model: SequentialRecommender, matrix: Float32Array, history: number[], k: number): ScoredItem[] {
+  const D = model.config.embeddingDim
+  const items = tf.tensor2d(matrix, [matrix.length / D, D])
+  const state = tf.tidy(() => model.userStates([leftPad(history, model.config.maxSeqLen)], items).dataSync() as Float32Array)
+  items.dispose()
+  return topKByDot(matrix, D, state, k, new Set(history))
+}
+
+/**
+ * Same items in the same order, scores within tolerance. Two items whose reference scores are
+ * within the tolerance may come in either order (float32 kernels round differently from the scalar
+ * float64 sum): there the score at each rank must still agree. Returns the ranks that differed.
+ */
+function expectSameRanking(actual: ScoredItem[], reference: ScoredItem[], k: number): number {
+  expect(actual).toHaveLength(Math.min(k, reference.length))
+  let swapped = 0
+  actual.forEach((a, rank) => {
+    expect(Math.abs(a.score - reference[rank].score)).toBeLessThanOrEqual(SCORE_TOLERANCE)
+    if (a.index !== reference[rank].index) swapped++
+  })
+  expect(new Set(actual.map((a) => a.index)).size).toBe(actual.length)
+  return swapped
+}
+
+describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the reference path', (backend) => {
+  beforeAll(async () => {
+    await tf.setBackend(backend)
+  })
+
+  it.each(['sasrec-id', 'iisan'] as const)('%s: 1,000 random histories, batched as the API batches them, then again after cold-start appends', (method) => {
+    const model = buildModel(method)
+    const matrix = tf.tidy(() => model.itemMatrix().dataSync() as Float32Array)
+    const D = model.config.embeddingDim
+    const padded = new Float32Array(matrix.length)
+    padded.set(matrix)
+    const serving = ServingModel.load(saveCheckpoint(model.params, model.config), padded)
+    const histories = randomHistories(HISTORIES, NUM_ITEMS, 17)
+    const k = 10
+    let swaps = 0
+    for (let start = 0; start < histories.length; start += serving.maxBatch) {
+      const batch = histories.slice(start, start + serving.maxBatch)
+      const answers = serving.recommendMany(batch.map((history) => ({ history, k })))
+      answers.forEach((answer, i) => {
+        const history = batch[i]
+        for (const a of answer) expect(history).not.toContain(a.index)
+        swaps += expectSameRanking(answer, referenceTopK(model, matrix, history, k + 1), k)
+      })
+    }
+    // near-ties only: almost every rank is the very same item
+    expect(swaps).toBeLessThan(HISTORIES * k * 0.01)
+
+    // cold start: rows appended to the served matrix are recommended like the rest
+    // blends of served rows, a little longer: in the same range as trained rows, and competitive
+    const appended = Float32Array.from({ length: 20 * D }, (_, i) => {
+      const [row, d] = [Math.floor(i / D) + 1, i % D]
+      return 1.2 * matrix[row * D + d] + 0.8 * matrix[(row + 7) * D + d]
+    })
+    const indices = serving.appendItems(appended)
+    expect(indices[0]).toBe(NUM_ITEMS + 1)
+    expect(serving.numItems).toBe(NUM_ITEMS + 20)
+    const grown = new Float32Array(matrix.length + appended.length)
+    grown.set(matrix)
+    grown.set(appended, matrix.length)
+    // the model's own ID table has no rows for appended items: the reference reads the served matrix
+    const later = randomHistories(200, NUM_ITEMS + 20, 23)
+    const answers = serving.recommendMany(later.map((history) => ({ history, k })))
+    let appendedSeen = 0
+    answers.forEach((answer, i) => {
+      swaps += expectSameRanking(answer, referenceTopK(model, grown, later[i], k + 1), k)
+      appendedSeen += answer.filter((a) => a.index > NUM_ITEMS).length
+    })
+    expect(appendedSeen).toBeGreaterThan(0)
+    serving.dispose()
+    model.dispose()
+  }, 120_000)
+
+  it('similar items: cosine over the served rows, the item itself excluded, equal to a scan of unit rows', () => {
+    const model = buildModel('sasrec-id')
+    const matrix = tf.tidy(() => model.itemMatrix().dataSync() as Float32Array)
+    const D = model.config.embeddingDim
+    const serving = ServingModel.load(saveCheckpoint(model.params, model.config), matrix)
+    const unit = new Float32Array(matrix.length)
+    for (let r = 1; r <= NUM_ITEMS; r++) {
+      const row = matrix.subarray(r * D, (r + 1) * D)
+      const norm = Math.hypot(...row) || 1
+      for (let d = 0; d < D; d++) unit[r * D + d] = row[d] / norm
+    }
+    const queries = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37) % NUM_ITEMS))
+    const answers = serving.similarMany(queries.map((index) => ({ index, k: 10 })))
+    answers.forEach((answer, i) => {
+      const index = queries[i]
+      expect(answer.map((a) => a.index)).not.toContain(index)
+      expectSameRanking(answer, topKByDot(unit, D, unit.subarray(index * D, (index + 1) * D), 11, new Set([index])), 10)
+    })
+    serving.dispose()
+    model.dispose()
+  })
+})
+
+describe('top-k selection over a column of scores', () => {
+  it('skips row 0 and excluded rows, keeps ties in row order, and returns fewer when fewer are left', () => {
+    // 6 rows × 2 columns; column 1 is what is read
+    const scores = Float32Array.from([9, 9, 1, 5, 2, 7, 3, 7, 4, 0, 5, 3])
+    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 3, exclude: [] })).toEqual([
+      { index: 2, score: 7 },
+      { index: 3, score: 7 },
+      { index: 1, score: 5 },
+    ])
+    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 3, exclude: [2, 5] }).map((s) => s.index)).toEqual([3, 1, 4])
+    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 10, exclude: [1, 2, 3, 4] })).toEqual([{ index: 5, score: 3 }])
+    // a row scale divides before ranking (cosine with row norms)
+    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 1, exclude: [] }, Float32Array.from([1, 1, 7, 7, 1, 1])).map((s) => s.index)).toEqual([1])
+  })
+})
