@@ -69,6 +69,23 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
             this.set(deps.registry.activeModelIds().size)
           },
         })
+        // requests per batch = the ratio of the two; near 1 means the load gives nothing to batch
+        new Gauge({
+          name: 'iisan_serving_batches',
+          help: 'batches the recommendation and similar-items hot path has run in this replica',
+          registers: [registry],
+          collect() {
+            this.set(deps.registry.batchingStats().batches)
+          },
+        })
+        new Gauge({
+          name: 'iisan_serving_batched_requests',
+          help: 'requests those batches answered',
+          registers: [registry],
+          collect() {
+            this.set(deps.registry.batchingStats().requests)
+          },
+        })
       },
     }),
   )

@@ -10,10 +10,12 @@ export class MicroBatcher<Input, Output> {
   /**
    * run: answers a batch, one output per input, in order (synchronous: it owns the thread while
    * it computes). maxBatch: inputs one run takes at most; the rest wait for the next turn.
+   * onBatch: told each batch's size (the operator's view of how much batching the load gives).
    */
   constructor(
     private readonly run: (inputs: Input[]) => Output[],
     private readonly maxBatch: () => number,
+    private readonly onBatch?: (size: number) => void,
   ) {}
 
   submit(input: Input): Promise<Output> {
@@ -34,6 +36,7 @@ export class MicroBatcher<Input, Output> {
     this.scheduled = false
     const batch = this.pending.splice(0, Math.max(1, this.maxBatch()))
     if (this.pending.length) this.schedule()
+    this.onBatch?.(batch.length)
     let outputs: Output[]
     try {
       outputs = this.run(batch.map((p) => p.input))

@@ -30,11 +30,21 @@ export interface LoadedModel {
   similar(request: SimilarRequest): Promise<ScoredItem[]>
 }
 
+/** Batches the hot path has run and the requests they answered, since the registry started. */
+export interface BatchingStats {
+  batches: number
+  requests: number
+}
+
 /** A loaded version's hot path: its requests batched per kind. */
-function batchedQueries(serving: ServingModel): Pick<LoadedModel, 'recommend' | 'similar'> {
+function batchedQueries(serving: ServingModel, stats: BatchingStats): Pick<LoadedModel, 'recommend' | 'similar'> {
   const maxBatch = () => serving.maxBatch
-  const recommendations = new MicroBatcher<RecommendRequest, ScoredItem[]>((batch) => serving.recommendMany(batch), maxBatch)
-  const similarItems = new MicroBatcher<SimilarRequest, ScoredItem[]>((batch) => serving.similarMany(batch), maxBatch)
+  const count = (size: number) => {
+    stats.batches++
+    stats.requests += size
+  }
+  const recommendations = new MicroBatcher<RecommendRequest, ScoredItem[]>((batch) => serving.recommendMany(batch), maxBatch, count)
+  const similarItems = new MicroBatcher<SimilarRequest, ScoredItem[]>((batch) => serving.similarMany(batch), maxBatch, count)
   return { recommend: (request) => recommendations.submit(request), similar: (request) => similarItems.submit(request) }
 }
 
@@ -55,6 +65,7 @@ export class ServingRegistry {
   private readonly reloads = new Map<string, Promise<LoadedModel | null>>()
   private active = new Map<string, string>() // datasetId → model version id
   private readonly maxLoaded: number
+  private readonly batching: BatchingStats = { batches: 0, requests: 0 }
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -67,6 +78,10 @@ export class ServingRegistry {
   async refreshActive(): Promise<void> {
     const rows = await listActiveModelVersions(this.prisma)
     this.active = new Map(rows.map((r) => [r.datasetId, r.id]))
+  }
+
+  batchingStats(): BatchingStats {
+    return { ...this.batching }
   }
 
   activeModelIds(): Map<string, string> {
@@ -178,7 +193,7 @@ export class ServingRegistry {
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
     const serving = ServingModel.load(version.weights, matrix)
     const loaded = await this.withItems(
-      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving) },
+      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
     )
     const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
