@@ -1,4 +1,6 @@
-// `npm start`: the three services in the foreground, one process each, sharing this terminal.
+// `npm start`: the three services in the foreground, sharing this terminal. The API runs as
+// API_REPLICAS processes on one port (default: one per core, see docs/OPERATIONS.md; 1 for a
+// single process), the worker and the embedding cache as one process each.
 // Ctrl-C / SIGTERM is passed on to every service, which shuts down gracefully.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'

@@ -2,6 +2,7 @@
  * The one typed configuration loader of the platform: environment variables with defaults,
  * validated up front so that a bad value stops the process with a message naming the variable.
  */
+import os from 'node:os'
 import { defaultBackboneCacheDir, resolveBackboneSpec } from '@iisan/backbones/hub-cache'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -20,6 +21,11 @@ export interface AppConfig {
   port: number
   /** HOST — interface the API (and the worker's health port) bind to. */
   host: string
+  /**
+   * API_REPLICAS — API processes sharing PORT (node:cluster), each holding its own copy of the
+   * served models. Default: os.availableParallelism(); 1 runs the API as a single process.
+   */
+  apiReplicas: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
   /**
@@ -123,6 +129,16 @@ export function loadConfig(env: Env = process.env): AppConfig {
     }
     return n
   }
+  const count = (name: string, fallback: number, what: string): number => {
+    const v = raw(name)
+    if (v === undefined) return fallback
+    const n = Number(v)
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) {
+      issues.push({ variable: name, value: v, message: `must be a whole number of ${what}` })
+      return fallback
+    }
+    return n
+  }
   const url = (name: keyof typeof CONFIG_DEFAULTS, protocols: string[]): string => {
     const v = str(name)
     let parsed: URL
@@ -156,6 +172,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const embeddingCachePort = port('EMBEDDING_CACHE_PORT')
   const workerHealthPort = port('WORKER_HEALTH_PORT')
   const host = str('HOST')
+  const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
   const queuePrefix = str('QUEUE_PREFIX')
@@ -210,6 +227,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     redisUrl,
     port: p,
     host,
+    apiReplicas,
     embeddingCachePort,
     embeddingCacheHost,
     embeddingCacheUrl,

@@ -5,7 +5,12 @@ import { createCommandConnection, createTrainingQueue, publishModelActivated, pu
 import { createPrisma } from '@iisan/storage'
 import { buildApp } from './app.ts'
 
-export async function createApiServer(config: AppConfig, logger: Logger) {
+export interface ApiServerOptions {
+  /** Which replica this is (1…API_REPLICAS): every response then names it and its pid (x-replica, x-replica-pid). */
+  replica?: number
+}
+
+export async function createApiServer(config: AppConfig, logger: Logger, options: ApiServerOptions = {}) {
   const prisma = createPrisma(config.databaseUrl)
   // requests wait on these commands: during a Redis outage they fail fast (503, or the job left to
   // the workers' reconciler) instead of hanging until Redis returns
@@ -51,6 +56,14 @@ export async function createApiServer(config: AppConfig, logger: Logger) {
     },
     { logger, apiKeys: config.apiKeys },
   )
+  const { replica } = options
+  if (replica !== undefined) {
+    const id = String(replica)
+    const pid = String(process.pid)
+    app.addHook('onRequest', async (_request, reply) => {
+      reply.header('x-replica', id).header('x-replica-pid', pid)
+    })
+  }
   return {
     app,
     prisma,
