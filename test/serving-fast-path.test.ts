@@ -19,6 +19,7 @@ import {
   type ScoredItem,
 } from '@iisan/model'
 import { selectTopK } from '@iisan/model/item-scoring'
+import { readBack } from '@iisan/tensor-ops'
 
 const NUM_ITEMS = 1500
 const HISTORIES = 1000
@@ -58,7 +59,7 @@ function randomHistories(count: number, numItems: number, seed: number): number[
 function referenceTopK(model: SequentialRecommender, matrix: Float32Array, history: number[], k: number): ScoredItem[] {
   const D = model.config.embeddingDim
   const items = tf.tensor2d(matrix, [matrix.length / D, D])
-  const state = tf.tidy(() => model.userStates([leftPad(history, model.config.maxSeqLen)], items).dataSync() as Float32Array)
+  const state = readBack(() => model.userStates([leftPad(history, model.config.maxSeqLen)], items))
   items.dispose()
   return topKByDot(matrix, D, state, k, new Set(history))
 }
@@ -86,7 +87,7 @@ describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the ref
 
   it.each(['sasrec-id', 'iisan'] as const)('%s: 1,000 random histories, batched as the API batches them, then again after cold-start appends', (method) => {
     const model = buildModel(method)
-    const matrix = tf.tidy(() => model.itemMatrix().dataSync() as Float32Array)
+    const matrix = readBack(() => model.itemMatrix())
     const D = model.config.embeddingDim
     const padded = new Float32Array(matrix.length)
     padded.set(matrix)
@@ -133,7 +134,7 @@ describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the ref
 
   it('similar items: cosine over the served rows, the item itself excluded, equal to a scan of unit rows', () => {
     const model = buildModel('sasrec-id')
-    const matrix = tf.tidy(() => model.itemMatrix().dataSync() as Float32Array)
+    const matrix = readBack(() => model.itemMatrix())
     const D = model.config.embeddingDim
     const serving = ServingModel.load(saveCheckpoint(model.params, model.config), matrix)
     const unit = new Float32Array(matrix.length)
@@ -154,18 +155,17 @@ describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the ref
   })
 })
 
-describe('top-k selection over a column of scores', () => {
+describe("top-k selection over one query's scores", () => {
   it('skips row 0 and excluded rows, keeps ties in row order, and returns fewer when fewer are left', () => {
-    // 6 rows × 2 columns; column 1 is what is read
-    const scores = Float32Array.from([9, 9, 1, 5, 2, 7, 3, 7, 4, 0, 5, 3])
-    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 3, exclude: [] })).toEqual([
+    const scores = Float32Array.from([9, 5, 7, 7, 0, 3])
+    expect(selectTopK(scores.slice(), { k: 3, exclude: [] })).toEqual([
       { index: 2, score: 7 },
       { index: 3, score: 7 },
       { index: 1, score: 5 },
     ])
-    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 3, exclude: [2, 5] }).map((s) => s.index)).toEqual([3, 1, 4])
-    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 10, exclude: [1, 2, 3, 4] })).toEqual([{ index: 5, score: 3 }])
+    expect(selectTopK(scores.slice(), { k: 3, exclude: [2, 5] }).map((s) => s.index)).toEqual([3, 1, 4])
+    expect(selectTopK(scores.slice(), { k: 10, exclude: [1, 2, 3, 4] })).toEqual([{ index: 5, score: 3 }])
     // a row scale divides before ranking (cosine with row norms)
-    expect(selectTopK(scores.slice(), 2, 1, 6, { k: 1, exclude: [] }, Float32Array.from([1, 1, 7, 7, 1, 1])).map((s) => s.index)).toEqual([1])
+    expect(selectTopK(scores.slice(), { k: 1, exclude: [] }, Float32Array.from([1, 1, 7, 7, 1, 1])).map((s) => s.index)).toEqual([1])
   })
 })

@@ -1,6 +1,7 @@
 // IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
 // (docs/METHOD.md §3). Only unique, real items of a batch go through the SAN.
 import * as tf from '@tensorflow/tfjs-core'
+import { readBack } from '@iisan/tensor-ops'
 import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type NewItemStates } from './cached-states.ts'
 export type { NewItemStates } from './cached-states.ts'
 import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
@@ -196,7 +197,7 @@ export function embedItemStates(encoder: IisanItemEncoder, items: NewItemStates[
       image: appendItems(emptyModality(0, image.numLayers, image.width), chunk.map((i) => i.image)),
     })
     const ids = Int32Array.from(chunk, (_, i) => i + 1)
-    out.set(tf.tidy(() => encoder.embedUnique(ids).dataSync() as Float32Array), start * D)
+    out.set(readBack(() => encoder.embedUnique(ids)), start * D)
   }
   return out
 }

@@ -2,6 +2,7 @@
 // product on the tensor backend (the wasm backend's XNNPACK kernel, not a scalar JS loop), then
 // each query's top k by partial selection over its column of scores.
 import * as tf from '@tensorflow/tfjs-core'
+import { readBack } from '@iisan/tensor-ops'
 
 export interface ScoredItem {
   /** item index 1..N */
@@ -41,34 +42,34 @@ export function topKOfQueries(items: tf.Tensor2D, queries: Float32Array, request
   const step = maxBatchFor(rows)
   for (let start = 0; start < B; start += step) {
     const n = Math.min(step, B - start)
-    // [N+1, n]: items × queriesᵀ, with the item matrix as XNNPACK's input and the few queries as
-    // its (cheaply packed) weights
-    const scores = tf.tidy(() => {
-      const qT = tf.transpose(tf.tensor2d(queries.subarray(start * D, (start + n) * D), [n, D]))
-      return tf.matMul(items, qT).dataSync() as Float32Array
-    })
-    for (let b = 0; b < n; b++) results.push(selectTopK(scores, n, b, rows, requests[start + b], rowScale))
+    // items × queriesᵀ [N+1, n], with the item matrix as XNNPACK's input and the few queries as
+    // its weights: packed per call, and small (with the matrix as the weights the kernel would
+    // cache a packed second copy of it). Transposed on the backend to [n, N+1], so each query's
+    // scores are contiguous for the selection.
+    const scores = readBack(() => tf.transpose(tf.matMul(items, tf.transpose(tf.tensor2d(queries.subarray(start * D, (start + n) * D), [n, D])))))
+    for (let b = 0; b < n; b++) results.push(selectTopK(scores.subarray(b * rows, (b + 1) * rows), requests[start + b], rowScale))
   }
   return results
 }
 
 /**
- * Column `column` of a row-major [rows, stride] score matrix → its top k over rows 1..rows-1,
- * best first. Excluded rows are marked in place (the buffer is the caller's scratch), so the
- * scan tests no set per row. Ties keep the lower index first, as a scan in row order does.
+ * One query's scores over rows 0..N → its top k over rows 1..N, best first. Excluded rows are
+ * marked in place (the buffer is the caller's scratch), so the scan tests no set per row. Ties
+ * keep the lower index first, as a scan in row order does.
  */
-export function selectTopK(scores: Float32Array, stride: number, column: number, rows: number, request: ScoringRequest, rowScale?: Float32Array): ScoredItem[] {
+export function selectTopK(scores: Float32Array, request: ScoringRequest, rowScale?: Float32Array): ScoredItem[] {
   const { k, exclude } = request
+  const rows = scores.length
   for (let i = 0; i < exclude.length; i++) {
     const r = exclude[i]
-    if (r > 0 && r < rows) scores[r * stride + column] = -Infinity
+    if (r > 0 && r < rows) scores[r] = -Infinity
   }
   const bestIndex = new Int32Array(k)
   const bestScore = new Float64Array(k)
   let filled = 0
   let threshold = -Infinity
   for (let r = 1; r < rows; r++) {
-    const raw = scores[r * stride + column]
+    const raw = scores[r]
     if (raw === -Infinity) continue
     const score = rowScale ? raw / (rowScale[r] || 1) : raw
     if (filled === k && score <= threshold) continue

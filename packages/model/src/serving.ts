@@ -4,6 +4,7 @@
 // The item matrix is held once, as a tensor on the backend: the scoring kernel, the user
 // encoder's embedding lookup and the similar-items queries all read that one copy.
 import * as tf from '@tensorflow/tfjs-core'
+import { readBack } from '@iisan/tensor-ops'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
@@ -69,7 +70,7 @@ export class ServingModel {
   /** User states [B, D] after each history (item indices, oldest first; the last T are used). */
   userStates(histories: readonly ArrayLike<number>[]): Float32Array {
     const windows = histories.map((h) => leftPad(h, this.config.maxSeqLen))
-    return tf.tidy(() => this.model.userStates(windows, this.items).dataSync() as Float32Array)
+    return readBack(() => this.model.userStates(windows, this.items))
   }
 
   userState(history: ArrayLike<number>): Float32Array {
@@ -94,10 +95,10 @@ export class ServingModel {
   /** Item-to-item: nearest items by cosine similarity of their embeddings, the item itself excluded. */
   similarMany(requests: readonly SimilarRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
-    this.norms ??= tf.tidy(() => tf.norm(this.items, 'euclidean', 1).dataSync() as Float32Array)
+    this.norms ??= readBack(() => tf.norm(this.items, 'euclidean', 1))
     const norms = this.norms
     const D = this.config.embeddingDim
-    const queries = tf.tidy(() => tf.gather(this.items, tf.tensor1d(requests.map((r) => r.index), 'int32')).dataSync() as Float32Array)
+    const queries = readBack(() => tf.gather(this.items, tf.tensor1d(requests.map((r) => r.index), 'int32')))
     requests.forEach((r, b) => {
       const scale = 1 / (norms[r.index] || 1)
       for (let d = 0; d < D; d++) queries[b * D + d] *= scale

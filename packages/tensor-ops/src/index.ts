@@ -18,3 +18,17 @@ export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.
 export function gelu<T extends tf.Tensor>(x: T): T {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as T
 }
+
+/**
+ * Runs `compute` in a tidy scope and reads its float32 result back. The typed array must not be
+ * what the tidy returns: tfjs would walk every element of it looking for tensors to keep, which
+ * costs seconds on a score matrix or a catalogue of embeddings.
+ */
+export function readBack(compute: () => tf.Tensor): Float32Array {
+  const result = tf.tidy(compute)
+  try {
+    return result.dataSync() as Float32Array
+  } finally {
+    result.dispose()
+  }
+}
