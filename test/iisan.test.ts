@@ -38,19 +38,19 @@ describe('SAN blocks against hand computations', () => {
 
   it('a SANB with zero up-projection is the identity; otherwise x + W_up·relu(W_down·x + b_down) + b_up', () => {
     const params = new Params(1)
-    addSanb(params, 'b', 3, 2, 'textAdapters')
+    const block = addSanb(params, 'b', 3, 2, 'textAdapters')
     const x = tf.tensor2d([[1, -2, 0.5]])
     params.get('b.up.w').assign(tf.zeros([2, 3]))
-    expect(arr(sanb(params, 'b', x, 'relu'))).toEqual([1, -2, 0.5])
+    expect(arr(sanb(block, x, 'relu'))).toEqual([1, -2, 0.5])
 
     params.get('b.down.w').assign(tf.tensor2d([[1, 0], [0, 1], [1, 1]]))
     params.get('b.down.b').assign(tf.tensor1d([0, 0.5]))
     params.get('b.up.w').assign(tf.tensor2d([[1, 0, 0], [0, 2, 0]]))
     params.get('b.up.b').assign(tf.tensor1d([0, 0, 1]))
     // down: [1 + 0.5, -2 + 0.5 + 0.5] = [1.5, -1] → relu [1.5, 0] → up [1.5, 0, 0] + b_up [0, 0, 1]
-    expect(arr(sanb(params, 'b', x, 'relu'))).toEqual([1 + 1.5, -2, 0.5 + 1])
+    expect(arr(sanb(block, x, 'relu'))).toEqual([1 + 1.5, -2, 0.5 + 1])
     // GELU variant: gelu(−1) = −0.15865525…, up adds 2·gelu(−1) to x[1]
-    const g = arr(sanb(params, 'b', x, 'gelu'))
+    const g = arr(sanb(block, x, 'gelu'))
     expect(g[1]).toBeCloseTo(-2 + 2 * -0.15865525393145707, 5)
     params.dispose()
   })
@@ -60,8 +60,8 @@ describe('SAN blocks against hand computations', () => {
     const D = 2
     const params = new Params(1)
     const groups = { gate: 'recsys', sanbs: 'textAdapters', F: 'textEncoder' } as const
-    addTower(params, { name: 't', width: d, numSideLayers: 2, reduction: 1, groups }, D)
-    addTower(params, { name: 'x', width: d, numSideLayers: 2, reduction: 1, groups }, D)
+    const t = addTower(params, { name: 't', width: d, numSideLayers: 2, reduction: 1, groups }, D)
+    const crossTower = addTower(params, { name: 'x', width: d, numSideLayers: 2, reduction: 1, groups }, D)
     for (const name of ['t', 'x']) {
       // SANB_1 = identity, SANB_2 adds b_up = [1, 1]; F = P = identity; gate θ = [0, 0.1]
       for (const k of [0, 1]) params.get(`${name}.sanb${k}.up.w`).assign(tf.zeros([1, d]))
@@ -77,14 +77,14 @@ describe('SAN blocks against hand computations', () => {
     const h2 = [10, -6]
     const text = [tf.tensor2d([h1]), tf.tensor2d([h2])]
     // intra: prev1 = 0.5·h1; prev2 = g2·h2 + (1 − g2)·prev1 + [1, 1]
-    const intra = arr(intraTower(params, 't', text, 'relu'))
+    const intra = arr(intraTower(t, text, 'relu'))
     const expectIntra = [0, 1].map((i) => g2 * h2[i] + (1 - g2) * 0.5 * h1[i] + 1)
     intra.forEach((v, i) => expect(v).toBeCloseTo(expectIntra[i], 5))
     // inter: prev1 = 0.5·i1 + 0.5·t1; prev2 = prev1 + g2·i2 + (1 − g2)·t2 + [1, 1]
     const i1 = [1, 1]
     const i2 = [-3, 5]
     const image = [tf.tensor2d([i1]), tf.tensor2d([i2])]
-    const inter = arr(interTower(params, 'x', text, image, 'relu'))
+    const inter = arr(interTower(crossTower, text, image, 'relu'))
     const expectInter = [0, 1].map((i) => 0.5 * i1[i] + 0.5 * h1[i] + g2 * i2[i] + (1 - g2) * h2[i] + 1)
     inter.forEach((v, i) => expect(v).toBeCloseTo(expectInter[i], 5))
     params.dispose()

@@ -60,11 +60,7 @@ export function addSanb(params: Params, name: string, d: number, r: number, grou
 }
 
 /** x [n, d] → x + up(act(down(x))) [n, d]. */
-export function sanb(block: Sanb, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D
-/** By checkpoint name: the block under `name` in `params` (models hold theirs). */
-export function sanb(params: Params, name: string, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D
-export function sanb(...args: ByName<Sanb, [tf.Tensor2D, SanActivation]>): tf.Tensor2D {
-  const [{ down, downBias, up, upBias }, x, activation] = resolve(args, sanbNamed)
+export function sanb({ down, downBias, up, upBias }: Sanb, x: tf.Tensor2D, activation: SanActivation): tf.Tensor2D {
   if (activation === 'relu') return sanbRelu(x, down, downBias, up, upBias)
   return tf.add(x, linear(gelu(linear(x, down, downBias)), up, upBias)) as tf.Tensor2D
 }
@@ -115,11 +111,7 @@ export function addTower(params: Params, spec: TowerSpec, embeddingDim: number):
 }
 
 /** Intra-modal tower: states[k] = H_m[s_k] [n, d] → e_m [n, D]. */
-export function intraTower(tower: SanTower, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
-/** By checkpoint name: the tower under `name` in `params` (models hold theirs). */
-export function intraTower(params: Params, name: string, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
-export function intraTower(...args: ByName<SanTower, [tf.Tensor2D[], SanActivation]>): tf.Tensor2D {
-  const [tower, states, activation] = resolve(args, towerNamed)
+export function intraTower(tower: SanTower, states: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
   const g = gates(tower.gate)
   let prev: tf.Tensor2D | undefined
   states.forEach((h, k) => {
@@ -131,11 +123,7 @@ export function intraTower(...args: ByName<SanTower, [tf.Tensor2D[], SanActivati
 }
 
 /** Inter-modal tower: text[k], image[k] [n, d] (same width) → e_inter [n, D]. */
-export function interTower(tower: SanTower, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
-/** By checkpoint name: the tower under `name` in `params` (models hold theirs). */
-export function interTower(params: Params, name: string, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D
-export function interTower(...args: ByName<SanTower, [tf.Tensor2D[], tf.Tensor2D[], SanActivation]>): tf.Tensor2D {
-  const [tower, text, image, activation] = resolve(args, towerNamed)
+export function interTower(tower: SanTower, text: tf.Tensor2D[], image: tf.Tensor2D[], activation: SanActivation): tf.Tensor2D {
   const g = gates(tower.gate)
   let prev: tf.Tensor2D | undefined
   text.forEach((ht, k) => {
@@ -149,41 +137,6 @@ export function interTower(...args: ByName<SanTower, [tf.Tensor2D[], tf.Tensor2D
 /** P(F(x)): d → d → D. */
 function project({ F, P }: SanTower, x: tf.Tensor2D): tf.Tensor2D {
   return linearPair(x, F.w, F.b, P.w, P.b)
-}
-
-// ---- by-name access, for code that has a Params store but not the model holding it (tests, tools) ----
-
-/** A typed SAN function's arguments, or the same with (params, name) in place of the weights. */
-type ByName<T, Rest extends unknown[]> = [T, ...Rest] | [Params, string, ...Rest]
-
-function resolve<T, Rest extends unknown[]>(args: ByName<T, Rest>, named: (params: Params, name: string) => T): [T, ...Rest] {
-  if (!(args[0] instanceof Params)) return args as [T, ...Rest]
-  const [params, name, ...rest] = args as [Params, string, ...Rest]
-  return [named(params, name), ...rest]
-}
-
-function matrixNamed(params: Params, name: string): Matrix {
-  return params.get(name) as Matrix
-}
-
-function vectorNamed(params: Params, name: string): Vector {
-  return params.get(name) as Vector
-}
-
-function linearNamed(params: Params, name: string): LinearWeights {
-  return { w: matrixNamed(params, `${name}.w`), b: vectorNamed(params, `${name}.b`) }
-}
-
-function sanbNamed(params: Params, name: string): Sanb {
-  const { w: down, b: downBias } = linearNamed(params, `${name}.down`)
-  const { w: up, b: upBias } = linearNamed(params, `${name}.up`)
-  return { down, downBias, up, upBias }
-}
-
-function towerNamed(params: Params, name: string): SanTower {
-  const gate = vectorNamed(params, `${name}.gate`)
-  const sanbs = Array.from({ length: gate.shape[0] }, (_, k) => sanbNamed(params, `${name}.sanb${k}`))
-  return { gate, sanbs, F: linearNamed(params, `${name}.F`), P: linearNamed(params, `${name}.P`) }
 }
 
 /**
