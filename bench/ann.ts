@@ -1,0 +1,274 @@
+// Approximate item index (issue 11): for each catalogue size, a synthetic [N+1, 64] item matrix
+// (seeded; clustered directions, log-normal norms like trained embeddings) → build the USearch
+// index (packages/model/src/item-index.ts) → build seconds and RSS delta; 200 user-state queries
+// with a 20-item history excluded → recall@10 against the exact scan (topKByDot of serving.ts),
+// and per-query latency (median / p99) of the exact scan and of the index; appending 1,000
+// cold-start items (ms) and whether they are found at once. Prints a table; writes
+// bench/results/ann.json.
+//   npx tsx bench/ann.ts [--sizes 20000,200000,1000000] [--queries 200] [--ef-search 64,128,256]
+//     [--ef-construction N] [--connectivity N] [--threads N] [--reduced]
+// --reduced also builds a USearch index over the MIPS→cosine reduction (rows + sqrt(M² − |x|²),
+// query + 0) with the same parameters, for comparison (docs/ann-choice.md). Bad arguments print one `error: …` line and exit 1.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { Index, MetricKind, ScalarKind } from 'usearch'
+import { ANN_DEFAULTS, approximateIndex } from '../packages/model/src/item-index.ts'
+import { topKByDot } from '../packages/model/src/serving.ts'
+
+const USAGE =
+  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--ef-construction N] [--connectivity N] [--threads N] [--reduced]'
+const D = 64
+const K = 10
+const HISTORY = 20
+const APPENDED = 1000
+
+function fail(message: string): never {
+  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  process.exit(1)
+}
+
+function parseOptions() {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    ;({ values } = parseArgs({
+      options: {
+        sizes: { type: 'string', default: '20000,200000' },
+        queries: { type: 'string', default: '200' },
+        'ef-search': { type: 'string', default: `64,${ANN_DEFAULTS.efSearch},256` },
+        'ef-construction': { type: 'string', default: String(ANN_DEFAULTS.efConstruction) },
+        connectivity: { type: 'string', default: String(ANN_DEFAULTS.connectivity) },
+        threads: { type: 'string', default: '0' },
+        reduced: { type: 'boolean', default: false },
+      },
+    }))
+  } catch (err) {
+    fail(`${(err as Error).message} (${USAGE})`)
+  }
+  const int = (raw: string, name: string, min: number): number => {
+    const n = Number(raw.trim())
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min) fail(`--${name} must be an integer ≥ ${min} (got ${JSON.stringify(raw)})`)
+    return n
+  }
+  const sizes = String(values.sizes).split(',').map((s) => int(s, 'sizes', 1000))
+  return {
+    sizes,
+    queries: int(String(values.queries), 'queries', 1),
+    efSearch: String(values['ef-search']).split(',').map((s) => int(s, 'ef-search', 1)),
+    efConstruction: int(String(values['ef-construction']), 'ef-construction', 1),
+    connectivity: int(String(values.connectivity), 'connectivity', 2),
+    threads: int(String(values.threads), 'threads', 0),
+    reduced: values.reduced === true,
+  }
+}
+
+/** mulberry32 + Box–Muller: reproducible N(0, 1) */
+function gaussian(seed: number): () => number {
+  let a = seed >>> 0
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return () => Math.sqrt(-2 * Math.log(uniform() || 1e-12)) * Math.cos(2 * Math.PI * uniform())
+}
+
+/** [N+1, D]: 256 cluster centres, item = centre + noise, unit direction × log-normal norm. */
+function catalogue(N: number, seed: number): Float32Array {
+  const g = gaussian(seed)
+  const C = 256
+  const centres = Float32Array.from({ length: C * D }, g)
+  const m = new Float32Array((N + 1) * D)
+  const v = new Float32Array(D)
+  for (let r = 1; r <= N; r++) {
+    const c = Math.floor(((g() * 1e6) % C + C) % C)
+    let sq = 0
+    for (let d = 0; d < D; d++) {
+      v[d] = centres[c * D + d] + 0.9 * g()
+      sq += v[d] * v[d]
+    }
+    const scale = Math.exp(0.35 * g()) / Math.sqrt(sq)
+    for (let d = 0; d < D; d++) m[r * D + d] = v[d] * scale
+  }
+  return m
+}
+
+/** User states: the mean of 3 random items plus noise (a user between a few interests). */
+function userStates(matrix: Float32Array, N: number, count: number, seed: number): Float32Array[] {
+  const g = gaussian(seed)
+  const pick = () => 1 + Math.floor(((Math.abs(g()) * 1e6) % N))
+  return Array.from({ length: count }, () => {
+    const u = new Float32Array(D)
+    for (let j = 0; j < 3; j++) {
+      const r = pick()
+      for (let d = 0; d < D; d++) u[d] += matrix[r * D + d]
+    }
+    for (let d = 0; d < D; d++) u[d] = u[d] / 3 + 0.3 * g()
+    return u
+  })
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}
+
+function timeQueries(run: (i: number) => void, n: number): { medianMs: number; p99Ms: number; meanMs: number } {
+  const times: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    run(i)
+    times.push(performance.now() - t)
+  }
+  const sorted = [...times].sort((a, b) => a - b)
+  return { medianMs: quantile(sorted, 0.5), p99Ms: quantile(sorted, 0.99), meanMs: times.reduce((a, b) => a + b, 0) / n }
+}
+
+function rssMB(): number {
+  ;(globalThis as { gc?: () => void }).gc?.()
+  return process.memoryUsage().rss / 2 ** 20
+}
+
+const opts = parseOptions()
+const results: Record<string, unknown>[] = []
+for (const N of opts.sizes) {
+  const matrix = catalogue(N, 1000 + N)
+  const queries = userStates(matrix, N, opts.queries, 7)
+  const histories = queries.map((_, i) => new Set(Array.from({ length: HISTORY }, (_, j) => 1 + ((i * 7919 + j * 104729) % N))))
+
+  const exactTop: number[][] = []
+  const exact = timeQueries((i) => exactTop.push(topKByDot(matrix, D, queries[i], K, histories[i]).map((s) => s.index)), opts.queries)
+
+  const rssBefore = rssMB()
+  let t = performance.now()
+  const index = approximateIndex(matrix, D, {
+    connectivity: opts.connectivity,
+    efConstruction: opts.efConstruction,
+    threads: opts.threads,
+  })
+  const buildSeconds = (performance.now() - t) / 1000
+  const rssDeltaMB = rssMB() - rssBefore
+
+  const sweep = opts.efSearch.map((ef) => {
+    index.efSearch = ef
+    const annTop: number[][] = []
+    index.search(queries[0], K, histories[0]) // warm-up
+    const ann = timeQueries((i) => annTop.push(index.search(queries[i], K, histories[i]).map((s) => s.index)), opts.queries)
+    let hits = 0
+    let excludedReturned = 0
+    let short = 0
+    for (let i = 0; i < opts.queries; i++) {
+      const truth = new Set(exactTop[i])
+      hits += annTop[i].filter((x) => truth.has(x)).length
+      excludedReturned += annTop[i].filter((x) => histories[i].has(x)).length
+      if (annTop[i].length < K) short++
+    }
+    return { efSearch: ef, recallAt10: hits / (K * opts.queries), excludedReturned, queriesShortOfK: short, ...ann, queriesPerSecondOneCore: 1000 / ann.meanMs }
+  })
+  index.efSearch = ANN_DEFAULTS.efSearch
+
+  // cold start: 1,000 new items; each, as a query direction, must come back at once
+  const fresh = catalogue(APPENDED, 99).subarray(D)
+  t = performance.now()
+  index.append(fresh, N + 1)
+  const appendMs = performance.now() - t
+  // found at once: for 100 appended rows as queries, recall@10 of the index vs the exact scan
+  // over the grown matrix (a short row need not be its own top-1 under inner product), and
+  // whether the row itself comes back whenever the exact scan ranks it in the top 10
+  const grown = new Float32Array(matrix.length + fresh.length)
+  grown.set(matrix)
+  grown.set(fresh, matrix.length)
+  let freshHits = 0
+  let selfExpected = 0
+  let selfFound = 0
+  for (let i = 0; i < 100; i++) {
+    const id = N + 1 + i * 10
+    const q = grown.subarray(id * D, (id + 1) * D)
+    const truth = topKByDot(grown, D, q, K, new Set()).map((s) => s.index)
+    const got = index.search(q, K).map((s) => s.index)
+    freshHits += got.filter((x) => truth.includes(x)).length
+    if (truth.includes(id)) {
+      selfExpected++
+      if (got.includes(id)) selfFound++
+    }
+  }
+  const appended = { rows: APPENDED, ms: appendMs, recallAt10: freshHits / (K * 100), selfInExactTop10: selfExpected, selfFound }
+
+  let reduced: Record<string, number> | undefined
+  if (opts.reduced) {
+    const native = new Index({
+      dimensions: D + 1,
+      metric: MetricKind.IP,
+      quantization: ScalarKind.F32,
+      connectivity: opts.connectivity,
+      expansion_add: opts.efConstruction,
+      expansion_search: 1,
+      multi: false,
+    })
+    let maxSq = 0
+    for (let r = 1; r <= N; r++) maxSq = Math.max(maxSq, dot(matrix, r, matrix.subarray(r * D, (r + 1) * D)))
+    const augmented = new Float32Array(N * (D + 1))
+    for (let r = 1; r <= N; r++) {
+      const row = matrix.subarray(r * D, (r + 1) * D)
+      augmented.set(row, (r - 1) * (D + 1))
+      augmented[(r - 1) * (D + 1) + D] = Math.sqrt(Math.max(0, maxSq - dot(matrix, r, row)))
+    }
+    t = performance.now()
+    native.add(BigUint64Array.from({ length: N }, (_, i) => BigInt(i + 1)), augmented, opts.threads)
+    const reducedBuild = (performance.now() - t) / 1000
+    let reducedHits = 0
+    const q1 = new Float32Array(D + 1)
+    const reducedTime = timeQueries((i) => {
+      q1.set(queries[i])
+      const { keys } = native.search(q1, Math.max(K + HISTORY + ANN_DEFAULTS.overfetch, ANN_DEFAULTS.efSearch), 1)
+      const got = Array.from(keys, Number).filter((x) => !histories[i].has(x))
+      const scored = got.map((x) => ({ x, s: dot(matrix, x, queries[i]) })).sort((a, b) => b.s - a.s).slice(0, K)
+      const truth = new Set(exactTop[i])
+      reducedHits += scored.filter((c) => truth.has(c.x)).length
+    }, opts.queries)
+    reduced = { buildSeconds: reducedBuild, recallAt10: reducedHits / (K * opts.queries), medianMs: reducedTime.medianMs, p99Ms: reducedTime.p99Ms }
+  }
+  index.dispose?.()
+
+  const row = {
+    N,
+    D,
+    buildSeconds,
+    rssDeltaMB,
+    exact,
+    index: sweep,
+    appended,
+    ...(reduced ? { mipsReduction: { efSearch: ANN_DEFAULTS.efSearch, ...reduced } } : {}),
+  }
+  results.push(row)
+  console.error(`N=${N} done: ${JSON.stringify(row)}`)
+}
+
+function dot(matrix: Float32Array, r: number, q: Float32Array): number {
+  let s = 0
+  for (let d = 0; d < D; d++) s += matrix[r * D + d] * q[d]
+  return s
+}
+
+const fmt = (x: number, digits = 2) => x.toFixed(digits)
+console.log(`ANN (usearch inner product, M=${opts.connectivity}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${HISTORY} excluded, ${opts.queries} queries, ${os.cpus().length} cores (load ${os.loadavg()[0].toFixed(1)})`)
+console.log('| N | build s | RSS Δ MB | efSearch | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
+console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+for (const r of results as any[]) {
+  for (const e of r.index) {
+    console.log(
+      `| ${r.N} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
+    )
+  }
+  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
+}
+
+const out = path.join(import.meta.dirname, 'results', 'ann.json')
+fs.mkdirSync(path.dirname(out), { recursive: true })
+const previous = fs.existsSync(out) ? (JSON.parse(fs.readFileSync(out, 'utf8')) as { runs?: unknown[] }) : {}
+const runs = [...(previous.runs ?? []).filter((r: any) => !opts.sizes.includes(r.N) || r.params?.efConstruction !== opts.efConstruction || r.params?.connectivity !== opts.connectivity)]
+for (const r of results) runs.push({ ...r, params: { connectivity: opts.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, date: new Date().toISOString() })
+fs.writeFileSync(out, JSON.stringify({ library: 'usearch@2.25.3', node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
+console.log(`wrote ${path.relative(process.cwd(), out)}`)

@@ -1,0 +1,268 @@
+// Approximate top-k by inner product over the item matrix (issue 11), for catalogues too large
+// for the exact scan in serving.ts (`topKByDot`). Backed by USearch (HNSW, a prebuilt N-API
+// binary shipped inside the npm tarball: nothing is compiled or downloaded at install time, and
+// its `node-gyp-build` install script is not needed — the binary is found at import time).
+// See docs/ann-choice.md for why USearch and how the defaults below were measured.
+//
+// The graph is built and searched with USearch's inner-product metric directly ("ip-NSW").
+// The textbook MIPS → nearest-neighbour reduction (append sqrt(M² − |x|²) to each row, 0 to
+// the query) was measured and rejected: with the spread of norms trained embeddings have, most
+// augmented rows crowd around the extra axis, the graph loses its contrast and recall@10 fell
+// to ~0.2 at 20k items (docs/ann-choice.md).
+//
+// The library's candidates are re-ranked by the exact dot product u·e_j recomputed from the
+// rows, so a returned score is exactly what the exact scan computes for that item.
+import { Index, MetricKind, ScalarKind } from 'usearch'
+import type { ScoredItem } from './serving.ts'
+
+/**
+ * Graph and search parameters, measured on 64-dimensional synthetic catalogues of 20k–1M items
+ * with clustered directions and log-normal norms (bench/ann.ts, docs/ann-choice.md):
+ * - connectivity (HNSW M) 16: the usual sweet spot for D ≈ 64; 32 doubles graph memory and
+ *   build time on a 2-core machine for a recall gain that efSearch buys more cheaply.
+ * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
+ *   for the same recall, higher costs build time at activation for little gain.
+ * - efSearch 512: the beam at query time (the candidates asked for). Measured recall@10 with
+ *   20 history items excluded: 20k 0.994 (256), 1.000 (512); 200k 0.95 (256), 0.984 (512),
+ *   0.997 (1024); 1M 0.957 (512), 0.983 (1024). 512 meets 0.98 up to a few hundred thousand
+ *   items; 1M needs 1024. Latency grows about linearly with it (~2.5 ms at 512, ~4.5 ms at
+ *   1024 on this machine), so the property can be changed at run time.
+ * - overfetch 16: candidates beyond k + |excluded| when that exceeds efSearch, so exact
+ *   re-ranking and history exclusion still leave k items.
+ * - exactTail 4096: appended (cold-start) rows go into the graph at once, and the most recent
+ *   4096 of them are also scored exactly on every search (~0.1 ms at D = 64), so a new item
+ *   the exact scan would return is never lost to a graph miss. Past that many appends,
+ *   rebuild (re-activate) the index.
+ */
+export const ANN_DEFAULTS = {
+  connectivity: 16,
+  efConstruction: 128,
+  efSearch: 512,
+  overfetch: 16,
+  exactTail: 4096,
+} as const
+
+/**
+ * Suggested catalogue size from which serving should switch from the exact scan to the index:
+ * the exact scan costs D·N multiply-adds per request (2.6 ms at 20k, 26 ms at 200k × 64 here),
+ * the index ~1–5 ms at any size (efSearch 512–1024) but costs build time and memory at
+ * activation.
+ */
+export const ANN_MIN_ITEMS = 100_000
+
+/**
+ * Items to leave out of a search: a set of item indices (e.g. the user's history; its size
+ * tells how many extra candidates to fetch) or a predicate. With a predicate the index fetches
+ * max(efSearch, k + overfetch) candidates and doubles that until k survive or the catalogue is
+ * exhausted.
+ */
+export type Exclusion = ReadonlySet<number> | ((index: number) => boolean)
+
+export interface ItemIndex {
+  /**
+   * Top-k rows 1..N by u·e_j (best first; ties by lower index), skipping `exclude`. Scores are
+   * the exact dot products recomputed from the rows. Fewer than k only when fewer than k items
+   * are left after exclusion.
+   */
+  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[]
+  /**
+   * Adds rows [n, D] as items firstIndex, firstIndex + 1, …; firstIndex must be size + 1 (items
+   * are appended in order, as ServingModel.appendItems numbers them). Findable at once.
+   */
+  append(rows: Float32Array, firstIndex: number): void
+  /** Number of items indexed (N). */
+  readonly size: number
+  /** Drops the native index; the object must not be used afterwards. */
+  dispose?(): void
+}
+
+export interface ApproximateItemIndex extends ItemIndex {
+  /**
+   * The search beam: each search asks the library for max(efSearch, k + |excluded| + overfetch)
+   * candidates, which is also the beam HNSW explores. Can be changed between searches.
+   */
+  efSearch: number
+}
+
+export interface ApproximateIndexOptions {
+  connectivity?: number
+  efConstruction?: number
+  efSearch?: number
+  overfetch?: number
+  /** The last this many appended rows are also scanned exactly on every search. */
+  exactTail?: number
+  /** Threads for building and appending (0 = all cores). Searches are single-threaded. */
+  threads?: number
+  /**
+   * Where exact re-ranking reads the rows: a function returning the current [N+1, D] matrix
+   * (e.g. `() => this.matrix` in ServingModel, whose matrix is replaced when items are appended).
+   * Without it the index re-ranks from the matrix it was built from and keeps its own copy of
+   * appended rows — which also keeps that matrix alive after the caller replaces its own.
+   */
+  rows?: () => Float32Array
+}
+
+/** Rows per native add while building. */
+const BUILD_CHUNK = 65_536
+
+/**
+ * Builds an approximate inner-product index over rows 1..N of `matrix` ([N+1, D] row-major;
+ * row 0 is padding and never returned). Synchronous and CPU-bound (all cores unless
+ * options.threads says otherwise): see docs/ann-choice.md for build times.
+ */
+export function approximateIndex(matrix: Float32Array, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
+  return new UsearchItemIndex(matrix, D, options)
+}
+
+class UsearchItemIndex implements ApproximateItemIndex {
+  efSearch: number
+  private native: Index | undefined
+  private readonly D: number
+  private readonly overfetch: number
+  private readonly exactTail: number
+  private readonly threads: number
+  private readonly liveRows: (() => Float32Array) | undefined
+  /** rows 0..baseRows−1 come from `base`; later ones from `extra` (unless liveRows is given) */
+  private readonly base: Float32Array
+  private readonly baseRows: number
+  private extra = new Float32Array(0)
+  private extraRows = 0
+  private count = 0
+
+  constructor(matrix: Float32Array, D: number, options: ApproximateIndexOptions) {
+    if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
+    if (matrix.length % D !== 0) throw new Error(`item matrix size ${matrix.length} is not a multiple of D = ${D}`)
+    this.D = D
+    this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
+    this.overfetch = options.overfetch ?? ANN_DEFAULTS.overfetch
+    this.exactTail = options.exactTail ?? ANN_DEFAULTS.exactTail
+    this.threads = options.threads ?? 0
+    this.liveRows = options.rows
+    this.base = matrix
+    this.baseRows = matrix.length / D
+
+    this.native = new Index({
+      dimensions: D,
+      metric: MetricKind.IP,
+      quantization: ScalarKind.F32,
+      connectivity: options.connectivity ?? ANN_DEFAULTS.connectivity,
+      expansion_add: options.efConstruction ?? ANN_DEFAULTS.efConstruction,
+      // the search beam is max(expansion_search, candidates asked for): set per search
+      expansion_search: 1,
+      multi: false,
+    })
+    for (let first = 1; first < this.baseRows; first += BUILD_CHUNK) {
+      const last = Math.min(this.baseRows, first + BUILD_CHUNK)
+      this.addRows(matrix.subarray(first * D, last * D), first)
+    }
+  }
+
+  get size(): number {
+    return this.count
+  }
+
+  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[] {
+    const native = this.live()
+    if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
+    if (k <= 0 || this.count === 0) return []
+    const isExcluded = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
+    const excludedCount = exclude === undefined || typeof exclude === 'function' ? 0 : exclude.size
+
+    let fetch = Math.min(this.count, Math.max(k + excludedCount + this.overfetch, this.efSearch, 1))
+    for (;;) {
+      const { keys } = native.search(query, fetch, 1)
+      const found: ScoredItem[] = []
+      const seen = new Set<number>()
+      for (let i = 0; i < keys.length; i++) {
+        const index = Number(keys[i])
+        seen.add(index)
+        if (isExcluded?.(index)) continue
+        found.push({ index, score: this.dot(index, query) })
+      }
+      this.scanTail(query, k, found, seen, isExcluded)
+      if (found.length >= k || fetch >= this.count) {
+        found.sort((a, b) => b.score - a.score || a.index - b.index)
+        return found.length > k ? found.slice(0, k) : found
+      }
+      fetch = Math.min(this.count, fetch * 2)
+    }
+  }
+
+  append(rows: Float32Array, firstIndex: number): void {
+    this.live()
+    const D = this.D
+    if (rows.length % D !== 0) throw new Error(`rows of ${rows.length} values are not a multiple of D = ${D}`)
+    if (firstIndex !== this.count + 1) throw new Error(`append at ${firstIndex}, but the next item index is ${this.count + 1}`)
+    const n = rows.length / D
+    if (n === 0) return
+    if (!this.liveRows) {
+      const needed = (this.extraRows + n) * D
+      if (needed > this.extra.length) {
+        const grown = new Float32Array(Math.max(needed, this.extra.length * 2))
+        grown.set(this.extra.subarray(0, this.extraRows * D))
+        this.extra = grown
+      }
+      this.extra.set(rows, this.extraRows * D)
+      this.extraRows += n
+    }
+    this.addRows(rows, firstIndex)
+  }
+
+  dispose(): void {
+    // The binding frees the native index when its wrapper is garbage-collected; dropping the
+    // reference is all there is to do (and later calls fail loudly instead of using it).
+    this.native = undefined
+  }
+
+  private live(): Index {
+    if (!this.native) throw new Error('item index used after dispose()')
+    return this.native
+  }
+
+  /** Adds rows [n, D] under keys first, first + 1, … (the library copies them). */
+  private addRows(rows: Float32Array, first: number): void {
+    const n = rows.length / this.D
+    const keys = new BigUint64Array(n)
+    for (let i = 0; i < n; i++) keys[i] = BigInt(first + i)
+    this.live().add(keys, rows, this.threads)
+    this.count += n
+  }
+
+  /**
+   * Exact scores of the last `exactTail` appended rows, added to `found` where they can make
+   * the top k: a cold-start item is returned whenever the exact scan would return it, even
+   * when the graph search misses a freshly inserted node.
+   */
+  private scanTail(query: Float32Array, k: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
+    const last = this.count
+    const first = Math.max(this.baseRows, last + 1 - this.exactTail)
+    if (first > last) return
+    let threshold = -Infinity
+    if (found.length >= k) threshold = found.map((f) => f.score).sort((a, b) => b - a)[k - 1]
+    for (let index = first; index <= last; index++) {
+      if (seen.has(index) || isExcluded?.(index)) continue
+      const score = this.dot(index, query)
+      if (score >= threshold) found.push({ index, score })
+    }
+  }
+
+  /** Exact u·e_index, accumulated in the same order as topKByDot. */
+  private dot(index: number, query: Float32Array): number {
+    const D = this.D
+    let source: Float32Array
+    let base: number
+    if (this.liveRows) {
+      source = this.liveRows()
+      base = index * D
+    } else if (index < this.baseRows) {
+      source = this.base
+      base = index * D
+    } else {
+      source = this.extra
+      base = (index - this.baseRows) * D
+    }
+    let score = 0
+    for (let d = 0; d < D; d++) score += source[base + d] * query[d]
+    return score
+  }
+}

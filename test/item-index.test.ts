@@ -1,0 +1,182 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { approximateIndex, type ApproximateItemIndex } from '@iisan/model/item-index'
+
+// A synthetic catalogue like trained item embeddings: clustered directions, log-normal norms.
+// The exact answers are computed here by a plain scan, independently of the module under test.
+const D = 64
+const N = 25_000
+const K = 10
+
+function gaussian(seed: number): () => number {
+  let a = seed >>> 0
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return () => Math.sqrt(-2 * Math.log(uniform() || 1e-12)) * Math.cos(2 * Math.PI * uniform())
+}
+
+/** rows [n, D] (no padding row) */
+function rows(n: number, seed: number, normScale = 1): Float32Array {
+  const g = gaussian(seed)
+  const centres = Float32Array.from({ length: 128 * D }, g)
+  const out = new Float32Array(n * D)
+  const v = new Float32Array(D)
+  for (let r = 0; r < n; r++) {
+    const c = Math.floor(Math.abs(g()) * 1e6) % 128
+    let sq = 0
+    for (let d = 0; d < D; d++) {
+      v[d] = centres[c * D + d] + 0.9 * g()
+      sq += v[d] * v[d]
+    }
+    const scale = (normScale * Math.exp(0.35 * g())) / Math.sqrt(sq)
+    for (let d = 0; d < D; d++) out[r * D + d] = v[d] * scale
+  }
+  return out
+}
+
+function withPadding(r: Float32Array): Float32Array {
+  const m = new Float32Array(r.length + D)
+  m.set(r, D)
+  return m
+}
+
+function dot(m: Float32Array, index: number, q: Float32Array): number {
+  let s = 0
+  for (let d = 0; d < D; d++) s += m[index * D + d] * q[d]
+  return s
+}
+
+/** exact top-k over rows 1..(m.length / D − 1), skipping `exclude` */
+function exactTopK(m: Float32Array, q: Float32Array, k: number, exclude: ReadonlySet<number> = new Set()): number[] {
+  const scored: { index: number; score: number }[] = []
+  for (let r = 1; r < m.length / D; r++) if (!exclude.has(r)) scored.push({ index: r, score: dot(m, r, q) })
+  scored.sort((a, b) => b.score - a.score || a.index - b.index)
+  return scored.slice(0, k).map((s) => s.index)
+}
+
+function userState(m: Float32Array, g: () => number): Float32Array {
+  const u = new Float32Array(D)
+  for (let j = 0; j < 3; j++) {
+    const r = 1 + (Math.floor(Math.abs(g()) * 1e6) % N)
+    for (let d = 0; d < D; d++) u[d] += m[r * D + d] / 3
+  }
+  for (let d = 0; d < D; d++) u[d] += 0.3 * g()
+  return u
+}
+
+describe('approximate item index (usearch, inner product)', () => {
+  const matrix = withPadding(rows(N, 1))
+  let index: ApproximateItemIndex
+
+  beforeAll(() => {
+    index = approximateIndex(matrix, D)
+  })
+  afterAll(() => index?.dispose?.())
+
+  it('indexes rows 1..N', () => {
+    expect(index.size).toBe(N)
+  })
+
+  it('recall@10 ≥ 0.98 against an exact scan, with a 20-item history excluded', () => {
+    const g = gaussian(2)
+    let hits = 0
+    const Q = 100
+    for (let i = 0; i < Q; i++) {
+      const u = userState(matrix, g)
+      const history = new Set(Array.from({ length: 20 }, () => 1 + (Math.floor(Math.abs(g()) * 1e6) % N)))
+      const truth = new Set(exactTopK(matrix, u, K, history))
+      const got = index.search(u, K, history)
+      expect(got).toHaveLength(K)
+      for (const s of got) {
+        expect(history.has(s.index)).toBe(false)
+        if (truth.has(s.index)) hits++
+      }
+    }
+    expect(hits / (K * Q)).toBeGreaterThanOrEqual(0.98)
+  })
+
+  it('returns exact dot products, best first, never row 0', () => {
+    const g = gaussian(3)
+    for (let i = 0; i < 20; i++) {
+      const u = userState(matrix, g)
+      const got = index.search(u, K)
+      for (let j = 0; j < got.length; j++) {
+        expect(got[j].index).toBeGreaterThanOrEqual(1)
+        expect(got[j].index).toBeLessThanOrEqual(N)
+        expect(Math.abs(got[j].score - dot(matrix, got[j].index, u))).toBeLessThanOrEqual(1e-5)
+        if (j > 0) expect(got[j].score).toBeLessThanOrEqual(got[j - 1].score)
+      }
+    }
+  })
+
+  it('still returns k items when the exact top 50 are all excluded (as a set or a predicate)', () => {
+    const g = gaussian(4)
+    for (let i = 0; i < 10; i++) {
+      const u = userState(matrix, g)
+      const top60 = exactTopK(matrix, u, 60)
+      const history = new Set(top60.slice(0, 50))
+      for (const exclude of [history, (j: number) => history.has(j)]) {
+        const got = index.search(u, K, exclude)
+        expect(got).toHaveLength(K)
+        for (const s of got) expect(history.has(s.index)).toBe(false)
+        // the next ten by exact score are what should come back
+        const expected = new Set(top60.slice(50))
+        expect(got.filter((s) => expected.has(s.index)).length).toBeGreaterThanOrEqual(9)
+      }
+    }
+  })
+
+  it('makes appended items findable at once', () => {
+    // 300 cold-start items; every tenth is longer than any existing row, so for a query in its
+    // own direction it is the exact top-1 and must be returned
+    const fresh = rows(300, 5)
+    for (let i = 0; i < 300; i += 10) for (let d = 0; d < D; d++) fresh[i * D + d] *= 4
+    index.append(fresh, N + 1)
+    expect(index.size).toBe(N + 300)
+    const grown = new Float32Array(matrix.length + fresh.length)
+    grown.set(matrix)
+    grown.set(fresh, matrix.length)
+    let hits = 0
+    for (let i = 0; i < 300; i += 10) {
+      const id = N + 1 + i
+      const q = grown.subarray(id * D, (id + 1) * D)
+      const got = index.search(q, K)
+      expect(got[0].index).toBe(id)
+      expect(Math.abs(got[0].score - dot(grown, id, q))).toBeLessThanOrEqual(1e-5)
+      const truth = new Set(exactTopK(grown, q, K))
+      hits += got.filter((s) => truth.has(s.index)).length
+      // excluded appended items are not returned
+      expect(index.search(q, K, new Set([id])).some((s) => s.index === id)).toBe(false)
+    }
+    expect(hits / (K * 30)).toBeGreaterThanOrEqual(0.98)
+    // an ordinary user state ranks appended and original items together, exactly
+    const u = userState(grown, gaussian(6))
+    const truth = new Set(exactTopK(grown, u, K))
+    expect(index.search(u, K).filter((s) => truth.has(s.index)).length).toBeGreaterThanOrEqual(9)
+  })
+
+  it('refuses appends out of order', () => {
+    expect(() => index.append(new Float32Array(D), index.size + 5)).toThrow(/next item index/)
+    expect(() => index.append(new Float32Array(D + 1), index.size + 1)).toThrow(/multiple of D/)
+  })
+
+  it('re-ranks from a live matrix when given one', () => {
+    let live = withPadding(rows(2000, 7))
+    const small = approximateIndex(live, D, { rows: () => live })
+    const fresh = rows(5, 8, 5)
+    const grown = new Float32Array(live.length + fresh.length)
+    grown.set(live)
+    grown.set(fresh, live.length)
+    live = grown
+    small.append(fresh, 2001)
+    const q = live.subarray(2003 * D, 2004 * D)
+    const got = small.search(q, 3)
+    expect(got[0]).toEqual({ index: 2003, score: dot(live, 2003, q) })
+    small.dispose?.()
+    expect(() => small.search(q, 3)).toThrow(/dispose/)
+  })
+})
