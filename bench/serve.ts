@@ -11,12 +11,13 @@
 //      userId (rotated), GET /v1/items/:id/similar (rotated), each for both model versions
 //      (modelId in the request), beside a Fastify hello-world child process on its own port;
 //   3. catalogue-scale runs (bench/lib/catalogue-scale.ts): synthetic catalogues of 20k / 200k /
-//      1M items (D = 64), the in-process exact path (ServingModel.userState with random weights +
-//      topKByDot), one loop on one core, one child process per size.
+//      1M items (D = 64), in process: the reference path (one request at a time, tfjs forward +
+//      scalar scan), the batched exact path and the approximate index (ServingModel.recommendMany),
+//      random weights, one loop on one core, one child process per scorer and size.
 // Prints the tables (and a Markdown version to paste), writes bench/results/serve.json.
 //
 //   npm run bench:serve [-- --quick] [--duration S] [--connections C] [--k K] [--users N]
-//                       [--sizes 20000,200000,1000000] [--catalogue-seconds S] [--scorers exact]
+//                       [--sizes 20000,200000,1000000] [--catalogue-seconds S] [--scorers reference,batched,approximate]
 //                       [--skip-catalogue] [--out FILE]
 //
 // Bad arguments print one `error: …` line and exit 1. Every child process, the database and the
@@ -33,11 +34,11 @@ import { dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@i
 import { applyMigrations } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
-import { measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
+import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE =
-  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers exact] [--skip-catalogue] [--out FILE]'
+  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,approximate] [--skip-catalogue] [--out FILE]'
 
 function fail(message: string): never {
   console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
@@ -56,7 +57,7 @@ function parseOptions() {
         users: { type: 'string' },
         sizes: { type: 'string' },
         'catalogue-seconds': { type: 'string' },
-        scorers: { type: 'string', default: 'exact' },
+        scorers: { type: 'string', default: 'reference,batched,approximate' },
         'skip-catalogue': { type: 'boolean', default: false },
         out: { type: 'string' },
       },
@@ -462,11 +463,14 @@ function catalogueTableRows(rows: CatalogueSizeResult[]): Record<string, unknown
   return rows.map((r) => ({
     scorer: r.scorer,
     items: r.items.toLocaleString('en-US'),
+    batch: r.batch,
     'req/s (1 core)': fmt(r.requestsPerSecond, 1),
+    'recall@k': fmt(r.recallAtK, 3),
+    'build s': fmt(r.buildSeconds, 1),
     'p50 ms': fmt(r.latencyMs.p50, 2),
     'p99 ms': fmt(r.latencyMs.p99, 2),
-    'user encoder ms (median)': fmt(r.userEncoderMsMedian, 2),
-    'top-k ms (median)': fmt(r.topKMsMedian, 2),
+    'user encoder ms / req': fmt(r.userEncoderMsMedian, 3),
+    'top-k ms / req': fmt(r.topKMsMedian, 3),
     'matrix MB': fmt(r.matrixMb, 1),
     'RSS after build': `${fmt(r.rssAfterBuildMb, 0)} MB`,
     'RSS peak': `${fmt(r.rssPeakMb, 0)} MB`,
@@ -637,7 +641,7 @@ async function main(): Promise<void> {
     console.log(`Measured by \`npm run bench:serve${options.quick ? ' -- --quick' : ''}\` on ${header}. Shared machine: figures are noisy. ${setupLine}\n`)
     console.log(markdown(loadTable))
     if (catalogue.length) {
-      console.log(`\nCatalogue scale (in-process exact path: ServingModel.userState + topKByDot; synthetic D = ${64} matrix, random-weights user encoder; one loop, one core; measured):\n`)
+      console.log(`\nCatalogue scale (in process, one loop on one core; synthetic D = ${64} matrix, random-weights user encoder; measured; scorers: ${options.scorers.map((name) => `${name} = ${CATALOGUE_SCORERS[name].describe}`).join('; ')}):\n`)
       console.log(markdown(catalogueTable))
     }
 
@@ -658,7 +662,8 @@ async function main(): Promise<void> {
       http: loadRows.map((r) => ({ ...r, source: 'measured', flagged: Boolean(r.non2xx || r.errors || r.timeouts) })),
       catalogueScale: {
         source: 'measured',
-        description: 'synthetic [N+1, D] float32 matrix (seeded uniform), random-weights SASRec user encoder restored through ServingModel.load; a request = userState(10 random items) + scorer top-k excluding them; one child process per size, one loop (one core)',
+        description: 'synthetic [N+1, D] float32 matrix (seeded uniform), random-weights SASRec user encoder restored through ServingModel.load; a request = 10 random history items, top-k excluding them; one child process per scorer and size, one loop (one core); a batch of requests is answered together and each of its requests waits for all of it',
+        scorers: Object.fromEntries(options.scorers.map((name) => [name, CATALOGUE_SCORERS[name].describe])),
         rows: catalogue,
       },
       markdown: { http: markdown(loadTable), catalogue: catalogue.length ? markdown(catalogueTable) : null },

@@ -4,11 +4,9 @@
  * grows with N, on synthetic catalogues (random matrix, random-weights model), one size per child
  * process so that each RSS figure is that size's alone.
  *
- * Today there is one scorer, `exact`: the platform's own ServingModel (packages/model/src/serving.ts)
- * loaded from a random-weights checkpoint over the random matrix — `userState` (the real
- * user-encoder path, item matrix as a tfjs tensor) then `topKByDot` over every row. An
- * approximate index or a fast path is one more entry of CATALOGUE_SCORERS (it gets the same
- * matrix and the same user states) and one more name in `scorers`: nothing else changes.
+ * Scorers: `reference` (the path before issue 11, one request at a time: the tfjs forward of one
+ * window, then `topKByDot`), `batched` (ServingModel.recommendMany, exact) and `approximate` (the
+ * same with the USearch index). Each gets the same random-weights checkpoint and matrix.
  */
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -18,28 +16,59 @@ import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
 import { ServingModel, topKByDot, type ScoredItem } from '@iisan/model/serving'
 
-/** A way to answer "top k rows of the matrix by u·e" for one catalogue. */
-export interface CatalogueIndex {
-  topK(state: Float32Array, k: number, exclude: ReadonlySet<number>): ScoredItem[]
-  /** bytes the index holds beyond the matrix (0 for the exact scan) */
-  extraBytes: number
-  dispose?(): void
+/** One way of answering requests on a catalogue: how many it takes at once, and the answers. */
+export interface CatalogueAnswerer {
+  /** requests answered together (the reference: 1) */
+  batch: number
+  answer(histories: number[][], k: number): ScoredItem[][]
+  /** the user-encoder part alone, for the time split */
+  userStates(histories: number[][]): void
+  dispose(): void
 }
 
 export interface CatalogueScorer {
   name: string
   /** what it is, for the table's notes */
   describe: string
-  /** matrix: [N+1, D] row-major, row 0 = padding (the serving layout) */
-  build(matrix: Float32Array, D: number): CatalogueIndex | Promise<CatalogueIndex>
+  /** weights: a random-weights checkpoint; matrix: [N+1, D] row-major, row 0 = padding (the serving layout) */
+  build(weights: Uint8Array, matrix: Float32Array, D: number): CatalogueAnswerer
 }
 
-/** The scorers a run can name (`--scorers exact,…`). Add an approximate index or a fast path here. */
+/** The platform's batched path, exact or from the approximate index. */
+function servingPath(weights: Uint8Array, matrix: Float32Array, approximateFrom: number): CatalogueAnswerer {
+  const serving = ServingModel.load(weights, matrix, { approximateFrom })
+  return {
+    batch: serving.maxBatch,
+    answer: (histories, k) => serving.recommendMany(histories.map((history) => ({ history, k }))),
+    userStates: (histories) => void serving.userStates(histories),
+    dispose: () => serving.dispose(),
+  }
+}
+
+/** The scorers a run can name (`--scorers reference,batched,approximate`). */
 export const CATALOGUE_SCORERS: Record<string, CatalogueScorer> = {
-  exact: {
-    name: 'exact',
-    describe: 'ServingModel.userState (random-weights SASRec user encoder, tfjs) + topKByDot over every row (packages/model/src/serving.ts)',
-    build: (matrix, D) => ({ topK: (state, k, exclude) => topKByDot(matrix, D, state, k, exclude), extraBytes: 0 }),
+  reference: {
+    name: 'reference',
+    describe: 'the path before issue 11: one request at a time, ServingModel.userState (tfjs forward of one window) + topKByDot (scalar scan over every row)',
+    build: (weights, matrix, D) => {
+      const serving = ServingModel.load(weights, matrix, { approximateFrom: Infinity })
+      return {
+        batch: 1,
+        answer: (histories, k) => histories.map((h) => topKByDot(matrix, D, serving.userState(h), k, new Set(h))),
+        userStates: (histories) => void serving.userStates(histories),
+        dispose: () => serving.dispose(),
+      }
+    },
+  },
+  batched: {
+    name: 'batched',
+    describe: 'ServingModel.recommendMany, exact: a batch of ServingModel.maxBatch requests = one user-encoder forward + one matrix product (wasm) + a partial top-k per request',
+    build: (weights, matrix) => servingPath(weights, matrix, Infinity),
+  },
+  approximate: {
+    name: 'approximate',
+    describe: 'ServingModel.recommendMany with the approximate index (USearch HNSW, inner product; built at load): batched user encoder, one index search per request',
+    build: (weights, matrix) => servingPath(weights, matrix, 0),
   },
 }
 
@@ -51,10 +80,14 @@ export interface CatalogueSizeResult {
   T: number
   requests: number
   seconds: number
+  /** requests answered together */
+  batch: number
   /** requests per second of one loop on one core (measured) */
   requestsPerSecond: number
+  /** recall@k against the reference scan over 100 requests (measured; 1 for exact paths) */
+  recallAtK: number
   latencyMs: { p50: number; p99: number; max: number }
-  /** medians of the two parts of a request (measured) */
+  /** medians of the two parts of a batch (measured), per request */
   userEncoderMsMedian: number
   topKMsMedian: number
   buildSeconds: number
@@ -153,7 +186,6 @@ async function runSize(args: ChildArgs): Promise<CatalogueSizeResult> {
   const model = new SequentialRecommender(config)
   const weights = saveCheckpoint(model.params, config)
   model.dispose()
-  const serving = ServingModel.load(weights, matrix)
   const T = config.maxSeqLen
   let rnd = 987654321
   const nextIndex = () => {
@@ -161,46 +193,61 @@ async function runSize(args: ChildArgs): Promise<CatalogueSizeResult> {
     return 1 + (rnd % args.items)
   }
   const history = () => Array.from({ length: T }, nextIndex)
-  serving.userState(history()) // builds the matrix tensor, as the first request of a loaded model does
-  const index = await CATALOGUE_SCORERS[args.scorer].build(matrix, args.D)
+  const scorer = CATALOGUE_SCORERS[args.scorer].build(weights, matrix, args.D)
   const buildSeconds = (performance.now() - t0) / 1000
   const rssAfterBuildMb = statusMb('VmRSS')
-  // warm-up
-  for (let i = 0; i < 3; i++) {
-    const h = history()
-    index.topK(serving.userState(h), args.k, new Set(h))
+  const batchOf = () => Array.from({ length: scorer.batch }, history)
+  // warm-up, then recall against the reference scan on fresh requests
+  for (let i = 0; i < 3; i++) scorer.answer(batchOf(), args.k)
+  let hits = 0
+  let asked = 0
+  const reference = ServingModel.load(weights, matrix, { approximateFrom: Infinity })
+  while (asked < 100) {
+    const histories = batchOf()
+    const answers = scorer.answer(histories, args.k)
+    histories.forEach((h, i) => {
+      if (asked >= 100) return
+      const exact = new Set(topKByDot(matrix, args.D, reference.userState(h), args.k, new Set(h)).map((s) => s.index))
+      hits += answers[i].filter((s) => exact.has(s.index)).length
+      asked++
+    })
   }
+  reference.dispose()
   const latencies: number[] = []
   const encoderMs: number[] = []
   const topKMs: number[] = []
+  let requests = 0
   const start = performance.now()
   const deadline = start + args.seconds * 1000
-  while (performance.now() < deadline || latencies.length < args.minRequests) {
-    const h = history()
+  while (performance.now() < deadline || requests < args.minRequests) {
+    const histories = batchOf()
     const a = performance.now()
-    const state = serving.userState(h)
+    scorer.userStates(histories)
     const b = performance.now()
-    const top = index.topK(state, args.k, new Set(h))
+    const answers = scorer.answer(histories, args.k)
     const c = performance.now()
-    if (top.length !== Math.min(args.k, args.items - T)) throw new Error(`scorer ${args.scorer} returned ${top.length} items, expected ${args.k}`)
-    latencies.push(c - a)
-    encoderMs.push(b - a)
-    topKMs.push(c - b)
+    for (const top of answers) if (top.length !== Math.min(args.k, args.items - T)) throw new Error(`scorer ${args.scorer} returned ${top.length} items, expected ${args.k}`)
+    // every request of a batch waits for the whole batch
+    for (let i = 0; i < histories.length; i++) latencies.push(c - b)
+    requests += histories.length
+    encoderMs.push((b - a) / histories.length)
+    topKMs.push((c - b - (b - a)) / histories.length)
   }
   const seconds = (performance.now() - start) / 1000
   const sorted = [...latencies].sort((x, y) => x - y)
   const med = (v: number[]) => quantile([...v].sort((x, y) => x - y), 0.5)
-  index.dispose?.()
-  serving.dispose()
+  scorer.dispose()
   return {
     scorer: args.scorer,
     items: args.items,
     D: args.D,
     k: args.k,
     T,
-    requests: latencies.length,
+    requests,
     seconds,
-    requestsPerSecond: latencies.length / seconds,
+    batch: scorer.batch,
+    requestsPerSecond: requests / seconds,
+    recallAtK: hits / (asked * args.k),
     latencyMs: { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] },
     userEncoderMsMedian: med(encoderMs),
     topKMsMedian: med(topKMs),

@@ -26,6 +26,12 @@ export interface AppConfig {
    * served models. Default: os.availableParallelism(); 1 runs the API as a single process.
    */
   apiReplicas: number
+  /**
+   * APPROXIMATE_INDEX_FROM — catalogue size (items) from which the API answers recommendations
+   * from an approximate nearest-neighbour index instead of the exact scan. Unset: the serving
+   * default (@iisan/model's ANN_MIN_ITEMS).
+   */
+  approximateIndexFrom?: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
   /**
@@ -173,6 +179,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const workerHealthPort = port('WORKER_HEALTH_PORT')
   const host = str('HOST')
   const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
+  const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
   const queuePrefix = str('QUEUE_PREFIX')
@@ -228,6 +235,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     port: p,
     host,
     apiReplicas,
+    approximateIndexFrom,
     embeddingCachePort,
     embeddingCacheHost,
     embeddingCacheUrl,

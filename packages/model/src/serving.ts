@@ -11,6 +11,7 @@ import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
+import { ANN_MIN_ITEMS, approximateIndex, type ItemIndex } from './item-index.ts'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -18,6 +19,14 @@ export interface RecommendRequest {
   /** item indices, oldest first; only the last T are used, all are excluded from the answer */
   history: ArrayLike<number>
   k: number
+}
+
+export interface ServingOptions {
+  /**
+   * Catalogue size (N) from which recommendations come from an approximate index built at load
+   * instead of the exact scan (Infinity: never). Default ANN_MIN_ITEMS.
+   */
+  approximateFrom?: number
 }
 
 export interface SimilarRequest {
@@ -32,24 +41,38 @@ export class ServingModel {
   private items: tf.Tensor2D
   /** |e_r| of every row, for cosine similarity; built on first use */
   private norms: Float32Array | undefined
+  /** inner-product index over rows 1..N, for catalogues of approximateFrom items or more */
+  private readonly index: ItemIndex | undefined
 
   private constructor(
     readonly config: RecommenderConfig,
     model: SequentialRecommender,
     items: tf.Tensor2D,
+    index: ItemIndex | undefined,
   ) {
     this.model = model
     this.items = items
+    this.index = index
   }
 
-  /** weights: a platform checkpoint; itemMatrix: [N+1, D] float32 (copied to the backend; the caller may drop it). */
-  static load(weights: Uint8Array, itemMatrix: Float32Array): ServingModel {
+  /**
+   * weights: a platform checkpoint; itemMatrix: [N+1, D] float32 (copied to the backend; the
+   * caller may drop it). Builds the approximate index when the catalogue is large enough.
+   */
+  static load(weights: Uint8Array, itemMatrix: Float32Array, options: ServingOptions = {}): ServingModel {
     const { config, values } = readCheckpoint<RecommenderConfig>(weights)
     const D = config.embeddingDim
     if (itemMatrix.length % D !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${D}`)
+    const rows = itemMatrix.length / D
+    const index = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS) ? approximateIndex(itemMatrix, D) : undefined
     const model = new SequentialRecommender(config)
     model.params.restore(values)
-    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [itemMatrix.length / D, D]))
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), index)
+  }
+
+  /** Whether recommendations come from the approximate index rather than the exact scan. */
+  get approximate(): boolean {
+    return this.index !== undefined
   }
 
   /** Number of recommendable items (N). */
@@ -81,6 +104,11 @@ export class ServingModel {
   recommendMany(requests: readonly RecommendRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
     const states = this.userStates(requests.map((r) => r.history))
+    const index = this.index
+    if (index) {
+      const D = this.config.embeddingDim
+      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history))))
+    }
     return topKOfQueries(
       this.items,
       states,
@@ -139,10 +167,12 @@ export class ServingModel {
     this.items.dispose()
     this.items = grown
     this.norms = undefined
+    this.index?.append(rows, first)
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
   dispose(): void {
+    this.index?.dispose?.()
     this.items.dispose()
     this.model.dispose()
   }

@@ -63,6 +63,8 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
       register: (registry) => {
         new Gauge({
           name: 'iisan_active_models',
+          // every replica sees the same datasets: the cluster-wide figure is any one replica's, not their sum
+          aggregator: 'max',
           help: 'datasets with an active model, as this replica sees them',
           registers: [registry],
           collect() {

@@ -17,7 +17,7 @@ export async function createApiServer(config: AppConfig, logger: Logger, options
   const redis = createCommandConnection(config.redisUrl)
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'))
   const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
-  const registry = new ServingRegistry(prisma)
+  const registry = new ServingRegistry(prisma, { serving: { approximateFrom: config.approximateIndexFrom } })
   await registry.refreshActive()
   // Every replica hears about activations: its own, other replicas', the worker's.
   const subscription = await subscribeModelActivated(

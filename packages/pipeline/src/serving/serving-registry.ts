@@ -8,7 +8,7 @@
 // - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
 import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
-import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarRequest } from '@iisan/model/serving'
+import { ServingModel, type RecommendRequest, type ScoredItem, type ServingOptions, type SimilarRequest } from '@iisan/model/serving'
 import { MicroBatcher } from './micro-batcher.ts'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
@@ -57,6 +57,8 @@ export interface Recommendation {
 export interface ServingRegistryOptions {
   /** inactive versions kept loaded at most (active ones always stay) */
   maxLoaded?: number
+  /** how a version is served (e.g. the catalogue size from which an approximate index answers) */
+  serving?: ServingOptions
 }
 
 export class ServingRegistry {
@@ -65,6 +67,7 @@ export class ServingRegistry {
   private readonly reloads = new Map<string, Promise<LoadedModel | null>>()
   private active = new Map<string, string>() // datasetId → model version id
   private readonly maxLoaded: number
+  private readonly servingOptions: ServingOptions
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
 
   constructor(
@@ -72,6 +75,7 @@ export class ServingRegistry {
     options: ServingRegistryOptions = {},
   ) {
     this.maxLoaded = options.maxLoaded ?? 8
+    this.servingOptions = options.serving ?? {}
   }
 
   /** Re-reads which versions are active (at start-up and whenever an activation is announced). */
@@ -191,7 +195,7 @@ export class ServingRegistry {
     const D = version.embeddingDim
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
-    const serving = ServingModel.load(version.weights, matrix)
+    const serving = ServingModel.load(version.weights, matrix, this.servingOptions)
     const loaded = await this.withItems(
       { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
