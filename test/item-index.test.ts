@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawnSync } from 'node:child_process'
+import path from 'node:path'
 import { approximateIndex, type ApproximateItemIndex } from '@iisan/model/item-index'
 
 // A synthetic catalogue like trained item embeddings: clustered directions, log-normal norms.
@@ -178,5 +180,17 @@ describe('approximate item index (usearch, inner product)', () => {
     expect(got[0]).toEqual({ index: 2003, score: dot(live, 2003, q) })
     small.dispose?.()
     expect(() => small.search(q, 3)).toThrow(/dispose/)
+  })
+})
+
+describe('the index under tsx', () => {
+  // The services and benches run under tsx, where usearch's ESM build looked for its native
+  // binary from a stack trace and, imported by bench:serve, failed at start ("Could not find
+  // native build for usearch"). The bench's argument check runs after every import.
+  it('bench:serve gets past its imports (usearch included) to its own argument check', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/serve.ts', '--no-such-option'], { cwd: path.resolve(import.meta.dirname, '..'), encoding: 'utf8' })
+    expect(run.stderr).not.toContain('Could not find native build')
+    expect(run.stderr).toContain("Unknown option '--no-such-option'")
+    expect(run.status).not.toBe(0)
   })
 })

@@ -12,7 +12,20 @@
 //
 // The library's candidates are re-ranked by the exact dot product u·e_j recomputed from the
 // rows, so a returned score is exactly what the exact scan computes for that item.
-import { Index, MetricKind, ScalarKind } from 'usearch'
+import { createRequire } from 'node:module'
+import type { Index } from 'usearch'
+
+/**
+ * The library, loaded on the first index built: a process that never builds one (small
+ * catalogues) does not need the native binary at all. Through its CommonJS build: the ESM build
+ * looks for its binary from the caller's stack trace, which under tsx (`npm start`, the benches)
+ * points at our sources and fails with "Could not find native build for usearch".
+ */
+let library: typeof import('usearch') | undefined
+function usearch(): typeof import('usearch') {
+  library ??= createRequire(import.meta.url)('usearch') as typeof import('usearch')
+  return library
+}
 import type { ScoredItem } from './serving.ts'
 
 /**
@@ -141,6 +154,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
     this.base = matrix
     this.baseRows = matrix.length / D
 
+    const { Index, MetricKind, ScalarKind } = usearch()
     this.native = new Index({
       dimensions: D,
       metric: MetricKind.IP,
