@@ -169,6 +169,9 @@ describe('interactions', () => {
     const ds = await prisma.dataset.findUniqueOrThrow({ where: { id: datasetId } })
     expect(ds).toMatchObject({ numUsers: 3, numInteractions: 8 })
     expect(await getUserHistory(prisma, datasetId, 'nobody')).toBeNull()
+    // a user without interactions (yet) has an empty history, not none
+    await prisma.datasetUser.create({ data: { datasetId, externalId: 'quiet' } })
+    expect(await getUserHistory(prisma, datasetId, 'quiet')).toMatchObject({ externalId: 'quiet', itemIds: [], itemExternalIds: [] })
   })
 
   it('keeps positions dense under concurrent appends for one user', async () => {

@@ -117,6 +117,11 @@ export interface ApproximateIndexOptions {
 
 /** Rows per native add while building. */
 const BUILD_CHUNK = 65_536
+/**
+ * Rows per native add when building beside other work: small enough that the event loop is
+ * given back every few tens of milliseconds, so a replica keeps answering while it builds.
+ */
+const SLICE_ROWS = 2_048
 
 /**
  * Builds an approximate inner-product index over rows 1..N of `matrix` ([N+1, D] row-major;
@@ -124,7 +129,27 @@ const BUILD_CHUNK = 65_536
  * options.threads says otherwise): see docs/ann-choice.md for build times.
  */
 export function approximateIndex(matrix: Float32Array, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
-  return new UsearchItemIndex(matrix, D, options)
+  const index = new UsearchItemIndex(matrix, D, options)
+  for (let first = 1; first < index.baseRows; first += BUILD_CHUNK) index.addBase(first, Math.min(index.baseRows, first + BUILD_CHUNK))
+  return index
+}
+
+/**
+ * The same index, built a slice of rows at a time with the event loop given back in between: for
+ * a process that serves while it builds. Resolves when every row is in; `isCancelled` (checked
+ * between slices) abandons the build, which then rejects.
+ */
+export async function approximateIndexInSlices(matrix: Float32Array, D: number, options: ApproximateIndexOptions & { isCancelled?: () => boolean } = {}): Promise<ApproximateItemIndex> {
+  const index = new UsearchItemIndex(matrix, D, options)
+  for (let first = 1; first < index.baseRows; first += SLICE_ROWS) {
+    await new Promise((resolve) => setImmediate(resolve))
+    if (options.isCancelled?.()) {
+      index.dispose()
+      throw new Error('index build cancelled')
+    }
+    index.addBase(first, Math.min(index.baseRows, first + SLICE_ROWS))
+  }
+  return index
 }
 
 class UsearchItemIndex implements ApproximateItemIndex {
@@ -137,7 +162,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private readonly liveRows: (() => Float32Array) | undefined
   /** rows 0..baseRows−1 come from `base`; later ones from `extra` (unless liveRows is given) */
   private readonly base: Float32Array
-  private readonly baseRows: number
+  readonly baseRows: number
   private extra = new Float32Array(0)
   private extraRows = 0
   private count = 0
@@ -165,10 +190,11 @@ class UsearchItemIndex implements ApproximateItemIndex {
       expansion_search: 1,
       multi: false,
     })
-    for (let first = 1; first < this.baseRows; first += BUILD_CHUNK) {
-      const last = Math.min(this.baseRows, first + BUILD_CHUNK)
-      this.addRows(matrix.subarray(first * D, last * D), first)
-    }
+  }
+
+  /** Adds base rows first..last−1 (in order, from 1). */
+  addBase(first: number, last: number): void {
+    this.addRows(this.base.subarray(first * this.D, last * this.D), first)
   }
 
   get size(): number {

@@ -11,7 +11,7 @@ import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, type ItemIndex } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex } from './item-index.ts'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -42,7 +42,9 @@ export class ServingModel {
   /** |e_r| of every row, for cosine similarity; built on first use */
   private norms: Float32Array | undefined
   /** inner-product index over rows 1..N, for catalogues of approximateFrom items or more */
-  private readonly index: ItemIndex | undefined
+  private index: ItemIndex | undefined
+  private indexBuild: Promise<void> | undefined
+  private disposed = false
 
   private constructor(
     readonly config: RecommenderConfig,
@@ -73,6 +75,25 @@ export class ServingModel {
   /** Whether recommendations come from the approximate index rather than the exact scan. */
   get approximate(): boolean {
     return this.index !== undefined
+  }
+
+  /**
+   * Builds the approximate index beside serving, a slice of rows at a time: the exact scan answers
+   * until it is ready, then the index takes over. Rows appended meanwhile are added to it first.
+   */
+  buildIndex(): Promise<void> {
+    if (this.index) return Promise.resolve()
+    if (!this.indexBuild) {
+      const D = this.config.embeddingDim
+      const rows = this.itemRows()
+      this.indexBuild = approximateIndexInSlices(rows, D, { isCancelled: () => this.disposed }).then((index) => {
+        const built = rows.length / D
+        if (this.items.shape[0] > built) index.append(this.itemRows().subarray(built * D), built)
+        this.index = index
+      })
+      this.indexBuild.catch(() => (this.indexBuild = undefined))
+    }
+    return this.indexBuild
   }
 
   /** Number of recommendable items (N). */
@@ -172,6 +193,7 @@ export class ServingModel {
   }
 
   dispose(): void {
+    this.disposed = true
     this.index?.dispose?.()
     this.items.dispose()
     this.model.dispose()

@@ -17,7 +17,10 @@ export async function createApiServer(config: AppConfig, logger: Logger, options
   const redis = createCommandConnection(config.redisUrl)
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'))
   const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
-  const registry = new ServingRegistry(prisma, { serving: { approximateFrom: config.approximateIndexFrom } })
+  const registry = new ServingRegistry(prisma, {
+    approximateFrom: config.approximateIndexFrom,
+    onIndex: ({ error, ...event }) => (error === undefined ? logger.info(event, 'approximate index ready') : logger.warn({ ...event, err: error }, 'approximate index not built: serving exactly')),
+  })
   await registry.refreshActive()
   // Every replica hears about activations: its own, other replicas', the worker's.
   const subscription = await subscribeModelActivated(

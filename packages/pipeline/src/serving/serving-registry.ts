@@ -8,7 +8,8 @@
 // - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
 import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
-import { ServingModel, type RecommendRequest, type ScoredItem, type ServingOptions, type SimilarRequest } from '@iisan/model/serving'
+import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarRequest } from '@iisan/model/serving'
+import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import { MicroBatcher } from './micro-batcher.ts'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
@@ -57,8 +58,13 @@ export interface Recommendation {
 export interface ServingRegistryOptions {
   /** inactive versions kept loaded at most (active ones always stay) */
   maxLoaded?: number
-  /** how a version is served (e.g. the catalogue size from which an approximate index answers) */
-  serving?: ServingOptions
+  /**
+   * Catalogue size from which a loaded version builds an approximate index beside serving (the
+   * exact scan answers until it is ready). Default: @iisan/model's ANN_MIN_ITEMS.
+   */
+  approximateFrom?: number
+  /** told when a version's index is ready, or could not be built (it then stays exact) */
+  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; error?: unknown }) => void
 }
 
 export class ServingRegistry {
@@ -67,7 +73,8 @@ export class ServingRegistry {
   private readonly reloads = new Map<string, Promise<LoadedModel | null>>()
   private active = new Map<string, string>() // datasetId → model version id
   private readonly maxLoaded: number
-  private readonly servingOptions: ServingOptions
+  private readonly approximateFrom: number
+  private readonly onIndex: ServingRegistryOptions['onIndex']
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
 
   constructor(
@@ -75,7 +82,8 @@ export class ServingRegistry {
     options: ServingRegistryOptions = {},
   ) {
     this.maxLoaded = options.maxLoaded ?? 8
-    this.servingOptions = options.serving ?? {}
+    this.approximateFrom = options.approximateFrom ?? ANN_MIN_ITEMS
+    this.onIndex = options.onIndex
   }
 
   /** Re-reads which versions are active (at start-up and whenever an activation is announced). */
@@ -195,7 +203,7 @@ export class ServingRegistry {
     const D = version.embeddingDim
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
-    const serving = ServingModel.load(version.weights, matrix, this.servingOptions)
+    const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity })
     const loaded = await this.withItems(
       { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
@@ -210,7 +218,16 @@ export class ServingRegistry {
         throw e
       }
     }
+    if (loaded.serving.numItems >= this.approximateFrom) this.buildIndex(loaded)
     return loaded
+  }
+
+  /** Builds the version's approximate index beside serving; a failure leaves it on the exact scan. */
+  private buildIndex(model: LoadedModel): void {
+    const started = performance.now()
+    const report = (error?: unknown) =>
+      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, ...(error === undefined ? {} : { error }) })
+    model.serving.buildIndex().then(() => report(), report)
   }
 
   /** Appends item ids (already in the serving matrix) with their external ids and titles. */
