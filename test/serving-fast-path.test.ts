@@ -1,5 +1,5 @@
-// The batched serving path (issue 11) against the reference path it replaced: one tfjs forward per
-// history (SequentialRecommender.userStates of a single window) and the scalar exact scan
+// The batched serving path (issue 11) against the reference path it replaced: the training graph's
+// forward of one history (UserEncoder.forward, every position) and the scalar exact scan
 // (topKByDot) over a matrix the test holds itself. For IISAN and ID-SASRec, on wasm and on cpu,
 // and after cold-start appends.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -55,12 +55,18 @@ function randomHistories(count: number, numItems: number, seed: number): number[
   return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(random() * 14) }, () => 1 + Math.floor(random() * numItems)))
 }
 
-/** The reference: one window through the training graph's forward, then the scalar scan. */
+/**
+ * The reference: one window through the training graph's forward (every position, dropout off; the
+ * state after the last one), then the scalar scan.
+ */
 function referenceTopK(model: SequentialRecommender, matrix: Float32Array, history: number[], k: number): ScoredItem[] {
-  const D = model.config.embeddingDim
-  const items = tf.tensor2d(matrix, [matrix.length / D, D])
-  const state = readBack(() => model.userStates([leftPad(history, model.config.maxSeqLen)], items))
-  items.dispose()
+  const { embeddingDim: D, maxSeqLen: T } = model.config
+  const window = leftPad(history, T)
+  const state = readBack(() => {
+    const emb = tf.gather(tf.tensor2d(matrix, [matrix.length / D, D]), tf.tensor1d(window, 'int32')).reshape([1, T, D]) as tf.Tensor3D
+    const valid = tf.tensor2d(Array.from(window, (id) => (id ? 1 : 0)), [1, T])
+    return tf.slice(model.userEncoder.forward(emb, valid, false), [0, T - 1, 0], [1, 1, D]).reshape([D])
+  })
   return topKByDot(matrix, D, state, k, new Set(history))
 }
 

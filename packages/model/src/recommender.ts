@@ -103,8 +103,7 @@ export class SequentialRecommender {
       windows.forEach((w, i) => ids.set(w, i * T))
       const emb = tf.reshape(tf.gather(itemMatrix, tf.tensor1d(ids, 'int32')), [n, T, this.config.embeddingDim]) as tf.Tensor3D
       const valid = tf.cast(tf.notEqual(tf.tensor2d(ids, [n, T], 'int32'), 0), 'float32') as tf.Tensor2D
-      const states = this.userEncoder.forward(emb, valid, false)
-      return tf.reshape(tf.slice(states, [0, T - 1, 0], [n, 1, this.config.embeddingDim]), [n, this.config.embeddingDim]) as tf.Tensor2D
+      return this.userEncoder.lastStates(emb, valid)
     })
   }
 

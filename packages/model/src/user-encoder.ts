@@ -76,33 +76,66 @@ export class UserEncoder {
   forward(itemEmb: tf.Tensor3D, valid: tf.Tensor2D, training: boolean): tf.Tensor3D {
     const [B, T, D] = itemEmb.shape
     const drop = <X extends tf.Tensor>(t: X) => dropout(t, this.config.dropout, training, training ? this.params.nextDropoutSeed() : undefined)
-    const norm = <X extends tf.Tensor>(t: X, ln: LayerNormWeights) => layerNorm(t, ln.gamma, ln.beta, LN_EPS)
     const mask = attentionMask(valid) // [B, 1, T, T]
-    const x = drop(norm(tf.add(itemEmb, this.posEmb) as tf.Tensor3D, this.lnIn))
-    let h = tf.reshape(x, [B * T, D]) as tf.Tensor2D
-    for (const block of this.blocks) {
-      const attended = this.selfAttention(h, mask, B, T, block, drop)
-      h = norm(tf.add(h, drop(attended)), block.lnAttn)
-      const ffn = linear(tf.relu(linear(h, block.w1, block.b1)), block.w2, block.b2)
-      h = norm(tf.add(h, drop(ffn)), block.lnFfn)
-    }
+    let h = this.embed(itemEmb, drop)
+    for (const block of this.blocks) h = this.block(h, h, mask, B, T, block, drop)
     return tf.reshape(h, [B, T, D])
   }
 
   /**
-   * h [B·T, D] → multi-head self-attention output [B·T, D] (Q/K/V/O without bias). Dropout on the
-   * attention probabilities, as the authors' SelfAttention does, besides the one on its output.
+   * Inference (no dropout): the state after the last position only, [B, D]. The last block needs
+   * keys and values at every position but queries, attention output and FFN at the last one alone:
+   * the same numbers as forward(...)[:, T−1] for a fraction of the last block's work.
    */
-  private selfAttention(h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: UserBlock, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
+  lastStates(itemEmb: tf.Tensor3D, valid: tf.Tensor2D): tf.Tensor2D {
+    const [B, T, D] = itemEmb.shape
+    const keep = <X extends tf.Tensor>(t: X) => t
+    const mask = attentionMask(valid) // [B, 1, T, T]
+    let h = this.embed(itemEmb, keep)
+    const last = this.blocks.length - 1
+    this.blocks.slice(0, last).forEach((block) => (h = this.block(h, h, mask, B, T, block, keep)))
+    const lastRows = tf.reshape(tf.slice(tf.reshape(h, [B, T, D]), [0, T - 1, 0], [B, 1, D]), [B, D]) as tf.Tensor2D
+    const lastMask = tf.slice(mask, [0, 0, T - 1, 0], [B, 1, 1, T]) as tf.Tensor4D // [B, 1, 1, T]
+    return this.block(lastRows, h, lastMask, B, T, this.blocks[last], keep)
+  }
+
+  /** x [B, T, D] → LN(x + positions), dropped out: the first block's input [B·T, D]. */
+  private embed(itemEmb: tf.Tensor3D, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
+    const [B, T, D] = itemEmb.shape
+    return tf.reshape(drop(this.norm(tf.add(itemEmb, this.posEmb) as tf.Tensor3D, this.lnIn)), [B * T, D]) as tf.Tensor2D
+  }
+
+  /**
+   * One post-LN block for the query rows `x` [B·Q, D] (Q = T, or 1 for the last position) over the
+   * keys and values of `h` [B·T, D] → [B·Q, D].
+   */
+  private block(x: tf.Tensor2D, h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: UserBlock, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
+    const attended = this.selfAttention(x, h, mask, B, T, block, drop)
+    const y = this.norm(tf.add(x, drop(attended)) as tf.Tensor2D, block.lnAttn)
+    const ffn = linear(tf.relu(linear(y, block.w1, block.b1)), block.w2, block.b2)
+    return this.norm(tf.add(y, drop(ffn)) as tf.Tensor2D, block.lnFfn)
+  }
+
+  private norm<X extends tf.Tensor>(t: X, ln: LayerNormWeights): X {
+    return layerNorm(t, ln.gamma, ln.beta, LN_EPS)
+  }
+
+  /**
+   * Queries from x [B·Q, D], keys and values from h [B·T, D] → multi-head self-attention output
+   * [B·Q, D] (Q/K/V/O without bias). Dropout on the attention probabilities, as the authors'
+   * SelfAttention does, besides the one on its output.
+   */
+  private selfAttention(x: tf.Tensor2D, h: tf.Tensor2D, mask: tf.Tensor4D, B: number, T: number, block: UserBlock, drop: <X extends tf.Tensor>(t: X) => X): tf.Tensor2D {
     const { embeddingDim: D, numHeads: H } = this.config
     const dh = D / H
-    const heads = (w: tf.Tensor2D) => tf.transpose(tf.reshape(tf.matMul(h, w), [B, T, H, dh]), [0, 2, 1, 3]) as tf.Tensor4D // [B, H, T, dh]
-    const q = heads(block.wq)
-    const k = heads(block.wk)
-    const v = heads(block.wv)
-    const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(dh)), mask) // [B, H, T, T]
-    const context = tf.matMul(drop(tf.softmax(scores)), v) // [B, H, T, dh]
-    const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D
+    const Q = x.shape[0] / B
+    const heads = (rows: tf.Tensor2D, w: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(tf.matMul(rows, w), [B, n, H, dh]), [0, 2, 1, 3]) as tf.Tensor4D // [B, H, n, dh]
+    const q = heads(x, block.wq, Q)
+    const k = heads(h, block.wk, T)
+    const v = heads(h, block.wv, T)
+    const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(dh)), mask) // [B, H, Q, T]
+    const context = tf.matMul(drop(tf.softmax(scores)), v) // [B, H, Q, dh]
+    const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * Q, D]) as tf.Tensor2D
     return tf.matMul(merged, block.wo)
   }
 }
