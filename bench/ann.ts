@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util'
 import { Index, MetricKind, ScalarKind } from 'usearch'
 import { ANN_DEFAULTS, approximateIndex } from '../packages/model/src/item-index.ts'
 import { topKByDot } from '../packages/model/src/serving.ts'
+import { clusteredCatalogue, gaussian } from './lib/synthetic-catalogue.ts'
 
 const USAGE =
   'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--ef-construction N] [--connectivity N] [--threads N] [--reduced]'
@@ -63,38 +64,8 @@ function parseOptions() {
   }
 }
 
-/** mulberry32 + Box–Muller: reproducible N(0, 1) */
-function gaussian(seed: number): () => number {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return () => Math.sqrt(-2 * Math.log(uniform() || 1e-12)) * Math.cos(2 * Math.PI * uniform())
-}
-
-/** [N+1, D]: 256 cluster centres, item = centre + noise, unit direction × log-normal norm. */
-function catalogue(N: number, seed: number): Float32Array {
-  const g = gaussian(seed)
-  const C = 256
-  const centres = Float32Array.from({ length: C * D }, g)
-  const m = new Float32Array((N + 1) * D)
-  const v = new Float32Array(D)
-  for (let r = 1; r <= N; r++) {
-    const c = Math.floor(((g() * 1e6) % C + C) % C)
-    let sq = 0
-    for (let d = 0; d < D; d++) {
-      v[d] = centres[c * D + d] + 0.9 * g()
-      sq += v[d] * v[d]
-    }
-    const scale = Math.exp(0.35 * g()) / Math.sqrt(sq)
-    for (let d = 0; d < D; d++) m[r * D + d] = v[d] * scale
-  }
-  return m
-}
+/** [N+1, D]: the shared synthetic catalogue (bench/lib/synthetic-catalogue.ts). */
+const catalogue = (N: number, seed: number) => clusteredCatalogue(N, D, seed)
 
 /** User states: the mean of 3 random items plus noise (a user between a few interests). */
 function userStates(matrix: Float32Array, N: number, count: number, seed: number): Float32Array[] {

@@ -177,6 +177,14 @@ function childPid(parent: number, entry: string): number | undefined {
   }
 }
 
+function childPids(parent: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(parent)], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0)
+  } catch {
+    return []
+  }
+}
+
 function rssMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | null {
   if (!pid) return null
   try {
@@ -376,7 +384,8 @@ interface LoadRow {
   /** the probe request sent before the run: status and number of items in the answer */
   probe: { status: number; items: number | null; error?: string }
   /** the process answering (API or hello-world): RSS before the run and its peak during it (measured) */
-  serverRssMb: { before: number | null; peak: number | null }
+  /** the server's processes together (an API primary and its replicas), and the largest replica's peak */
+  serverRssMb: { before: number | null; peak: number | null; processes: number; perReplicaPeak: number | null }
   loadAverageBefore: number[]
 }
 
@@ -390,10 +399,13 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
   // warm-up: 2 s at the same concurrency, not recorded
   await autocannon({ url: base, connections, duration: 2, requests: [target.request()] })
   const loadAverageBefore = os.loadavg().map((l) => Math.round(l * 100) / 100)
-  const before = rssMb(serverPid)
+  // the API is a cluster primary and its replicas (API_REPLICAS): all of them, read once per row
+  const pids = serverPid ? [serverPid, ...childPids(serverPid)] : []
+  const treeRss = () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null)
+  const before = treeRss()
   let peak = before
   const sampler = setInterval(() => {
-    const r = rssMb(serverPid)
+    const r = treeRss()
     if (r !== null && (peak === null || r > peak)) peak = r
   }, 250)
   let result: Result
@@ -421,7 +433,7 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
     timeouts: result.timeouts,
     statusCodes,
     probe,
-    serverRssMb: { before, peak },
+    serverRssMb: { before, peak, processes: pids.length, perReplicaPeak: pids.length > 1 ? Math.max(...pids.slice(1).map((pid) => rssMb(pid, 'VmHWM') ?? 0)) : peak },
     loadAverageBefore,
   }
 }
@@ -455,7 +467,8 @@ function loadTableRows(rows: LoadRow[]): Record<string, unknown>[] {
     'p50 ms': fmt(r.latencyMs.p50, 1),
     'p99 ms': fmt(r.latencyMs.p99, 1),
     'non-2xx': r.non2xx || r.errors || r.timeouts ? `**${r.non2xx}** ⚠ NON-2XX${r.errors ? ` + ${r.errors} errors` : ''}${r.timeouts ? ` + ${r.timeouts} timeouts` : ''}` : '0',
-    'server RSS peak': r.serverRssMb.peak === null ? '—' : `${fmt(r.serverRssMb.peak, 0)} MB`,
+    'server RSS peak (all processes)': r.serverRssMb.peak === null ? '—' : `${fmt(r.serverRssMb.peak, 0)} MB`,
+    'per replica': r.serverRssMb.perReplicaPeak === null ? '—' : `${fmt(r.serverRssMb.perReplicaPeak, 0)} MB`,
   }))
 }
 
@@ -608,7 +621,8 @@ async function main(): Promise<void> {
         `  ${fmt(row.requestsPerSecond, 0)} req/s, p50 ${fmt(row.latencyMs.p50)} ms, p99 ${fmt(row.latencyMs.p99)} ms, non-2xx ${row.non2xx}${flagged ? `   !!! ${row.non2xx} NON-2XX, ${row.errors} errors, ${row.timeouts} timeouts: ${JSON.stringify(row.statusCodes)}` : ''}`,
       )
     }
-    const apiRssEnd = { rss: rssMb(apiPid), peak: rssMb(apiPid, 'VmHWM') }
+    const replicaPids = apiPid ? childPids(apiPid) : []
+    const apiRssEnd = { rss: rssMb(apiPid), peak: rssMb(apiPid, 'VmHWM'), replicas: replicaPids.map((pid) => ({ pid, rssMb: rssMb(pid), peakMb: rssMb(pid, 'VmHWM') })) }
 
     // the platform's part is over: stop it before the catalogue runs, so they have the cores
     await Promise.all(children.map((c) => stopChild(c)))
@@ -657,12 +671,12 @@ async function main(): Promise<void> {
         backbones: process.env.TEXT_BACKBONE || process.env.IMAGE_BACKBONE ? { text: process.env.TEXT_BACKBONE ?? null, image: process.env.IMAGE_BACKBONE ?? null } : 'demo pair (embedded, random weights)',
         training: models,
         workload: { histories: w.histories.length, userIds: w.userIds.length, similarItems: w.similarItemIds.length },
-        apiProcess: { pid: apiPid ?? null, rssMbAtEnd: apiRssEnd.rss, rssPeakMb: apiRssEnd.peak },
+        apiProcess: { pid: apiPid ?? null, rssMbAtEnd: apiRssEnd.rss, rssPeakMb: apiRssEnd.peak, replicas: apiRssEnd.replicas },
       },
       http: loadRows.map((r) => ({ ...r, source: 'measured', flagged: Boolean(r.non2xx || r.errors || r.timeouts) })),
       catalogueScale: {
         source: 'measured',
-        description: 'synthetic [N+1, D] float32 matrix (seeded uniform), random-weights SASRec user encoder restored through ServingModel.load; a request = 10 random history items, top-k excluding them; one child process per scorer and size, one loop (one core); a batch of requests is answered together and each of its requests waits for all of it',
+        description: 'synthetic [N+1, D] float32 matrix shaped like trained embeddings (bench/lib/synthetic-catalogue.ts: 256 clustered directions, log-normal norms), random-weights SASRec user encoder restored through ServingModel.load; a request = 10 random history items, top-k excluding them; one child process per scorer and size, one loop (one core); a batch of requests is answered together and each of its requests waits for all of it',
         scorers: Object.fromEntries(options.scorers.map((name) => [name, CATALOGUE_SCORERS[name].describe])),
         rows: catalogue,
       },

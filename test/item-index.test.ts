@@ -2,24 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 import { approximateIndex, type ApproximateItemIndex } from '@iisan/model/item-index'
+import { gaussian } from '../bench/lib/synthetic-catalogue.ts'
 
 // A synthetic catalogue like trained item embeddings: clustered directions, log-normal norms.
 // The exact answers are computed here by a plain scan, independently of the module under test.
 const D = 64
 const N = 25_000
 const K = 10
-
-function gaussian(seed: number): () => number {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return () => Math.sqrt(-2 * Math.log(uniform() || 1e-12)) * Math.cos(2 * Math.PI * uniform())
-}
 
 /** rows [n, D] (no padding row) */
 function rows(n: number, seed: number, normScale = 1): Float32Array {

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
 import { ServingModel, topKByDot, type ScoredItem } from '@iisan/model/serving'
+import { clusteredCatalogue } from './synthetic-catalogue.ts'
 
 /** One way of answering requests on a catalogue: how many it takes at once, and the answers. */
 export interface CatalogueAnswerer {
@@ -156,19 +157,6 @@ function statusMb(field: 'VmRSS' | 'VmHWM'): number {
   return m ? Number(m[1]) / 1024 : NaN
 }
 
-/** xorshift32 in [-1, 1): fast and seeded, so every run scores the same catalogue. */
-function randomMatrix(rows: number, D: number, seed: number): Float32Array {
-  const m = new Float32Array(rows * D)
-  let x = seed >>> 0 || 1
-  for (let i = D; i < m.length; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    m[i] = ((x >>> 0) / 2 ** 31 - 1) * 0.5
-  }
-  return m
-}
-
 function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]
@@ -179,7 +167,7 @@ async function runSize(args: ChildArgs): Promise<CatalogueSizeResult> {
   const { initBackend } = await import('@iisan/model/backend')
   const backend = await initBackend()
   const t0 = performance.now()
-  const matrix = randomMatrix(args.items + 1, args.D, 12345)
+  const matrix = clusteredCatalogue(args.items, args.D, 12345)
   // a random-weights model through the platform's own checkpoint → ServingModel path; the item
   // table of the checkpoint is the smallest possible (N = 1): serving reads the matrix it is given
   const config = sasRecIdConfig(1, { embeddingDim: args.D })
