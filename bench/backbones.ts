@@ -2,8 +2,14 @@
 // weights, bert-base / vit-base-patch16-224 shapes) and for the generated demo pair, on the
 // current tfjs backend (wasm here). Each row: warm-up batch, then timed batches; the median batch
 // time gives items/s. Images are JPEG-encoded 640×480 so decoding and the PIL resize are
-// included. Writes bench/results/backbones.json.
+// included. The bert-base text rows run twice: every batch padded to 30 tokens (the shape the
+// PyTorch reference times) and with dynamic padding (titles sorted by token length, each batch
+// padded to its longest, as the cache build runs them), the latter timed over the whole pool.
+// When python3 has torch (PYTHON picks the interpreter), bench/reference/torch_encoder.py times
+// torch.nn.TransformerEncoder on the same shapes on 2 threads in the same run, and both figures
+// are printed side by side; torch stays optional. Writes bench/results/backbones.json.
 //   npm run bench:backbones [-- --quick]
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -14,7 +20,10 @@ import {
   ensureBackend,
   ensureDefaultBackbones,
   loadImageBackbone,
+  lengthOrder,
   loadTextBackbone,
+  rowLengths,
+  selectRows,
   type ImageBackbone,
   type TextBackbone,
 } from '@iisan/backbones'
@@ -36,7 +45,12 @@ try {
 interface Row {
   model: string
   modality: 'text' | 'image'
+  source: 'measured'
   shape: string
+  /** Text rows: 'max_length' = every batch 30 wide; 'longest' = sorted by length, each batch padded to its longest. */
+  padding?: 'max_length' | 'longest'
+  /** Text rows: mean over items of the width of the batch each was encoded in. */
+  meanPaddedLength?: number
   batchSize: number
   timedBatches: number
   loadSeconds: number
@@ -85,21 +99,51 @@ async function jpegs(n: number): Promise<Buffer[]> {
   return out
 }
 
-async function timeText(model: string, bb: TextBackbone, loadSeconds: number, batchSize: number, batches: number): Promise<Row> {
+/** Mean over items of the width of its batch, when `data` is encoded in batches of batchSize. */
+function meanPaddedLength(bb: TextBackbone, data: string[], batchSize: number, padding: 'max_length' | 'longest'): number {
+  const tokens = bb.tokenize(data)
+  if (padding === 'max_length') return tokens.seqLen
+  const order = lengthOrder(rowLengths(tokens))
+  let sum = 0
+  for (let start = 0; start < order.length; start += batchSize) {
+    const rows = order.subarray(start, start + batchSize)
+    sum += selectRows(tokens, rows).seqLen * rows.length
+  }
+  return sum / order.length
+}
+
+/**
+ * 'max_length': warm-up batch, then `batches` timed calls of one batch each; the median gives
+ * items/s. 'longest': the `batches · batchSize` titles in one call (sorted by length across the
+ * pool, as a cache build sorts a chunk), timed as a whole, since its batches differ in width.
+ */
+async function timeText(model: string, bb: TextBackbone, loadSeconds: number, batchSize: number, batches: number, padding: 'max_length' | 'longest'): Promise<Row> {
   const data = titles(batchSize * (batches + 1))
-  await bb.encodeTexts(data.slice(0, batchSize), { batchSize }) // warm-up: kernel setup, allocation
+  const options = { batchSize, padding, sortByLength: padding === 'longest' }
+  await bb.encodeTexts(data.slice(0, batchSize), options) // warm-up: kernel setup, allocation
   const times: number[] = []
-  for (let b = 1; b <= batches; b++) {
+  const pool = data.slice(batchSize)
+  if (padding === 'max_length') {
+    for (let b = 0; b < batches; b++) {
+      const t0 = performance.now()
+      await bb.encodeTexts(pool.slice(b * batchSize, (b + 1) * batchSize), options)
+      times.push((performance.now() - t0) / 1000)
+      sampleRss()
+    }
+  } else {
     const t0 = performance.now()
-    await bb.encodeTexts(data.slice(b * batchSize, (b + 1) * batchSize), { batchSize })
-    times.push((performance.now() - t0) / 1000)
+    await bb.encodeTexts(pool, options)
+    times.push((performance.now() - t0) / 1000 / batches)
     sampleRss()
   }
   const c = bb.config
   return {
     model,
     modality: 'text',
-    shape: `L${c.numLayers} d${c.hiddenSize} h${c.numHeads} ff${c.intermediateSize} seq${bb.tokenizer.maxLength}`,
+    source: 'measured',
+    shape: `L${c.numLayers} d${c.hiddenSize} h${c.numHeads} ff${c.intermediateSize} seq${padding === 'longest' ? '≤' : ''}${bb.tokenizer.maxLength}`,
+    padding,
+    meanPaddedLength: meanPaddedLength(bb, pool, batchSize, padding),
     batchSize,
     timedBatches: batches,
     loadSeconds,
@@ -127,6 +171,7 @@ async function timeImage(model: string, bb: ImageBackbone, loadSeconds: number, 
   return {
     model,
     modality: 'image',
+    source: 'measured',
     shape: `L${c.numLayers} d${c.hiddenSize} h${c.numHeads} ff${c.intermediateSize} img${c.imageSize}/p${c.patchSize} seq${c.numPatches + 1}`,
     batchSize,
     timedBatches: batches,
@@ -138,21 +183,90 @@ async function timeImage(model: string, bb: ImageBackbone, loadSeconds: number, 
   }
 }
 
+interface TorchRow {
+  model: 'bert' | 'vit'
+  shape: string
+  batchSize: number
+  warmupBatches: number
+  timedBatches: number
+  medianBatchSeconds: number
+  itemsPerSecond: number
+}
+
+type TorchReference =
+  | { source: 'measured'; python: string; torch: string; threads: number; blas: string | null; libblas: string | null; script: string; rows: TorchRow[] }
+  | { source: 'absent'; reason: string }
+
+const TORCH_SCRIPT = 'bench/reference/torch_encoder.py'
+
+/** The first interpreter that imports torch: $PYTHON if set, else python3 on PATH, then Debian's. */
+function torchPython(): string | null {
+  const candidates = process.env.PYTHON ? [process.env.PYTHON] : ['python3', '/usr/bin/python3']
+  return candidates.find((py) => spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) ?? null
+}
+
+/** Runs the PyTorch reference (2 threads, same shapes as the base rows); never required. */
+function torchReference(): TorchReference {
+  const python = torchPython()
+  if (!python) return { source: 'absent', reason: `no torch in ${process.env.PYTHON ?? 'python3 or /usr/bin/python3'} (apt-get install python3-torch, or PYTHON=…)` }
+  const args = [path.resolve(process.cwd(), TORCH_SCRIPT), '--threads', '2', ...(quick ? ['--quick'] : [])]
+  const run = spawnSync(python, args, { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } })
+  if (run.status !== 0) return { source: 'absent', reason: `${TORCH_SCRIPT} failed: ${(run.stderr || run.error?.message || '').trim().split('\n').pop()}` }
+  const out = JSON.parse(run.stdout) as { torch: string; threads: number; blas: string | null; libblas: string | null; rows: TorchRow[] }
+  return { source: 'measured', python, torch: out.torch, threads: out.threads, blas: out.blas, libblas: out.libblas, script: TORCH_SCRIPT, rows: out.rows }
+}
+
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
   const t0 = performance.now()
   const value = await fn()
   return [value, (performance.now() - t0) / 1000]
 }
 
+/**
+ * Mean padded length over the whole catalogue (data/scientific/items.tsv when present) for the
+ * ways titles reach the encoder: fixed 30; dynamic padding in catalogue order (batches of 32);
+ * a cache build (chunks of 64 in id order, each sorted by length, forward groups of 16); one
+ * sorted pass over everything (scripts/cache-states, batches of 32).
+ */
+function catalogueLengths(bb: TextBackbone): Record<string, number> & { items: number } {
+  const all = titles(Number.POSITIVE_INFINITY) // the catalogue file exists (checked by the caller)
+  const tokens = bb.tokenize(all)
+  const lengths = rowLengths(tokens)
+  const padded = (chunk: number, batch: number, sort: boolean): number => {
+    let sum = 0
+    for (let c = 0; c < all.length; c += chunk) {
+      const ids = Int32Array.from({ length: Math.min(chunk, all.length - c) }, (_, i) => c + i)
+      const order = sort ? Int32Array.from(lengthOrder(ids.map((i) => lengths[i])), (j) => ids[j]) : ids
+      for (let b = 0; b < order.length; b += batch) {
+        const rows = order.subarray(b, b + batch)
+        sum += Math.max(...Array.from(rows, (i) => lengths[i])) * rows.length
+      }
+    }
+    return sum / all.length
+  }
+  return {
+    items: all.length,
+    meanTokens: lengths.reduce((a, b) => a + b, 0) / all.length,
+    fixed: tokens.seqLen,
+    dynamicUnsortedBatch32: padded(32, 32, false),
+    cacheBuildChunk64Group16: padded(64, 16, true),
+    sortedAllBatch32: padded(all.length, 32, true),
+  }
+}
+
 async function main(): Promise<void> {
   const backend = await ensureBackend()
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-backbones-'))
   const rows: Row[] = []
+  let paddedLength: ReturnType<typeof catalogueLengths> | undefined
   try {
     const demo = await ensureDefaultBackbones(path.join(work, 'demo'))
     {
       const [bb, s] = await timed(() => loadTextBackbone(demo.text))
-      rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8))
+      // demo-bert has bert-base-uncased's vocabulary, so the same token counts
+      if (fs.existsSync(path.resolve(process.cwd(), 'data/scientific/items.tsv'))) paddedLength = catalogueLengths(bb)
+      rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'max_length'))
+      rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'longest'))
       bb.dispose()
     }
     {
@@ -165,7 +279,8 @@ async function main(): Promise<void> {
       writeRandomBert(dir, bertHfConfig({}), demoVocabText(), 'bench')
       const [bb, s] = await timed(() => loadTextBackbone(dir))
       fs.rmSync(dir, { recursive: true })
-      rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 1 : 3))
+      rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'max_length'))
+      rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'longest'))
       bb.dispose()
     }
     {
@@ -181,6 +296,21 @@ async function main(): Promise<void> {
     clearInterval(sampler)
   }
 
+  const reference = torchReference()
+  const torchRow = (m: 'bert' | 'vit'): TorchRow | undefined => (reference.source === 'measured' ? reference.rows.find((r) => r.model === m) : undefined)
+  const comparison = rows
+    .filter((r) => r.model.startsWith('bert-base') || r.model.startsWith('vit-base'))
+    .map((r) => {
+      const t = torchRow(r.modality === 'text' ? 'bert' : 'vit')
+      return {
+        ours: `${r.model}${r.padding ? `, ${r.padding === 'longest' ? `dynamic padding (mean ${r.meanPaddedLength?.toFixed(1)} tokens)` : 'padded to 30'}` : ''}`,
+        oursItemsPerSecond: r.itemsPerSecond,
+        torch: t ? `torch ${t.shape} batch ${t.batchSize}` : null,
+        torchItemsPerSecond: t?.itemsPerSecond ?? null,
+        ratio: t ? r.itemsPerSecond / t.itemsPerSecond : null,
+      }
+    })
+
   console.log(`\nbackbones on tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
   console.table(
     rows.map((r) => ({
@@ -189,16 +319,38 @@ async function main(): Promise<void> {
       batch: r.batchSize,
       'median batch s': r.medianBatchSeconds.toFixed(3),
       'items/s': r.itemsPerSecond.toFixed(1),
+      'mean padded len': r.meanPaddedLength?.toFixed(1) ?? '',
       'preprocess ms/img': r.preprocessMsPerItem?.toFixed(1) ?? '',
       'load s': r.loadSeconds.toFixed(2),
       'peak RSS MB': r.peakRssMB,
     })),
   )
+  if (paddedLength) {
+    const p = paddedLength
+    console.log(
+      `\nmean padded length over ${p.items} titles (${p.meanTokens.toFixed(1)} real tokens each): fixed ${p.fixed}; dynamic, catalogue order, batches of 32: ${p.dynamicUnsortedBatch32.toFixed(1)}; ` +
+        `cache build (chunks of 64 sorted, groups of 16): ${p.cacheBuildChunk64Group16.toFixed(1)}; one sorted pass, batches of 32: ${p.sortedAllBatch32.toFixed(1)}`,
+    )
+  }
+  if (reference.source === 'measured') {
+    console.log(`\nPyTorch ${reference.torch} reference (${reference.script}: torch.nn.TransformerEncoder, ${reference.threads} threads, BLAS ${reference.libblas ?? reference.blas ?? '?'}), same run, same shapes:`)
+    console.table(
+      comparison.map((c) => ({
+        ours: c.ours,
+        'ours items/s': c.oursItemsPerSecond.toFixed(2),
+        torch: c.torch ?? '',
+        'torch items/s': c.torchItemsPerSecond?.toFixed(2) ?? '',
+        'ours / torch': c.ratio === null ? '' : `${c.ratio.toFixed(2)}×`,
+      })),
+    )
+  } else {
+    console.log(`PyTorch reference skipped: ${reference.reason}`)
+  }
   const out = path.resolve(process.cwd(), 'bench/results/backbones.json')
   fs.mkdirSync(path.dirname(out), { recursive: true })
   fs.writeFileSync(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), backend, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, tensorsAtEnd: tf.memory().numTensors, rows }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), backend, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, tensorsAtEnd: tf.memory().numTensors, rows, meanPaddedLength: paddedLength, torchReference: reference, comparison }, null, 2)}\n`,
   )
   console.log(`wrote ${path.relative(process.cwd(), out)}`)
 }

@@ -16,7 +16,7 @@ export {
   type ResampleFilter,
 } from './config.ts'
 export { Checkpoint, CheckpointError, canonicalName, type CheckpointOptions, type TensorSpec } from './checkpoint.ts'
-export { BertTokenizer, DEFAULT_MAX_LENGTH, type TextBatch, type TokenizerDescriptor } from './tokenizer.ts'
+export { BertTokenizer, DEFAULT_MAX_LENGTH, lengthOrder, rowLengths, selectRows, type TextBatch, type TokenizerDescriptor } from './tokenizer.ts'
 export { decodeImage, resizePillow, toPixelValues, prepareImage, ImageInputError, type RgbImage, type ImageInput, type PreparedImage } from './image.ts'
 export { ensureBackend } from './backend.ts'
 export { mapLimit } from './map-limit.ts'

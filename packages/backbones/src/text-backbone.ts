@@ -6,7 +6,7 @@ import { Checkpoint, type CheckpointOptions } from './checkpoint.ts'
 import { BackboneConfigError, readModelConfig, type BertConfig } from './config.ts'
 import { computeFingerprint } from './fingerprint.ts'
 import { BertModel, bertTensorSpecs } from './bert.ts'
-import { BertTokenizer, DEFAULT_MAX_LENGTH, type TextBatch } from './tokenizer.ts'
+import { BertTokenizer, DEFAULT_MAX_LENGTH, lengthOrder, rowLengths, selectRows, type TextBatch } from './tokenizer.ts'
 
 export interface TextBackboneOptions extends CheckpointOptions {
   /** Tokens per title including [CLS]/[SEP]; IISAN uses 30. */
@@ -15,6 +15,17 @@ export interface TextBackboneOptions extends CheckpointOptions {
 
 export interface EncodeOptions {
   batchSize?: number
+  /**
+   * 'longest' (default): each forward batch is padded to its longest title, not to maxLength;
+   * 'max_length': every batch is maxLength wide. The states are the same either way (padded keys
+   * get zero attention weight); only the work differs.
+   */
+  padding?: 'longest' | 'max_length'
+  /**
+   * Batch titles of similar token length together (longest first), so 'longest' padding adds
+   * little; outputs are in input order regardless. Default true.
+   */
+  sortByLength?: boolean
   /** Called after every batch with the number of items done so far. */
   onProgress?: (done: number, total: number) => void
 }
@@ -27,7 +38,7 @@ export interface TextEncoding {
   seqLen: number
   /** [n, L + 1, d]: the [CLS] (position 0) hidden state of every layer — what IISAN caches. */
   clsPerLayer: Float32Array
-  /** [n, seqLen] */
+  /** [n, seqLen] (seqLen = maxLength, whatever the padding of the forward batches) */
   inputIds: Int32Array
   /** [n, seqLen], 1 = real token, 0 = padding */
   attentionMask: Int32Array
@@ -80,20 +91,25 @@ export class TextBackbone {
   }
 
   async encodeTexts(titles: string[], options: EncodeOptions = {}): Promise<TextEncoding> {
-    const batchSize = options.batchSize ?? 64
-    const { n, seqLen, inputIds, attentionMask } = this.tokenize(titles)
+    const batchSize = Math.max(1, options.batchSize ?? 64)
+    const tokens = this.tokenize(titles)
+    const { n, seqLen, inputIds, attentionMask } = tokens
     const L1 = this.numLayers + 1
     const d = this.hiddenSize
-    const clsPerLayer = new Float32Array(n * L1 * d)
+    const perItem = L1 * d
+    const order = options.sortByLength === false ? Int32Array.from({ length: n }, (_, i) => i) : lengthOrder(rowLengths(tokens))
+    const width = options.padding === 'max_length' ? seqLen : undefined
+    const clsPerLayer = new Float32Array(n * perItem)
     for (let start = 0; start < n; start += batchSize) {
-      const b = Math.min(batchSize, n - start)
-      const rows = [start * seqLen, (start + b) * seqLen] as const
-      const { hiddenStates } = this.model.forward(inputIds.subarray(...rows), attentionMask.subarray(...rows), b, seqLen, false)
+      const rows = order.subarray(start, Math.min(start + batchSize, n))
+      const part = selectRows(tokens, rows, width)
+      const { hiddenStates } = this.model.forward(part.inputIds, part.attentionMask, part.n, part.seqLen, false)
       const stacked = tf.stack(hiddenStates, 1) // [b, L + 1, d]
       tf.dispose(hiddenStates)
-      clsPerLayer.set(await stacked.data<'float32'>(), start * L1 * d)
+      const data = await stacked.data<'float32'>()
       stacked.dispose()
-      options.onProgress?.(start + b, n)
+      rows.forEach((item, j) => clsPerLayer.set(data.subarray(j * perItem, (j + 1) * perItem), item * perItem))
+      options.onProgress?.(start + rows.length, n)
     }
     return { n, numLayers: this.numLayers, hiddenSize: d, seqLen, clsPerLayer, inputIds, attentionMask }
   }

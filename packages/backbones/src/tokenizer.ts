@@ -185,6 +185,52 @@ export class BertTokenizer {
   }
 }
 
+/** Tokens per row, [CLS] and [SEP] included: the attention mask's row sums. */
+export function rowLengths(batch: TextBatch): Int32Array {
+  const { n, seqLen, attentionMask } = batch
+  const lengths = new Int32Array(n)
+  for (let i = 0; i < n; i++) {
+    let len = 0
+    for (let t = i * seqLen; t < (i + 1) * seqLen; t++) len += attentionMask[t]
+    lengths[i] = len
+  }
+  return lengths
+}
+
+/**
+ * Row indices, longest first (ties keep input order): batches cut from this order hold titles of
+ * similar length, so padding each batch to its longest adds few [PAD] tokens.
+ */
+export function lengthOrder(lengths: ArrayLike<number>): Int32Array {
+  const order = Int32Array.from({ length: lengths.length }, (_, i) => i)
+  return order.sort((a, b) => lengths[b] - lengths[a] || a - b)
+}
+
+/**
+ * Rows `rows` of a batch as a batch of their own, padded to `seqLen` — by default to the longest
+ * of them (transformers' padding='longest'). Right padding only drops trailing [PAD] columns, and
+ * the attention mask gives padded keys zero weight, so every real position's hidden states are
+ * the same at any padded length (within float rounding).
+ */
+export function selectRows(batch: TextBatch, rows: ArrayLike<number>, seqLen?: number): TextBatch {
+  let longest = 0
+  for (let j = 0; j < rows.length; j++) {
+    const from = rows[j] * batch.seqLen
+    for (let t = longest; t < batch.seqLen; t++) if (batch.attentionMask[from + t]) longest = t + 1
+  }
+  const out = seqLen ?? longest
+  if (out < longest || out > batch.seqLen) throw new RangeError(`cannot pad rows of up to ${longest} tokens to ${out} (batch width ${batch.seqLen})`)
+  const n = rows.length
+  const inputIds = new Int32Array(n * out)
+  const attentionMask = new Int32Array(n * out)
+  for (let j = 0; j < n; j++) {
+    const from = rows[j] * batch.seqLen
+    inputIds.set(batch.inputIds.subarray(from, from + out), j * out)
+    attentionMask.set(batch.attentionMask.subarray(from, from + out), j * out)
+  }
+  return { n, seqLen: out, inputIds, attentionMask }
+}
+
 function construct(json: object, config: object, source: string): Tokenizer {
   try {
     return new Tokenizer(json, config)

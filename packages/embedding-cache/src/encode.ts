@@ -7,7 +7,7 @@
 // NOTHING: a crash loses at most the group in flight, never a written one, and a concurrent
 // replica storing the same key first is harmless.
 import { missingHiddenStates, saveHiddenStates, type Db, type HiddenStateInput, type Modality } from '@iisan/storage'
-import { mapLimit } from '@iisan/backbones'
+import { lengthOrder, mapLimit, rowLengths } from '@iisan/backbones'
 import { encodeFloat16LE } from './float16.ts'
 import { ImageSourceError, readItemImage, type ImageSourceOptions } from './images.ts'
 import type { LoadedBackbone } from './registry.ts'
@@ -92,8 +92,13 @@ export async function encodeAndStore(db: Db, backbone: LoadedBackbone, items: En
     else if (!byKey.has(key)) byKey.set(key, item)
   }
   out.keys = byKey.size
-  const missing = await missingHiddenStates(db, backbone.id, [...byKey.keys()])
+  let missing = await missingHiddenStates(db, backbone.id, [...byKey.keys()])
   out.skipped = byKey.size - missing.length
+  if (backbone.modality === 'text' && missing.length > groupSize) {
+    // Groups of titles of similar token length: each forward batch is padded only to its longest.
+    const order = lengthOrder(rowLengths(backbone.model.tokenize(missing.map((k) => byKey.get(k)!.title))))
+    missing = Array.from(order, (i) => missing[i])
+  }
 
   const stateRow = (key: string, values: Float32Array): HiddenStateInput => ({
     contentHash: key,
