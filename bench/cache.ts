@@ -5,7 +5,12 @@
 // stream, and the bytes per item Postgres actually uses (pg_column_size). A storage-only row
 // projects base-size models (13 × 768 float16 per item) with synthetic N(0, 1) values.
 // Uses a throwaway database and Redis prefix; prints a table; writes bench/results/cache.json.
-//   npx tsx bench/cache.ts [--items 2000] [--images 256] [--chunk 64] [--group 16]
+//   npx tsx bench/cache.ts [--items 2000] [--images 256] [--chunk 64] [--group 16] [--encoders 1,2 [--runs 3] [--base]]
+// --encoders instead times cold builds of the dataset with each number of encoder threads
+// (CACHE_ENCODERS), `--runs` times each, alternating, the states deleted before every build, and
+// writes the medians to bench/results/cache-encoders.json (cache-encoders-base.json with --base:
+// random-weight backbones of bert-base / vit-base shape, as bench/backbones.ts times, instead of
+// the demo pair; the image backbone only when --images > 0).
 // Bad arguments or a failed run print one `error: …` line and exit 1.
 import fs from 'node:fs'
 import os from 'node:os'
@@ -16,6 +21,7 @@ import sharp from 'sharp'
 import { createLogger, dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@iisan/config'
 import { initBackend } from '@iisan/model/backend'
 import { createRedisConnection } from '@iisan/queue'
+import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { applyMigrations, importDataset, saveHiddenStates, type ImportItemInput, type PrismaClient } from '@iisan/storage'
 import {
   StateStreamDecoder,
@@ -27,7 +33,7 @@ import {
 } from '@iisan/embedding-cache'
 import { createCacheServer } from '../services/embedding-cache/src/server.ts'
 
-const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N]'
+const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N] [--encoders N,N… [--runs N] [--base]]'
 
 /** One line on stderr, exit 1: a wrong argument is not a bug, so no stack trace. */
 function fail(message: string): never {
@@ -35,8 +41,8 @@ function fail(message: string): never {
   process.exit(1)
 }
 
-function parseOptions(): { items: number; images: number; chunk: number; group: number } {
-  let values: Record<string, string | undefined>
+function parseOptions(): { items: number; images: number; chunk: number; group: number; encoders: number[]; runs: number; base: boolean } {
+  let values: Record<string, string | boolean | undefined>
   try {
     ;({ values } = parseArgs({
       options: {
@@ -44,20 +50,25 @@ function parseOptions(): { items: number; images: number; chunk: number; group: 
         images: { type: 'string', default: '256' },
         chunk: { type: 'string', default: '64' },
         group: { type: 'string', default: '16' },
+        encoders: { type: 'string', default: '' },
+        runs: { type: 'string', default: '3' },
+        base: { type: 'boolean', default: false },
       },
     }))
   } catch (err) {
     fail(`${(err as Error).message} (${USAGE})`)
   }
   const int = (name: string, min: number): number => {
-    const raw = values[name]?.trim() ?? ''
+    const raw = String(values[name] ?? '').trim()
     const n = Number(raw)
     if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {
       fail(`--${name} must be ${min > 0 ? 'a positive' : 'a non-negative'} integer (got ${JSON.stringify(values[name])})`)
     }
     return n
   }
-  return { items: int('items', 1), images: int('images', 0), chunk: int('chunk', 1), group: int('group', 1) }
+  const encoders = String(values.encoders ?? '').split(',').map((v) => v.trim()).filter(Boolean)
+  if (encoders.some((v) => !/^\d+$/.test(v) || Number(v) < 1)) fail(`--encoders must be positive integers separated by commas (got ${JSON.stringify(values.encoders)})`)
+  return { items: int('items', 1), images: int('images', 0), chunk: int('chunk', 1), group: int('group', 1), encoders: encoders.map(Number), runs: int('runs', 1), base: values.base === true }
 }
 
 const options = parseOptions()
@@ -136,6 +147,120 @@ function normal(n: number): Float32Array {
   return out
 }
 
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+/**
+ * Cold builds of the same dataset with each number of encoder threads, `--runs` times each (the
+ * order alternating from run to run, so a drift in the machine's load hits every setting alike),
+ * every state of the backbones deleted before each build. The build's own progress (items/s of its
+ * view) is what is compared; the wall time of POST → completed is recorded beside it.
+ */
+async function compareEncoders(config: ReturnType<typeof loadConfig>, logger: ReturnType<typeof createLogger>, backend: string, items: ImportItemInput[]): Promise<void> {
+  const runs: { run: number; encoders: number; wallSeconds: number; coresUsed: number; builds: { modality: string; items: number; itemsPerSecond: number | null; buildSeconds: number | null }[] }[] = []
+  let datasetId: string | undefined
+  let backboneNames: string[] = []
+  for (let run = 0; run < options.runs; run++) {
+    const order = run % 2 ? [...options.encoders].reverse() : options.encoders
+    for (const encoders of order) {
+      const server = await createCacheServer(config, logger, { chunkSize: CHUNK, groupSize: GROUP, encoders })
+      try {
+        await server.app.listen({ port: 0, host: '127.0.0.1' })
+        const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
+        const backbones = server.registry.list()
+        backboneNames = backbones.map((b) => `${b.name} (${b.modality}, L${b.numLayers} d${b.width})`)
+        datasetId ??= (await importDataset(server.prisma, { name: `scientific-${N}-encoders`, items, users: [] })).id
+        await server.prisma.hiddenState.deleteMany({ where: { backboneId: { in: backbones.map((b) => b.id) } } })
+        const t0 = performance.now()
+        const cpu0 = process.cpuUsage()
+        const planned = await post(`${base}/v1/cache-builds`, { datasetId })
+        const views = await waitBuilds(base, planned.builds.map((b) => b.id))
+        const wallSeconds = (performance.now() - t0) / 1000
+        // CPU time of this process (service thread + encoder threads) per wall second: how many
+        // cores the build actually got on a shared machine
+        const cpu = process.cpuUsage(cpu0)
+        const coresUsed = (cpu.user + cpu.system) / 1e6 / wallSeconds
+        process.stderr.write('\n')
+        runs.push({
+          run,
+          encoders: server.encoders?.size ?? 1,
+          wallSeconds,
+          coresUsed,
+          builds: views.filter((v) => v.itemsTotal > 0).map((v) => ({
+            modality: v.modality,
+            items: v.itemsEncoded,
+            itemsPerSecond: v.itemsPerSecond,
+            buildSeconds: v.startedAt && v.finishedAt ? (Date.parse(v.finishedAt) - Date.parse(v.startedAt)) / 1000 : null,
+          })),
+        })
+        console.log(`run ${run + 1}/${options.runs}, ${encoders} encoder(s): ${views.filter((v) => v.itemsTotal > 0).map((v) => `${v.modality} ${v.itemsPerSecond?.toFixed(1)} items/s`).join(', ')}; wall ${wallSeconds.toFixed(2)} s, ${coresUsed.toFixed(2)} cores busy`)
+      } finally {
+        await server.close()
+      }
+    }
+  }
+  const summary = options.encoders.map((encoders) => {
+    const mine = runs.filter((r) => r.encoders === encoders)
+    const modalities = [...new Set(mine.flatMap((r) => r.builds.map((b) => b.modality)))]
+    return {
+      encoders,
+      runs: mine.length,
+      medianWallSeconds: median(mine.map((r) => r.wallSeconds)),
+      medianCoresUsed: median(mine.map((r) => r.coresUsed)),
+      /** items per CPU second of the whole process: equal across settings = no parallel overhead */
+      medianItemsPerCpuSecond: median(mine.map((r) => r.builds.reduce((sum, b) => sum + b.items, 0) / (r.coresUsed * r.wallSeconds))),
+      medianWallItemsPerSecond: median(mine.map((r) => r.builds.reduce((s, b) => s + b.items, 0) / r.wallSeconds)),
+      builds: modalities.map((modality) => ({
+        modality,
+        medianItemsPerSecond: median(mine.map((r) => r.builds.find((b) => b.modality === modality)?.itemsPerSecond ?? NaN)),
+      })),
+    }
+  })
+  const one = summary.find((s) => s.encoders === 1)
+  console.table(
+    summary.flatMap((s) =>
+      s.builds.map((b) => ({
+        encoders: s.encoders,
+        modality: b.modality,
+        'median items/s (build progress)': b.medianItemsPerSecond.toFixed(1),
+        'vs 1 encoder': one ? `${(b.medianItemsPerSecond / one.builds.find((x) => x.modality === b.modality)!.medianItemsPerSecond).toFixed(2)}×` : '',
+        'median wall s (all builds)': s.medianWallSeconds.toFixed(2),
+        'cores busy (CPU s / wall s)': s.medianCoresUsed.toFixed(2),
+        'items / CPU s': s.medianItemsPerCpuSecond.toFixed(2),
+      })),
+    ),
+  )
+  const out = path.join(repo, `bench/results/cache-encoders${options.base ? '-base' : ''}.json`)
+  fs.writeFileSync(
+    out,
+    `${JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        command: `npx tsx bench/cache.ts ${process.argv.slice(2).join(' ')}`.trim(),
+        backend,
+        node: process.version,
+        cpu: os.cpus()[0]?.model ?? 'cpu',
+        cores: os.cpus().length,
+        availableParallelism: os.availableParallelism(),
+        loadAverageAtEnd: os.loadavg(),
+        items: N,
+        images: K,
+        chunkSize: CHUNK,
+        groupSize: GROUP,
+        backbones: backboneNames,
+        note: 'cold builds of the same dataset through the service (HTTP → BullMQ chunks → encoders → Postgres), states deleted before each; items/s is the build view\'s itemsPerSecond (itemsEncoded / (finishedAt − startedAt)); settings alternate in order from run to run; coresUsed = CPU seconds of the bench process (service thread + encoder threads) / wall seconds of the build, i.e. how many cores it actually got on this shared machine',
+        summary,
+        runs,
+      },
+      null,
+      2,
+    )}\n`,
+  )
+  console.log(`wrote ${path.relative(process.cwd(), out)}\n`)
+}
+
 async function main(): Promise<void> {
   const suffix = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`
   const server0 = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
@@ -143,7 +268,14 @@ async function main(): Promise<void> {
   const prefix = `iisan_bench_cache_${suffix}`
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-cache-'))
   // an open cache on loopback: the benchmark calls it with plain fetch, whatever the shell exports
-  const env = { ...process.env, DATABASE_URL: dbUrl, QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', ARTIFACTS_DIR: process.env.ARTIFACTS_DIR ?? tmp, INTERNAL_TOKEN: '', EMBEDDING_CACHE_HOST: '127.0.0.1' }
+  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: dbUrl, QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn', ARTIFACTS_DIR: process.env.ARTIFACTS_DIR ?? tmp, INTERNAL_TOKEN: '', EMBEDDING_CACHE_HOST: '127.0.0.1' }
+  if (options.base) {
+    // base-size shapes with random weights (the forward pass costs the same as the real checkpoints')
+    env.TEXT_BACKBONE_DIR = path.join(tmp, 'bert-base-random')
+    writeRandomBert(env.TEXT_BACKBONE_DIR, bertHfConfig({}), demoVocabText(), 'bench-cache')
+    env.IMAGE_BACKBONE_DIR = K > 0 ? path.join(tmp, 'vit-base-random') : 'none'
+    if (K > 0) writeRandomVit(env.IMAGE_BACKBONE_DIR, vitHfConfig({}), 'bench-cache')
+  }
   const config = loadConfig(env)
   await ensureDatabaseExists(dbUrl)
   const redis = createRedisConnection(config.redisUrl)
@@ -151,15 +283,19 @@ async function main(): Promise<void> {
   try {
     await applyMigrations(dbUrl, path.join(repo, 'prisma/migrations'))
     const backend = await initBackend({ prefer: config.tfBackend })
-    server = await createCacheServer(config, createLogger('bench-cache', config, { pretty: false }), { chunkSize: CHUNK, groupSize: GROUP })
+    const logger = createLogger('bench-cache', config, { pretty: false })
+    const titles = scientificTitles(N)
+    const items: ImportItemInput[] = []
+    for (let i = 0; i < N; i++) items.push({ externalId: `S${i}`, title: titles[i], ...(i < K ? { imageBlob: await syntheticJpeg(i), imageMime: 'image/jpeg' } : {}) })
+    if (options.encoders.length) return await compareEncoders(config, logger, backend, items)
+
+    server = await createCacheServer(config, logger, { chunkSize: CHUNK, groupSize: GROUP })
     await server.app.listen({ port: 0, host: '127.0.0.1' })
     const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
     const prisma = server.prisma
     const backbones = server.registry.list()
+    const encoders = server.encoders?.size ?? 1
 
-    const titles = scientificTitles(N)
-    const items: ImportItemInput[] = []
-    for (let i = 0; i < N; i++) items.push({ externalId: `S${i}`, title: titles[i], ...(i < K ? { imageBlob: await syntheticJpeg(i), imageMime: 'image/jpeg' } : {}) })
     const ds = await importDataset(prisma, { name: `scientific-${N}`, items, users: [] })
     const distinctTitles = new Set(titles).size
 
@@ -238,7 +374,7 @@ async function main(): Promise<void> {
     })
 
     console.log(`\nembedding cache on tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
-    console.log(`${N} Scientific titles (${distinctTitles} distinct), ${K} with a synthetic 96×72 JPEG; chunk ${CHUNK}, group ${GROUP}, one worker\n`)
+    console.log(`${N} Scientific titles (${distinctTitles} distinct), ${K} with a synthetic 96×72 JPEG; chunk ${CHUNK}, group ${GROUP}, one service process, ${encoders} encoder${encoders > 1 ? ' threads' : ' (its own thread)'}\n`)
     console.table(
       throughput.map((t) => ({
         backbone: t.backbone,
@@ -286,6 +422,7 @@ async function main(): Promise<void> {
           chunkSize: CHUNK,
           groupSize: GROUP,
           workers: 1,
+          encoders,
           cold: { seconds: coldSeconds, builds: throughput },
           rerun: { seconds: rerunSeconds, encoded: rerun.builds.reduce((s, b) => s + b.itemsEncoded, 0) },
           secondDataset: { seconds: secondSeconds, encoded: second.builds.reduce((s, b) => s + b.itemsEncoded, 0), rowsAdded },

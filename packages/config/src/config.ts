@@ -32,6 +32,12 @@ export interface AppConfig {
    * default (@iisan/model's ANN_MIN_ITEMS).
    */
   approximateIndexFrom?: number
+  /**
+   * CACHE_ENCODERS — encoder threads of the embedding cache: chunks of a cache build encoded at
+   * once, each on a worker thread with its own tensor backend (tfjs-wasm runs one core per
+   * thread). Default: os.availableParallelism(); 1 encodes in the service's own thread, as before.
+   */
+  cacheEncoders: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
   /**
@@ -179,6 +185,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const workerHealthPort = port('WORKER_HEALTH_PORT')
   const host = str('HOST')
   const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
+  const cacheEncoders = count('CACHE_ENCODERS', os.availableParallelism(), 'encoder threads, 1 or more (1 = encode in the service thread; default: one per core)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
@@ -236,6 +243,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     host,
     apiReplicas,
     approximateIndexFrom,
+    cacheEncoders,
     embeddingCachePort,
     embeddingCacheHost,
     embeddingCacheUrl,

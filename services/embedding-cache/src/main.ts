@@ -1,15 +1,26 @@
 // Embedding-cache service entry point: owns the frozen backbones and the hidden-state store.
 // config → logger → tensor backend → server (HTTP + queue worker) → clean SIGTERM.
 // Run any number of replicas against the same Postgres and Redis: they share the queue.
-import { createLogger, loadConfigOrExit } from '@iisan/config'
+import { ConfigError, createLogger, loadConfig } from '@iisan/config'
 import { onShutdown } from '@iisan/config/shutdown'
 import { initBackend } from '@iisan/model/backend'
 import { BackboneConfigError } from '@iisan/backbones/config'
 import { demoBackboneWarning, isDemoModelConfig } from '@iisan/backbones/demo'
 import { cacheServerOptionsFromEnv, createCacheServer } from './server.ts'
 
-const config = loadConfigOrExit()
-const options = cacheServerOptionsFromEnv()
+/** A bad variable is the operator's input: one line naming it on stderr, exit 1, no stack trace. */
+function configOrExit<T>(load: () => T): T {
+  try {
+    return load()
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    console.error(`Invalid configuration: ${e.issues.map((i) => `${i.variable}=${JSON.stringify(i.value)}: ${i.message}`).join('; ')}`)
+    process.exit(1)
+  }
+}
+
+const config = configOrExit(() => loadConfig())
+const options = configOrExit(() => cacheServerOptionsFromEnv())
 const logger = createLogger('embedding-cache', config)
 await initBackend({ logger, prefer: config.tfBackend })
 const server = await createCacheServer(config, logger, options).catch((err: unknown) => {

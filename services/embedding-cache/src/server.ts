@@ -2,14 +2,16 @@
 // main.ts and the tests both use it.
 import Fastify from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { Worker } from 'bullmq'
+import type { Job, Worker } from 'bullmq'
 import { ConfigError, type AppConfig, type ConfigIssue, type Logger } from '@iisan/config'
 import { BackboneRegistry, DEFAULT_CHUNK_SIZE, DEFAULT_GROUP_SIZE, markBuildFailed, processChunk } from '@iisan/embedding-cache'
 import { createEmbeddingCacheQueue, createEmbeddingCacheWorker, createRedisConnection, type EmbeddingCacheJobPayload } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
 import { isCacheError } from '@iisan/embedding-cache/errors'
 import { errorHandling, metrics, storageErrors } from '@iisan/http'
+import { initBackend } from '@iisan/model/backend'
 import { internalTokenAuth } from './auth.ts'
+import { EncoderPool } from './encoders.ts'
 import { cacheRoutes } from './routes.ts'
 
 export interface CacheServerOptions {
@@ -25,6 +27,8 @@ export interface CacheServerOptions {
   stalledIntervalMs?: number
   /** Pause after each written group, to slow a demo or a crash test down (EMBEDDING_CACHE_THROTTLE_MS, default 0). */
   throttleMs?: number
+  /** Encoder threads, chunks encoded at once (default: config.cacheEncoders, CACHE_ENCODERS); 1 encodes in this thread. */
+  encoders?: number
 }
 
 /** The service's own knobs (beyond AppConfig), from the environment; throws ConfigError. */
@@ -61,14 +65,13 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
   const prisma = createPrisma(config.databaseUrl)
   const redis = createRedisConnection(config.redisUrl)
   const queue = createEmbeddingCacheQueue(redis, config.queuePrefix)
-  let registry: BackboneRegistry
-  try {
-    registry = await BackboneRegistry.load(prisma, config)
-  } catch (err) {
+  /** A start that fails half-way closes what it opened. */
+  const abandon = async (err: unknown): Promise<never> => {
     await queue.close().catch(() => undefined)
     await Promise.all([redis.quit().catch(() => undefined), prisma.$disconnect()])
     throw err
   }
+  const registry = await BackboneRegistry.load(prisma, config).catch(abandon)
   logger.info(
     { backbones: registry.list().map((b) => ({ id: b.id, modality: b.modality, name: b.name, L: b.numLayers, d: b.width, fingerprint: b.fingerprint.slice(0, 12), dir: b.dir })) },
     'backbones loaded',
@@ -76,26 +79,49 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
 
   let workerConnection: ReturnType<typeof createRedisConnection> | null = null
   let worker: Worker<EmbeddingCacheJobPayload> | null = null
+  let encoders: EncoderPool | null = null
   if (options.worker !== false) {
-    workerConnection = createRedisConnection(config.redisUrl)
     const log = logger.child({ component: 'cache-worker' })
+    // Several encoders: one thread each, on tfjs backends that compute on one core per thread.
+    // The native backends use every core from one thread already.
+    const backend = await initBackend({ prefer: config.tfBackend })
+    const wanted = options.encoders ?? config.cacheEncoders
+    const oneCorePerThread = backend === 'wasm' || backend === 'cpu'
+    if (wanted > 1 && !oneCorePerThread) log.info({ encoders: wanted, backend }, 'one encoder: the backend uses every core from one thread')
+    if (wanted > 1 && oneCorePerThread && registry.list().length > 0) {
+      encoders = await EncoderPool.start(wanted, registry, backend, log).catch((err: unknown) => {
+        registry.dispose()
+        return abandon(err)
+      })
+    }
+    const pool = encoders
+    workerConnection = createRedisConnection(config.redisUrl)
+    const chunk = (payload: EmbeddingCacheJobPayload, job: Job<EmbeddingCacheJobPayload>, chunkRegistry: BackboneRegistry) =>
+      processChunk(
+        {
+          prisma,
+          registry: chunkRegistry,
+          groupSize: options.groupSize ?? DEFAULT_GROUP_SIZE,
+          throttleMs: options.throttleMs ?? 0,
+          finalAttempt: job.attemptsMade + 1 >= (job.opts.attempts ?? 1),
+          log: (fields, message) => log.debug({ jobId: job.id, ...fields }, message),
+        },
+        payload,
+      )
     worker = createEmbeddingCacheWorker(
       workerConnection,
       config.queuePrefix,
-      (payload, job) =>
-        processChunk(
-          {
-            prisma,
-            registry,
-            groupSize: options.groupSize ?? DEFAULT_GROUP_SIZE,
-            throttleMs: options.throttleMs ?? 0,
-            finalAttempt: job.attemptsMade + 1 >= (job.opts.attempts ?? 1),
-            log: (fields, message) => log.debug({ jobId: job.id, ...fields }, message),
-          },
-          payload,
-        ),
+      async (payload, job) => {
+        if (!pool) return chunk(payload, job, registry)
+        const lease = await pool.lease()
+        try {
+          return await chunk(payload, job, lease.registry)
+        } finally {
+          lease.release()
+        }
+      },
       {
-        concurrency: 1,
+        concurrency: pool?.size ?? 1,
         lockDuration: options.lockDurationMs ?? 60_000,
         stalledInterval: options.stalledIntervalMs ?? 30_000,
       },
@@ -147,6 +173,8 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
     /** method + route template of every route registered (HEAD included) */
     routes: routes as readonly { method: string; url: string }[],
     worker,
+    /** The encoder threads (null: chunks are encoded in this thread). */
+    encoders,
     prisma,
     queue,
     registry,
@@ -154,6 +182,7 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
     close(): Promise<void> {
       closing ??= (async () => {
         await worker?.close()
+        await encoders?.close()
         await app.close()
         await queue.close()
         await Promise.all([redis.quit().catch(() => undefined), workerConnection?.quit().catch(() => undefined), prisma.$disconnect()])
