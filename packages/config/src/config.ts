@@ -35,7 +35,8 @@ export interface AppConfig {
   /**
    * CACHE_ENCODERS — encoder threads of the embedding cache: chunks of a cache build encoded at
    * once, each on a worker thread with its own tensor backend (tfjs-wasm runs one core per
-   * thread). Default: os.availableParallelism(); 1 encodes in the service's own thread, as before.
+   * thread). Default 1 (encodes in the service's own thread): two measured 0.77× one on this
+   * shared 2-core machine (docs/cache-encoders.md); set it to the cores a dedicated cache has.
    */
   cacheEncoders: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
@@ -185,7 +186,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const workerHealthPort = port('WORKER_HEALTH_PORT')
   const host = str('HOST')
   const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
-  const cacheEncoders = count('CACHE_ENCODERS', os.availableParallelism(), 'encoder threads, 1 or more (1 = encode in the service thread; default: one per core)')
+  const cacheEncoders = count('CACHE_ENCODERS', 1, 'encoder threads, 1 or more (1 = encode in the service thread, the default)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
