@@ -17,6 +17,7 @@ import { Index, MetricKind, ScalarKind } from 'usearch'
 import { ANN_DEFAULTS, approximateIndex } from '../packages/model/src/item-index.ts'
 import { topKByDot } from '../packages/model/src/serving.ts'
 import { clusteredCatalogue, gaussian } from './lib/synthetic-catalogue.ts'
+import { fail } from './lib/cli.ts'
 
 const USAGE =
   'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--ef-construction N] [--connectivity N] [--threads N] [--reduced]'
@@ -24,11 +25,6 @@ const D = 64
 const K = 10
 const HISTORY = 20
 const APPENDED = 1000
-
-function fail(message: string): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(1)
-}
 
 function parseOptions() {
   let values: Record<string, string | boolean | undefined>

@@ -28,12 +28,7 @@ import {
   type TextBackbone,
 } from '@iisan/backbones'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
-
-/** One line on stderr: a wrong argument (or a failed run) prints no stack trace. */
-function fail(message: string, code: number): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(code)
-}
+import { fail } from './lib/cli.ts'
 
 let quick = false
 try {

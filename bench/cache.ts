@@ -32,14 +32,9 @@ import {
   type CacheBuildView,
 } from '@iisan/embedding-cache'
 import { createCacheServer } from '../services/embedding-cache/src/server.ts'
+import { fail, deleteKeysWithPrefix } from './lib/cli.ts'
 
 const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N] [--encoders N,N… [--runs N] [--base]]'
-
-/** One line on stderr, exit 1: a wrong argument is not a bug, so no stack trace. */
-function fail(message: string): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(1)
-}
 
 function parseOptions(): { items: number; images: number; chunk: number; group: number; encoders: number[]; runs: number; base: boolean } {
   let values: Record<string, string | boolean | undefined>
@@ -438,12 +433,7 @@ async function main(): Promise<void> {
     console.log(`wrote ${path.relative(process.cwd(), out)}`)
   } finally {
     await server?.close()
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
-      cursor = next
-      if (keys.length) await redis.del(...keys)
-    } while (cursor !== '0')
+    await deleteKeysWithPrefix(redis, prefix)
     await redis.quit()
     await dropDatabase(dbUrl)
     fs.rmSync(tmp, { recursive: true, force: true })

@@ -25,7 +25,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
@@ -35,15 +34,11 @@ import { applyMigrations } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
 import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
+import { fail, freePort, deleteKeysWithPrefix } from './lib/cli.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE =
   'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,approximate] [--skip-catalogue] [--out FILE]'
-
-function fail(message: string): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
-  process.exit(1)
-}
 
 function parseOptions() {
   let values: Record<string, string | boolean | undefined>
@@ -96,14 +91,6 @@ const progress = (message: string) => process.stderr.write(`[${((Date.now() - st
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 /** Ctrl-C / SIGTERM: the signal handler cleans up and exits; the failing requests it causes are not reported */
 let interrupted = false
-
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 // ---------------------------------------------------------------------------------------------
 // child processes: scripts/start-all.ts (the three services) and the hello-world reference
@@ -531,12 +518,7 @@ async function main(): Promise<void> {
   const redis = createRedisConnection(redisUrl)
   const cleanup = async () => {
     await Promise.all(children.map((c) => stopChild(c)))
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
-      cursor = next
-      if (keys.length) await redis.del(...keys)
-    } while (cursor !== '0')
+    await deleteKeysWithPrefix(redis, prefix)
     await redis.quit().catch(() => undefined)
     if (!dropped) {
       dropped = true

@@ -11,10 +11,10 @@
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process'
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import { freePort } from '../../bench/lib/cli.ts'
 
 const run = promisify(execFile)
 
@@ -57,14 +57,6 @@ export function pgBinDir(): string {
   } catch {
     throw new Error('no PostgreSQL server binaries found: install postgresql or set PG_BIN_DIR')
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 // initdb and postgres refuse to run as root: as root, run them as the `postgres` system user.

@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import request from 'supertest'
@@ -14,6 +13,9 @@ import { createRedisConnection, type Redis } from '@iisan/queue'
 import { createApiServer } from '../../services/api/src/server.ts'
 import { createCacheServer, type CacheServerOptions } from '../../services/embedding-cache/src/server.ts'
 import { REPO_ROOT, cleanupRedisPrefix, createTestDatabase, testRedisPrefix, testRedisUrl, type TestDatabase } from './db.ts'
+import { freePort } from '../../bench/lib/cli.ts'
+
+export { freePort }
 
 export const WORKER_ENTRY = 'services/worker/src/main.ts'
 export const CACHE_ENTRY = 'services/embedding-cache/src/main.ts'
@@ -27,15 +29,6 @@ export async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: n
     await new Promise((r) => setTimeout(r, 250))
   }
   throw new Error(`timed out waiting for ${what}`)
-}
-
-/** A port nothing listens on right now: for services whose config wants a port number, not 0. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 export interface TestPlatform {
