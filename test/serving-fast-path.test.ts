@@ -18,7 +18,7 @@ import {
   type CachedStates,
   type ScoredItem,
 } from '@iisan/model'
-import { selectTopK } from '@iisan/model/item-scoring'
+import { selectTopK, selectTopKColumns } from '@iisan/model/item-scoring'
 import { readBack } from '@iisan/tensor-ops'
 
 const NUM_ITEMS = 1500
@@ -231,7 +231,28 @@ describe("top-k selection over one query's scores", () => {
     ])
     expect(selectTopK(scores.slice(), { k: 3, exclude: [2, 5] }).map((s) => s.index)).toEqual([3, 1, 4])
     expect(selectTopK(scores.slice(), { k: 10, exclude: [1, 2, 3, 4] })).toEqual([{ index: 5, score: 3 }])
+    expect(selectTopK(scores.slice(), { k: 0, exclude: [] })).toEqual([])
     // a row scale divides before ranking (cosine with row norms)
     expect(selectTopK(scores.slice(), { k: 1, exclude: [] }, Float32Array.from([1, 1, 7, 7, 1, 1])).map((s) => s.index)).toEqual([1])
+  })
+
+  it('several requests in one pass over [rows, n] scores: each column with its own k and exclusions', () => {
+    // rows 0..4 × 3 requests; column b of row r is request b's score of item r
+    const scores = Float32Array.from([
+      [9, 9, 9],
+      [1, 5, 2],
+      [4, 4, 8],
+      [3, 6, 8],
+      [2, 0, 1],
+    ].flat())
+    expect(selectTopKColumns(scores.slice(), [
+      { k: 2, exclude: [] },
+      { k: 1, exclude: [3] },
+      { k: 3, exclude: [1] },
+    ])).toEqual([
+      [{ index: 2, score: 4 }, { index: 3, score: 3 }],
+      [{ index: 1, score: 5 }],
+      [{ index: 2, score: 8 }, { index: 3, score: 8 }, { index: 4, score: 1 }],
+    ])
   })
 })

@@ -44,45 +44,61 @@ export function topKOfQueries(items: tf.Tensor2D, queries: Float32Array, request
     const n = Math.min(step, B - start)
     // items × queriesᵀ [N+1, n], with the item matrix as XNNPACK's input and the few queries as
     // its weights: packed per call, and small (with the matrix as the weights the kernel would
-    // cache a packed second copy of it). Transposed on the backend to [n, N+1], so each query's
-    // scores are contiguous for the selection.
-    const scores = readBack(() => tf.transpose(tf.matMul(items, tf.transpose(tf.tensor2d(queries.subarray(start * D, (start + n) * D), [n, D])))))
-    for (let b = 0; b < n; b++) results.push(selectTopK(scores.subarray(b * rows, (b + 1) * rows), requests[start + b], rowScale))
+    // cache a packed second copy of it). Read row by row, every query at once: no transpose.
+    const scores = readBack(() => tf.matMul(items, tf.transpose(tf.tensor2d(queries.subarray(start * D, (start + n) * D), [n, D]))))
+    results.push(...selectTopKColumns(scores, requests.slice(start, start + n), rowScale))
   }
   return results
 }
 
-/**
- * One query's scores over rows 0..N → its top k over rows 1..N, best first. Excluded rows are
- * marked in place (the buffer is the caller's scratch), so the scan tests no set per row. Ties
- * keep the lower index first, as a scan in row order does.
- */
+/** One query's scores over rows 0..N → its top k over rows 1..N (selectTopKColumns with one column). */
 export function selectTopK(scores: Float32Array, request: ScoringRequest, rowScale?: Float32Array): ScoredItem[] {
-  const { k, exclude } = request
-  const rows = scores.length
-  for (let i = 0; i < exclude.length; i++) {
-    const r = exclude[i]
-    if (r > 0 && r < rows) scores[r] = -Infinity
-  }
-  const bestIndex = new Int32Array(k)
-  const bestScore = new Float64Array(k)
-  let filled = 0
-  let threshold = -Infinity
-  for (let r = 1; r < rows; r++) {
-    const raw = scores[r]
-    if (raw === -Infinity) continue
-    const score = rowScale ? raw / (rowScale[r] || 1) : raw
-    if (filled === k && score <= threshold) continue
-    // insertion into the sorted prefix (descending); the last one falls off when full
-    let i = filled < k ? filled++ : k - 1
-    while (i > 0 && bestScore[i - 1] < score) {
-      bestScore[i] = bestScore[i - 1]
-      bestIndex[i] = bestIndex[i - 1]
-      i--
+  return selectTopKColumns(scores, [request], rowScale)[0]
+}
+
+/**
+ * Scores [N+1, n] row-major (column b = request b) → each request's top k over rows 1..N, best
+ * first, in one pass over the rows. Excluded rows are marked in place (the buffer is the
+ * caller's scratch), so the scan tests no set per row. Ties keep the lower index first, as a
+ * scan in row order does.
+ */
+export function selectTopKColumns(scores: Float32Array, requests: readonly ScoringRequest[], rowScale?: Float32Array): ScoredItem[][] {
+  const n = requests.length
+  const rows = scores.length / n
+  const ks = requests.map((r) => r.k)
+  const offset = new Int32Array(n + 1) // request b keeps its best in [offset[b], offset[b] + k_b)
+  ks.forEach((k, b) => (offset[b + 1] = offset[b] + k))
+  const bestIndex = new Int32Array(offset[n])
+  const bestScore = new Float64Array(offset[n])
+  const filled = new Int32Array(n)
+  const threshold = Float64Array.from(ks, (k) => (k > 0 ? -Infinity : Infinity))
+  requests.forEach(({ exclude }, b) => {
+    for (let i = 0; i < exclude.length; i++) {
+      const r = exclude[i]
+      if (r > 0 && r < rows) scores[r * n + b] = -Infinity
     }
-    bestScore[i] = score
-    bestIndex[i] = r
-    if (filled === k) threshold = bestScore[k - 1]
+  })
+  // threshold[b] stays −∞ until request b has k items, so one comparison per score skips both
+  // the excluded rows (−∞) and the scores that cannot enter
+  for (let r = 1; r < rows; r++) {
+    const scale = rowScale ? rowScale[r] || 1 : 1
+    const row = r * n
+    for (let b = 0; b < n; b++) {
+      const score = scores[row + b] / scale
+      if (score <= threshold[b]) continue
+      const k = ks[b]
+      // insertion into the sorted prefix (descending); the last one falls off when full
+      const base = offset[b]
+      let i = base + (filled[b] < k ? filled[b]++ : k - 1)
+      while (i > base && bestScore[i - 1] < score) {
+        bestScore[i] = bestScore[i - 1]
+        bestIndex[i] = bestIndex[i - 1]
+        i--
+      }
+      bestScore[i] = score
+      bestIndex[i] = r
+      if (filled[b] === k) threshold[b] = bestScore[base + k - 1]
+    }
   }
-  return Array.from({ length: filled }, (_, i) => ({ index: bestIndex[i], score: bestScore[i] }))
+  return requests.map((_, b) => Array.from({ length: filled[b] }, (_, i) => ({ index: bestIndex[offset[b] + i], score: bestScore[offset[b] + i] })))
 }
