@@ -71,34 +71,42 @@ export function selectTopKColumns(scores: Float32Array, requests: readonly Scori
   const bestIndex = new Int32Array(offset[n])
   const bestScore = new Float64Array(offset[n])
   const filled = new Int32Array(n)
-  const threshold = Float64Array.from(ks, (k) => (k > 0 ? -Infinity : Infinity))
   requests.forEach(({ exclude }, b) => {
     for (let i = 0; i < exclude.length; i++) {
       const r = exclude[i]
       if (r > 0 && r < rows) scores[r * n + b] = -Infinity
     }
   })
-  // threshold[b] stays −∞ until request b has k items, so one comparison per score skips both
-  // the excluded rows (−∞) and the scores that cannot enter
-  for (let r = 1; r < rows; r++) {
-    const scale = rowScale ? rowScale[r] || 1 : 1
-    const row = r * n
-    for (let b = 0; b < n; b++) {
-      const score = scores[row + b] / scale
-      if (score <= threshold[b]) continue
-      const k = ks[b]
+  // cosine divides by the row's norm first; a plain dot product reads the scores as they are
+  if (rowScale) {
+    for (let r = 1; r < rows; r++) {
+      const scale = rowScale[r] || 1
+      for (let i = r * n; i < (r + 1) * n; i++) scores[i] /= scale
+    }
+  }
+  // column by column with the threshold in a local: one load and one comparison per score. The
+  // threshold stays −∞ until the request has k items (+∞ for k = 0), so that one comparison skips
+  // both the excluded rows (−∞) and the scores that cannot enter.
+  for (let b = 0; b < n; b++) {
+    const k = ks[b]
+    const base = offset[b]
+    let thr = k > 0 ? -Infinity : Infinity
+    let count = 0
+    for (let at = n + b; at < scores.length; at += n) {
+      const score = scores[at]
+      if (score <= thr) continue
       // insertion into the sorted prefix (descending); the last one falls off when full
-      const base = offset[b]
-      let i = base + (filled[b] < k ? filled[b]++ : k - 1)
+      let i = base + (count < k ? count++ : k - 1)
       while (i > base && bestScore[i - 1] < score) {
         bestScore[i] = bestScore[i - 1]
         bestIndex[i] = bestIndex[i - 1]
         i--
       }
       bestScore[i] = score
-      bestIndex[i] = r
-      if (filled[b] === k) threshold[b] = bestScore[base + k - 1]
+      bestIndex[i] = (at - b) / n
+      if (count === k) thr = bestScore[base + k - 1]
     }
+    filled[b] = count
   }
   return requests.map((_, b) => Array.from({ length: filled[b] }, (_, i) => ({ index: bestIndex[offset[b] + i], score: bestScore[offset[b] + i] })))
 }
