@@ -64,7 +64,8 @@ describe('approximate item index (usearch, inner product)', () => {
   let index: ApproximateItemIndex
 
   beforeAll(() => {
-    index = approximateIndex(matrix, D)
+    // one build thread: the graph, and so every recall figure below, is the same on every run
+    index = approximateIndex(matrix, D, { threads: 1 })
   })
   afterAll(() => index?.dispose?.())
 
@@ -106,6 +107,8 @@ describe('approximate item index (usearch, inner product)', () => {
 
   it('still returns k items when the exact top 50 are all excluded (as a set or a predicate)', () => {
     const g = gaussian(4)
+    let hits = 0
+    let asked = 0
     for (let i = 0; i < 10; i++) {
       const u = userState(matrix, g)
       const top60 = exactTopK(matrix, u, 60)
@@ -114,11 +117,13 @@ describe('approximate item index (usearch, inner product)', () => {
         const got = index.search(u, K, exclude)
         expect(got).toHaveLength(K)
         for (const s of got) expect(history.has(s.index)).toBe(false)
-        // the next ten by exact score are what should come back
+        // the next ten by exact score are what should come back, up to the index's recall
         const expected = new Set(top60.slice(50))
-        expect(got.filter((s) => expected.has(s.index)).length).toBeGreaterThanOrEqual(9)
+        hits += got.filter((s) => expected.has(s.index)).length
+        asked += K
       }
     }
+    expect(hits / asked).toBeGreaterThanOrEqual(0.95)
   })
 
   it('makes appended items findable at once', () => {

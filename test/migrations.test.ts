@@ -199,6 +199,8 @@ describe('loadConfig', () => {
       artifactsDir: 'artifacts',
       queuePrefix: 'iisan',
       apiKeys: [], // an open API unless API_KEYS is set
+      apiReplicas: os.availableParallelism(), // one API process per core
+      cacheEncoders: 1,
     })
   })
 

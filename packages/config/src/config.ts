@@ -243,7 +243,6 @@ export function loadConfig(env: Env = process.env): AppConfig {
     port: p,
     host,
     apiReplicas,
-    approximateIndexFrom,
     cacheEncoders,
     embeddingCachePort,
     embeddingCacheHost,
@@ -254,6 +253,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     queuePrefix,
     apiKeys,
   }
+  if (approximateIndexFrom !== undefined) config.approximateIndexFrom = approximateIndexFrom
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend
