@@ -2,10 +2,14 @@
 // removal of the Redis keys a throwaway run created.
 import net, { type AddressInfo } from 'node:net'
 import type { Redis } from 'ioredis'
+import { oneLine } from '@iisan/pipeline/cli/args'
 
-/** One line on stderr and a non-zero exit: a wrong argument (or a failed run) prints no stack trace. */
+/**
+ * One line on stderr and a non-zero exit: a wrong argument (or a failed run) prints no stack
+ * trace. The project's tools (@iisan/pipeline/cli/args) exit 2; the benches keep their 1.
+ */
 export function fail(message: string, code = 1): never {
-  console.error(`error: ${message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}`)
+  console.error(`error: ${oneLine(message)}`)
   process.exit(code)
 }
 

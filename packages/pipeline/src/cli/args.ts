@@ -2,7 +2,8 @@
 // ends in one line on stderr and exit code 2 — never a stack trace.
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
-const oneLine = (message: string): string =>
+/** A message of several lines as one (a tool's error is always one line on stderr). */
+export const oneLine = (message: string): string =>
   message
     .split('\n')
     .map((l) => l.trim())
