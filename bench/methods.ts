@@ -52,6 +52,7 @@ import { tpme, PAPER_TPME_WEIGHTS } from '@iisan/model/tpme'
 import { ensureDefaultBackbones, loadImageBackbone, loadTextBackbone, readModelConfig } from '@iisan/backbones'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { float32ToFloat16 } from '@iisan/safetensors'
+import { profileKernels } from '@iisan/tensor-ops/profile'
 import { loadItemContent } from '@iisan/pipeline/training/item-content'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline/dataset/sample'
 import { errorMessage, fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
@@ -400,7 +401,7 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
   }
   /** One whole step under tf.profile: its peak tensor bytes (tfjs keeps no peak counter otherwise). */
   const profiledStep = async (optimizers: ReturnType<typeof createOptimizers>, batch: Int32Array[]) => {
-    const info = await tf.profile(() => trainStep(model, optimizers, batch, logProb))
+    const info = await profileKernels(() => trainStep(model, optimizers, batch, logProb))
     return { peakBytes: info.peakBytes, loss: info.result as unknown as number }
   }
 
@@ -446,7 +447,7 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
       cpuAtStart = process.cpuUsage()
       let loss: number
       if (s === WARMUP - 1) {
-        // the last warm-up step runs under tf.profile (not timed; not the first, whose errors tf.profile would mask)
+        // the last warm-up step runs under tf.profile (not timed: profiling slows every kernel)
         const profiled = await profiledStep(optimizers, batch)
         stepPeakTensorBytes = profiled.peakBytes
         loss = profiled.loss

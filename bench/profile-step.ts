@@ -5,6 +5,7 @@ import path from 'node:path'
 import { SequentialRecommender, createOptimizers, defaultTrainingConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
+import { profileKernels } from '@iisan/tensor-ops/profile'
 import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 
 const { values } = parseOptions(
@@ -32,7 +33,7 @@ const batch = () => Array.from({ length: 64 }, () => data.trainWindows[Math.floo
 for (let i = 0; i < 3; i++) trainStep(model, optimizers, batch(), logProb)
 
 const started = performance.now()
-const info = await tf.profile(() => {
+const info = await profileKernels(() => {
   trainStep(model, optimizers, batch(), logProb)
 })
 const wall = performance.now() - started
