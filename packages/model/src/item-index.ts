@@ -75,9 +75,10 @@ export interface ItemIndex {
   /**
    * Top-k rows 1..N by u·e_j (best first; ties by lower index), skipping `exclude`. Scores are
    * the exact dot products recomputed from the rows. Fewer than k only when fewer than k items
-   * are left after exclusion.
+   * are left after exclusion. `upTo` limits the answer to items 1..upTo: a model whose index was
+   * handed to its reload still searches it, and must not return items it has no ids for.
    */
-  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[]
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo?: number): ScoredItem[]
   /**
    * Adds rows [n, D] as items firstIndex, firstIndex + 1, …; firstIndex must be size + 1 (items
    * are appended in order, as ServingModel.appendItems numbers them). Findable at once.
@@ -201,11 +202,13 @@ class UsearchItemIndex implements ApproximateItemIndex {
     return this.count
   }
 
-  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[] {
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count): ScoredItem[] {
     const native = this.live()
     if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
     if (k <= 0 || this.count === 0) return []
-    const isExcluded = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
+    const last = Math.min(upTo, this.count)
+    const excludes = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
+    const isExcluded = last === this.count ? excludes : (i: number) => i > last || excludes?.(i) === true
     const excludedCount = exclude === undefined || typeof exclude === 'function' ? 0 : exclude.size
 
     let fetch = Math.min(this.count, Math.max(k + excludedCount + this.overfetch, this.efSearch, 1))
@@ -219,7 +222,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
         if (isExcluded?.(index)) continue
         found.push({ index, score: this.dot(index, query) })
       }
-      this.scanTail(query, k, found, seen, isExcluded)
+      this.scanTail(query, k, last, found, seen, isExcluded)
       if (found.length >= k || fetch >= this.count) {
         found.sort((a, b) => b.score - a.score || a.index - b.index)
         return found.length > k ? found.slice(0, k) : found
@@ -273,8 +276,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
    * the top k: a cold-start item is returned whenever the exact scan would return it, even
    * when the graph search misses a freshly inserted node.
    */
-  private scanTail(query: Float32Array, k: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
-    const last = this.count
+  private scanTail(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
     const first = Math.max(this.baseRows, last + 1 - this.exactTail)
     if (first > last) return
     let threshold = -Infinity

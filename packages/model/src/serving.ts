@@ -29,6 +29,22 @@ export interface ServingOptions {
   approximateFrom?: number
 }
 
+/**
+ * An approximate index and the model that owns it. The owner extends it with its appended rows and
+ * disposes it, and a build in progress is abandoned only when the owner is disposed. A reload whose
+ * first rows are the owner's takes ownership (ServingModel.takeIndexFrom); the models it passed
+ * through keep searching it within their own rows until the owner disposes it.
+ */
+interface SharedIndex {
+  owner: ServingModel
+  /** undefined while building, and after the owner disposed it */
+  index: ItemIndex | undefined
+  ready: Promise<void>
+}
+
+/** Rows per slice when comparing two models' matrices: 4 MB a side at D = 64. */
+const COMPARE_ROWS = 16_384
+
 export interface SimilarRequest {
   /** item index 1..N */
   index: number
@@ -42,8 +58,7 @@ export class ServingModel {
   /** |e_r| of every row, for cosine similarity; built on first use */
   private norms: Float32Array | undefined
   /** inner-product index over rows 1..N, for catalogues of approximateFrom items or more */
-  private index: ItemIndex | undefined
-  private indexBuild: Promise<void> | undefined
+  private shared: SharedIndex | undefined
   private disposed = false
 
   private constructor(
@@ -54,7 +69,7 @@ export class ServingModel {
   ) {
     this.model = model
     this.items = items
-    this.index = index
+    if (index) this.shared = { owner: this, index, ready: Promise.resolve() }
   }
 
   /**
@@ -74,26 +89,78 @@ export class ServingModel {
 
   /** Whether recommendations come from the approximate index rather than the exact scan. */
   get approximate(): boolean {
-    return this.index !== undefined
+    return this.shared?.index !== undefined
   }
 
   /**
    * Builds the approximate index beside serving, a slice of rows at a time: the exact scan answers
    * until it is ready, then the index takes over. Rows appended meanwhile are added to it first.
+   * With an index already (built, building, or taken over from the previous load) it waits for that.
    */
   buildIndex(): Promise<void> {
-    if (this.index) return Promise.resolve()
-    if (!this.indexBuild) {
-      const D = this.config.embeddingDim
-      const rows = this.itemRows()
-      this.indexBuild = approximateIndexInSlices(rows, D, { isCancelled: () => this.disposed }).then((index) => {
-        const built = rows.length / D
-        if (this.items.shape[0] > built) index.append(this.itemRows().subarray(built * D), built)
-        this.index = index
-      })
-      this.indexBuild.catch(() => (this.indexBuild = undefined))
+    if (this.shared) return this.shared.ready
+    const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
+    shared.ready = approximateIndexInSlices(this.itemRows(), this.config.embeddingDim, { isCancelled: () => shared.owner.disposed }).then((index) => {
+      if (shared.owner.disposed) {
+        index.dispose?.()
+        throw new Error('index build cancelled')
+      }
+      shared.owner.catchUp(index)
+      shared.index = index
+    })
+    // a failed build leaves every model that shared it on the exact scan, free to build again
+    shared.ready.catch(() => {
+      if (shared.owner.shared === shared) shared.owner.shared = undefined
+    })
+    this.shared = shared
+    return shared.ready
+  }
+
+  /**
+   * Takes over `previous`'s index, built or still building, when this model's rows 1..N' are
+   * bitwise `previous`'s rows 1..N' (a reload after cold-start appends): only the rows after N' are
+   * added, where a build would index all N again. Returns N' (0: nothing taken, e.g. the rows
+   * differ, or `previous` has no index of its own; build one then).
+   *
+   * The rows are compared, not checksummed: a comparison is exact with no state to keep, costs one
+   * read of both matrices a slice at a time (the event loop is given back in between, and under a
+   * second at 1M items against minutes for a build), and a checksum would have to cover exactly the
+   * first N' rows, which change from one reload to the next. `previous` keeps searching the index
+   * within its own rows (its in-flight requests); this model extends and disposes it.
+   */
+  async takeIndexFrom(previous: ServingModel): Promise<number> {
+    const shared = previous.shared
+    const rows = previous.items.shape[0]
+    if (!shared || shared.owner !== previous || this.shared || previous === this || rows > this.items.shape[0] || previous.config.embeddingDim !== this.config.embeddingDim) return 0
+    if (!(await this.startsWith(previous, rows))) return 0
+    // the awaits gave others a turn: take it only if nothing moved meanwhile
+    if (shared.owner !== previous || previous.shared !== shared || this.shared || this.disposed || previous.items.shape[0] !== rows) return 0
+    shared.owner = this
+    this.shared = shared
+    if (shared.index) this.catchUp(shared.index)
+    return rows - 1
+  }
+
+  /** Whether rows 1..rows−1 of this model and of `other` are the same bits. */
+  private async startsWith(other: ServingModel, rows: number): Promise<boolean> {
+    const D = this.config.embeddingDim
+    for (let first = 1; first < rows; first += COMPARE_ROWS) {
+      await new Promise((resolve) => setImmediate(resolve))
+      if (this.disposed || other.disposed || other.items.shape[0] !== rows) return false
+      const n = Math.min(COMPARE_ROWS, rows - first)
+      const mine = readBack(() => tf.slice(this.items, [first, 0], [n, D]))
+      const theirs = readBack(() => tf.slice(other.items, [first, 0], [n, D]))
+      if (!sameBits(mine, theirs)) return false
     }
-    return this.indexBuild
+    return true
+  }
+
+  /** Adds the rows of this model that `index` lacks: appended while it was built, or since the model it was taken from. */
+  private catchUp(index: ItemIndex): void {
+    const D = this.config.embeddingDim
+    const have = index.size + 1
+    const rows = this.items.shape[0]
+    if (rows > have) index.append(readBack(() => tf.slice(this.items, [have, 0], [rows - have, D])), have)
   }
 
   /** Number of recommendable items (N). */
@@ -125,10 +192,11 @@ export class ServingModel {
   recommendMany(requests: readonly RecommendRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
     const states = this.userStates(requests.map((r) => r.history))
-    const index = this.index
+    const index = this.shared?.index
     if (index) {
       const D = this.config.embeddingDim
-      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history))))
+      // a shared index may hold a later reload's rows too: this model's answers stop at its own
+      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history)), this.numItems))
     }
     return topKOfQueries(
       this.items,
@@ -188,16 +256,30 @@ export class ServingModel {
     this.items.dispose()
     this.items = grown
     this.norms = undefined
-    this.index?.append(rows, first)
+    // an index handed on belongs to the reload now, which has rows of its own after ours
+    if (this.shared && this.shared.owner !== this) this.shared = undefined
+    this.shared?.index?.append(rows, first)
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
   dispose(): void {
     this.disposed = true
-    this.index?.dispose?.()
+    if (this.shared?.owner === this) {
+      this.shared.index?.dispose?.()
+      this.shared.index = undefined
+    }
+    this.shared = undefined
     this.items.dispose()
     this.model.dispose()
   }
+}
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length)
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length)
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false
+  return true
 }
 
 /**
