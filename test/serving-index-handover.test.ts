@@ -3,7 +3,7 @@
 // differ make it build its own. In ServingModel, then through the serving registry with the
 // version's rows in Postgres. Exact answers are computed here by the reference scan (topKByDot).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SequentialRecommender, ServingModel, initBackend, mulberry32, saveCheckpoint, sasRecIdConfig, topKByDot } from '@iisan/model'
+import { SequentialRecommender, ServingModel, initBackend, mulberry32, saveCheckpoint, sasRecIdConfig, tf, topKByDot, wasmHeapMeter } from '@iisan/model'
 import { ServingRegistry, toRecommendations, type LoadedModel } from '@iisan/pipeline'
 import { addItems, appendModelVersionItems, createModelVersion, importDataset } from '@iisan/storage'
 import { readBack } from '@iisan/tensor-ops'
@@ -52,14 +52,26 @@ function concat(...parts: Float32Array[]): Float32Array {
   return out
 }
 
-/** recall@k of `serving`'s answers against the reference scan over `matrix`. */
+/** Row `index` of `matrix` · `state`, summed in topKByDot's order. */
+function dot(matrix: Float32Array, D: number, index: number, state: Float32Array): number {
+  let score = 0
+  for (let d = 0; d < D; d++) score += matrix[index * D + d] * state[d]
+  return score
+}
+
+/**
+ * recall@k of `serving`'s answers against the reference scan over `matrix`; every score returned must
+ * be the reference's product for that item, to the bit (the index re-ranks exactly).
+ */
 function recall(serving: ServingModel, matrix: Float32Array, users: number[][]): number {
   const D = serving.config.embeddingDim
   const states = serving.userStates(users)
   let hits = 0
   serving.recommendMany(users.map((history) => ({ history, k: K }))).forEach((answer, i) => {
-    const truth = new Set(topKByDot(matrix, D, states.subarray(i * D, (i + 1) * D), K, new Set(users[i])).map((s) => s.index))
+    const state = states.subarray(i * D, (i + 1) * D)
+    const truth = new Set(topKByDot(matrix, D, state, K, new Set(users[i])).map((s) => s.index))
     hits += answer.filter((s) => truth.has(s.index)).length
+    for (const s of answer) expect(s.score).toBe(dot(matrix, D, s.index, state))
   })
   return hits / (users.length * K)
 }
@@ -81,6 +93,13 @@ describe('ServingModel.takeIndexFrom', () => {
     expect(reload.approximate).toBe(true)
     reload.recommendMany(users.map((history) => ({ history, k: K }))).forEach((answer, i) => expect(answer[0].index).toBe(N + 1 + i))
     expect(recall(reload, grown, histories(300, N + 20, 11))).toBeGreaterThanOrEqual(0.98)
+    // the index reads the matrix tensor in place: after the wasm heap grows (a tensor as large as the
+    // heap), it must read the rows where they are now (a stale view is empty: NaN scores)
+    const heap = wasmHeapMeter()!.heapBytes()
+    const large = tf.zeros([heap / 4])
+    expect(wasmHeapMeter()!.heapBytes()).toBeGreaterThan(heap)
+    expect(recall(reload, grown, histories(100, N + 20, 12))).toBeGreaterThanOrEqual(0.98)
+    large.dispose()
 
     // the old copy still serves its in-flight requests from the same index, never with items it has no ids for
     expect(old.approximate).toBe(true)

@@ -2,16 +2,18 @@
 // requests is one user-encoder forward over their windows, one matrix product of the item
 // matrix with their states, and a partial top-k per request with its history excluded.
 // The item matrix is held once, as a tensor on the backend: the scoring kernel, the user
-// encoder's embedding lookup and the similar-items queries all read that one copy.
+// encoder's embedding lookup, the similar-items queries and the approximate index's re-ranking
+// all read that one copy (the index keeps only the library's own copy beside it).
 import * as tf from '@tensorflow/tfjs-core'
 import { readBack } from '@iisan/tensor-ops'
+import { valuesInPlace } from './backend.ts'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex, type ItemRows } from './item-index.ts'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -65,11 +67,15 @@ export class ServingModel {
     readonly config: RecommenderConfig,
     model: SequentialRecommender,
     items: tf.Tensor2D,
-    index: ItemIndex | undefined,
+    approximate: boolean,
   ) {
     this.model = model
     this.items = items
-    if (index) this.shared = { owner: this, index, ready: Promise.resolve() }
+    if (approximate) {
+      const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
+      shared.index = approximateIndex(this.rowsOf(shared), config.embeddingDim)
+      this.shared = shared
+    }
   }
 
   /**
@@ -81,10 +87,9 @@ export class ServingModel {
     const D = config.embeddingDim
     if (itemMatrix.length % D !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${D}`)
     const rows = itemMatrix.length / D
-    const index = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS) ? approximateIndex(itemMatrix, D) : undefined
     const model = new SequentialRecommender(config)
     model.params.restore(values)
-    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), index)
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS))
   }
 
   /** Whether recommendations come from the approximate index rather than the exact scan. */
@@ -100,7 +105,7 @@ export class ServingModel {
   buildIndex(): Promise<void> {
     if (this.shared) return this.shared.ready
     const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
-    shared.ready = approximateIndexInSlices(this.itemRows(), this.config.embeddingDim, { isCancelled: () => shared.owner.disposed }).then((index) => {
+    shared.ready = approximateIndexInSlices(this.rowsOf(shared), this.config.embeddingDim, { isCancelled: () => shared.owner.disposed }).then((index) => {
       if (shared.owner.disposed) {
         index.dispose?.()
         throw new Error('index build cancelled')
@@ -139,6 +144,19 @@ export class ServingModel {
     this.shared = shared
     if (shared.index) this.catchUp(shared.index)
     return rows - 1
+  }
+
+  /**
+   * The index's rows: the matrix tensor of whichever model owns the index, read in place (an owner's
+   * first rows are those of every model it was taken from), so no JS copy of the matrix is kept for
+   * re-ranking. A tfjs gather per search would cost more than the search (~1–4 ms for 540 rows on
+   * wasm here). On a backend that cannot be read in place, a copy taken now.
+   */
+  private rowsOf(shared: SharedIndex): ItemRows {
+    const count = this.items.shape[0]
+    if (valuesInPlace(this.items)) return { count, values: () => valuesInPlace(shared.owner.items) ?? shared.owner.itemRows() }
+    const copy = this.itemRows()
+    return { count, values: () => copy }
   }
 
   /** Whether rows 1..rows−1 of this model and of `other` are the same bits. */
