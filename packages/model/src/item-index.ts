@@ -185,6 +185,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private count = 0
 
   constructor(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions) {
+    if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
     this.base = matrix instanceof Float32Array ? matrixRows(matrix, D) : matrix
     this.D = D
     this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
@@ -251,8 +252,8 @@ class UsearchItemIndex implements ApproximateItemIndex {
     if (firstIndex !== this.count + 1) throw new Error(`append at ${firstIndex}, but the next item index is ${this.count + 1}`)
     const n = rows.length / D
     if (n === 0) return
-    // appended rows are few (a rebuild is due past a few thousand) and scanned exactly on every
-    // search: a copy of their own keeps that scan off the base rows' reader
+    // the base rows' reader covers the rows built from; appended ones are few (a rebuild is due
+    // past a few thousand), so the index keeps them, and its exact tail scans them on every search
     const needed = (this.extraRows + n) * D
     if (needed > this.extra.length) {
       const grown = new Float32Array(Math.max(needed, this.extra.length * 2))

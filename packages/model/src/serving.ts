@@ -113,7 +113,7 @@ export class ServingModel {
       shared.owner.catchUp(index)
       shared.index = index
     })
-    // a failed build leaves every model that shared it on the exact scan, free to build again
+    // a failed build leaves the models sharing it on the exact scan, and its owner free to build again
     shared.ready.catch(() => {
       if (shared.owner.shared === shared) shared.owner.shared = undefined
     })
@@ -130,8 +130,9 @@ export class ServingModel {
    * The rows are compared, not checksummed: a comparison is exact with no state to keep, costs one
    * read of both matrices in place, a slice at a time (the event loop is given back in between;
    * 0.17 s for 1M rows here against minutes for a build), and a checksum would have to cover
-   * exactly the first N' rows, which change from one reload to the next. `previous` keeps searching the index
-   * within its own rows (its in-flight requests); this model extends and disposes it.
+   * exactly the first N' rows, which change from one reload to the next. `previous` keeps
+   * searching the index within its own rows (its in-flight requests); this model extends and
+   * disposes it.
    */
   async takeIndexFrom(previous: ServingModel): Promise<number> {
     const shared = previous.shared
