@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
-import { approximateIndex, type ApproximateItemIndex } from '@iisan/model/item-index'
+import { approximateIndex, type ApproximateItemIndex, type ItemRows } from '@iisan/model/item-index'
 import { gaussian } from '../bench/lib/synthetic-catalogue.ts'
 
 // A synthetic catalogue like trained item embeddings: clustered directions, log-normal norms.
@@ -160,18 +160,30 @@ describe('approximate item index (usearch, inner product)', () => {
     expect(() => index.append(new Float32Array(D + 1), index.size + 1)).toThrow(/multiple of D/)
   })
 
-  it('re-ranks from a live matrix when given one', () => {
-    let live = withPadding(rows(2000, 7))
-    const small = approximateIndex(live, D, { rows: () => live })
+  it('reads its rows through ItemRows when given them, keeping none of what it read', () => {
+    let held = withPadding(rows(2000, 7))
+    // the rows move between reads (as a wasm heap view does when the heap grows): the index must
+    // read them where they are now, not where it read them while it built
+    const source: ItemRows = { count: 2001, values: () => held }
+    const small = approximateIndex(source, D)
+    const old = held
+    held = held.slice()
+    old.fill(0)
     const fresh = rows(5, 8, 5)
-    const grown = new Float32Array(live.length + fresh.length)
-    grown.set(live)
-    grown.set(fresh, live.length)
-    live = grown
     small.append(fresh, 2001)
-    const q = live.subarray(2003 * D, 2004 * D)
-    const got = small.search(q, 3)
-    expect(got[0]).toEqual({ index: 2003, score: dot(live, 2003, q) })
+    const grown = new Float32Array(held.length + fresh.length)
+    grown.set(held)
+    grown.set(fresh, held.length)
+    // every score is the exact product with the rows where they are now (the old place reads 0)
+    for (const id of [17, 1999, 2003]) {
+      const q = grown.subarray(id * D, (id + 1) * D)
+      const got = small.search(q, 10)
+      expect(got).toHaveLength(10)
+      for (const s of got) expect(s.score).toBe(dot(grown, s.index, q))
+    }
+    // an appended row, longer than the rest, is its own query's first answer
+    const q = grown.subarray(2003 * D, 2004 * D)
+    expect(small.search(q, 3)[0]).toEqual({ index: 2003, score: dot(grown, 2003, q) })
     small.dispose?.()
     expect(() => small.search(q, 3)).toThrow(/dispose/)
   })

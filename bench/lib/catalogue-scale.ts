@@ -6,7 +6,8 @@
  *
  * Scorers: `reference` (the path before issue 11, one request at a time: the tfjs forward of one
  * window, then `topKByDot`), `batched` (ServingModel.recommendMany, exact) and `approximate` (the
- * same with the USearch index). Each gets the same random-weights checkpoint and matrix.
+ * same with the USearch index, built beside serving as a replica builds it, so that the RSS is a
+ * replica's). Each gets the same random-weights checkpoint and matrix.
  */
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -32,12 +33,13 @@ export interface CatalogueScorer {
   /** what it is, for the table's notes */
   describe: string
   /** weights: a random-weights checkpoint; matrix: [N+1, D] row-major, row 0 = padding (the serving layout) */
-  build(weights: Uint8Array, matrix: Float32Array, D: number): CatalogueAnswerer
+  build(weights: Uint8Array, matrix: Float32Array, D: number): CatalogueAnswerer | Promise<CatalogueAnswerer>
 }
 
-/** The platform's batched path, exact or from the approximate index. */
-function servingPath(weights: Uint8Array, matrix: Float32Array, approximateFrom: number): CatalogueAnswerer {
-  const serving = ServingModel.load(weights, matrix, { approximateFrom })
+/** The platform's batched path, exact or from the approximate index (built as the serving registry builds it). */
+async function servingPath(weights: Uint8Array, matrix: Float32Array, approximate: boolean): Promise<CatalogueAnswerer> {
+  const serving = ServingModel.load(weights, matrix, { approximateFrom: Infinity })
+  if (approximate) await serving.buildIndex()
   return {
     batch: serving.maxBatch,
     answer: (histories, k) => serving.recommendMany(histories.map((history) => ({ history, k }))),
@@ -64,12 +66,12 @@ export const CATALOGUE_SCORERS: Record<string, CatalogueScorer> = {
   batched: {
     name: 'batched',
     describe: 'ServingModel.recommendMany, exact: a batch of ServingModel.maxBatch requests = one user-encoder forward + one matrix product (wasm) + a partial top-k per request',
-    build: (weights, matrix) => servingPath(weights, matrix, Infinity),
+    build: (weights, matrix) => servingPath(weights, matrix, false),
   },
   approximate: {
     name: 'approximate',
-    describe: 'ServingModel.recommendMany with the approximate index (USearch HNSW, inner product; built at load): batched user encoder, one index search per request',
-    build: (weights, matrix) => servingPath(weights, matrix, 0),
+    describe: 'ServingModel.recommendMany with the approximate index (USearch HNSW, inner product; built beside serving by ServingModel.buildIndex, as a replica builds it): batched user encoder, one index search per request',
+    build: (weights, matrix) => servingPath(weights, matrix, true),
   },
 }
 
@@ -181,7 +183,7 @@ async function runSize(args: ChildArgs): Promise<CatalogueSizeResult> {
     return 1 + (rnd % args.items)
   }
   const history = () => Array.from({ length: T }, nextIndex)
-  const scorer = CATALOGUE_SCORERS[args.scorer].build(weights, matrix, args.D)
+  const scorer = await CATALOGUE_SCORERS[args.scorer].build(weights, matrix, args.D)
   const buildSeconds = (performance.now() - t0) / 1000
   const rssAfterBuildMb = statusMb('VmRSS')
   const batchOf = () => Array.from({ length: scorer.batch }, history)

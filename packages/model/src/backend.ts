@@ -87,6 +87,27 @@ interface WasmBackendLike {
 }
 
 /**
+ * A float32 tensor's values without a copy, where the backend keeps them in JS-visible memory: on
+ * wasm a view of its heap (valid only until the heap next grows, i.e. until the next tfjs call that
+ * may allocate: read it at once, never keep it), on cpu the backend's own array. Undefined on other
+ * backends, whose values live elsewhere (a caller then needs a copy).
+ */
+export function valuesInPlace(t: tf.Tensor): Float32Array | undefined {
+  if (t.dtype !== 'float32' || t.isDisposed) return undefined
+  const backend = tf.backend() as unknown as WasmBackendLike
+  try {
+    if (tf.getBackend() === 'wasm') return backend.typedArrayFromHeap(t) as Float32Array
+    if (tf.getBackend() === 'cpu') {
+      const values = backend.readSync(t.dataId)
+      return values instanceof Float32Array ? values : undefined
+    }
+  } catch {
+    // the tensor is held by a backend other than the active one
+  }
+  return undefined
+}
+
+/**
  * Identity is what tf.clone runs, and the gradient tape clones every tensor a backward pass needs
  * (engine.saveTensorsForBackwardMode). tfjs-backend-wasm 4.22 copies the buffer there, so every
  * weight, input and activation a step's tape keeps existed twice on the wasm heap (a BERT-base

@@ -11,7 +11,9 @@
 // to ~0.2 at 20k items (docs/ann-choice.md).
 //
 // The library's candidates are re-ranked by the exact dot product u·e_j recomputed from the
-// rows, so a returned score is exactly what the exact scan computes for that item.
+// rows, so a returned score is exactly what the exact scan computes for that item. The rows are
+// read through ItemRows, so that a caller holding its matrix elsewhere (ServingModel: a backend
+// tensor) need not keep a JS copy beside it and the library's own.
 import { createRequire } from 'node:module'
 import type { Index } from 'usearch'
 
@@ -75,9 +77,10 @@ export interface ItemIndex {
   /**
    * Top-k rows 1..N by u·e_j (best first; ties by lower index), skipping `exclude`. Scores are
    * the exact dot products recomputed from the rows. Fewer than k only when fewer than k items
-   * are left after exclusion.
+   * are left after exclusion. `upTo` limits the answer to items 1..upTo: a model whose index was
+   * handed to its reload still searches it, and must not return items it has no ids for.
    */
-  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[]
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo?: number): ScoredItem[]
   /**
    * Adds rows [n, D] as items firstIndex, firstIndex + 1, …; firstIndex must be size + 1 (items
    * are appended in order, as ServingModel.appendItems numbers them). Findable at once.
@@ -97,6 +100,28 @@ export interface ApproximateItemIndex extends ItemIndex {
   efSearch: number
 }
 
+/**
+ * An item matrix (row 0 padding) that the index reads where it lives instead of keeping a copy:
+ * ServingModel's is a backend tensor, read through a view of the wasm heap. Rows 1..count−1 are
+ * the ones indexed; they must not change (later rows may be added).
+ */
+export interface ItemRows {
+  /** rows indexed, padding included (N + 1) */
+  readonly count: number
+  /**
+   * The matrix's values, [≥ count, D] row-major, without a copy. Valid only until the caller next
+   * lets the matrix's owner allocate (a wasm view dies when the heap grows): read it at once, never keep it.
+   */
+  values(): Float32Array
+}
+
+/** ItemRows over a matrix held in JS ([N+1, D] row-major), which the index then keeps. */
+export function matrixRows(matrix: Float32Array, D: number): ItemRows {
+  if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
+  if (matrix.length % D !== 0) throw new Error(`item matrix size ${matrix.length} is not a multiple of D = ${D}`)
+  return { count: matrix.length / D, values: () => matrix }
+}
+
 export interface ApproximateIndexOptions {
   connectivity?: number
   efConstruction?: number
@@ -106,13 +131,6 @@ export interface ApproximateIndexOptions {
   exactTail?: number
   /** Threads for building and appending (0 = all cores). Searches are single-threaded. */
   threads?: number
-  /**
-   * Where exact re-ranking reads the rows: a function returning the current [N+1, D] matrix
-   * (e.g. `() => this.matrix` in ServingModel, whose matrix is replaced when items are appended).
-   * Without it the index re-ranks from the matrix it was built from and keeps its own copy of
-   * appended rows — which also keeps that matrix alive after the caller replaces its own.
-   */
-  rows?: () => Float32Array
 }
 
 /** Rows per native add while building. */
@@ -124,11 +142,11 @@ const BUILD_CHUNK = 65_536
 const SLICE_ROWS = 2_048
 
 /**
- * Builds an approximate inner-product index over rows 1..N of `matrix` ([N+1, D] row-major;
- * row 0 is padding and never returned). Synchronous and CPU-bound (all cores unless
- * options.threads says otherwise): see docs/ann-choice.md for build times.
+ * Builds an approximate inner-product index over rows 1..N of `matrix` ([N+1, D] row-major, or
+ * read through ItemRows; row 0 is padding and never returned). Synchronous and CPU-bound (all
+ * cores unless options.threads says otherwise): see docs/ann-choice.md for build times.
  */
-export function approximateIndex(matrix: Float32Array, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
+export function approximateIndex(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
   const index = new UsearchItemIndex(matrix, D, options)
   for (let first = 1; first < index.baseRows; first += BUILD_CHUNK) index.addBase(first, Math.min(index.baseRows, first + BUILD_CHUNK))
   return index
@@ -139,7 +157,7 @@ export function approximateIndex(matrix: Float32Array, D: number, options: Appro
  * a process that serves while it builds. Resolves when every row is in; `isCancelled` (checked
  * between slices) abandons the build, which then rejects.
  */
-export async function approximateIndexInSlices(matrix: Float32Array, D: number, options: ApproximateIndexOptions & { isCancelled?: () => boolean } = {}): Promise<ApproximateItemIndex> {
+export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions & { isCancelled?: () => boolean } = {}): Promise<ApproximateItemIndex> {
   const index = new UsearchItemIndex(matrix, D, options)
   for (let first = 1; first < index.baseRows; first += SLICE_ROWS) {
     await new Promise((resolve) => setImmediate(resolve))
@@ -159,25 +177,22 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private readonly overfetch: number
   private readonly exactTail: number
   private readonly threads: number
-  private readonly liveRows: (() => Float32Array) | undefined
-  /** rows 0..baseRows−1 come from `base`; later ones from `extra` (unless liveRows is given) */
-  private readonly base: Float32Array
+  /** rows 0..baseRows−1 are read from `base`; appended ones from `extra`, the index's own copy */
+  private readonly base: ItemRows
   readonly baseRows: number
   private extra = new Float32Array(0)
   private extraRows = 0
   private count = 0
 
-  constructor(matrix: Float32Array, D: number, options: ApproximateIndexOptions) {
+  constructor(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions) {
     if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
-    if (matrix.length % D !== 0) throw new Error(`item matrix size ${matrix.length} is not a multiple of D = ${D}`)
+    this.base = matrix instanceof Float32Array ? matrixRows(matrix, D) : matrix
     this.D = D
     this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
     this.overfetch = options.overfetch ?? ANN_DEFAULTS.overfetch
     this.exactTail = options.exactTail ?? ANN_DEFAULTS.exactTail
     this.threads = options.threads ?? 0
-    this.liveRows = options.rows
-    this.base = matrix
-    this.baseRows = matrix.length / D
+    this.baseRows = this.base.count
 
     const { Index, MetricKind, ScalarKind } = usearch()
     this.native = new Index({
@@ -194,32 +209,34 @@ class UsearchItemIndex implements ApproximateItemIndex {
 
   /** Adds base rows first..last−1 (in order, from 1). */
   addBase(first: number, last: number): void {
-    this.addRows(this.base.subarray(first * this.D, last * this.D), first)
+    this.addRows(this.base.values().subarray(first * this.D, last * this.D), first)
   }
 
   get size(): number {
     return this.count
   }
 
-  search(query: Float32Array, k: number, exclude?: Exclusion): ScoredItem[] {
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count): ScoredItem[] {
     const native = this.live()
     if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
     if (k <= 0 || this.count === 0) return []
-    const isExcluded = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
+    const last = Math.min(upTo, this.count)
+    const excludes = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
+    const isExcluded = last === this.count ? excludes : (i: number) => i > last || excludes?.(i) === true
     const excludedCount = exclude === undefined || typeof exclude === 'function' ? 0 : exclude.size
 
     let fetch = Math.min(this.count, Math.max(k + excludedCount + this.overfetch, this.efSearch, 1))
     for (;;) {
       const { keys } = native.search(query, fetch, 1)
-      const found: ScoredItem[] = []
       const seen = new Set<number>()
+      const candidates: number[] = []
       for (let i = 0; i < keys.length; i++) {
         const index = Number(keys[i])
         seen.add(index)
-        if (isExcluded?.(index)) continue
-        found.push({ index, score: this.dot(index, query) })
+        if (!isExcluded?.(index)) candidates.push(index)
       }
-      this.scanTail(query, k, found, seen, isExcluded)
+      const found = this.rescore(candidates, query)
+      this.scanTail(query, k, last, found, seen, isExcluded)
       if (found.length >= k || fetch >= this.count) {
         found.sort((a, b) => b.score - a.score || a.index - b.index)
         return found.length > k ? found.slice(0, k) : found
@@ -235,16 +252,16 @@ class UsearchItemIndex implements ApproximateItemIndex {
     if (firstIndex !== this.count + 1) throw new Error(`append at ${firstIndex}, but the next item index is ${this.count + 1}`)
     const n = rows.length / D
     if (n === 0) return
-    if (!this.liveRows) {
-      const needed = (this.extraRows + n) * D
-      if (needed > this.extra.length) {
-        const grown = new Float32Array(Math.max(needed, this.extra.length * 2))
-        grown.set(this.extra.subarray(0, this.extraRows * D))
-        this.extra = grown
-      }
-      this.extra.set(rows, this.extraRows * D)
-      this.extraRows += n
+    // the base rows' reader covers the rows built from; appended ones are few (a rebuild is due
+    // past a few thousand), so the index keeps them, and its exact tail scans them on every search
+    const needed = (this.extraRows + n) * D
+    if (needed > this.extra.length) {
+      const grown = new Float32Array(Math.max(needed, this.extra.length * 2))
+      grown.set(this.extra.subarray(0, this.extraRows * D))
+      this.extra = grown
     }
+    this.extra.set(rows, this.extraRows * D)
+    this.extraRows += n
     this.addRows(rows, firstIndex)
   }
 
@@ -273,36 +290,32 @@ class UsearchItemIndex implements ApproximateItemIndex {
    * the top k: a cold-start item is returned whenever the exact scan would return it, even
    * when the graph search misses a freshly inserted node.
    */
-  private scanTail(query: Float32Array, k: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
-    const last = this.count
+  private scanTail(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
     const first = Math.max(this.baseRows, last + 1 - this.exactTail)
     if (first > last) return
     let threshold = -Infinity
     if (found.length >= k) threshold = found.map((f) => f.score).sort((a, b) => b - a)[k - 1]
     for (let index = first; index <= last; index++) {
       if (seen.has(index) || isExcluded?.(index)) continue
-      const score = this.dot(index, query)
+      const score = dot(this.extra, (index - this.baseRows) * this.D, query)
       if (score >= threshold) found.push({ index, score })
     }
   }
 
-  /** Exact u·e_index, accumulated in the same order as topKByDot. */
-  private dot(index: number, query: Float32Array): number {
-    const D = this.D
-    let source: Float32Array
-    let base: number
-    if (this.liveRows) {
-      source = this.liveRows()
-      base = index * D
-    } else if (index < this.baseRows) {
-      source = this.base
-      base = index * D
-    } else {
-      source = this.extra
-      base = (index - this.baseRows) * D
-    }
-    let score = 0
-    for (let d = 0; d < D; d++) score += source[base + d] * query[d]
-    return score
+  /** Exact scores of these items: base rows read where they live, appended ones from the index's copy. */
+  private rescore(indices: number[], query: Float32Array): ScoredItem[] {
+    // fetched once per search and used before anything else runs (see ItemRows.values)
+    const base = this.base.values()
+    return indices.map((index) => ({
+      index,
+      score: index < this.baseRows ? dot(base, index * this.D, query) : dot(this.extra, (index - this.baseRows) * this.D, query),
+    }))
   }
+}
+
+/** u·e of the row at `offset` of `rows`, accumulated in the same order as topKByDot. */
+function dot(rows: Float32Array, offset: number, query: Float32Array): number {
+  let score = 0
+  for (let d = 0; d < query.length; d++) score += rows[offset + d] * query[d]
+  return score
 }

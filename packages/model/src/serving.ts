@@ -2,16 +2,18 @@
 // requests is one user-encoder forward over their windows, one matrix product of the item
 // matrix with their states, and a partial top-k per request with its history excluded.
 // The item matrix is held once, as a tensor on the backend: the scoring kernel, the user
-// encoder's embedding lookup and the similar-items queries all read that one copy.
+// encoder's embedding lookup, the similar-items queries and the approximate index's re-ranking
+// all read that one copy (the index keeps only the library's own copy beside it).
 import * as tf from '@tensorflow/tfjs-core'
 import { readBack } from '@iisan/tensor-ops'
+import { valuesInPlace } from './backend.ts'
 import { readCheckpoint } from './checkpoint.ts'
 import { leftPad } from './data.ts'
 import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex, type ItemRows } from './item-index.ts'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -29,6 +31,22 @@ export interface ServingOptions {
   approximateFrom?: number
 }
 
+/**
+ * An approximate index and the model that owns it. The owner extends it with its appended rows and
+ * disposes it, and a build in progress is abandoned only when the owner is disposed. A reload whose
+ * first rows are the owner's takes ownership (ServingModel.takeIndexFrom); the models it passed
+ * through keep searching it within their own rows until the owner disposes it.
+ */
+interface SharedIndex {
+  owner: ServingModel
+  /** undefined while building, and after the owner disposed it */
+  index: ItemIndex | undefined
+  ready: Promise<void>
+}
+
+/** Rows per slice when comparing two models' matrices (4 MB a side at D = 64), the event loop given back in between. */
+const COMPARE_ROWS = 16_384
+
 export interface SimilarRequest {
   /** item index 1..N */
   index: number
@@ -42,19 +60,22 @@ export class ServingModel {
   /** |e_r| of every row, for cosine similarity; built on first use */
   private norms: Float32Array | undefined
   /** inner-product index over rows 1..N, for catalogues of approximateFrom items or more */
-  private index: ItemIndex | undefined
-  private indexBuild: Promise<void> | undefined
+  private shared: SharedIndex | undefined
   private disposed = false
 
   private constructor(
     readonly config: RecommenderConfig,
     model: SequentialRecommender,
     items: tf.Tensor2D,
-    index: ItemIndex | undefined,
+    approximate: boolean,
   ) {
     this.model = model
     this.items = items
-    this.index = index
+    if (approximate) {
+      const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
+      shared.index = approximateIndex(this.rowsOf(shared), config.embeddingDim)
+      this.shared = shared
+    }
   }
 
   /**
@@ -66,34 +87,105 @@ export class ServingModel {
     const D = config.embeddingDim
     if (itemMatrix.length % D !== 0) throw new Error(`item matrix size ${itemMatrix.length} is not a multiple of D = ${D}`)
     const rows = itemMatrix.length / D
-    const index = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS) ? approximateIndex(itemMatrix, D) : undefined
     const model = new SequentialRecommender(config)
     model.params.restore(values)
-    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), index)
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS))
   }
 
   /** Whether recommendations come from the approximate index rather than the exact scan. */
   get approximate(): boolean {
-    return this.index !== undefined
+    return this.shared?.index !== undefined
   }
 
   /**
    * Builds the approximate index beside serving, a slice of rows at a time: the exact scan answers
    * until it is ready, then the index takes over. Rows appended meanwhile are added to it first.
+   * With an index already (built, building, or taken over from the previous load) it waits for that.
    */
   buildIndex(): Promise<void> {
-    if (this.index) return Promise.resolve()
-    if (!this.indexBuild) {
-      const D = this.config.embeddingDim
-      const rows = this.itemRows()
-      this.indexBuild = approximateIndexInSlices(rows, D, { isCancelled: () => this.disposed }).then((index) => {
-        const built = rows.length / D
-        if (this.items.shape[0] > built) index.append(this.itemRows().subarray(built * D), built)
-        this.index = index
-      })
-      this.indexBuild.catch(() => (this.indexBuild = undefined))
+    if (this.shared) return this.shared.ready
+    const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
+    shared.ready = approximateIndexInSlices(this.rowsOf(shared), this.config.embeddingDim, { isCancelled: () => shared.owner.disposed }).then((index) => {
+      if (shared.owner.disposed) {
+        index.dispose?.()
+        throw new Error('index build cancelled')
+      }
+      shared.owner.catchUp(index)
+      shared.index = index
+    })
+    // a failed build leaves the models sharing it on the exact scan, and its owner free to build again
+    shared.ready.catch(() => {
+      if (shared.owner.shared === shared) shared.owner.shared = undefined
+    })
+    this.shared = shared
+    return shared.ready
+  }
+
+  /**
+   * Takes over `previous`'s index, built or still building, when this model's rows 1..N' are
+   * bitwise `previous`'s rows 1..N' (a reload after cold-start appends): only the rows after N' are
+   * added, where a build would index all N again. Returns N' (0: nothing taken, e.g. the rows
+   * differ, or `previous` has no index of its own; build one then).
+   *
+   * The rows are compared, not checksummed: a comparison is exact with no state to keep, costs one
+   * read of both matrices in place, a slice at a time (the event loop is given back in between;
+   * 0.17 s for 1M rows here against minutes for a build), and a checksum would have to cover
+   * exactly the first N' rows, which change from one reload to the next. `previous` keeps
+   * searching the index within its own rows (its in-flight requests); this model extends and
+   * disposes it.
+   */
+  async takeIndexFrom(previous: ServingModel): Promise<number> {
+    const shared = previous.shared
+    const rows = previous.items.shape[0]
+    if (!shared || shared.owner !== previous || this.shared || previous === this || rows > this.items.shape[0] || previous.config.embeddingDim !== this.config.embeddingDim) return 0
+    if (!(await this.startsWith(previous, rows))) return 0
+    // the awaits gave others a turn: take it only if nothing moved meanwhile
+    if (shared.owner !== previous || previous.shared !== shared || this.shared || this.disposed || previous.items.shape[0] !== rows) return 0
+    shared.owner = this
+    this.shared = shared
+    if (shared.index) this.catchUp(shared.index)
+    return rows - 1
+  }
+
+  /**
+   * The index's rows: the matrix tensor of whichever model owns the index, read in place (an owner's
+   * first rows are those of every model it was taken from), so no JS copy of the matrix is kept for
+   * re-ranking. A tfjs gather per search would cost more than the search (~1–4 ms for 540 rows on
+   * wasm here). On a backend that cannot be read in place, a copy taken now.
+   */
+  private rowsOf(shared: SharedIndex): ItemRows {
+    const count = this.items.shape[0]
+    if (valuesInPlace(this.items)) return { count, values: () => valuesInPlace(shared.owner.items) ?? shared.owner.itemRows() }
+    const copy = this.itemRows()
+    return { count, values: () => copy }
+  }
+
+  /** Whether rows 1..rows−1 of this model and of `other` are the same bits. */
+  private async startsWith(other: ServingModel, rows: number): Promise<boolean> {
+    for (let first = 1; first < rows; first += COMPARE_ROWS) {
+      await new Promise((resolve) => setImmediate(resolve))
+      if (this.disposed || other.disposed || other.items.shape[0] !== rows) return false
+      const last = Math.min(first + COMPARE_ROWS, rows)
+      if (!sameBits(this.rowRange(first, last), other.rowRange(first, last))) return false
     }
-    return this.indexBuild
+    return true
+  }
+
+  /** Adds the rows of this model that `index` lacks: appended while it was built, or since the model it was taken from. */
+  private catchUp(index: ItemIndex): void {
+    const have = index.size + 1
+    const rows = this.items.shape[0]
+    if (rows > have) index.append(this.rowRange(have, rows), have)
+  }
+
+  /**
+   * Rows first..last−1 of the matrix: in place where the backend allows (valid until the next tfjs
+   * call: use at once), else copied out. tf.slice costs the whole matrix on wasm here (22 s to
+   * compare two 1M-row matrices in 16k-row slices), a view nothing.
+   */
+  private rowRange(first: number, last: number): Float32Array {
+    const D = this.config.embeddingDim
+    return valuesInPlace(this.items)?.subarray(first * D, last * D) ?? readBack(() => tf.slice(this.items, [first, 0], [last - first, D]))
   }
 
   /** Number of recommendable items (N). */
@@ -125,10 +217,11 @@ export class ServingModel {
   recommendMany(requests: readonly RecommendRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
     const states = this.userStates(requests.map((r) => r.history))
-    const index = this.index
+    const index = this.shared?.index
     if (index) {
       const D = this.config.embeddingDim
-      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history))))
+      // a shared index may hold a later reload's rows too: this model's answers stop at its own
+      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history)), this.numItems))
     }
     return topKOfQueries(
       this.items,
@@ -188,16 +281,30 @@ export class ServingModel {
     this.items.dispose()
     this.items = grown
     this.norms = undefined
-    this.index?.append(rows, first)
+    // an index handed on belongs to the reload now, which has rows of its own after ours
+    if (this.shared && this.shared.owner !== this) this.shared = undefined
+    this.shared?.index?.append(rows, first)
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
   dispose(): void {
     this.disposed = true
-    this.index?.dispose?.()
+    if (this.shared?.owner === this) {
+      this.shared.index?.dispose?.()
+      this.shared.index = undefined
+    }
+    this.shared = undefined
     this.items.dispose()
     this.model.dispose()
   }
+}
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length)
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length)
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false
+  return true
 }
 
 /**

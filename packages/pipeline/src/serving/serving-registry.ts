@@ -5,6 +5,8 @@
 // - Loading an IISAN version reconciles it: dataset items with cached states that the version
 //   lacks (added while it trained, or while it was not loaded) are embedded by its SAN and
 //   appended, in Postgres and in memory. Cold start is therefore just "cache, then reload".
+// - A reload takes over the approximate index of the copy it replaces when that copy's rows are its
+//   first rows (only the appended rows are indexed); otherwise it builds one beside serving.
 // - At most `maxLoaded` inactive versions stay in memory (least recently used go first).
 import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
@@ -63,8 +65,12 @@ export interface ServingRegistryOptions {
    * exact scan answers until it is ready). Default: @iisan/model's ANN_MIN_ITEMS.
    */
   approximateFrom?: number
-  /** told when a version's index is ready, or could not be built (it then stays exact) */
-  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; error?: unknown }) => void
+  /**
+   * Told when a version's index is ready, or could not be built (it then stays exact). `reused`:
+   * items whose rows the index already held, taken over from the copy this load replaced (0: built
+   * from scratch).
+   */
+  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; error?: unknown }) => void
 }
 
 export class ServingRegistry {
@@ -154,7 +160,7 @@ export class ServingRegistry {
 
   private async swapIn(id: string): Promise<LoadedModel | null> {
     const previous = this.models.get(id)
-    const next = this.load(id)
+    const next = this.load(id, previous)
     try {
       await next
     } catch (e) {
@@ -197,7 +203,8 @@ export class ServingRegistry {
     }, DISPOSE_GRACE_MS).unref()
   }
 
-  private async load(id: string, attempt = 0): Promise<LoadedModel> {
+  /** `replacing`: the copy this load will replace (a reload), whose index it may take over. */
+  private async load(id: string, replacing?: Promise<LoadedModel>, attempt = 0): Promise<LoadedModel> {
     const version = await getModelVersion(this.prisma, id)
     if (!version) throw new ModelNotFound(id)
     const D = version.embeddingDim
@@ -214,19 +221,26 @@ export class ServingRegistry {
         await this.reconcile(loaded, backbones)
       } catch (e) {
         loaded.serving.dispose()
-        if (e instanceof ReconcileRace && attempt < 3) return this.load(id, attempt + 1)
+        if (e instanceof ReconcileRace && attempt < 3) return this.load(id, replacing, attempt + 1)
         throw e
       }
     }
-    if (loaded.serving.numItems >= this.approximateFrom) this.buildIndex(loaded)
+    if (loaded.serving.numItems >= this.approximateFrom) await this.provideIndex(loaded, replacing)
     return loaded
   }
 
-  /** Builds the version's approximate index beside serving; a failure leaves it on the exact scan. */
-  private buildIndex(model: LoadedModel): void {
+  /**
+   * The version's approximate index: taken over from the copy it replaces when that copy's rows are
+   * its first rows (before the swap, so the old copy answers meanwhile), else built beside serving.
+   * A failure leaves it on the exact scan.
+   */
+  private async provideIndex(model: LoadedModel, replacing: Promise<LoadedModel> | undefined): Promise<void> {
     const started = performance.now()
+    const held = await replacing?.catch(() => undefined)
+    // a takeover that fails (e.g. the old copy disposed under it) costs only the build it would have saved
+    const reused = held ? await model.serving.takeIndexFrom(held.serving).catch(() => 0) : 0
     const report = (error?: unknown) =>
-      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, ...(error === undefined ? {} : { error }) })
+      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, reused, ...(error === undefined ? {} : { error }) })
     model.serving.buildIndex().then(() => report(), report)
   }
 
