@@ -5,10 +5,10 @@
 // parameter: Adam runs on the step's thread only.
 import { workerData } from 'node:worker_threads'
 import * as tf from '@tensorflow/tfjs-core'
-import { initBackend, type BackendName } from './backend.ts'
+import { initBackend, wasmValues, type BackendName } from './backend.ts'
 import { IisanItemEncoder, StoredStates } from './iisan.ts'
 import { Params } from './params.ts'
-import { CONTROL, OP, writeFailure, type SanThreadBuffers, type SanThreadData } from './san-threads.ts'
+import { CONTROL, OP, tensorOfShared, writeFailure, type SanThreadBuffers, type SanThreadData } from './san-threads.ts'
 
 /** A new request came instead of the backward pass (the step took no gradient): drop the tape. */
 class Superseded extends Error {
@@ -96,7 +96,7 @@ class SanThread {
           this.reply(request, 0)
           const next = this.next()
           if (Atomics.load(this.control, CONTROL.op) !== OP.backward) throw new Superseded(next)
-          const dRows = tf.tensor2d(this.buffers.rows.slice(0, n * D), [n, D])
+          const dRows = tensorOfShared(this.buffers.rows.subarray(0, n * D), [n, D])
           return tf.sum(tf.mul(rows, dRows))
         },
         this.variables,
@@ -105,7 +105,7 @@ class SanThread {
       )
       grads.forEach((g, i) => {
         this.buffers.hasGrad[i] = g ? 1 : 0
-        if (g) this.buffers.grads.set(g.dataSync() as Float32Array, this.offsets[i])
+        if (g) this.buffers.grads.set(wasmValues(g) ?? (g.dataSync() as Float32Array), this.offsets[i])
       })
     })
     this.reply(Atomics.load(this.control, CONTROL.request), 0)
@@ -116,9 +116,10 @@ class SanThread {
     this.variables.forEach((v, i) => {
       const version = Atomics.load(this.buffers.versions, i)
       if (version === this.loaded[i]) return
-      // a copy: the cpu backend would keep the shared view itself, which the next step overwrites
-      const values = this.buffers.params.slice(this.offsets[i], this.offsets[i] + v.size)
-      tf.tidy(() => v.assign(tf.tensor(values, v.shape)))
+      const values = this.buffers.params.subarray(this.offsets[i], this.offsets[i] + v.size)
+      // a new tensor: overwriting the old wasm buffer in place gave wrong products (the matMul
+      // seems to keep weights packed per tensor)
+      tf.tidy(() => v.assign(tensorOfShared(values, v.shape)))
       this.loaded[i] = version
     })
   }

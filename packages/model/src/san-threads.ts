@@ -15,6 +15,7 @@
 // the gradients.
 import { Worker } from 'node:worker_threads'
 import * as tf from '@tensorflow/tfjs-core'
+import { wasmValues } from './backend.ts'
 import type { CachedStates, ModalityStates } from './cached-states.ts'
 import type { IisanConfig } from './iisan.ts'
 
@@ -223,7 +224,7 @@ export class SanThreads {
       const [name, variable] = this.variables[i]
       const parts = this.helpers.filter((h) => h.buffers.hasGrad[i])
       if (parts.length === 0) throw new Error(`no SAN thread returned a gradient for ${name}`)
-      const of = (h: Helper) => tf.tensor(h.buffers.grads.slice(this.offsets[i], this.offsets[i] + variable.size), variable.shape)
+      const of = (h: Helper) => tensorOfShared(h.buffers.grads.subarray(this.offsets[i], this.offsets[i] + variable.size), variable.shape)
       return parts.slice(1).reduce((sum, h) => tf.add(sum, of(h)), of(parts[0]))
     })
   }
@@ -256,7 +257,7 @@ export class SanThreads {
     this.variables.forEach(([, variable], i) => {
       const buffer = (variable as unknown as { dataId: object }).dataId
       if (this.shipped[i] === buffer) return
-      this.params.set(variable.dataSync() as Float32Array, this.offsets[i])
+      this.params.set(wasmValues(variable) ?? (variable.dataSync() as Float32Array), this.offsets[i])
       this.shipped[i] = buffer
       Atomics.add(this.versions, i, 1)
     })
@@ -283,6 +284,14 @@ export class SanThreads {
     }
     if (Atomics.load(control, CONTROL.status) !== 0) throw new Error(`SAN training thread ${h.index} failed its ${what}: ${failureOf(h.buffers)}`)
   }
+}
+
+/**
+ * A tensor of values in shared memory that a later step overwrites: wasm copies them into its heap
+ * as it makes the tensor; the cpu backend would keep the array itself, so it gets a copy.
+ */
+export function tensorOfShared(values: Float32Array, shape: number[]): tf.Tensor {
+  return tf.tensor(tf.getBackend() === 'wasm' ? values : values.slice(), shape)
 }
 
 /** The failure a thread wrote. */
