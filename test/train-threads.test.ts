@@ -137,6 +137,29 @@ describe.each(['wasm', 'cpu'] as const)('two training threads on %s', (backend) 
     for (const [name, v] of two.model.params.snapshot()) expect(values.get(name)!.values).toEqual(v.values)
   })
 
+  it('a threaded run resumed from its checkpoint trains on as one thread does without stopping', async () => {
+    const epochs = { ...OPTIONS, maxEpochs: 2 }
+    const uninterrupted = model(1)
+    const interrupted = model(2)
+    const resumed = model(2)
+    try {
+      const straight = await train(uninterrupted, data, epochs)
+      let afterFirst: TrainingState | undefined
+      await train(interrupted, data, epochs, {
+        onCheckpoint: (s) => {
+          afterFirst ??= s
+        },
+      })
+      expect(afterFirst!.epoch).toBe(1)
+      const carriedOn = await train(resumed, data, epochs, { resumeFrom: afterFirst })
+      expect(carriedOn.epochs).toHaveLength(2)
+      expect(Math.abs(carriedOn.epochs[1].trainLoss - straight.epochs[1].trainLoss)).toBeLessThan(1e-5)
+      expect(maxDifference(carriedOn.itemMatrix, straight.itemMatrix)).toBeLessThan(1e-4)
+    } finally {
+      for (const m of [uninterrupted, interrupted, resumed]) m.dispose()
+    }
+  })
+
   it('a stopped SAN thread fails the step with a clear error', async () => {
     const m = model(2)
     try {
