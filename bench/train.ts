@@ -1,10 +1,12 @@
-// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N]`
+// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N] [--threads 1,2]`
 //
 // Training-step and evaluation cost on the full Scientific users (real sequences, so batches
 // hold the real mix of padding and repeated items) with the paper's configuration: D = 64,
 // 2 blocks, 2 heads, T = 10, batch 64; IISAN cached, intra_inter, 7 side layers, r = 64, and
 // random base-shaped states (13 × 768 per modality — the cost does not depend on the values).
-// Prints a table and writes JSON (default bench/results/train-<method>.json).
+// Prints a table and writes JSON (default bench/results/train-<method>.json). --threads runs the
+// same steps with each number of training threads (methods with a `trainThreads` setting), the
+// first count's figures at the top level and each count's under `threads`.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import {
@@ -25,7 +27,7 @@ import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 
-const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval]`
+const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--threads N,M,…]`
 const { values } = parseOptions(
   {
     method: { type: 'string', default: 'iisan' },
@@ -33,6 +35,7 @@ const { values } = parseOptions(
     users: { type: 'string' },
     json: { type: 'string' },
     'skip-eval': { type: 'boolean', default: false },
+    threads: { type: 'string' },
   },
   USAGE,
 )
@@ -41,6 +44,8 @@ const method = chosen.name
 const steps = positiveInt('steps', values.steps)
 const maxUsers = values.users === undefined ? undefined : positiveInt('users', values.users)
 const BATCH = 64
+const threadCounts = values.threads === undefined ? [undefined] : values.threads.split(',').map((t) => positiveInt('threads', t))
+if (values.threads !== undefined && !('trainThreads' in chosen.configProperties)) fail(`--threads: ${method} has no trainThreads setting`)
 
 let protocol
 try {
@@ -56,33 +61,48 @@ if (data.stats.usersKept < 2) fail(`${data.stats.usersKept} user(s) with enough 
 const backend = await initBackend()
 const N = data.numItems
 
-const settings = defaultTrainingConfig(chosen)
 const startedInputs = performance.now()
 const inputs = randomBaseInputs(chosen, N)
 if (inputs.states) console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${((performance.now() - startedInputs) / 1000).toFixed(1)} s`)
-const config = chosen.modelConfig(N, settings, inputs)
-const model = new SequentialRecommender(config, inputs)
-const optimizers = createOptimizers(settings, model.params.groups())
 const logProb = logProbabilities(data.trainCounts)
-const random = mulberry32(7)
 const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
-
 const WARMUP = 2
-const times: number[] = []
-let uniqueItems = 0
-for (let s = 0; s < steps + WARMUP; s++) {
-  const batch = Array.from({ length: BATCH }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])
-  const t = performance.now()
-  trainStep(model, optimizers, batch, logProb)
-  const elapsed = (performance.now() - t) / 1000
-  if (s >= WARMUP) {
-    times.push(elapsed)
-    uniqueItems += new Set(batch.flatMap((w) => Array.from(w)).filter((id) => id !== 0)).size
+
+/** steps + WARMUP steps on the same batches for every thread count; the model of the last count is kept for evaluation */
+function measure(threads: number | undefined): { model: SequentialRecommender; times: number[]; meanUnique: number } {
+  const settings = defaultTrainingConfig(chosen, threads === undefined ? {} : { trainThreads: threads })
+  const model = new SequentialRecommender(chosen.modelConfig(N, settings, inputs), inputs)
+  const optimizers = createOptimizers(settings, model.params.groups())
+  const random = mulberry32(7)
+  const times: number[] = []
+  let uniqueItems = 0
+  for (let s = 0; s < steps + WARMUP; s++) {
+    const batch = Array.from({ length: BATCH }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])
+    const t = performance.now()
+    trainStep(model, optimizers, batch, logProb)
+    const elapsed = (performance.now() - t) / 1000
+    if (s >= WARMUP) {
+      times.push(elapsed)
+      uniqueItems += new Set(batch.flatMap((w) => Array.from(w)).filter((id) => id !== 0)).size
+    }
   }
+  for (const o of Object.values(optimizers)) o.dispose()
+  return { model, times, meanUnique: uniqueItems / steps }
 }
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const runs: { threads: number | undefined; times: number[] }[] = []
+let measured: ReturnType<typeof measure> | undefined
+for (const threads of threadCounts) {
+  measured?.model.dispose()
+  measured = measure(threads)
+  runs.push({ threads, times: measured.times })
+  if (threads !== undefined) console.log(`${threads} thread(s): median step ${median(measured.times).toFixed(3)} s`)
+}
+const { model, meanUnique } = measured!
+const config = model.config
+const times = runs[0].times
 const medianStep = median(times)
-const meanUnique = uniqueItems / steps
 
 let evalSeconds: number | null = null
 if (!values['skip-eval']) {
@@ -116,6 +136,9 @@ const result = {
   gflops_per_step_layer_by_layer: san.naive + userSide,
   achieved_gflops: gflopsPerStep / medianStep,
   step_times_s: times,
+  ...(values.threads === undefined
+    ? {}
+    : { threads: runs.map((r) => ({ threads: r.threads, median_step_s: median(r.times), ratio_to_first: median(r.times) / medianStep, step_times_s: r.times })) }),
 }
 console.table({
   [method]: {

@@ -65,7 +65,10 @@ describe('GET /v1/methods', () => {
     }
     expect(by['sasrec-id'].defaults).toMatchObject({ batchSize: 64, lrItem: 1e-4, lrUser: 2e-4 })
     expect(by.iisan.defaults).toMatchObject({ batchSize: 64, lrUser: 2e-4, lrTextEncoder: 5e-5, lrImageEncoder: 1e-4, lrTextAdapters: 1e-4, lrImageAdapters: 1e-4, modality: 'intra_inter', reduction: 64, activation: 'relu' })
-    expect(by['iisan-uncached'].defaults).toEqual(by.iisan.defaults)
+    // the same but for the training threads, which only the cached states allow
+    const { trainThreads, ...sanDefaults } = by.iisan.defaults
+    expect(trainThreads).toBe(1)
+    expect(by['iisan-uncached'].defaults).toEqual(sanDefaults)
     expect(by.fft.defaults).toMatchObject({ batchSize: 32, lrUser: 1e-4, lrTextEncoder: 5e-5, lrImageEncoder: 1e-4 })
     expect(by.adapter.defaults).toMatchObject({ batchSize: 32, lrUser: 2e-4, lrTextAdapters: 4e-4, lrImageAdapters: 4e-4, adapterBottleneck: 64 })
     expect(by.lora.defaults).toMatchObject({ batchSize: 32, lrUser: 2e-4, lrTextAdapters: 4e-4, lrImageAdapters: 4e-4, loraRank: 8, loraAlpha: 1 })
@@ -91,7 +94,7 @@ describe('GET /v1/methods', () => {
     const shared = ['maxEpochs', 'batchSize', 'lrItem', 'lrUser', 'lrTextEncoder', 'lrImageEncoder', 'lrTextAdapters', 'lrImageAdapters', 'patience', 'selectBy', 'embeddingDim', 'numBlocks', 'numHeads', 'maxSeqLen', 'dropout', 'seed']
     const own = (name: string) => by[name].configKeys.filter((k: string) => !shared.includes(k)).sort()
     expect(own('sasrec-id')).toEqual([])
-    expect(own('iisan')).toEqual(['activation', 'modality', 'reduction', 'sideLayers'])
+    expect(own('iisan')).toEqual(['activation', 'modality', 'reduction', 'sideLayers', 'trainThreads'])
     expect(own('fft')).toEqual([])
     expect(own('adapter')).toEqual(['adapterBottleneck'])
     expect(own('lora')).toEqual(['loraAlpha', 'loraRank'])

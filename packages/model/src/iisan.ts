@@ -7,6 +7,7 @@ export type { NewItemStates } from './cached-states.ts'
 import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
 import { linear, type Params } from './params.ts'
 import { addLinear, addTower, interTower, intraTower, sideLayersFor, type LinearWeights, type SanActivation, type SanTower } from './san.ts'
+import { SanThreads } from './san-threads.ts'
 import type { UserEncoderConfig } from './user-encoder.ts'
 
 export type ModalityMode = 'intra' | 'inter' | 'intra_inter'
@@ -31,6 +32,11 @@ export interface IisanConfig extends UserEncoderConfig {
   activation: SanActivation
   text: BackboneShape
   image: BackboneShape
+  /**
+   * Threads a cached training step's SAN runs on (san-threads.ts); 1: the step's own only.
+   * Default: the iisan method's (methods/iisan.ts).
+   */
+  trainThreads?: number
 }
 
 const MISSING_INIT_STD = 0.02
@@ -76,13 +82,22 @@ export class IisanItemEncoder implements ItemEncoder {
   private readonly alignImage: tf.Variable<tf.Rank.R2> | null = null
   /** fusion: [towers·D, D], [D] */
   private readonly fusion: LinearWeights
+  /** this encoder's parameters (short name, variable), in creation order */
+  private readonly variables: [string, tf.Variable][]
+  /** the other threads a training step's SAN runs on; null: the step's own only */
+  private threads: SanThreads | null = null
 
+  /**
+   * `threads` > 1 (cached states only): training steps split their items over that many threads.
+   */
   constructor(
     readonly config: IisanConfig,
     params: Params,
     source: SideStateSource | CachedStates,
+    threads = 1,
   ) {
     this.source = 'side' in source ? source : new StoredStates(source)
+    const before = params.entries().length
     const { text, image, reduction: r, embeddingDim: D } = config
     this.embeddingDim = D
     this.layers = { text: config.sideLayers, image: sideLayersFor(config.sideLayers, text.numLayers, image.numLayers) }
@@ -111,6 +126,16 @@ export class IisanItemEncoder implements ItemEncoder {
     }
     const fanIn = this.towers.length * D
     this.fusion = addLinear(params, 'fusion', [fanIn, D], { torchLinear: fanIn }, 'recsys')
+    this.variables = params.entries().slice(before)
+    if (threads > 1) {
+      if (!(this.source instanceof StoredStates)) throw new Error('training on more than one thread needs the cached states')
+      this.threads = new SanThreads(threads - 1, config, this.source.states, this.variables)
+    }
+  }
+
+  /** The SAN threads besides the step's own; null when training steps run on this thread only. */
+  get trainingThreads(): SanThreads | null {
+    return this.threads
   }
 
   get numItems(): number {
@@ -119,6 +144,8 @@ export class IisanItemEncoder implements ItemEncoder {
 
   /** Swaps in a grown store (cold-start items appended, or new items to embed). */
   setStates(states: CachedStates): void {
+    // the SAN threads read the store they were given: a model past training needs none
+    this.stopThreads()
     this.source = new StoredStates(states)
   }
 
@@ -127,6 +154,7 @@ export class IisanItemEncoder implements ItemEncoder {
   }
 
   dispose(): void {
+    this.stopThreads()
     this.source.dispose?.()
   }
 
@@ -134,10 +162,11 @@ export class IisanItemEncoder implements ItemEncoder {
     return embedItemStates(this, items)
   }
 
-  embed(ids: Int32Array): tf.Tensor2D {
+  embed(ids: Int32Array, training = false): tf.Tensor2D {
     // SAN on the unique real items only, then scatter back; padding (0) gets a zero vector.
     const { unique, slot } = uniqueItems(ids)
-    return spreadRows(unique.length ? this.embedUnique(unique) : (tf.zeros([0, this.embeddingDim]) as tf.Tensor2D), slot)
+    if (!unique.length) return spreadRows(tf.zeros([0, this.embeddingDim]) as tf.Tensor2D, slot)
+    return spreadRows(training && this.threads ? this.embedOnThreads(unique, this.threads) : this.embedUnique(unique), slot)
   }
 
   embedAll(): tf.Tensor2D {
@@ -157,6 +186,48 @@ export class IisanItemEncoder implements ItemEncoder {
     })
     const concatenated = e.length === 1 ? e[0] : (tf.concat(e, 1) as tf.Tensor2D) // [n, towers·D]
     return linear(concatenated, this.fusion.w, this.fusion.b)
+  }
+
+  /**
+   * embedUnique with the items split in equal shares: the first embedded here, each other on a
+   * SAN thread (san-threads.ts); the same rows, and under a tape the same gradients. Two
+   * custom-gradient nodes carry the threads' part. Backprop takes a tape in reverse, so the one
+   * that receives their rows (recorded after this thread's share) sends dL/d(rows) back before
+   * this share's backward pass and the one that sent the ids (recorded before it) collects their
+   * gradients after it: the threads' backward passes run while this one's does.
+   */
+  private embedOnThreads(ids: Int32Array, threads: SanThreads): tf.Tensor2D {
+    const shares = splitEvenly(ids, threads.count + 1)
+    if (shares.some((s) => s.length === 0)) return this.embedUnique(ids)
+    const theirs = shares.slice(1)
+    const all = concatIds(theirs)
+    // A missing-state stand-in is reached only through items that lack the modality. One the
+    // threads' shares do not reach must get no gradient from them: Adam skips a parameter without
+    // one (as in one thread), where a zero gradient would still move it.
+    const reached = this.variables.flatMap(([, v], i) => (v === this.missing.text && !this.lacksAny('text', all)) || (v === this.missing.image && !this.lacksAny('image', all)) ? [] : [i])
+    const sent = tf.customGrad(() => {
+      threads.forward(theirs)
+      return { value: tf.zeros([1]), gradFunc: () => threads.gradients(reached) }
+    })(...reached.map((i) => this.variables[i][1]))
+    const own = this.embedUnique(shares[0])
+    const received = tf.customGrad((token) => ({
+      value: threads.rows(),
+      gradFunc: (dRows: tf.Tensor2D) => {
+        threads.backward(dRows)
+        return tf.zerosLike(token as tf.Tensor)
+      },
+    }))(sent)
+    return tf.concat([own, received], 0) as tf.Tensor2D // [n, D]
+  }
+
+  private lacksAny(modality: Modality, ids: Int32Array): boolean {
+    const { rowOf } = (this.source as StoredStates).states[modality]
+    return ids.some((id) => (rowOf[id] ?? -1) < 0)
+  }
+
+  private stopThreads(): void {
+    this.threads?.dispose()
+    this.threads = null
   }
 
   /** Items the source holds: a cold-start store grows past the trained N. */
@@ -180,6 +251,21 @@ export class IisanItemEncoder implements ItemEncoder {
       return tf.add(tf.mul(h, mask), tf.mul(missingK, tf.sub(1, mask))) as tf.Tensor2D
     })
   }
+}
+
+/** ids split into `parts` contiguous shares whose sizes differ by at most one. */
+function splitEvenly(ids: Int32Array, parts: number): Int32Array[] {
+  return Array.from({ length: parts }, (_, p) => ids.subarray(Math.round((p * ids.length) / parts), Math.round(((p + 1) * ids.length) / parts)))
+}
+
+function concatIds(parts: Int32Array[]): Int32Array {
+  const out = new Int32Array(parts.reduce((s, p) => s + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
 }
 
 /**

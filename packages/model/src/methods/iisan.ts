@@ -92,17 +92,34 @@ const SAN_FAMILY = {
   capabilities: { coldStart: true },
 }
 
+/**
+ * Threads a cached training step runs its SAN on (san-threads.ts). 1 on this project's reference
+ * machine: docs/ARCHITECTURE.md, "Backbone passes on more than one core", has the figures.
+ */
+const TRAIN_THREADS = 1
+
 export const iisan: TrainingMethod<IisanConfig> = {
   ...SAN_FAMILY,
+  configProperties: {
+    ...SAN_PROPERTIES,
+    trainThreads: Type.Integer({
+      minimum: 1,
+      maximum: 16,
+      description: "threads a training step's side network runs on: the step's distinct items are split over them, the loss and its gradients are the same",
+    }),
+  },
+  defaults: { ...IISAN_DEFAULTS, trainThreads: TRAIN_THREADS },
   name: 'iisan',
   summary: 'IISAN: a side adapted network over cached text and image backbone states (the frozen backbones run once per item, not per step)',
   reads: 'cached-states',
   modelConfig(numItems, settings, { states }) {
     if (!states) throw new Error('IISAN needs cached backbone states')
     const shape = (m: 'text' | 'image') => ({ numLayers: states[m].numLayers, width: states[m].width })
-    return sanConfig(numItems, settings, shape('text'), shape('image'), iisan.name)
+    return { ...sanConfig(numItems, settings, shape('text'), shape('image'), iisan.name), trainThreads: (settings.trainThreads as number | undefined) ?? TRAIN_THREADS }
   },
-  createItemEncoder: (config, params, inputs) => new IisanItemEncoder(config, params, inputs?.states ?? emptyStates(config)),
+  // serving (no inputs) trains nothing: one thread
+  createItemEncoder: (config, params, inputs) =>
+    inputs?.states ? new IisanItemEncoder(config, params, inputs.states, config.trainThreads ?? TRAIN_THREADS) : new IisanItemEncoder(config, params, emptyStates(config)),
 }
 
 export const iisanUncached: TrainingMethod<IisanConfig> = {
