@@ -1,13 +1,16 @@
-// The ONNX Runtime backbones (issue 12) against the tfjs ones on the demo pair — the small
-// generated BERT (bert-base-uncased's vocabulary) and ViT the platform starts with — plus how the runtime is chosen
-// (BACKBONE_RUNTIME) and what a checkpoint the graph cannot take gives. The float64 reference
-// fixtures are checked on both runtimes in backbones.test.ts.
+// The ONNX Runtime backbones (issue 12) against the tfjs ones on the demo pair (the small
+// generated BERT with bert-base-uncased's vocabulary, and ViT, that the platform starts with);
+// how the runtime is chosen (BACKBONE_RUNTIME); the fallback where the addon does not load (a
+// child process whose imports of onnxruntime-node fail); and what a checkpoint the graph cannot
+// take gives. The float64 reference fixtures are checked on both runtimes in backbones.test.ts.
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import sharp from 'sharp'
 import { BackboneConfigError, ensureDefaultBackbones, loadImageBackbone, loadTextBackbone, requestedRuntime, type DefaultBackbonePaths } from '@iisan/backbones'
 import { copyFixtureMeta, fixtureDir, tempDir } from './fixtures-gen/backbone-fixtures.ts'
+import { REPO_ROOT } from './helpers/db.ts'
 
 const TOL = 1e-4
 let demo: DefaultBackbonePaths
@@ -112,6 +115,41 @@ describe('choosing the runtime', () => {
       if (saved === undefined) delete process.env.BACKBONE_RUNTIME
       else process.env.BACKBONE_RUNTIME = saved
     }
+  })
+})
+
+describe('a platform where onnxruntime-node does not load', () => {
+  const run = (runtime: string) =>
+    spawnSync(
+      process.execPath,
+      [
+        '--import',
+        './test/helpers/without-onnxruntime.mjs',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { loadTextBackbone } from '@iisan/backbones'
+const bb = await loadTextBackbone(${JSON.stringify(fixtureDir('bert-tiny-a'))})
+const enc = await bb.encodeTexts(['a title'])
+console.log(JSON.stringify({ runtime: bb.runtime, values: enc.clsPerLayer.length }))`,
+      ],
+      { cwd: REPO_ROOT, encoding: 'utf8', env: { ...process.env, BACKBONE_RUNTIME: runtime } },
+    )
+
+  it('by default: one warning naming the reason, then the backbones run on tfjs', () => {
+    const r = run('')
+    expect(r.status, r.stderr).toBe(0)
+    const c = JSON.parse(fs.readFileSync(path.join(fixtureDir('bert-tiny-a'), 'config.json'), 'utf8'))
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ runtime: 'tfjs', values: (c.num_hidden_layers + 1) * c.hidden_size })
+    const warnings = r.stderr.split('\n').filter((l) => l.startsWith('backbones:'))
+    expect(warnings).toEqual([expect.stringMatching(/onnxruntime-node does not load \(no onnxruntime-node binary for this platform\); running the backbones on tfjs/)])
+  })
+
+  it('BACKBONE_RUNTIME=onnx: an error, not a silent fallback', () => {
+    const r = run('onnx')
+    expect(r.status).not.toBe(0)
+    expect(r.stderr).toMatch(/BACKBONE_RUNTIME=onnx\), but onnxruntime-node does not load here: no onnxruntime-node binary/)
   })
 })
 

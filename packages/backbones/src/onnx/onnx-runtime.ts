@@ -43,7 +43,7 @@ export async function resolveRuntime(
     ort = await import('onnxruntime-node')
   } catch (err) {
     const reason = err instanceof Error ? err.message.split('\n')[0] : String(err)
-    if (requested === 'onnx') throw new Error(`BACKBONE_RUNTIME=onnx, but onnxruntime-node does not load here: ${reason}`)
+    if (requested === 'onnx') throw new Error(`the onnx backbone runtime was asked for (BACKBONE_RUNTIME=onnx), but onnxruntime-node does not load here: ${reason}`)
     warn(`backbones: onnxruntime-node does not load (${reason}); running the backbones on tfjs (BACKBONE_RUNTIME=tfjs silences this)`)
     return { name: 'tfjs' }
   }
