@@ -1,6 +1,7 @@
 // The backbones' inference passes on ONNX Runtime: one session per backbone for the [CLS] rows
 // the caches want; the every-position graph (tests, inspection) is built from the checkpoint
-// when asked for and released after the call, so a loaded backbone holds one copy of its weights.
+// folder, read again, when asked for and released after the call, so a loaded backbone holds one
+// copy of its weights (a folder rewritten since the load would give its new weights there).
 import type { Checkpoint } from '../checkpoint.ts'
 import type { BertConfig, VitConfig } from '../config.ts'
 import { checkBertInput } from '../bert.ts'
