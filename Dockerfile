@@ -6,11 +6,12 @@
 #                  (their install downloads libtensorflow; without them training runs on tfjs-wasm).
 ARG NODE_VERSION=20.20
 
-# --- package manifests only, so the dependency layer is rebuilt only when they change
+# --- package manifests only, so the dependency layer is rebuilt only when they change (and .npmrc:
+# it stops onnxruntime-node's postinstall downloading CUDA parts the image never uses)
 FROM node:${NODE_VERSION}-bookworm-slim AS manifests
 WORKDIR /app
 COPY . .
-RUN find . -type f ! -name package.json ! -name package-lock.json -delete \
+RUN find . -type f ! -name package.json ! -name package-lock.json ! -name .npmrc -delete \
  && find . -type d -empty -delete
 
 # --- runtime image

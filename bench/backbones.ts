@@ -1,13 +1,14 @@
 // Backbone throughput: items/s for the text (BERT) and image (ViT) encoders at base size (random
-// weights, bert-base / vit-base-patch16-224 shapes) and for the generated demo pair, on the
-// current tfjs backend (wasm here). Each row: warm-up batch, then timed batches; the median batch
-// time gives items/s. Images are JPEG-encoded 640×480 so decoding and the PIL resize are
+// weights, bert-base / vit-base-patch16-224 shapes) and for the generated demo pair, on both
+// inference runtimes: ONNX Runtime (the default; onnxruntime-node on every core) and tfjs (the
+// fallback, on the current tfjs backend: wasm here, one core). Each row: warm-up batch, then timed
+// batches; the median batch time gives items/s. Images are JPEG-encoded 640×480 so decoding and the PIL resize are
 // included. The bert-base text rows run twice: every batch padded to 30 tokens (the shape the
 // PyTorch reference times) and with dynamic padding (titles sorted by token length, each batch
 // padded to its longest, as the cache build runs them), the latter timed over the whole pool.
 // When python3 has torch (PYTHON picks the interpreter), bench/reference/torch_encoder.py times
-// torch.nn.TransformerEncoder on the same shapes on 2 threads in the same run, and both figures
-// are printed side by side; torch stays optional. Writes bench/results/backbones.json.
+// torch.nn.TransformerEncoder on the same shapes on 2 threads in the same run, and the three
+// figures (tfjs, ONNX Runtime, PyTorch) are printed side by side; torch stays optional. Writes bench/results/backbones.json.
 //   npm run bench:backbones [-- --quick]
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -15,6 +16,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import sharp from 'sharp'
+import { env as ortEnv } from 'onnxruntime-node'
 import * as tf from '@tensorflow/tfjs-core'
 import {
   ensureBackend,
@@ -24,6 +26,7 @@ import {
   loadTextBackbone,
   rowLengths,
   selectRows,
+  type BackboneRuntimeName,
   type ImageBackbone,
   type TextBackbone,
 } from '@iisan/backbones'
@@ -37,8 +40,11 @@ try {
   fail(`${(err as Error).message} (usage: npm run bench:backbones [-- --quick])`, 2)
 }
 
+const RUNTIMES: BackboneRuntimeName[] = ['tfjs', 'onnx']
+
 interface Row {
   model: string
+  runtime: BackboneRuntimeName
   modality: 'text' | 'image'
   source: 'measured'
   shape: string
@@ -134,6 +140,7 @@ async function timeText(model: string, bb: TextBackbone, loadSeconds: number, ba
   const c = bb.config
   return {
     model,
+    runtime: bb.runtime,
     modality: 'text',
     source: 'measured',
     shape: `L${c.numLayers} d${c.hiddenSize} h${c.numHeads} ff${c.intermediateSize} seq${padding === 'longest' ? '≤' : ''}${bb.tokenizer.maxLength}`,
@@ -165,6 +172,7 @@ async function timeImage(model: string, bb: ImageBackbone, loadSeconds: number, 
   const c = bb.config
   return {
     model,
+    runtime: bb.runtime,
     modality: 'image',
     source: 'measured',
     shape: `L${c.numLayers} d${c.hiddenSize} h${c.numHeads} ff${c.intermediateSize} img${c.imageSize}/p${c.patchSize} seq${c.numPatches + 1}`,
@@ -251,40 +259,41 @@ function catalogueLengths(bb: TextBackbone): Record<string, number> & { items: n
 
 async function main(): Promise<void> {
   const backend = await ensureBackend()
+  const ortVersion = ortEnv.versions.node ?? ortEnv.versions.common
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-backbones-'))
   const rows: Row[] = []
   let paddedLength: ReturnType<typeof catalogueLengths> | undefined
   try {
     const demo = await ensureDefaultBackbones(path.join(work, 'demo'))
-    {
-      const [bb, s] = await timed(() => loadTextBackbone(demo.text))
-      // demo-bert has bert-base-uncased's vocabulary, so the same token counts
-      if (fs.existsSync(path.resolve(process.cwd(), 'data/scientific/items.tsv'))) paddedLength = catalogueLengths(bb)
-      rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'max_length'))
-      rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'longest'))
-      bb.dispose()
-    }
-    {
-      const [bb, s] = await timed(() => loadImageBackbone(demo.image))
-      rows.push(await timeImage('demo-vit', bb, s, 64, quick ? 2 : 4))
-      bb.dispose()
-    }
-    {
-      const dir = path.join(work, 'bert-base')
-      writeRandomBert(dir, bertHfConfig({}), demoVocabText(), 'bench')
-      const [bb, s] = await timed(() => loadTextBackbone(dir))
-      fs.rmSync(dir, { recursive: true })
-      rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'max_length'))
-      rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'longest'))
-      bb.dispose()
-    }
-    {
-      const dir = path.join(work, 'vit-base')
-      writeRandomVit(dir, vitHfConfig({}), 'bench')
-      const [bb, s] = await timed(() => loadImageBackbone(dir))
-      fs.rmSync(dir, { recursive: true })
-      rows.push(await timeImage('vit-base-patch16-224 (random)', bb, s, 4, quick ? 1 : 3))
-      bb.dispose()
+    const bertBase = path.join(work, 'bert-base')
+    writeRandomBert(bertBase, bertHfConfig({}), demoVocabText(), 'bench')
+    const vitBase = path.join(work, 'vit-base')
+    writeRandomVit(vitBase, vitHfConfig({}), 'bench')
+    for (const runtime of RUNTIMES) {
+      {
+        const [bb, s] = await timed(() => loadTextBackbone(demo.text, { runtime }))
+        // demo-bert has bert-base-uncased's vocabulary, so the same token counts
+        if (!paddedLength && fs.existsSync(path.resolve(process.cwd(), 'data/scientific/items.tsv'))) paddedLength = catalogueLengths(bb)
+        rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'max_length'))
+        rows.push(await timeText('demo-bert', bb, s, 128, quick ? 2 : 8, 'longest'))
+        bb.dispose()
+      }
+      {
+        const [bb, s] = await timed(() => loadImageBackbone(demo.image, { runtime }))
+        rows.push(await timeImage('demo-vit', bb, s, 64, quick ? 2 : 4))
+        bb.dispose()
+      }
+      {
+        const [bb, s] = await timed(() => loadTextBackbone(bertBase, { runtime }))
+        rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'max_length'))
+        rows.push(await timeText('bert-base (random)', bb, s, 32, quick ? 2 : 4, 'longest'))
+        bb.dispose()
+      }
+      {
+        const [bb, s] = await timed(() => loadImageBackbone(vitBase, { runtime }))
+        rows.push(await timeImage('vit-base-patch16-224 (random)', bb, s, 4, quick ? 1 : 3))
+        bb.dispose()
+      }
     }
   } finally {
     fs.rmSync(work, { recursive: true, force: true })
@@ -293,23 +302,28 @@ async function main(): Promise<void> {
 
   const reference = torchReference()
   const torchRow = (m: 'bert' | 'vit'): TorchRow | undefined => (reference.source === 'measured' ? reference.rows.find((r) => r.model === m) : undefined)
+  // one line per base-size shape: both runtimes of ours beside PyTorch
   const comparison = rows
-    .filter((r) => r.model.startsWith('bert-base') || r.model.startsWith('vit-base'))
+    .filter((r) => r.runtime === 'onnx' && (r.model.startsWith('bert-base') || r.model.startsWith('vit-base')))
     .map((r) => {
       const t = torchRow(r.modality === 'text' ? 'bert' : 'vit')
+      const tfjs = rows.find((o) => o.runtime === 'tfjs' && o.model === r.model && o.padding === r.padding)
       return {
         ours: `${r.model}${r.padding ? `, ${r.padding === 'longest' ? `dynamic padding (mean ${r.meanPaddedLength?.toFixed(1)} tokens)` : 'padded to 30'}` : ''}`,
-        oursItemsPerSecond: r.itemsPerSecond,
+        tfjsItemsPerSecond: tfjs?.itemsPerSecond ?? null,
+        onnxItemsPerSecond: r.itemsPerSecond,
         torch: t ? `torch ${t.shape} batch ${t.batchSize}` : null,
         torchItemsPerSecond: t?.itemsPerSecond ?? null,
-        ratio: t ? r.itemsPerSecond / t.itemsPerSecond : null,
+        onnxOverTfjs: tfjs ? r.itemsPerSecond / tfjs.itemsPerSecond : null,
+        onnxOverTorch: t ? r.itemsPerSecond / t.itemsPerSecond : null,
       }
     })
 
-  console.log(`\nbackbones on tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
+  console.log(`\nbackbones on ONNX Runtime ${ortVersion} (${os.availableParallelism()} threads) and tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
   console.table(
     rows.map((r) => ({
       model: r.model,
+      runtime: r.runtime,
       shape: r.shape,
       batch: r.batchSize,
       'median batch s': r.medianBatchSeconds.toFixed(3),
@@ -332,10 +346,12 @@ async function main(): Promise<void> {
     console.table(
       comparison.map((c) => ({
         ours: c.ours,
-        'ours items/s': c.oursItemsPerSecond.toFixed(2),
+        'tfjs items/s': c.tfjsItemsPerSecond?.toFixed(2) ?? '',
+        'ORT items/s': c.onnxItemsPerSecond.toFixed(2),
         torch: c.torch ?? '',
         'torch items/s': c.torchItemsPerSecond?.toFixed(2) ?? '',
-        'ours / torch': c.ratio === null ? '' : `${c.ratio.toFixed(2)}×`,
+        'ORT / tfjs': c.onnxOverTfjs === null ? '' : `${c.onnxOverTfjs.toFixed(2)}×`,
+        'ORT / torch': c.onnxOverTorch === null ? '' : `${c.onnxOverTorch.toFixed(2)}×`,
       })),
     )
   } else {
@@ -345,7 +361,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(out), { recursive: true })
   fs.writeFileSync(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), backend, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, tensorsAtEnd: tf.memory().numTensors, rows, meanPaddedLength: paddedLength, torchReference: reference, comparison }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), backend, onnxruntime: ortVersion, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, tensorsAtEnd: tf.memory().numTensors, rows, meanPaddedLength: paddedLength, torchReference: reference, comparison }, null, 2)}\n`,
   )
   console.log(`wrote ${path.relative(process.cwd(), out)}`)
 }

@@ -1,6 +1,7 @@
-// Backbones against the float64 reference fixtures (test/fixtures/backbones), on the wasm backend:
-// every layer's hidden states within |got − exp| ≤ 1e-4·max(1, |exp|), token ids and resized
-// images exactly, plus checkpoint layouts (hub-style names, shards, F16/BF16) and errors.
+// Backbones against the float64 reference fixtures (test/fixtures/backbones), on both inference
+// runtimes (ONNX Runtime, the default, and tfjs on the wasm backend): every layer's hidden states
+// within |got − exp| ≤ 1e-4·max(1, |exp|), token ids and resized images exactly, plus checkpoint
+// layouts (hub-style names, shards, F16/BF16) and errors.
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -66,22 +67,27 @@ it('runs on the wasm backend, whose erf is accurate enough for exact GELU', asyn
   expect(worst).toBeLessThan(1e-6)
 })
 
-describe.each([
-  ['bert-tiny-a', 'model.safetensors'],
-  ['bert-tiny-b', 'model.safetensors'],
-  ['bert-tiny-b', 'model.hubstyle.safetensors'],
-  ['bert-tiny-sharp', 'model.safetensors'],
-])('BERT %s (%s)', (name, weightsFile) => {
+/** Each fixture on each runtime: [runtime, fixture, weights file]. */
+const onBothRuntimes = (kind: 'bert' | 'vit') =>
+  (['onnx', 'tfjs'] as const).flatMap((runtime) => [
+    [runtime, `${kind}-tiny-a`, 'model.safetensors'],
+    [runtime, `${kind}-tiny-b`, 'model.safetensors'],
+    [runtime, `${kind}-tiny-b`, 'model.hubstyle.safetensors'],
+    [runtime, `${kind}-tiny-sharp`, 'model.safetensors'],
+  ] as const)
+
+describe.each(onBothRuntimes('bert'))('%s: BERT %s (%s)', (runtime, name, weightsFile) => {
   const exp = readExpected<BertExpected>(name)
 
   it('token ids and mask exactly, every layer within tolerance', async () => {
-    const bb = await loadTextBackbone(fixtureDir(name), { weightsFile })
+    const bb = await loadTextBackbone(fixtureDir(name), { weightsFile, runtime })
+    expect(bb.runtime).toBe(runtime)
     const hs = await bb.hiddenStates(exp.texts)
     expect(Array.from(hs.inputIds)).toEqual(exp.input_ids.flat())
     expect(Array.from(hs.attentionMask)).toEqual(exp.attention_mask.flat())
     expect(hs.numLayers + 1).toBe(exp.hidden_states.length)
     const worst = worstError(hs.hiddenStates, exp.hidden_states.flat(3))
-    console.log(`${name} ${weightsFile}: worst hidden-state error ${worst.toExponential(2)}`)
+    console.log(`${runtime} ${name} ${weightsFile}: worst hidden-state error ${worst.toExponential(2)}`)
     expect(worst).toBeLessThanOrEqual(TOL)
 
     // The batched CLS path (batches of 3 → a ragged last batch) gives the same numbers.
@@ -92,27 +98,23 @@ describe.each([
   })
 })
 
-describe.each([
-  ['vit-tiny-a', 'model.safetensors'],
-  ['vit-tiny-b', 'model.safetensors'],
-  ['vit-tiny-b', 'model.hubstyle.safetensors'],
-  ['vit-tiny-sharp', 'model.safetensors'],
-])('ViT %s (%s)', (name, weightsFile) => {
+describe.each(onBothRuntimes('vit'))('%s: ViT %s (%s)', (runtime, name, weightsFile) => {
   const exp = readExpected<VitExpected>(name)
 
   it('every layer and last_hidden_state within tolerance from the reference pixels', async () => {
-    const bb = await loadImageBackbone(fixtureDir(name), { weightsFile })
+    const bb = await loadImageBackbone(fixtureDir(name), { weightsFile, runtime })
+    expect(bb.runtime).toBe(runtime)
     const n = exp.pixel_values.length
     const hs = await bb.hiddenStates(Float32Array.from(exp.pixel_values.flat(3)), n)
     const worst = worstError(hs.hiddenStates, exp.hidden_states.flat(3))
-    console.log(`${name} ${weightsFile}: worst hidden-state error ${worst.toExponential(2)}`)
+    console.log(`${runtime} ${name} ${weightsFile}: worst hidden-state error ${worst.toExponential(2)}`)
     expect(worst).toBeLessThanOrEqual(TOL)
     expect(worstError(hs.lastHiddenState, exp.last_hidden_state.flat(2))).toBeLessThanOrEqual(TOL)
     bb.dispose()
   })
 
   it('decodes, resizes exactly like PIL, normalises, and encodes from image files', async () => {
-    const bb = await loadImageBackbone(fixtureDir(name), { weightsFile })
+    const bb = await loadImageBackbone(fixtureDir(name), { weightsFile, runtime })
     const pngs = await Promise.all(exp.images_u8_hwc.map((_, i) => fixturePng(exp, i)))
     for (let i = 0; i < pngs.length; i++) {
       const prepared = await bb.preprocess(pngs[i])
@@ -278,9 +280,9 @@ describe('batches', () => {
     bb.dispose()
   })
 
-  it('keeps tf.memory() flat across batches and calls', async () => {
-    const text = await loadTextBackbone(fixtureDir('bert-tiny-a'))
-    const image = await loadImageBackbone(fixtureDir('vit-tiny-a'))
+  it('tfjs: keeps tf.memory() flat across batches and calls', async () => {
+    const text = await loadTextBackbone(fixtureDir('bert-tiny-a'), { runtime: 'tfjs' })
+    const image = await loadImageBackbone(fixtureDir('vit-tiny-a'), { runtime: 'tfjs' })
     const titles = readExpected<BertExpected>('bert-tiny-a').texts
     const many = Array.from({ length: 1000 }, (_, i) => `${titles[i % titles.length]} ${i}`)
     const vexp = readExpected<VitExpected>('vit-tiny-a')

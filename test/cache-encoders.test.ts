@@ -68,6 +68,8 @@ async function snapshot(): Promise<Map<string, string>> {
 }
 
 beforeAll(async () => {
+  // Encoder threads are for tfjs-wasm (one core each); on ONNX Runtime the service runs one (below).
+  process.env.BACKBONE_RUNTIME = 'tfjs'
   await initBackend({ prefer: 'wasm' })
   platform = await createTestPlatform('cacheenc', {
     TF_BACKEND: 'wasm',
@@ -188,6 +190,17 @@ describe('(b) a killed encoder thread', () => {
 })
 
 describe('(c) CACHE_ENCODERS', () => {
+  it('backbones on ONNX Runtime: one encoder whatever the setting, since one session uses every core', async () => {
+    process.env.BACKBONE_RUNTIME = 'onnx'
+    try {
+      const server = await cache('cache-enc-ort', { encoders: 2 })
+      expect(server.registry.list().map((b) => b.model.runtime)).toEqual(['onnx', 'onnx'])
+      expect(server.encoders).toBeNull()
+    } finally {
+      process.env.BACKBONE_RUNTIME = 'tfjs'
+    }
+  })
+
   it('a bad value stops the service with one line naming the variable', async () => {
     for (const value of ['0', 'two', '1.5', '-1']) {
       const child = spawn(process.execPath, ['--import', 'tsx', CACHE_ENTRY], {

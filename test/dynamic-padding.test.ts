@@ -1,23 +1,16 @@
 // Dynamic padding of text batches (issue 12): each forward batch is padded to its longest title
 // and titles are batched by token length. The attention mask makes padding irrelevant, so every
 // real position's hidden state is the one fixed 30-token padding gives (within 1e-5), and the
-// states come back in input order after the length sort. Tiny fixture BERT, wasm backend.
+// states come back in input order after the length sort. Tiny fixture BERT, on both runtimes
+// (ONNX Runtime and tfjs-wasm).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ensureBackend, lengthOrder, loadTextBackbone, rowLengths, selectRows, type TextBackbone } from '@iisan/backbones'
 import { fixtureDir, itemMajor, readExpected, worstError, type BertExpected } from './fixtures-gen/backbone-fixtures.ts'
 
 const TOL = 1e-5
 
-let bert: TextBackbone
 // The fixture titles (up to the full 30 tokens) plus short ones, so batches differ in width.
 const titles = [...readExpected<BertExpected>('bert-tiny-a').texts, 'pla', 'Carbide end mill', 'a b c d e f g h', 'oscilloscope probe 100 MHz']
-
-beforeAll(async () => {
-  await ensureBackend()
-  bert = await loadTextBackbone(fixtureDir('bert-tiny-a'))
-})
-
-afterAll(() => bert?.dispose())
 
 const worstAbs = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   expect(a.length).toBe(b.length)
@@ -26,7 +19,16 @@ const worstAbs = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return worst
 }
 
-describe('dynamic padding', () => {
+describe.each(['onnx', 'tfjs'] as const)('%s: dynamic padding', (runtime) => {
+  let bert: TextBackbone
+
+  beforeAll(async () => {
+    await ensureBackend()
+    bert = await loadTextBackbone(fixtureDir('bert-tiny-a'), { runtime })
+  })
+
+  afterAll(() => bert?.dispose())
+
   it('pads to the longest title of the batch and sorts by token count, longest first', () => {
     const batch = bert.tokenize(titles)
     const lengths = rowLengths(batch)

@@ -205,21 +205,22 @@ describe('loadConfig', () => {
   })
 
   it('reads overrides and optional values', () => {
-    const c = loadConfig({ PORT: '8080', LOG_LEVEL: 'DEBUG', TF_BACKEND: 'wasm', TEXT_BACKBONE_DIR: '/m/bert', EMBEDDING_CACHE_PORT: '4001' })
-    expect(c).toMatchObject({ port: 8080, logLevel: 'debug', tfBackend: 'wasm', textBackboneDir: '/m/bert', embeddingCacheUrl: 'http://127.0.0.1:4001' })
+    const c = loadConfig({ PORT: '8080', LOG_LEVEL: 'DEBUG', TF_BACKEND: 'wasm', BACKBONE_RUNTIME: 'ONNX', TEXT_BACKBONE_DIR: '/m/bert', EMBEDDING_CACHE_PORT: '4001' })
+    expect(c).toMatchObject({ port: 8080, logLevel: 'debug', tfBackend: 'wasm', backboneRuntime: 'onnx', textBackboneDir: '/m/bert', embeddingCacheUrl: 'http://127.0.0.1:4001' })
     expect(c.imageBackboneDir).toBeUndefined()
+    expect(loadConfig({}).backboneRuntime).toBeUndefined()
   })
 
   it('rejects bad values with an error naming every variable', () => {
     let err: unknown
     try {
-      loadConfig({ PORT: 'abc', TF_BACKEND: 'cuda', DATABASE_URL: 'mysql://x/y' })
+      loadConfig({ PORT: 'abc', TF_BACKEND: 'cuda', BACKBONE_RUNTIME: 'torch', DATABASE_URL: 'mysql://x/y' })
     } catch (e) {
       err = e
     }
     expect(err).toBeInstanceOf(ConfigError)
     const e = err as ConfigError
-    expect(e.issues.map((i) => i.variable).sort()).toEqual(['DATABASE_URL', 'PORT', 'TF_BACKEND'])
+    expect(e.issues.map((i) => i.variable).sort()).toEqual(['BACKBONE_RUNTIME', 'DATABASE_URL', 'PORT', 'TF_BACKEND'])
     expect(e.message).toContain('PORT="abc"')
     expect(() => loadConfig({ PORT: '70000' })).toThrow(/PORT/)
   })

@@ -104,15 +104,20 @@ export function disposeBertWeights(w: BertWeights): void {
   for (const layer of w.layers) disposeEncoderLayer(layer)
 }
 
+/** Ids and length the embedding tables can take (any runtime: a Gather would fail obscurely). */
+export function checkBertInput(c: BertConfig, inputIds: Int32Array, seq: number): void {
+  if (seq > c.maxPositions) throw new RangeError(`sequence length ${seq} exceeds max_position_embeddings ${c.maxPositions}`)
+  for (const id of inputIds) {
+    if (id < 0 || id >= c.vocabSize) throw new RangeError(`token id ${id} is outside the embedding table (vocab_size ${c.vocabSize})`)
+  }
+}
+
 /**
  * The embedding output for row-major [batch, seq] token ids → [batch·seq, d] (before any
  * dropout). Not tidied: callers wrap it.
  */
 export function bertEmbeddings(c: BertConfig, w: BertWeights, inputIds: Int32Array, batch: number, seq: number): tf.Tensor2D {
-  if (seq > c.maxPositions) throw new RangeError(`sequence length ${seq} exceeds max_position_embeddings ${c.maxPositions}`)
-  for (const id of inputIds) {
-    if (id < 0 || id >= c.vocabSize) throw new RangeError(`token id ${id} is outside the embedding table (vocab_size ${c.vocabSize})`)
-  }
+  checkBertInput(c, inputIds, seq)
   const d = c.hiddenSize
   const ids = tf.tensor1d(inputIds, 'int32')
   const words = tf.reshape(tf.gather(w.wordEmbeddings, ids), [batch, seq, d])

@@ -1,14 +1,14 @@
 // A frozen ViT image encoder loaded from a Hugging Face folder. One unreadable or corrupt image
 // must not sink a batch of thousands: preprocessing failures become per-item results and the
 // remaining images are still encoded.
-import * as tf from '@tensorflow/tfjs-core'
-import { ensureBackend } from './backend.ts'
 import { Checkpoint, type CheckpointOptions } from './checkpoint.ts'
 import { BackboneConfigError, readImagePreprocessConfig, readModelConfig, type ImagePreprocessConfig, type VitConfig } from './config.ts'
 import { computeFingerprint } from './fingerprint.ts'
 import { prepareImage, type ImageInput, type PreparedImage } from './image.ts'
 import { mapLimit } from './map-limit.ts'
-import { VitModel, vitTensorSpecs } from './vit.ts'
+import { imageRunner, type ImageRunner, type RunnerOptions } from './runner.ts'
+import type { BackboneRuntimeName } from './onnx/onnx-runtime.ts'
+import { vitTensorSpecs } from './vit.ts'
 import type { EncodeOptions } from './text-backbone.ts'
 
 export type ImageEncoding =
@@ -33,6 +33,8 @@ export interface ImageEncodeOptions extends EncodeOptions {
   concurrency?: number
 }
 
+export interface ImageBackboneOptions extends CheckpointOptions, RunnerOptions {}
+
 export class ImageBackbone {
   readonly kind = 'image' as const
 
@@ -41,10 +43,10 @@ export class ImageBackbone {
     readonly config: VitConfig,
     readonly preprocessing: ImagePreprocessConfig,
     readonly fingerprint: string,
-    private readonly model: VitModel,
+    private readonly runner: ImageRunner,
   ) {}
 
-  static async load(dir: string, options: CheckpointOptions = {}): Promise<ImageBackbone> {
+  static async load(dir: string, options: ImageBackboneOptions = {}): Promise<ImageBackbone> {
     const config = readModelConfig(dir)
     if (config.modelType !== 'vit') throw new BackboneConfigError(`${dir} holds a ${config.modelType} checkpoint, expected a ViT image encoder`)
     const preprocessing = readImagePreprocessConfig(dir, config)
@@ -52,8 +54,13 @@ export class ImageBackbone {
     const ckpt = Checkpoint.open(dir, 'vit', options)
     ckpt.validate(specs)
     const fingerprint = computeFingerprint(config, preprocessing, ckpt, specs)
-    await ensureBackend()
-    return new ImageBackbone(dir, config, preprocessing, fingerprint, VitModel.load(config, ckpt))
+    const runner = await imageRunner(config, ckpt, () => Checkpoint.open(dir, 'vit', options), options)
+    return new ImageBackbone(dir, config, preprocessing, fingerprint, runner)
+  }
+
+  /** Which runtime runs the forward passes (BACKBONE_RUNTIME, onnx/onnx-runtime.ts). */
+  get runtime(): BackboneRuntimeName {
+    return this.runner.runtime
   }
 
   get numLayers(): number {
@@ -93,11 +100,7 @@ export class ImageBackbone {
       if (good.length) {
         const pixels = new Float32Array(good.length * plane)
         good.forEach((i, j) => pixels.set(prepared[i] as Float32Array, j * plane))
-        const { hiddenStates } = this.model.forward(pixels, good.length, false)
-        const stacked = tf.stack(hiddenStates, 1) // [good, L + 1, d]
-        tf.dispose(hiddenStates)
-        const data = await stacked.data<'float32'>()
-        stacked.dispose()
+        const data = await this.runner.cls(pixels, good.length) // [good, L + 1, d]
         good.forEach((i, j) => {
           results[start + i] = { ok: true, cls: data.slice(j * L1 * d, (j + 1) * L1 * d) }
         })
@@ -109,21 +112,15 @@ export class ImageBackbone {
 
   /** pixelValues: [n, 3, H, W] normalised; every position of every layer, for tests. */
   async hiddenStates(pixelValues: Float32Array, n: number): Promise<ImageHiddenStates> {
-    const { hiddenStates, lastHiddenState } = this.model.forward(pixelValues, n, true)
-    const stacked = tf.stack(hiddenStates)
-    tf.dispose(hiddenStates)
-    const all = (await stacked.data<'float32'>()).slice()
-    stacked.dispose()
-    const last = (await lastHiddenState!.data<'float32'>()).slice()
-    lastHiddenState!.dispose()
-    return { n, numLayers: this.numLayers, hiddenSize: this.hiddenSize, seqLen: this.model.seqLen, hiddenStates: all, lastHiddenState: last }
+    const { hiddenStates, lastHiddenState } = await this.runner.allPositions(pixelValues, n)
+    return { n, numLayers: this.numLayers, hiddenSize: this.hiddenSize, seqLen: this.config.numPatches + 1, hiddenStates, lastHiddenState }
   }
 
   dispose(): void {
-    this.model.dispose()
+    this.runner.dispose()
   }
 }
 
-export function loadImageBackbone(dir: string, options?: CheckpointOptions): Promise<ImageBackbone> {
+export function loadImageBackbone(dir: string, options?: ImageBackboneOptions): Promise<ImageBackbone> {
   return ImageBackbone.load(dir, options)
 }

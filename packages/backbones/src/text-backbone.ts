@@ -1,14 +1,14 @@
 // A frozen BERT text encoder loaded from a Hugging Face folder, batched for caching thousands of
 // titles: tokenise → forward in batches → keep only each layer's [CLS] row.
-import * as tf from '@tensorflow/tfjs-core'
-import { ensureBackend } from './backend.ts'
 import { Checkpoint, type CheckpointOptions } from './checkpoint.ts'
 import { BackboneConfigError, readModelConfig, type BertConfig } from './config.ts'
 import { computeFingerprint } from './fingerprint.ts'
-import { BertModel, bertTensorSpecs } from './bert.ts'
+import { bertTensorSpecs } from './bert.ts'
+import { textRunner, type RunnerOptions, type TextRunner } from './runner.ts'
+import type { BackboneRuntimeName } from './onnx/onnx-runtime.ts'
 import { BertTokenizer, DEFAULT_MAX_LENGTH, lengthOrder, rowLengths, selectRows, type TextBatch } from './tokenizer.ts'
 
-export interface TextBackboneOptions extends CheckpointOptions {
+export interface TextBackboneOptions extends CheckpointOptions, RunnerOptions {
   /** Tokens per title including [CLS]/[SEP]; IISAN uses 30. */
   maxLength?: number
 }
@@ -57,7 +57,7 @@ export class TextBackbone {
     readonly config: BertConfig,
     readonly tokenizer: BertTokenizer,
     readonly fingerprint: string,
-    private readonly model: BertModel,
+    private readonly runner: TextRunner,
   ) {}
 
   static async load(dir: string, options: TextBackboneOptions = {}): Promise<TextBackbone> {
@@ -74,8 +74,13 @@ export class TextBackbone {
     const ckpt = Checkpoint.open(dir, 'bert', options)
     ckpt.validate(specs)
     const fingerprint = computeFingerprint(config, tokenizer.descriptor, ckpt, specs)
-    await ensureBackend()
-    return new TextBackbone(dir, config, tokenizer, fingerprint, BertModel.load(config, ckpt))
+    const runner = await textRunner(config, ckpt, () => Checkpoint.open(dir, 'bert', options), options)
+    return new TextBackbone(dir, config, tokenizer, fingerprint, runner)
+  }
+
+  /** Which runtime runs the forward passes (BACKBONE_RUNTIME, onnx/onnx-runtime.ts). */
+  get runtime(): BackboneRuntimeName {
+    return this.runner.runtime
   }
 
   get numLayers(): number {
@@ -103,11 +108,7 @@ export class TextBackbone {
     for (let start = 0; start < n; start += batchSize) {
       const rows = order.subarray(start, Math.min(start + batchSize, n))
       const part = selectRows(tokens, rows, width)
-      const { hiddenStates } = this.model.forward(part.inputIds, part.attentionMask, part.n, part.seqLen, false)
-      const stacked = tf.stack(hiddenStates, 1) // [b, L + 1, d]
-      tf.dispose(hiddenStates)
-      const data = await stacked.data<'float32'>()
-      stacked.dispose()
+      const data = await this.runner.cls(part.inputIds, part.attentionMask, part.n, part.seqLen) // [b, L + 1, d]
       rows.forEach((item, j) => clsPerLayer.set(data.subarray(j * perItem, (j + 1) * perItem), item * perItem))
       options.onProgress?.(start + rows.length, n)
     }
@@ -118,16 +119,12 @@ export class TextBackbone {
   async hiddenStates(input: string[] | TextBatch): Promise<TextHiddenStates> {
     const batch = Array.isArray(input) ? this.tokenize(input) : input
     const { n, seqLen, inputIds, attentionMask } = batch
-    const { hiddenStates } = this.model.forward(inputIds, attentionMask, n, seqLen, true)
-    const stacked = tf.stack(hiddenStates) // [L + 1, n, seq, d]
-    tf.dispose(hiddenStates)
-    const data = (await stacked.data<'float32'>()).slice()
-    stacked.dispose()
+    const data = await this.runner.allPositions(inputIds, attentionMask, n, seqLen)
     return { n, numLayers: this.numLayers, hiddenSize: this.hiddenSize, seqLen, hiddenStates: data, inputIds, attentionMask }
   }
 
   dispose(): void {
-    this.model.dispose()
+    this.runner.dispose()
   }
 }
 

@@ -153,13 +153,18 @@ export function disposeVitWeights(w: VitWeights): void {
   disposeLayerNorm(w.finalNorm)
 }
 
+/** [batch, C, H, W] for this config, whichever runtime reads it. */
+export function checkPixels(c: VitConfig, pixels: Float32Array, batch: number): void {
+  const expected = batch * c.numChannels * c.imageSize * c.imageSize
+  if (pixels.length !== expected) throw new RangeError(`pixel array has ${pixels.length} values, expected ${expected} for ${batch} images`)
+}
+
 /**
  * [CLS] + projected patches + position embeddings for [batch, C, H, W] pixels → [batch·seq, d]
  * (before any dropout). Not tidied: callers wrap it.
  */
 export function vitEmbeddings(c: VitConfig, w: VitWeights, pixels: Float32Array, batch: number): tf.Tensor2D {
-  const expected = batch * c.numChannels * c.imageSize * c.imageSize
-  if (pixels.length !== expected) throw new RangeError(`pixel array has ${pixels.length} values, expected ${expected} for ${batch} images`)
+  checkPixels(c, pixels, batch)
   const d = c.hiddenSize
   const seq = c.numPatches + 1
   const rowLen = c.numChannels * c.patchSize * c.patchSize

@@ -4,6 +4,7 @@
  */
 import os from 'node:os'
 import { defaultBackboneCacheDir, resolveBackboneSpec } from '@iisan/backbones/hub-cache'
+import { BACKBONE_RUNTIMES, type BackboneRuntimeName } from '@iisan/backbones/onnx/onnx-runtime'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -69,6 +70,11 @@ export interface AppConfig {
   imageBackbone?: string
   /** TF_BACKEND — force a tensor backend (optional). */
   tfBackend?: TfBackend
+  /**
+   * BACKBONE_RUNTIME — what runs the frozen backbones' inference (embedding caches): onnx or tfjs.
+   * Unset: ONNX Runtime where its addon loads, else tfjs (@iisan/backbones reads it at load).
+   */
+  backboneRuntime?: BackboneRuntimeName
   /** QUEUE_PREFIX — BullMQ / Redis key prefix. */
   queuePrefix: string
   /** API_KEYS — comma-separated keys the API requires on /v1 (empty: the API is open). */
@@ -190,6 +196,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
+  const backboneRuntime = oneOf('BACKBONE_RUNTIME', BACKBONE_RUNTIMES, raw('BACKBONE_RUNTIME'))
   const queuePrefix = str('QUEUE_PREFIX')
   if (!/^[A-Za-z0-9_.-]+$/.test(queuePrefix)) {
     issues.push({ variable: 'QUEUE_PREFIX', value: queuePrefix, message: 'may only contain letters, digits, "_", "-" and "."' })
@@ -257,6 +264,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend
+  if (backboneRuntime !== undefined) config.backboneRuntime = backboneRuntime
   if (internalToken !== undefined) config.internalToken = internalToken
   return config
 }

@@ -83,11 +83,15 @@ export async function createCacheServer(config: AppConfig, logger: Logger, optio
   if (options.worker !== false) {
     const log = logger.child({ component: 'cache-worker' })
     // Several encoders: one thread each, on tfjs backends that compute on one core per thread.
-    // The native backends use every core from one thread already.
+    // The native backends, and backbones on ONNX Runtime (BACKBONE_RUNTIME), use every core from
+    // one thread already.
     const backend = await initBackend({ prefer: config.tfBackend })
     const wanted = options.encoders ?? config.cacheEncoders
-    const oneCorePerThread = backend === 'wasm' || backend === 'cpu'
-    if (wanted > 1 && !oneCorePerThread) log.info({ encoders: wanted, backend }, 'one encoder: the backend uses every core from one thread')
+    const onOrt = registry.list().some((b) => b.model.runtime === 'onnx')
+    const oneCorePerThread = (backend === 'wasm' || backend === 'cpu') && !onOrt
+    if (wanted > 1 && !oneCorePerThread) {
+      log.info({ encoders: wanted, backend: onOrt ? 'onnxruntime' : backend }, 'one encoder: the backbones use every core from one thread')
+    }
     if (wanted > 1 && oneCorePerThread && registry.list().length > 0) {
       encoders = await EncoderPool.start(wanted, registry, backend, log).catch((err: unknown) => {
         registry.dispose()
