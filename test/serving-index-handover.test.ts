@@ -43,13 +43,7 @@ function rowsFor(serving: ServingModel, users: number[][]): Float32Array {
 }
 
 function concat(...parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return Float32Array.from(parts.flatMap((p) => Array.from(p)))
 }
 
 /** Row `index` of `matrix` · `state`, summed in topKByDot's order. */
