@@ -165,7 +165,7 @@ async function compareEncoders(config: ReturnType<typeof loadConfig>, logger: Re
         await server.app.listen({ port: 0, host: '127.0.0.1' })
         const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
         const backbones = server.registry.list()
-        backboneNames = backbones.map((b) => `${b.name} (${b.modality}, L${b.numLayers} d${b.width})`)
+        backboneNames = backbones.map((b) => `${b.name} (${b.modality}, L${b.numLayers} d${b.width}, ${b.model.runtime})`)
         datasetId ??= (await importDataset(server.prisma, { name: `scientific-${N}-encoders`, items, users: [] })).id
         await server.prisma.hiddenState.deleteMany({ where: { backboneId: { in: backbones.map((b) => b.id) } } })
         const t0 = performance.now()
