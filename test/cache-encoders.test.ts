@@ -40,8 +40,8 @@ async function dataset(name: string, from: number, n: number, images: number): P
   return (await importDataset(platform.db.prisma, { name, items, users: [] })).id
 }
 
-async function cache(name: string, options: { encoders: number; throttleMs?: number }): Promise<CacheServer> {
-  const server = await createTestCache(platform.env, name, { chunkSize: 8, groupSize: 4, lockDurationMs: 5000, stalledIntervalMs: 1000, ...options })
+async function cache(name: string, options: { encoders: number; throttleMs?: number }, env: Record<string, string> = {}): Promise<CacheServer> {
+  const server = await createTestCache({ ...platform.env, ...env }, name, { chunkSize: 8, groupSize: 4, lockDurationMs: 5000, stalledIntervalMs: 1000, ...options })
   open.push(server)
   return server
 }
@@ -69,9 +69,12 @@ async function snapshot(): Promise<Map<string, string>> {
 
 beforeAll(async () => {
   // Encoder threads are for tfjs-wasm (one core each); on ONNX Runtime the service runs one (below).
-  process.env.BACKBONE_RUNTIME = 'tfjs'
+  // The runtime is the service's setting only: this process's BACKBONE_RUNTIME stays unset, so a
+  // backbone that ignored the config would load on ONNX Runtime, the default here.
+  delete process.env.BACKBONE_RUNTIME
   await initBackend({ prefer: 'wasm' })
   platform = await createTestPlatform('cacheenc', {
+    BACKBONE_RUNTIME: 'tfjs',
     TF_BACKEND: 'wasm',
     TEXT_BACKBONE_DIR: path.join(FIXTURES, 'bert-tiny-a'),
     IMAGE_BACKBONE_DIR: path.join(FIXTURES, 'vit-tiny-a'),
@@ -190,14 +193,22 @@ describe('(b) a killed encoder thread', () => {
 })
 
 describe('(c) CACHE_ENCODERS', () => {
+  it('BACKBONE_RUNTIME=tfjs reaches the service copy and every encoder thread', async () => {
+    delete process.env.BACKBONE_RUNTIME
+    const server = await cache('cache-enc-tfjs', { encoders: 2 })
+    expect(server.registry.list().map((b) => b.model.runtime)).toEqual(['tfjs', 'tfjs'])
+    // each thread loads with the runtime the service copy resolved to (EncoderThreadData)
+    expect(server.encoders!.threads()).toHaveLength(2)
+  })
+
   it('backbones on ONNX Runtime: one encoder whatever the setting, since one session uses every core', async () => {
-    process.env.BACKBONE_RUNTIME = 'onnx'
+    process.env.BACKBONE_RUNTIME = 'tfjs'
     try {
-      const server = await cache('cache-enc-ort', { encoders: 2 })
+      const server = await cache('cache-enc-ort', { encoders: 2 }, { BACKBONE_RUNTIME: 'onnx' })
       expect(server.registry.list().map((b) => b.model.runtime)).toEqual(['onnx', 'onnx'])
       expect(server.encoders).toBeNull()
     } finally {
-      process.env.BACKBONE_RUNTIME = 'tfjs'
+      delete process.env.BACKBONE_RUNTIME
     }
   })
 

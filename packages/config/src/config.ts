@@ -72,7 +72,9 @@ export interface AppConfig {
   tfBackend?: TfBackend
   /**
    * BACKBONE_RUNTIME — what runs the frozen backbones' inference (embedding caches): onnx or tfjs.
-   * Unset: ONNX Runtime where its addon loads, else tfjs (@iisan/backbones reads it at load).
+   * Unset: ONNX Runtime where its addon loads, else tfjs. The embedding cache passes it to every
+   * backbone it loads, encoder threads included; tools that load a backbone themselves get the same
+   * variable read by @iisan/backbones.
    */
   backboneRuntime?: BackboneRuntimeName
   /** QUEUE_PREFIX — BullMQ / Redis key prefix. */

@@ -54,11 +54,12 @@ export class BackboneRegistry {
   private constructor(private readonly loaded: LoadedBackbone[]) {}
 
   /** Load the configured backbones and register them (upsert by fingerprint). */
-  static async load(db: Db, config: Pick<AppConfig, 'artifactsDir' | 'textBackboneDir' | 'imageBackboneDir'>): Promise<BackboneRegistry> {
+  static async load(db: Db, config: Pick<AppConfig, 'artifactsDir' | 'textBackboneDir' | 'imageBackboneDir' | 'backboneRuntime'>): Promise<BackboneRegistry> {
     const dirs = await resolveBackboneDirs(config)
     const loaded: LoadedBackbone[] = []
+    const runtime = { runtime: config.backboneRuntime }
     if (dirs.text) {
-      const model = await loadTextBackbone(dirs.text)
+      const model = await loadTextBackbone(dirs.text, runtime)
       const row = await register(db, 'text', 'bert', dirs.text, model.fingerprint, model.numLayers, model.hiddenSize, {
         model: model.config,
         tokenizer: model.tokenizer.descriptor,
@@ -66,7 +67,7 @@ export class BackboneRegistry {
       loaded.push({ ...common(row, dirs.text), modality: 'text', modelType: 'bert', model })
     }
     if (dirs.image) {
-      const model = await loadImageBackbone(dirs.image)
+      const model = await loadImageBackbone(dirs.image, runtime)
       const row = await register(db, 'image', 'vit', dirs.image, model.fingerprint, model.numLayers, model.hiddenSize, {
         model: model.config,
         preprocessing: model.preprocessing,

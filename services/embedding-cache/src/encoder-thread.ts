@@ -16,7 +16,7 @@ async function start(): Promise<void> {
   process.env.TF_BACKEND_QUIET = '1'
   await initBackend({ prefer: data.backend as BackendName })
   for (const b of data.backbones) {
-    const model = b.modality === 'text' ? await loadTextBackbone(b.dir) : await loadImageBackbone(b.dir)
+    const model = b.modality === 'text' ? await loadTextBackbone(b.dir, { runtime: b.runtime }) : await loadImageBackbone(b.dir, { runtime: b.runtime })
     // The folder changed on disk since the service loaded it: these would be other states.
     if (model.fingerprint !== b.fingerprint) throw new Error(`${b.dir} now loads as backbone ${model.fingerprint.slice(0, 12)}, not ${b.fingerprint.slice(0, 12)} as the service registered it: restart the service`)
     if (b.modality === 'text') text.set(b.id, model as TextBackbone)

@@ -10,13 +10,14 @@
 // the dead one's place. A native crash (segfault) takes the whole process down: then, as for any
 // crashed replica, the chunks' locks lapse and the queue hands them out again.
 import { Worker } from 'node:worker_threads'
-import type { ImageBackbone, ImageEncoding, TextBackbone, TextEncoding } from '@iisan/backbones'
+import type { BackboneRuntimeName, ImageBackbone, ImageEncoding, TextBackbone, TextEncoding } from '@iisan/backbones'
 import type { Logger } from '@iisan/config'
 import { BackboneRegistry, type LoadedBackbone } from '@iisan/embedding-cache'
 
 export interface EncoderThreadData {
   backend: string
-  backbones: { id: number; modality: 'text' | 'image'; dir: string; fingerprint: string }[]
+  /** `runtime` is the one the service's copy resolved to, so a thread never picks another. */
+  backbones: { id: number; modality: 'text' | 'image'; dir: string; fingerprint: string; runtime: BackboneRuntimeName }[]
 }
 
 type TextOptions = Omit<NonNullable<Parameters<TextBackbone['encodeTexts']>[1]>, 'onProgress'>
@@ -85,7 +86,7 @@ export class EncoderPool {
   static async start(size: number, registry: BackboneRegistry, backend: string, log: Logger): Promise<EncoderPool> {
     const data: EncoderThreadData = {
       backend,
-      backbones: registry.list().map((b) => ({ id: b.id, modality: b.modality, dir: b.dir, fingerprint: b.fingerprint })),
+      backbones: registry.list().map((b) => ({ id: b.id, modality: b.modality, dir: b.dir, fingerprint: b.fingerprint, runtime: b.model.runtime })),
     }
     const pool = new EncoderPool(size, data, registry, log)
     try {
