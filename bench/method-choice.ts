@@ -3,7 +3,7 @@
 // nothing for ID methods. Methods that run the backbones are measured by bench:methods.
 import { METHODS, getMethod, type AnyTrainingMethod, type MethodInputs } from '@iisan/model'
 import { fail } from '@iisan/pipeline/cli/args'
-import { randomBaseStates } from './random-states.ts'
+import { randomBaseStates, type StatesPlace } from './random-states.ts'
 
 const STEP_BENCH_READS = new Set(['item-ids', 'cached-states'])
 
@@ -15,6 +15,6 @@ export function stepBenchMethod(name: string | undefined): AnyTrainingMethod {
   return getMethod(method.name)
 }
 
-export function randomBaseInputs(method: AnyTrainingMethod, numItems: number): MethodInputs {
-  return method.reads === 'cached-states' ? { states: { text: randomBaseStates(numItems, 1), image: randomBaseStates(numItems, 2) } } : {}
+export function randomBaseInputs(method: AnyTrainingMethod, numItems: number, place?: StatesPlace): MethodInputs {
+  return method.reads === 'cached-states' ? { states: { text: randomBaseStates(numItems, 1, undefined, undefined, undefined, place), image: randomBaseStates(numItems, 2, undefined, undefined, undefined, place) } } : {}
 }

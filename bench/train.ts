@@ -1,4 +1,4 @@
-// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N] [--threads 1,2]`
+// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N] [--threads 1,2] [--states file|memory]`
 //
 // Training-step and evaluation cost on the full Scientific users (real sequences, so batches
 // hold the real mix of padding and repeated items) with the paper's configuration: D = 64,
@@ -6,7 +6,9 @@
 // random base-shaped states (13 × 768 per modality — the cost does not depend on the values).
 // Prints a table and writes JSON (default bench/results/train-<method>.json). --threads runs the
 // same steps with each number of training threads (methods with a `trainThreads` setting), the
-// first count's figures at the top level and each count's under `threads`.
+// first count's figures at the top level and each count's under `threads`. --states says where the
+// cached states live: a rows file read per batch (the default, as the worker trains) or one array in
+// memory (before issue 12); run it once each way to compare peak RSS, since a process's peak is its own.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import {
@@ -26,8 +28,9 @@ import {
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
+import { STATES_PLACES, type StatesPlace } from './random-states.ts'
 
-const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--threads N,M,…]`
+const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--threads N,M,…] [--states ${STATES_PLACES.join('|')}]`
 const { values } = parseOptions(
   {
     method: { type: 'string', default: 'iisan' },
@@ -36,9 +39,12 @@ const { values } = parseOptions(
     json: { type: 'string' },
     'skip-eval': { type: 'boolean', default: false },
     threads: { type: 'string' },
+    states: { type: 'string', default: 'file' },
   },
   USAGE,
 )
+if (!(STATES_PLACES as readonly string[]).includes(values.states!)) fail(`--states must be ${STATES_PLACES.join(' or ')} (got ${JSON.stringify(values.states)})`)
+const statesPlace = values.states as StatesPlace
 const chosen = stepBenchMethod(values.method)
 const method = chosen.name
 const steps = positiveInt('steps', values.steps)
@@ -62,8 +68,8 @@ const backend = await initBackend()
 const N = data.numItems
 
 const startedInputs = performance.now()
-const inputs = randomBaseInputs(chosen, N)
-if (inputs.states) console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${((performance.now() - startedInputs) / 1000).toFixed(1)} s`)
+const inputs = randomBaseInputs(chosen, N, statesPlace)
+if (inputs.states) console.log(`random states: 2 × ${N} items × 7 side layers of 13 × 768, float16, in ${statesPlace === 'file' ? 'a rows file' : 'memory'}, in ${((performance.now() - startedInputs) / 1000).toFixed(1)} s`)
 const logProb = logProbabilities(data.trainCounts)
 const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
 const WARMUP = 2
@@ -124,6 +130,7 @@ const result = {
   steps,
   batch_size: BATCH,
   mean_unique_items_per_batch: meanUnique,
+  states: inputs.states ? statesPlace : null,
   median_step_s: medianStep,
   steps_per_epoch: stepsPerEpoch,
   epoch_s: medianStep * stepsPerEpoch,
@@ -143,6 +150,7 @@ const result = {
 console.table({
   [method]: {
     backend,
+    states: result.states ?? '-',
     'median step (s)': +medianStep.toFixed(3),
     'epoch (s)': +(medianStep * stepsPerEpoch).toFixed(1),
     'eval (s)': evalSeconds === null ? '-' : +evalSeconds.toFixed(1),

@@ -2,6 +2,7 @@
 // queue worker), extra replicas as child processes (one is SIGKILLed mid-chunk), the demo
 // backbones generated into a temp folder, images the test makes itself.
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import http from 'node:http'
 import type { ChildProcess } from 'node:child_process'
@@ -11,6 +12,7 @@ import sharp from 'sharp'
 import request from 'supertest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '@iisan/model/backend'
+import { Float16RowsFile } from '@iisan/safetensors/float16-rows-file'
 import { loadImageBackbone, loadTextBackbone } from '@iisan/backbones'
 import { createEmbeddingCacheQueue, type EmbeddingCacheQueue, type Redis } from '@iisan/queue'
 import { addItems, computeContentHashes, importDataset, type ImportItemInput } from '@iisan/storage'
@@ -395,9 +397,30 @@ describe('(d) the binary state stream', () => {
       expect(Array.from(out.itemIds)).toEqual(Array.from(ref.itemIds))
       expect(out.data).toEqual(ref.data)
     }
+    // into a rows file, written a few rows at a time: the same bit patterns as in memory
+    const f16 = new StateStreamDecoder({ keep: 'float16' })
+    f16.push(bytes)
+    const rows = f16.end().data as Uint16Array
+    for (const split of [1, 641, 5000]) {
+      const d = new StateStreamDecoder({ keep: 'float16-file', stageBytes: 3 * 5 * 64 * 2 })
+      for (let p = 0; p < bytes.length; p += split) d.push(bytes.subarray(p, p + split))
+      const file = d.end().data as Float16RowsFile
+      const read = new Uint16Array(file.length)
+      for (let r = 0; r < file.rows; r++) file.readRow(r, read.subarray(r * file.valuesPerRow))
+      file.close()
+      expect(Array.from(read), `split ${split}`).toEqual(Array.from(rows))
+    }
     const cut = new StateStreamDecoder()
     cut.push(bytes.subarray(0, bytes.length - 7))
     expect(() => cut.end()).toThrow(StateStreamError)
+    // a cut stream gives its rows file back
+    const openFds = () => fs.readdirSync('/proc/self/fd').length
+    const fds = openFds()
+    const cutToFile = new StateStreamDecoder({ keep: 'float16-file' })
+    cutToFile.push(bytes.subarray(0, bytes.length - 7))
+    expect(openFds()).toBe(fds + 1)
+    expect(() => cutToFile.end()).toThrow(StateStreamError)
+    expect(openFds()).toBe(fds)
     const bad = new StateStreamDecoder()
     expect(() => bad.push(Buffer.from('NOTASTREAM-at-all'))).toThrow(/magic/)
     const unexpected = new StateStreamDecoder({ expectedItemIds: aIds.slice(1) })
@@ -484,7 +507,32 @@ describe('float16 passthrough', () => {
     const f16 = (await fetchDatasetStates(baseUrl, datasetA, 'text', { keep: 'float16' }))!
     expect(f16.data).toBeInstanceOf(Uint16Array)
     expect(Array.from(f16.itemIds)).toEqual(Array.from(f32.itemIds))
-    expect(Array.from(float16ToFloat32(f16.data as Uint16Array))).toEqual(Array.from(f32.data))
+    expect(Array.from(float16ToFloat32(f16.data as Uint16Array))).toEqual(Array.from(f32.data as Float32Array))
+  })
+
+  it('keep: float16-file writes the same bit patterns to a rows file, side layers only, that no folder shows', async () => {
+    const { fetchDatasetStates } = await import('@iisan/embedding-cache/client')
+    const select = { selectLayers: (h: { numLayers: number }) => [0, 2, h.numLayers] }
+    const before = new Set(fs.readdirSync(os.tmpdir()))
+    const mem = (await fetchDatasetStates(baseUrl, datasetA, 'text', { keep: 'float16', ...select }))!
+    const onDisk = (await fetchDatasetStates(baseUrl, datasetA, 'text', { keep: 'float16-file', ...select }))!
+    try {
+      expect(onDisk.data).toBeInstanceOf(Float16RowsFile)
+      const file = onDisk.data as Float16RowsFile
+      const values = mem.data as Uint16Array
+      expect([file.rows, file.valuesPerRow]).toEqual([mem.itemIds.length, 3 * mem.width])
+      expect(Array.from(onDisk.itemIds)).toEqual(Array.from(mem.itemIds))
+      const row = new Uint16Array(file.valuesPerRow)
+      for (let r = 0; r < file.rows; r++) {
+        file.readRow(r, row)
+        expect(Array.from(row), `row ${r}`).toEqual(Array.from(values.subarray(r * file.valuesPerRow, (r + 1) * file.valuesPerRow)))
+      }
+      // unlinked at once: nothing is left in the temp folder, even while the file is open
+      expect([...fs.readdirSync(os.tmpdir())].filter((f) => !before.has(f) && f.startsWith('iisan-rows-'))).toEqual([])
+    } finally {
+      ;(onDisk.data as { close(): void }).close()
+    }
+    expect(() => (onDisk.data as Float16RowsFile).readRow(0, new Uint16Array(3 * mem.width))).toThrow(/closed/)
   })
 })
 
@@ -497,10 +545,12 @@ describe('side-layer selection while streaming', () => {
     const d = full.width
     expect(picked.layers).toEqual([0, L])
     expect(picked.data.length).toBe(full.itemIds.length * 2 * d)
+    const fullData = full.data as Float32Array
+    const pickedData = picked.data as Float32Array
     for (let r = 0; r < full.itemIds.length; r += 7) {
-      const row = (layer: number) => Array.from(full.data.subarray((r * (L + 1) + layer) * d, (r * (L + 1) + layer + 1) * d))
-      expect(Array.from(picked.data.subarray(r * 2 * d, r * 2 * d + d))).toEqual(row(0))
-      expect(Array.from(picked.data.subarray(r * 2 * d + d, (r + 1) * 2 * d))).toEqual(row(L))
+      const row = (layer: number) => Array.from(fullData.subarray((r * (L + 1) + layer) * d, (r * (L + 1) + layer + 1) * d))
+      expect(Array.from(pickedData.subarray(r * 2 * d, r * 2 * d + d))).toEqual(row(0))
+      expect(Array.from(pickedData.subarray(r * 2 * d + d, (r + 1) * 2 * d))).toEqual(row(L))
     }
     await expect(fetchDatasetStates(baseUrl, datasetA, 'text', { selectLayers: () => [99] })).rejects.toThrow(/layer 99 is outside/)
   })

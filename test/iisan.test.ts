@@ -250,7 +250,7 @@ describe('IISAN learning on cached states', () => {
     expect(moved[3]).not.toEqual(rows[3])
     // …and changing another item's cached states leaves it where it was
     const otherRow = states.text.rowOf[1]
-    states.text.data.fill(3, otherRow * 3 * 4, (otherRow + 1) * 3 * 4)
+    ;(states.text.data as Float32Array).fill(3, otherRow * 3 * 4, (otherRow + 1) * 3 * 4)
     const afterOther = model.itemMatrix().arraySync() as number[][]
     expect(afterOther[3].map((v) => +v.toFixed(5))).toEqual(moved[3].map((v) => +v.toFixed(5)))
     expect(afterOther[1]).not.toEqual(moved[1])

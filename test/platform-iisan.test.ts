@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type request from 'supertest'
 import { initBackend } from '@iisan/model'
 import { sampleDataset } from '@iisan/pipeline'
-import { startServices, trainAndWait, type ServicesUnderTest } from './helpers/platform.ts'
+import { openRowsFiles, startServices, trainAndWait, type ServicesUnderTest } from './helpers/platform.ts'
 
 let services: ServicesUnderTest
 let http: ReturnType<typeof request>
@@ -27,7 +27,9 @@ afterAll(async () => {
 
 describe('IISAN end to end', () => {
   it('a training job builds the cache, trains IISAN and stores a model version with its efficiency figures', async () => {
-    const { job, phases } = await trainAndWait(http, { datasetId, method: 'iisan', config: { maxEpochs: 2, patience: 2, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } })
+    let mostRowsFiles = 0
+    const watch = setInterval(() => (mostRowsFiles = Math.max(mostRowsFiles, openRowsFiles(services.workerPid).length)), 50)
+    const { job, phases } = await trainAndWait(http, { datasetId, method: 'iisan', config: { maxEpochs: 2, patience: 2, batchSize: 32, lrItem: 1e-3, lrUser: 1e-3 } }).finally(() => clearInterval(watch))
     expect(phases.has('caching') || phases.has('training')).toBe(true)
     expect(job.epochs).toHaveLength(2)
     iisanModel = job.modelVersionId
@@ -41,6 +43,9 @@ describe('IISAN end to end', () => {
     expect(mv.trainableParams).toBeGreaterThan(0)
     expect(mv.secondsPerEpoch).toBeGreaterThan(0)
     expect(mv.peakMemoryMb).toBeGreaterThan(0)
+    // the job read its states from rows files (text and image), and gave them back when it ended
+    expect(mostRowsFiles).toBe(2)
+    expect(openRowsFiles(services.workerPid)).toEqual([])
     // the whole catalogue was cached, one text state per distinct title
     const coverage = (await http.get(`/v1/datasets/${datasetId}/coverage`).expect(200)).body
     const text = coverage.backbones.find((b: { modality: string }) => b.modality === 'text')

@@ -4,7 +4,7 @@
  * runs them); polling for what they do in the background.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import request from 'supertest'
@@ -161,7 +161,22 @@ export async function trainAndWait(http: ReturnType<typeof request>, body: objec
 export interface ServicesUnderTest {
   platform: TestPlatform
   http: ReturnType<typeof request>
+  /** the worker's process id, to look at what it holds (/proc) */
+  workerPid: number
   close(): Promise<void>
+}
+
+/** The deleted rows files (cached states a training job reads) a process still holds open. */
+export function openRowsFiles(pid: number): string[] {
+  const dir = `/proc/${pid}/fd`
+  return readdirSync(dir).flatMap((fd) => {
+    try {
+      const target = readlinkSync(path.join(dir, fd))
+      return /iisan-rows-.*\.f16/.test(target) ? [target] : []
+    } catch {
+      return [] // closed while listed
+    }
+  })
 }
 
 export async function startServices(name: string): Promise<ServicesUnderTest> {
@@ -175,6 +190,7 @@ export async function startServices(name: string): Promise<ServicesUnderTest> {
   return {
     platform,
     http: request(api.app.server),
+    workerPid: worker.pid!,
     close: async () => {
       await stopService(worker)
       await api.close()

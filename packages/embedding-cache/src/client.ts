@@ -1,7 +1,7 @@
 // HTTP client of the embedding-cache service, for the training worker and the API.
 import type { Modality } from '@iisan/storage'
 import type { CacheBuildView, DatasetCoverage, ItemCoverage } from './coverage.ts'
-import { StateStreamDecoder, type DecodedStates, type StateStreamHeader } from './format.ts'
+import { StateStreamDecoder, type DecodedStates, type StateStreamHeader, type StatesKeep } from './format.ts'
 
 /** Body of POST /v1/cache-builds (202). */
 export interface CacheBuildsResponse {
@@ -82,8 +82,11 @@ export interface FetchStatesOptions {
    * `missingItemIds`.
    */
   expectedItemIds?: ArrayLike<number>
-  /** 'float16' keeps the stream's float16 bit patterns (Uint16Array, half the memory) */
-  keep?: 'float32' | 'float16'
+  /**
+   * 'float16' keeps the stream's float16 bit patterns (Uint16Array, half the memory);
+   * 'float16-file' writes them to a rows file instead (no process memory; close it when done)
+   */
+  keep?: StatesKeep
   /** keep only these backbone layers of each item, chosen from the stream header (L, d) */
   selectLayers?: (header: StateStreamHeader) => number[] | undefined
   signal?: AbortSignal
@@ -238,6 +241,7 @@ export async function fetchDatasetStates(
       decoder.push(chunk.value)
     }
   } catch (err) {
+    decoder.abort()
     await reader.cancel().catch(() => undefined)
     throw err
   }
@@ -256,7 +260,7 @@ export interface IndexedStates {
   /** [N + 1]: rowOf[k] = row of `data` for the item at model index k (1-based; 0 = padding). */
   rowOf: Int32Array
   /** The fetched data, not copied. */
-  data: Float32Array | Uint16Array
+  data: DecodedStates['data']
 }
 
 /**

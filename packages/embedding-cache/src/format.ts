@@ -18,12 +18,18 @@
 // have no record. N is exact: the stream is exactly 12 + H + N·R bytes long (also sent as
 // Content-Length), so a reader can allocate its output once and detect truncation.
 import type { Modality } from '@iisan/storage'
+import { Float16RowsFile } from '@iisan/safetensors/float16-rows-file'
 import { decodeFloat16LE } from './float16.ts'
 
 export const STATE_STREAM_MAGIC = 'IISANST1'
 export const STATE_STREAM_CONTENT_TYPE = 'application/octet-stream'
 const PREFIX_BYTES = 12
 const MAX_HEADER_BYTES = 64 * 1024
+/** keep: 'float16-file' writes about this many bytes of rows at a time */
+const STAGE_BYTES = 1 << 20
+
+/** How a decoder keeps the rows: float32 values, or float16 bit patterns in memory or in a rows file. */
+export type StatesKeep = 'float32' | 'float16' | 'float16-file'
 
 export interface StateStreamHeader {
   modality: Modality
@@ -102,9 +108,10 @@ export interface DecodedStates {
   /**
    * [rows, L+1, d], one allocation for the whole dataset: float32 values, or — with
    * `keep: 'float16'` — the stream's float16 bit patterns as they are (half the memory; the
-   * trainer decodes only the side layers of each batch).
+   * trainer decodes only the side layers of each batch), or — with `keep: 'float16-file'` — the
+   * same bit patterns in a rows file (no process memory; the caller closes it).
    */
-  data: Float32Array | Uint16Array
+  data: Float32Array | Uint16Array | Float16RowsFile
   /** With `selectLayers`: the backbone layers each row holds (otherwise all of 0..L). */
   layers?: number[]
 }
@@ -128,9 +135,12 @@ export class StateStreamDecoder {
   private rows = 0
   private lastId = -Infinity
   private itemIds: Int32Array = new Int32Array(0)
-  private data: Float32Array | Uint16Array = new Float32Array(0)
+  private data: Float32Array | Uint16Array | Float16RowsFile = new Float32Array(0)
+  /** keep: 'float16-file': kept rows gather here and go to the file in one write */
+  private staged: { bytes: Uint8Array; firstRow: number; rows: number } | null = null
   private readonly expected: Set<number> | null
-  private readonly keep: 'float32' | 'float16'
+  private readonly keep: StatesKeep
+  private readonly stageBytes: number
   private readonly selectLayers?: (header: StateStreamHeader) => number[] | undefined
   private layers: number[] | undefined
   private perItemOut = 0
@@ -139,9 +149,11 @@ export class StateStreamDecoder {
    * `expectedItemIds`: when given, a record for any other item id is an error.
    * `selectLayers`: keep only these backbone layers of every record (decided once the header,
    * with L and d, has been read) — a trainer needs just its side layers.
+   * `stageBytes`: with keep 'float16-file', rows are written about this many bytes at a time.
    */
-  constructor(options: { expectedItemIds?: Iterable<number>; keep?: 'float32' | 'float16'; selectLayers?: (header: StateStreamHeader) => number[] | undefined } = {}) {
+  constructor(options: { expectedItemIds?: Iterable<number>; keep?: StatesKeep; selectLayers?: (header: StateStreamHeader) => number[] | undefined; stageBytes?: number } = {}) {
     this.expected = options.expectedItemIds ? new Set(options.expectedItemIds) : null
+    this.stageBytes = options.stageBytes ?? STAGE_BYTES
     this.keep = options.keep ?? 'float32'
     this.selectLayers = options.selectLayers
   }
@@ -182,7 +194,7 @@ export class StateStreamDecoder {
       const badLayer = this.layers?.find((l) => !Number.isInteger(l) || l < 0 || l > this.header!.numLayers)
       if (badLayer !== undefined) throw new StateStreamError(`layer ${badLayer} is outside the stream's 0..${this.header.numLayers}`)
       this.perItemOut = (this.layers?.length ?? this.header.numLayers + 1) * this.header.width
-      this.data = this.keep === 'float16' ? new Uint16Array(this.header.count * this.perItemOut) : new Float32Array(this.header.count * this.perItemOut)
+      this.data = this.allocate(this.header.count, this.perItemOut)
     }
     const R = this.recordLen
     if (this.carryLen > 0 && p < n) {
@@ -215,17 +227,42 @@ export class StateStreamDecoder {
     const d = this.header!.width
     // [source offset, value count] pieces of this record to keep, in output order
     const pieces = this.layers ? this.layers.map((l) => [offset + 4 + l * d * 2, d] as const) : [[offset + 4, this.perItem] as const]
-    let out = this.rows * this.perItemOut
+    const staged = this.staged
+    let out = staged ? staged.rows * this.perItemOut : this.rows * this.perItemOut
     for (const [from, count] of pieces) {
-      if (this.data instanceof Uint16Array) {
+      if (staged) {
+        staged.bytes.set(bytes.subarray(from, from + count * 2), out * 2)
+      } else if (this.data instanceof Uint16Array) {
         // little-endian bytes straight into the Uint16Array's memory (every platform Node runs on is LE)
         new Uint8Array(this.data.buffer, out * 2, count * 2).set(bytes.subarray(from, from + count * 2))
       } else {
-        decodeFloat16LE(bytes, from, count, this.data, out)
+        decodeFloat16LE(bytes, from, count, this.data as Float32Array, out)
       }
       out += count
     }
     this.rows++
+    if (staged && ++staged.rows * this.perItemOut * 2 === staged.bytes.byteLength) this.flush()
+  }
+
+  private allocate(count: number, perRow: number): Float32Array | Uint16Array | Float16RowsFile {
+    if (this.keep === 'float32') return new Float32Array(count * perRow)
+    if (this.keep === 'float16') return new Uint16Array(count * perRow)
+    const rowsPerWrite = Math.max(1, Math.floor(this.stageBytes / (perRow * 2)))
+    this.staged = { bytes: new Uint8Array(rowsPerWrite * perRow * 2), firstRow: 0, rows: 0 }
+    return Float16RowsFile.create(count, perRow)
+  }
+
+  private flush(): void {
+    const staged = this.staged
+    if (!staged || staged.rows === 0) return
+    ;(this.data as Float16RowsFile).write(staged.firstRow, staged.bytes.subarray(0, staged.rows * this.perItemOut * 2))
+    staged.firstRow += staged.rows
+    staged.rows = 0
+  }
+
+  /** A decode given up (an error, a cut stream): gives back the rows file, if any. */
+  abort(): void {
+    if (this.data instanceof Float16RowsFile) this.data.close()
   }
 
   /** Finish: throws when the stream was truncated. */
@@ -233,8 +270,10 @@ export class StateStreamDecoder {
     const header = this.header
     if (!header) throw new StateStreamError('state stream ended before its header')
     if (this.rows !== header.count || this.carryLen !== 0) {
+      this.abort()
       throw new StateStreamError(`state stream truncated: ${this.rows} of ${header.count} records${this.carryLen ? ` (+${this.carryLen} stray bytes)` : ''}`)
     }
+    this.flush()
     return {
       modality: header.modality,
       fingerprint: header.fingerprint,

@@ -94,7 +94,7 @@ export function frozenClsStates(
   content: ItemContent,
   ids: ArrayLike<number>,
   options: { layers?: number[]; chunk?: number } = {},
-): ModalityStates {
+): ModalityStates & { data: Float32Array } {
   const L = backbone.numLayers
   const d = backbone.hiddenSize
   const layers = options.layers ?? Array.from({ length: L + 1 }, (_, l) => l)

@@ -1,10 +1,12 @@
 // The per-item cached backbone states IISAN trains on (docs/METHOD.md §2): for each modality,
-// H_m[l] for l = 0..L, [L+1, d] per item. One copy lives in memory — float16 (as cached; half
-// the memory of float32: 0.4 GB per modality for Scientific at 13 × 768) or float32 — holding
-// only the items that have the modality (a text-only catalogue costs nothing on the image side);
+// H_m[l] for l = 0..L, [L+1, d] per item. One copy — float16 (as cached; half the memory of
+// float32) or float32 in memory, or float16 in a rows file read per batch (what training jobs
+// use: the states then cost page cache, not process memory; float16-rows-file.ts) — holding only
+// the items that have the modality (a text-only catalogue costs nothing on the image side);
 // batches decode just the side layers of the items they need into float32.
 
 import { float16Table } from '@iisan/safetensors'
+import { Float16RowsFile, type Float16RowsFileHandle } from '@iisan/safetensors/float16-rows-file'
 
 export type Modality = 'text' | 'image'
 
@@ -15,13 +17,21 @@ export interface ModalityStates {
   width: number
   /** [numItems+1] item index → row of `data`, −1 where the item lacks this modality */
   rowOf: Int32Array
-  /** [rows, layers, d] row-major: float32 values, or float16 bit patterns */
-  data: Float32Array | Uint16Array
+  /** [rows, layers, d] row-major: float32 values, or float16 bit patterns (in memory or a file) */
+  data: StatesData
   /**
    * The backbone layers each row holds, in order (default: all of 0..L). A trainer needs only the
    * SAN's side layers (7 of 13 for base models), so loaders may keep just those.
    */
   layers?: number[]
+}
+
+export type StatesData = Float32Array | Uint16Array | Float16RowsFile
+
+/** The arrays of a store held in memory; `what` names the operation a rows file cannot serve. */
+function inMemory(data: StatesData, what: string): Float32Array | Uint16Array {
+  if (data instanceof Float16RowsFile) throw new Error(`${what} needs states held in memory, not in a rows file`)
+  return data
 }
 
 function copyRow(src: Float32Array | Uint16Array, start: number, length: number, dst: Float32Array, at: number): void {
@@ -54,10 +64,11 @@ export function keepLayers(states: ModalityStates, layers: number[]): ModalitySt
   const positions = layers.map((l) => layerPosition(states, l))
   const d = states.width
   const perItem = statesPerItem(states)
-  const rows = states.data.length / perItem
-  const data = states.data instanceof Uint16Array ? new Uint16Array(rows * layers.length * d) : new Float32Array(rows * layers.length * d)
+  const source = inMemory(states.data, 'keepLayers')
+  const rows = source.length / perItem
+  const data = source instanceof Uint16Array ? new Uint16Array(rows * layers.length * d) : new Float32Array(rows * layers.length * d)
   for (let r = 0; r < rows; r++) {
-    positions.forEach((p, k) => data.set(states.data.subarray(r * perItem + p * d, r * perItem + (p + 1) * d), (r * layers.length + k) * d))
+    positions.forEach((p, k) => data.set(source.subarray(r * perItem + p * d, r * perItem + (p + 1) * d), (r * layers.length + k) * d))
   }
   return { ...states, data, layers: [...layers] }
 }
@@ -87,12 +98,17 @@ export function gatherSideLayers(states: ModalityStates, ids: ArrayLike<number>,
   const n = ids.length
   const present = new Float32Array(n)
   const slices = layers.map(() => new Float32Array(n * d))
+  const file = states.data instanceof Float16RowsFile ? states.data : null
+  // a file is read a whole row at a time (one pread), then decoded like a row in memory
+  const scratch = file ? new Uint16Array(perItem) : null
   for (let i = 0; i < n; i++) {
     const row = states.rowOf[ids[i]] ?? -1
     if (row < 0) continue
     present[i] = 1
+    if (file) file.readRow(row, scratch!)
+    const [source, base] = file ? [scratch!, 0] : [states.data as Float32Array | Uint16Array, row * perItem]
     for (let k = 0; k < layers.length; k++) {
-      copyRow(states.data, row * perItem + positions[k] * d, d, slices[k], i * d)
+      copyRow(source, base + positions[k] * d, d, slices[k], i * d)
     }
   }
   return { slices, present }
@@ -104,11 +120,12 @@ export function gatherSideLayers(states: ModalityStates, ids: ArrayLike<number>,
  */
 export function appendItems<T extends Float32Array | Uint16Array>(states: ModalityStates, added: (T | null)[]): ModalityStates {
   const perItem = statesPerItem(states)
-  const oldRows = states.data.length / perItem
+  const old = inMemory(states.data, 'appendItems')
+  const oldRows = old.length / perItem
   const newRows = added.filter(Boolean).length
-  const kind = states.data.length > 0 ? states.data : (added.find(Boolean) ?? states.data)
+  const kind = old.length > 0 ? old : (added.find(Boolean) ?? old)
   const data = kind instanceof Uint16Array ? new Uint16Array((oldRows + newRows) * perItem) : new Float32Array((oldRows + newRows) * perItem)
-  data.set(states.data)
+  data.set(old)
   const rowOf = new Int32Array(states.rowOf.length + added.length)
   rowOf.set(states.rowOf)
   let row = oldRows
@@ -124,4 +141,26 @@ export function appendItems<T extends Float32Array | Uint16Array>(states: Modali
     rowOf[index] = row++
   })
   return { ...states, rowOf, data }
+}
+
+/** Gives back the rows file behind a store (its disk space); a store in memory is left to GC. */
+export function closeStore(states: ModalityStates): void {
+  if (states.data instanceof Float16RowsFile) states.data.close()
+}
+
+export function closeStates(states: CachedStates): void {
+  closeStore(states.text)
+  closeStore(states.image)
+}
+
+/** A store as it crosses to a worker thread: a rows file goes as its handle. */
+export type ThreadModalityStates = Omit<ModalityStates, 'data'> & { data: Float32Array | Uint16Array | Float16RowsFileHandle }
+
+export function statesForThread(states: ModalityStates): ThreadModalityStates {
+  return { ...states, data: states.data instanceof Float16RowsFile ? states.data.handle : states.data }
+}
+
+/** In the thread: the store again, reading the owner's rows file through the shared descriptor. */
+export function attachStates(states: ThreadModalityStates): ModalityStates {
+  return { ...states, data: Float16RowsFile.isHandle(states.data) ? Float16RowsFile.attach(states.data) : states.data }
 }

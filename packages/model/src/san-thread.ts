@@ -7,6 +7,7 @@ import { workerData } from 'node:worker_threads'
 import * as tf from '@tensorflow/tfjs-core'
 import { initBackend, wasmValues, type BackendName } from './backend.ts'
 import { IisanItemEncoder, StoredStates } from './iisan.ts'
+import { attachStates } from './cached-states.ts'
 import { Params } from './params.ts'
 import { CONTROL, OP, tensorOfShared, writeFailure, type SanThreadBuffers, type SanThreadData } from './san-threads.ts'
 
@@ -48,7 +49,7 @@ class SanThread {
     if (!backend) throw new Error(`no SAN thread on the ${data.backend} backend`)
     await initBackend({ prefer: backend })
     const params = new Params(data.config.seed)
-    const encoder = new IisanItemEncoder(data.config, params, new StoredStates(data.states))
+    const encoder = new IisanItemEncoder(data.config, params, new StoredStates({ text: attachStates(data.states.text), image: attachStates(data.states.image) }))
     const variables = data.layout.map(({ name, shape }) => {
       const v = params.get(name)
       if (v.shape.join('x') !== shape.join('x')) throw new Error(`parameter ${name} is ${v.shape.join('x')} here, ${shape.join('x')} on the step's thread`)

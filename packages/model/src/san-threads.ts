@@ -16,7 +16,7 @@
 import { Worker } from 'node:worker_threads'
 import * as tf from '@tensorflow/tfjs-core'
 import { wasmValues } from './backend.ts'
-import type { CachedStates, ModalityStates } from './cached-states.ts'
+import { statesForThread, type CachedStates, type Modality, type ModalityStates, type ThreadModalityStates } from './cached-states.ts'
 import type { IisanConfig } from './iisan.ts'
 
 /** Slots of a thread's control array. */
@@ -63,7 +63,7 @@ export interface SanThreadData {
   config: IisanConfig
   /** tfjs' name of the step thread's backend: the thread computes on the same one */
   backend: string
-  states: CachedStates
+  states: Record<Modality, ThreadModalityStates>
   /** the item encoder's parameters, in the order of `params` and `grads` */
   layout: { name: string; shape: number[] }[]
   buffers: SanThreadBuffers
@@ -146,7 +146,7 @@ export class SanThreads {
         grads: new Float32Array(new SharedArrayBuffer(total * 4)),
         hasGrad: new Int32Array(new SharedArrayBuffer(variables.length * 4)),
       }
-      const data: SanThreadData = { config, backend, states, layout: variables.map(([name, v]) => ({ name, shape: v.shape })), buffers }
+      const data: SanThreadData = { config, backend, states: { text: statesForThread(states.text), image: statesForThread(states.image) }, layout: variables.map(([name, v]) => ({ name, shape: v.shape })), buffers }
       const worker = new Worker(BOOT, { workerData: data, stdout: false, stderr: false })
       const helper: Helper = { index: i + 1, worker, buffers, sent: 0, op: 0, count: 0 }
       worker.on('error', (err) => {
@@ -308,10 +308,11 @@ export function writeFailure(buffers: Pick<SanThreadBuffers, 'control' | 'messag
 
 /**
  * Moves a store's arrays into shared memory, in place — the caller's store object too, so the
- * process keeps one copy (0.4 GB per modality for Scientific at base shapes) that every thread reads.
+ * process keeps one copy (0.4 GB per modality for Scientific at base shapes) that every thread
+ * reads. A rows file is shared already: the threads read it through the same descriptor.
  */
 function shareInPlace(states: ModalityStates): void {
-  states.data = sharedCopy(states.data)
+  if (ArrayBuffer.isView(states.data)) states.data = sharedCopy(states.data)
   states.rowOf = sharedCopy(states.rowOf)
 }
 

@@ -4,7 +4,7 @@
 // for a while (restart, crash, redeploy) is waited for; only an outage longer than the budget
 // fails the load, with the EmbeddingCacheUnavailable, so that the job can be retried later.
 import { EmbeddingCacheUnavailable, fetchCoverage, fetchDatasetStates, indexStates, requestCacheBuild, type CacheEndpoint } from '@iisan/embedding-cache/client'
-import { emptyModality, type Modality, type ModalityStates } from '@iisan/model/cached-states'
+import { closeStore, emptyModality, type Modality, type ModalityStates } from '@iisan/model/cached-states'
 import { defaultSideLayers, sideLayersFor } from '@iisan/model/san'
 import type { ProtocolData } from '@iisan/model/data'
 import { TrainingCancelled } from '@iisan/model/trainer'
@@ -105,24 +105,31 @@ export async function loadStatesFromCache(
   const stores: Partial<Record<Modality, ModalityStates>> = {}
   const backbones: Record<Modality, string | null> = { text: null, image: null }
   let reference: { layers: number[]; numLayers: number } | undefined
-  for (const modality of ['text', 'image'] as const) {
-    // float16 as stored, side layers only: one copy at ~a quarter of the float32 size
-    // (Scientific, base models: 0.2 GB per modality instead of 0.8 GB). A stream cut off midway
-    // is fetched again whole: the decoder's buffer is preallocated from the header anyway.
-    const { value: fetched } = await withOutages(`streaming the ${modality} states`, () =>
-      fetchDatasetStates(cache, datasetId, modality, {
-        keep: 'float16',
-        selectLayers: (header) => {
-          const layers = reference ? sideLayersFor(reference.layers, reference.numLayers, header.numLayers) : (options.sideLayers ?? defaultSideLayers(header.numLayers))
-          reference ??= { layers, numLayers: header.numLayers }
-          return layers
-        },
-      }),
-    )
-    if (!fetched) continue
-    backbones[modality] = fetched.fingerprint
-    // the protocol's item keys are Item.id strings (index 0: padding)
-    stores[modality] = { ...indexStates(fetched, data.itemKeys.slice(1).map(Number)), layers: fetched.layers }
+  try {
+    for (const modality of ['text', 'image'] as const) {
+      // float16 as stored, side layers only (a quarter of the float32 size), written to a rows file
+      // as they stream in: training reads each batch's rows from it, so the states cost page cache,
+      // not process memory (Scientific, base models: 0.2 GB per modality). A stream cut off midway
+      // is fetched again whole, into a new file (the cut one's is given back).
+      const { value: fetched } = await withOutages(`streaming the ${modality} states`, () =>
+        fetchDatasetStates(cache, datasetId, modality, {
+          keep: 'float16-file',
+          selectLayers: (header) => {
+            const layers = reference ? sideLayersFor(reference.layers, reference.numLayers, header.numLayers) : (options.sideLayers ?? defaultSideLayers(header.numLayers))
+            reference ??= { layers, numLayers: header.numLayers }
+            return layers
+          },
+        }),
+      )
+      if (!fetched) continue
+      backbones[modality] = fetched.fingerprint
+      // the protocol's item keys are Item.id strings (index 0: padding)
+      stores[modality] = { ...indexStates(fetched, data.itemKeys.slice(1).map(Number)), layers: fetched.layers }
+    }
+  } catch (err) {
+    // the text rows file goes back if the image states cannot be had (cancelled, cache gone)
+    for (const store of Object.values(stores)) closeStore(store)
+    throw err
   }
   const shaped = stores.text ?? stores.image
   if (!shaped) throw new CacheNotReady('the embedding cache returned no states')

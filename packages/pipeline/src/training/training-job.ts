@@ -3,6 +3,7 @@
 import { buildProtocol, type ProtocolData } from '@iisan/model/data'
 import { saveCheckpoint } from '@iisan/model/checkpoint'
 import { SequentialRecommender } from '@iisan/model/recommender'
+import { closeStates, type CachedStates } from '@iisan/model/cached-states'
 import type { ItemEncoder } from '@iisan/model/item-encoder'
 import { getMethod, UnknownMethod } from '@iisan/model/methods/registry'
 import type { AnyTrainingMethod, ItemSource, MethodInputs } from '@iisan/model/methods/method'
@@ -189,11 +190,13 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
   }
 
   let model: SequentialRecommender | undefined
+  let states: CachedStates | undefined
   try {
     const data = protocolForDataset(await loadDatasetSequences(prisma, job.datasetId), config)
     if (data.stats.usersKept < 2) throw new Error(`dataset has ${data.stats.usersKept} users with ≥ 5 interactions; at least 2 are needed to train`)
     options.log?.('training', { jobId, method: job.method, ...data.stats })
     const { inputs, backbones } = await INPUT_LOADERS[method.reads]({ datasetId: job.datasetId, config }, data, { options, report, shouldCancel })
+    states = inputs.states
     if (backbones) {
       demoBackbones = await demoBackbonesOf(prisma, backbones, log)
       if (demoBackbones.length) {
@@ -292,6 +295,8 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
   } finally {
     lease.stop()
     model?.dispose()
+    // after the model: its SAN threads read the rows files until they stop
+    if (states) closeStates(states)
   }
 }
 
