@@ -41,6 +41,25 @@ describe('full-ranking metrics', () => {
     expect(rankOfTarget(s, 1, [1])).toBe(Infinity)
   })
 
+  it('agrees with a plain count over random scores with ties, NaNs and repeated or out-of-range history items', () => {
+    let seed = 5
+    const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32)
+    const naive = (scores: Float32Array, target: number, history: number[]) => {
+      if (history.includes(target) || !Number.isFinite(scores[target])) return Infinity
+      let ahead = 0
+      for (let j = 1; j < scores.length; j++) if (j !== target && !history.includes(j) && scores[j] >= scores[target]) ahead++
+      return ahead + 1
+    }
+    for (let trial = 0; trial < 300; trial++) {
+      const n = 5 + Math.floor(next() * 60)
+      // few distinct values: many ties
+      const scores = Float32Array.from({ length: n + 1 }, () => (next() < 0.05 ? NaN : Math.floor(next() * 8)))
+      const target = 1 + Math.floor(next() * n)
+      const history = Array.from({ length: Math.floor(next() * 12) }, () => Math.floor(next() * (n + 3)))
+      expect(rankOfTarget(scores, target, history), `trial ${trial}`).toBe(naive(scores, target, history))
+    }
+  })
+
   it('HR@10 and NDCG@10', () => {
     const acc = new RankingAccumulator(10)
     for (const rank of [1, 10, 11, Infinity]) acc.add(rank)

@@ -53,7 +53,7 @@ export function statesPerItem(states: Pick<ModalityStates, 'numLayers' | 'width'
 }
 
 /** Where backbone layer `layer` sits within a row. */
-function layerPosition(states: Pick<ModalityStates, 'numLayers' | 'layers'>, layer: number): number {
+export function layerPosition(states: Pick<ModalityStates, 'numLayers' | 'layers'>, layer: number): number {
   const position = states.layers ? states.layers.indexOf(layer) : layer <= states.numLayers ? layer : -1
   if (position < 0) throw new Error(`the cached states do not hold backbone layer ${layer} (they hold ${states.layers?.join(', ') ?? `0..${states.numLayers}`})`)
   return position
@@ -112,6 +112,31 @@ export function gatherSideLayers(states: ModalityStates, ids: ArrayLike<number>,
     }
   }
   return { slices, present }
+}
+
+/**
+ * The whole stored rows of `ids`, as stored: [n, rowLayers, d] float32 values or float16 bit
+ * patterns (zeros where an item lacks the modality), and `present` [n]. For an inference runtime
+ * that takes float16 and picks the side layers itself (san-onnx.ts): no decoding on this thread.
+ */
+export function readRows(states: ModalityStates, ids: ArrayLike<number>): { rows: Float32Array | Uint16Array; present: Float32Array } {
+  const perItem = statesPerItem(states)
+  const n = ids.length
+  const present = new Float32Array(n)
+  const rows = states.data instanceof Float32Array ? new Float32Array(n * perItem) : new Uint16Array(n * perItem)
+  for (let i = 0; i < n; i++) {
+    const row = states.rowOf[ids[i]] ?? -1
+    if (row < 0) continue
+    present[i] = 1
+    if (states.data instanceof Float16RowsFile) states.data.readRow(row, (rows as Uint16Array).subarray(i * perItem, (i + 1) * perItem))
+    else rows.set(states.data.subarray(row * perItem, (row + 1) * perItem), i * perItem)
+  }
+  return { rows, present }
+}
+
+/** The element type `readRows` gives for a store. */
+export function rowsDtype(states: ModalityStates): 'float32' | 'float16' {
+  return states.data instanceof Float32Array ? 'float32' : 'float16'
 }
 
 /**

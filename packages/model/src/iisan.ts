@@ -2,12 +2,14 @@
 // (docs/METHOD.md §3). Only unique, real items of a batch go through the SAN.
 import * as tf from '@tensorflow/tfjs-core'
 import { readBack } from '@iisan/tensor-ops'
-import { appendItems, emptyModality, gatherSideLayers, type CachedStates, type Modality, type NewItemStates } from './cached-states.ts'
+import { appendItems, emptyModality, gatherSideLayers, layerPosition, readRows, rowsDtype, statesPerItem, type CachedStates, type Modality, type ModalityStates, type NewItemStates } from './cached-states.ts'
 export type { NewItemStates } from './cached-states.ts'
 import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
 import { linear, type Params } from './params.ts'
 import { addLinear, addTower, interTower, intraTower, sideLayersFor, type LinearWeights, type SanActivation, type SanTower } from './san.ts'
 import { SanThreads } from './san-threads.ts'
+import { SAN_OUTPUT, presentInput, rowsInput, sanGraph, type DenseValues, type RowLayout, type SanGraphValues } from './san-onnx.ts'
+import { OrtGraph, resolveRuntime } from '@iisan/backbones/onnx/onnx-runtime'
 import type { UserEncoderConfig } from './user-encoder.ts'
 
 export type ModalityMode = 'intra' | 'inter' | 'intra_inter'
@@ -42,6 +44,10 @@ export interface IisanConfig extends UserEncoderConfig {
 const MISSING_INIT_STD = 0.02
 // items per inference chunk: every intermediate of a chunk lives until the chunk ends (tidy)
 const EMBED_CHUNK = 256
+// items per ONNX Runtime run of the catalogue pass. ORT's arena keeps its largest plan: a pass of
+// Scientific's 20k base-shaped items raised the peak RSS by ≈ 500 MB at 2,048 items a run and
+// ≈ 200 MB at 512, in about the same time (tmp runs on the shared machine, 2.8–4.5 s)
+const ORT_CHUNK = 512
 
 /**
  * Where the SAN's inputs H_m[s_k] come from: the cache's stored states (cached IISAN), or the
@@ -173,6 +179,64 @@ export class IisanItemEncoder implements ItemEncoder {
     return embedCatalogue(this.storedItems(), this.embeddingDim, EMBED_CHUNK, (ids) => this.embedUnique(ids))
   }
 
+  /**
+   * embedAll with the SAN on ONNX Runtime (san-onnx.ts), built from the current parameters; null
+   * where ORT does not load here or BACKBONE_RUNTIME=tfjs. The same rows within float tolerance
+   * (the sums run in another order).
+   */
+  async embedAllOnRuntime(): Promise<tf.Tensor2D | null> {
+    // the stored rows go to the graph as they are (uncached IISAN computes its states: tfjs)
+    if (!(this.source instanceof StoredStates)) return null
+    const rt = await resolveRuntime(undefined, () => undefined)
+    if (rt.name !== 'onnx') return null
+    const stored = this.source.states
+    const N = this.storedItems()
+    const D = this.embeddingDim
+    const graph = await OrtGraph.create(rt.ort, sanGraph(this.graphValues(stored)))
+    const out = new Float32Array((N + 1) * D) // row 0: padding
+    try {
+      for (let first = 1; first <= N; first += ORT_CHUNK) {
+        const ids = Int32Array.from({ length: Math.min(ORT_CHUNK, N - first + 1) }, (_, i) => first + i)
+        const feeds: Record<string, [Float32Array | Uint16Array, number[]]> = {}
+        for (const modality of ['text', 'image'] as const) {
+          const states = stored[modality]
+          const { rows, present } = readRows(states, ids)
+          feeds[rowsInput(modality)] = [rows, [ids.length, statesPerItem(states) / states.width, states.width]]
+          feeds[presentInput(modality)] = [present, [ids.length, 1]]
+        }
+        const [rows] = await graph.run(feeds, [SAN_OUTPUT])
+        out.set(rows, first * D)
+      }
+    } finally {
+      await graph.release()
+    }
+    return tf.tensor2d(out, [N + 1, D])
+  }
+
+  /** The parameters' current values and the stores' row layouts, for sanGraph. */
+  private graphValues(stored: CachedStates): SanGraphValues {
+    const values = (v: tf.Variable) => v.dataSync() as Float32Array
+    const dense = ({ w, b }: LinearWeights): DenseValues => ({ w: values(w), b: values(b), inDim: w.shape[0], outDim: w.shape[1] })
+    const { text, image, activation, embeddingDim } = this.config
+    return {
+      activation,
+      widths: { text: text.width, image: image.width },
+      rows: { text: this.rowLayout(stored.text, 'text'), image: this.rowLayout(stored.image, 'image') },
+      numSideLayers: this.layers.text.length,
+      missing: { text: values(this.missing.text), image: values(this.missing.image) },
+      alignImage: this.alignImage ? values(this.alignImage) : null,
+      towers: this.towers.map(({ modality, tower }) => ({
+        modality,
+        theta: values(tower.gate),
+        sanbs: tower.sanbs.map((b) => ({ down: dense({ w: b.down, b: b.downBias }), up: dense({ w: b.up, b: b.upBias }) })),
+        F: dense(tower.F),
+        P: dense(tower.P),
+      })),
+      fusion: dense(this.fusion),
+      embeddingDim,
+    }
+  }
+
   /** ids [n] (distinct, ≥ 1) → e_item [n, D]. */
   embedUnique(ids: Int32Array): tf.Tensor2D {
     const text = this.sideStates('text', ids)
@@ -233,6 +297,10 @@ export class IisanItemEncoder implements ItemEncoder {
   /** Items the source holds: a cold-start store grows past the trained N. */
   private storedItems(): number {
     return this.source instanceof StoredStates ? this.source.states.text.rowOf.length - 1 : this.config.numItems
+  }
+
+  private rowLayout(states: ModalityStates, modality: Modality): RowLayout {
+    return { dtype: rowsDtype(states), rowLayers: statesPerItem(states) / states.width, positions: this.layers[modality].map((l) => layerPosition(states, l)) }
   }
 
   /** H_m[s_k] for k = 1..K as [n, d] tensors, the learned missing state where absent. */

@@ -28,6 +28,11 @@ export interface ItemEncoder {
   /** [N+1, D] for every item (row 0 = padding), computed in inference mode. */
   embedAll(): tf.Tensor2D
   /**
+   * embedAll on a faster inference runtime, where the encoder has one (IISAN: its SAN on ONNX
+   * Runtime); null when that runtime is not available here. The same rows within float tolerance.
+   */
+  embedAllOnRuntime?(): Promise<tf.Tensor2D | null>
+  /**
    * Cold start: [n, D] rows for items outside training, from their cached backbone states,
    * without retraining. Only encoders that read content have it.
    */

@@ -218,7 +218,7 @@ export async function train(model: SequentialRecommender, data: ProtocolData, gi
   }
 
   model.params.restore(best.snapshot)
-  const itemMatrixTensor = model.itemMatrix()
+  const itemMatrixTensor = await model.itemMatrixForInference()
   const test = await evaluateRanking(model, data.test, itemMatrixTensor)
   sampleRss()
   const itemMatrix = itemMatrixTensor.dataSync() as Float32Array
@@ -285,7 +285,7 @@ export function applyGradients(params: Params, optimizers: GroupOptimizers, grad
 }
 
 async function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.Tensor2D) => Promise<R>): Promise<R> {
-  const matrix = model.itemMatrix()
+  const matrix = await model.itemMatrixForInference()
   try {
     return await use(matrix)
   } finally {

@@ -14,6 +14,8 @@ import { transposeMatrix, type AttentionNames } from '../layers.ts'
 const { onnx } = onnxProto
 const FLOAT = onnx.TensorProto.DataType.FLOAT
 const INT64 = onnx.TensorProto.DataType.INT64
+const FLOAT16 = onnx.TensorProto.DataType.FLOAT16
+const ELEMENT_TYPES = { float: FLOAT, float16: FLOAT16, int64: INT64 } as const
 
 export const OPSET = 17
 
@@ -40,9 +42,14 @@ export class GraphBuilder {
   }
 
   /** Graph input; dims are numbers or symbolic names ('batch', 'seq'). */
-  input(name: string, type: 'float' | 'int64', dims: (number | string)[]): string {
-    this.inputs.push(valueInfo(name, type === 'float' ? FLOAT : INT64, dims))
+  input(name: string, type: keyof typeof ELEMENT_TYPES, dims: (number | string)[]): string {
+    this.inputs.push(valueInfo(name, ELEMENT_TYPES[type], dims))
     return name
+  }
+
+  /** float16 → float32 (ONNX Cast). */
+  toFloat(x: string): string {
+    return this.op('Cast', [x], { to: FLOAT })
   }
 
   /** Marks `value` as the graph output `name` (through an Identity so any value can be one). */

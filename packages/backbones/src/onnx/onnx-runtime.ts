@@ -70,10 +70,13 @@ export class OrtGraph {
     return new OrtGraph(ort, session)
   }
 
-  /** feeds: name → [values, dims]; returns the requested outputs' float32 data. */
-  async run(feeds: Record<string, [BigInt64Array | Float32Array, number[]]>, outputs: string[]): Promise<Float32Array[]> {
+  /**
+   * feeds: name → [values, dims] (a Uint16Array holds float16 bit patterns); returns the
+   * requested outputs' float32 data.
+   */
+  async run(feeds: Record<string, [BigInt64Array | Float32Array | Uint16Array, number[]]>, outputs: string[]): Promise<Float32Array[]> {
     const tensors: Record<string, Ort.Tensor> = {}
-    for (const [name, [values, dims]] of Object.entries(feeds)) tensors[name] = new this.ort.Tensor(values, dims)
+    for (const [name, [values, dims]] of Object.entries(feeds)) tensors[name] = values instanceof Uint16Array ? new this.ort.Tensor('float16', values, dims) : new this.ort.Tensor(values, dims)
     const result = await this.session.run(tensors, outputs)
     return outputs.map((name) => result[name].data as Float32Array)
   }
