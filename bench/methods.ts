@@ -29,7 +29,7 @@ import sharp from 'sharp'
 import {
   METHODS,
   SequentialRecommender,
-  createOptimizers,
+  createModelOptimizers,
   defaultSideLayers,
   defaultTrainingConfig,
   getMethod,
@@ -400,7 +400,7 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
     if (stepSeconds.length === WARMUP + 1) tensorsAtFirstTimedStep = tf.memory().numTensors
   }
   /** One whole step under tf.profile: its peak tensor bytes (tfjs keeps no peak counter otherwise). */
-  const profiledStep = async (optimizers: ReturnType<typeof createOptimizers>, batch: Int32Array[]) => {
+  const profiledStep = async (optimizers: ReturnType<typeof createModelOptimizers>, batch: Int32Array[]) => {
     const info = await profileKernels(() => trainStep(model, optimizers, batch, logProb))
     return { peakBytes: info.peakBytes, loss: info.result as unknown as number }
   }
@@ -433,11 +433,11 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
     epochSeconds = result.secondsPerEpoch
     progress(total, total, 'profiling one step')
     // after training, with throwaway optimisers (their Adam slots are created inside the step, as in steady state)
-    const optimizers = createOptimizers(settings, model.params.groups())
+    const optimizers = createModelOptimizers(model, settings)
     stepPeakTensorBytes = (await profiledStep(optimizers, batchAt(data, order, 0, spec.batch, spec.sharedBatch))).peakBytes
     Object.values(optimizers).forEach((o) => o?.dispose())
   } else {
-    const optimizers = createOptimizers(settings, model.params.groups())
+    const optimizers = createModelOptimizers(model, settings)
     const total = WARMUP + spec.steps
     progress(0, total, 'warm-up')
     for (let s = 0; s < total; s++) {
