@@ -23,6 +23,7 @@ import {
   restoreOptimizerSlots,
   serializeTrainingState,
   tf,
+  train,
   trainStep,
   type GroupOptimizers,
   type MethodInputs,
@@ -258,5 +259,33 @@ describe.each(['wasm', 'cpu'] as const)('HostAdam on %s', (backend) => {
     disposeAll(carried)
     straight.dispose()
     resumed.dispose()
+  })
+
+  it('fft through train(): a run resumed from its first epoch’s serialised state ends where the uninterrupted run does', async () => {
+    const options = { ...rates, maxEpochs: 2, batchSize: 8, patience: 5, seed: 3 }
+    const [straight, interrupted, resumed] = [model('fft'), model('fft'), model('fft')]
+    // the trainer picks HostAdam from the descriptor, and checkpoints and resumes through its host slots
+    const exported = vi.spyOn(HostAdam.prototype, 'exportSlots')
+    const imported = vi.spyOn(HostAdam.prototype, 'importSlots')
+    try {
+      const uninterrupted = await train(straight, data, options)
+      let afterFirst: Uint8Array | undefined
+      await train(interrupted, data, options, {
+        onCheckpoint: (state) => {
+          afterFirst ??= serializeTrainingState(state)
+        },
+      })
+      const carriedOn = await train(resumed, data, options, { resumeFrom: parseTrainingState(afterFirst!) })
+      expect(carriedOn.epochs.map((e) => e.epoch)).toEqual([1, 2])
+      expect(carriedOn.epochs[1].trainLoss).toBe(uninterrupted.epochs[1].trainLoss)
+      expect(worstRelative(resumed.params.snapshot(), straight.params.snapshot())).toBe(0)
+      expect(Array.from(carriedOn.itemMatrix)).toEqual(Array.from(uninterrupted.itemMatrix))
+      expect(exported).toHaveBeenCalled()
+      expect(imported).toHaveBeenCalledTimes(resumed.params.groups().length)
+    } finally {
+      exported.mockRestore()
+      imported.mockRestore()
+      for (const m of [straight, interrupted, resumed]) m.dispose()
+    }
   })
 })
