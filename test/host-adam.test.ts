@@ -2,53 +2,32 @@
 // tfjs heap): the same weights after several steps, frozen weights left alone, training states
 // that resume as if the run had never stopped — on tiny random backbones (d 16, 2 layers; BERT
 // vocab 50; ViT 32×32 images), on the wasm and cpu backends.
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   SequentialRecommender,
   StepwiseAdam,
   buildProtocol,
   createModelOptimizers,
   createOptimizers,
-  defaultTrainingConfig,
   getMethod,
-  initBackend,
   logProbabilities,
   mulberry32,
   optimizerSlots,
   parseTrainingState,
-  patchWasmKernels,
   restoreOptimizerSlots,
   serializeTrainingState,
   tf,
   train,
   trainStep,
   type GroupOptimizers,
-  type MethodInputs,
   type TrainingState,
 } from '@iisan/model'
 import { HostAdam } from '@iisan/model/host-adam'
-import { Checkpoint, readModelConfig, type BertConfig, type VitConfig } from '@iisan/backbones'
-import { bertHfConfig, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { TrainableBert } from '@iisan/backbones/trainable'
-import { tinyItemContent } from './tiny-item-content.ts'
+import { tinyBackbonesFolder, tinyFineTuningModel, useBackend } from './helpers/tiny-backbones.ts'
 
-const SHAPE = { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32 }
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-host-adam-'))
+const root = tinyBackbonesFolder('host-adam')
 const N = 14
-const SEQ = 5
-
-beforeAll(async () => {
-  await initBackend({ prefer: 'wasm' })
-  await import('@tensorflow/tfjs-backend-cpu')
-  const vocab = Array.from({ length: 50 }, (_, i) => `tok${i}`).join('\n') + '\n'
-  writeRandomBert(path.join(root, 'bert'), bertHfConfig({ ...SHAPE, vocab_size: 50, max_position_embeddings: 16 }), vocab, 'host-adam')
-  writeRandomVit(path.join(root, 'vit'), vitHfConfig({ ...SHAPE, image_size: 32, patch_size: 16 }), 'host-adam')
-})
-
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
 
 const random = mulberry32(9)
 const users = Array.from({ length: 24 }, (_, u) => ({ key: `u${u}`, items: Array.from({ length: 6 }, () => String(1 + Math.floor(random() * N))) }))
@@ -59,15 +38,7 @@ const batches = [0, 8, 16, 4].map((first) => data.trainWindows.slice(first, firs
 const rates = { lrItem: 1e-2, lrUser: 1e-2, lrTextEncoder: 1e-2, lrImageEncoder: 1e-2, lrTextAdapters: 1e-2, lrImageAdapters: 1e-2 }
 
 function model(method: string): SequentialRecommender {
-  const inputs: MethodInputs = {
-    content: tinyItemContent(N, SEQ, [3, 6, 9, 12]),
-    backbones: {
-      text: { config: readModelConfig(path.join(root, 'bert')) as BertConfig, checkpoint: Checkpoint.open(path.join(root, 'bert'), 'bert') },
-      image: { config: readModelConfig(path.join(root, 'vit')) as VitConfig, checkpoint: Checkpoint.open(path.join(root, 'vit'), 'vit') },
-    },
-  }
-  const settings = { ...defaultTrainingConfig(getMethod(method)), embeddingDim: 8, numBlocks: 1, numHeads: 2, maxSeqLen: 4, seed: 6 }
-  return new SequentialRecommender({ ...getMethod(method).modelConfig(data.numItems, settings, inputs), stepTokens: 15 } as never, inputs)
+  return tinyFineTuningModel(root, method, data.numItems)
 }
 
 /** The largest |a − b| / max(|a|, |b|) over two runs' parameters (0 for equal values). */
@@ -108,11 +79,7 @@ describe('which methods keep their Adam slots in host memory', () => {
 })
 
 describe.each(['wasm', 'cpu'] as const)('HostAdam on %s', (backend) => {
-  beforeAll(async () => {
-    await tf.setBackend(backend)
-    await tf.ready()
-    if (backend === 'wasm') patchWasmKernels()
-  })
+  beforeAll(() => useBackend(backend))
 
   it('gives StepwiseAdam’s weights over four steps; a variable without gradients stays as it was; no tensor is left behind', () => {
     const shapes = [[300, 17], [64], [1], [5, 3]]
