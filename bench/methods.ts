@@ -702,7 +702,7 @@ function scored(rows: Row[]): SizeReport['rows'] {
  * A size's report with its rows merged into the earlier file's rows of that size (bench/lib/
  * methods-merge.ts): the methods it measured replace theirs, the others stay, labelled with their
  * run; TPME and the paper ratios are recomputed over all rows, and the earlier notes on a kept
- * method come along.
+ * method (and its cache build, when this run built none) come along.
  */
 function withEarlierRows(report: SizeReport, earlier: EarlierFile): SizeReport {
   const section = earlier.sizes?.[report.size]
@@ -718,7 +718,9 @@ function withEarlierRows(report: SizeReport, earlier: EarlierFile): SizeReport {
     const about = (note: string) => kept.some((r) => note.startsWith(`${r.method}: `) || note.startsWith(`${r.method} failed: `))
     notes.push(...(section?.notes ?? []).filter(about).map((note) => `(earlier run) ${note}`))
   }
-  return { ...report, rows: scored(rows), ratios: paperRatios(rows), notes }
+  // a run without cached-states methods builds no cache: the kept rows' build figures stay
+  const cacheBuild = 'totalSeconds' in report.cacheBuild || !section ? report.cacheBuild : section.cacheBuild
+  return { ...report, cacheBuild, rows: scored(rows), ratios: paperRatios(rows), notes }
 }
 
 /** A results file as far as a later run reads it (its size sections keep the other methods' rows). */
