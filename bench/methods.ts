@@ -1,5 +1,8 @@
 // `npm run bench:methods [-- --quick] [--size demo|base|both] [--users N] [--steps N] [--epochs N]
 //   [--batch N] [--content-batch N] [--methods a,b,…] [--cache-sample N]`
+// `npm run bench:methods -- --merge FILE [--methods a,b,…]`: runs nothing; merges the rows of
+//   another run's methods.json (another worktree or machine) into bench/results, as a run would
+//   (every size of FILE unless --size says which).
 //
 // Every registered training method (METHODS), side by side in one run, on the same batches of real
 // Scientific sequences (the first --users users; the seeded batch order `train` itself uses) with
@@ -18,8 +21,9 @@
 // wasm heap only grows, so methods sharing a process would inherit each other's peaks), and a
 // method that dies (out of wasm memory) fails alone. Prints a table per size and the FFT / IISAN
 // ratios next to the paper's reference figures; writes bench/results/methods.json (a run of one
-// size keeps the other size's section) and bench/results/methods.svg. --quick (3 steps, demo
-// only) writes its files to the temp folder instead.
+// size keeps the other size's section, a run of some methods the other methods' rows of its size,
+// each row labelled with its run) and bench/results/methods.svg, whose tables and chart show every
+// row. --quick (3 steps, demo only) writes its files to the temp folder instead.
 import { fork } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -29,7 +33,7 @@ import sharp from 'sharp'
 import {
   METHODS,
   SequentialRecommender,
-  createOptimizers,
+  createModelOptimizers,
   defaultSideLayers,
   defaultTrainingConfig,
   getMethod,
@@ -56,6 +60,7 @@ import { profileKernels } from '@iisan/tensor-ops/profile'
 import { loadItemContent } from '@iisan/pipeline/training/item-content'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline/dataset/sample'
 import { errorMessage, fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
+import { mergeRows, type EarlierRun, type RunLabel } from './lib/methods-merge.ts'
 import { randomBaseStates } from './random-states.ts'
 
 const CHILD_ENV = 'IISAN_BENCH_METHODS_CHILD'
@@ -400,7 +405,7 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
     if (stepSeconds.length === WARMUP + 1) tensorsAtFirstTimedStep = tf.memory().numTensors
   }
   /** One whole step under tf.profile: its peak tensor bytes (tfjs keeps no peak counter otherwise). */
-  const profiledStep = async (optimizers: ReturnType<typeof createOptimizers>, batch: Int32Array[]) => {
+  const profiledStep = async (optimizers: ReturnType<typeof createModelOptimizers>, batch: Int32Array[]) => {
     const info = await profileKernels(() => trainStep(model, optimizers, batch, logProb))
     return { peakBytes: info.peakBytes, loss: info.result as unknown as number }
   }
@@ -433,11 +438,11 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
     epochSeconds = result.secondsPerEpoch
     progress(total, total, 'profiling one step')
     // after training, with throwaway optimisers (their Adam slots are created inside the step, as in steady state)
-    const optimizers = createOptimizers(settings, model.params.groups())
+    const optimizers = createModelOptimizers(model, settings)
     stepPeakTensorBytes = (await profiledStep(optimizers, batchAt(data, order, 0, spec.batch, spec.sharedBatch))).peakBytes
     Object.values(optimizers).forEach((o) => o?.dispose())
   } else {
-    const optimizers = createOptimizers(settings, model.params.groups())
+    const optimizers = createModelOptimizers(model, settings)
     const total = WARMUP + spec.steps
     progress(0, total, 'warm-up')
     for (let s = 0; s < total; s++) {
@@ -535,6 +540,8 @@ interface Row extends Partial<MethodResult> {
   batch: number
   failed?: string
   wallSeconds: number
+  /** the run that measured this row (a run of some methods keeps the others' rows: lib/methods-merge.ts) */
+  run?: RunLabel
 }
 
 interface SizeReport {
@@ -621,6 +628,11 @@ function paperRatios(rows: Row[]) {
   }
 }
 
+/** 'this run', or when an earlier run measured the row, its start (UTC) */
+function runOf(report: SizeReport, row: Row): string {
+  return !row.run || row.run.date === report.date ? 'this run' : `${row.run.date.slice(0, 16).replace('T', ' ')}Z`
+}
+
 function printSize(report: SizeReport): void {
   const epochsRun = report.mode === 'epochs'
   console.log(
@@ -632,8 +644,9 @@ function printSize(report: SizeReport): void {
     report.rows.map((r) => [
       r.method,
       r.failed
-        ? { reads: r.reads, batch: r.batch, 'failed': r.failed.slice(0, 80) }
+        ? { run: runOf(report, r), reads: r.reads, batch: r.batch, 'failed': r.failed.slice(0, 80) }
         : {
+            run: runOf(report, r),
             reads: r.reads,
             batch: r.batch,
             params: r.trainableParams,
@@ -675,7 +688,45 @@ function printSize(report: SizeReport): void {
   for (const note of report.notes) console.log(`  · ${note}`)
 }
 
-async function runSize(size: Size, o: Options, work: string): Promise<SizeReport> {
+/** TPME (paper weights) over the rows that ran. */
+function scored(rows: Row[]): SizeReport['rows'] {
+  const ok = rows.filter((r) => !r.failed)
+  const scores = ok.length ? tpme(ok.map((r) => ({ id: r.method, secondsPerEpoch: r.epochSeconds!, trainableParams: r.trainableParams!, peakMemoryMb: r.peakRssBytes! / MB })), PAPER_TPME_WEIGHTS) : []
+  return rows.map((r) => {
+    const s = scores.find((x) => x.id === r.method)
+    return s ? { ...r, tpme: s.tpme, timeNorm: s.timeNorm, paramsNorm: s.paramsNorm, memoryNorm: s.memoryNorm } : r
+  })
+}
+
+/**
+ * A size's report with its rows merged into the earlier file's rows of that size (bench/lib/
+ * methods-merge.ts): the methods it measured replace theirs, the others stay, labelled with their
+ * run; TPME and the paper ratios are recomputed over all rows, and the earlier notes on a kept
+ * method (and its cache build, when this run built none) come along.
+ */
+function withEarlierRows(report: SizeReport, earlier: EarlierFile): SizeReport {
+  const section = earlier.sizes?.[report.size]
+  const rows = mergeRows(report.rows, { date: report.date, command: report.command }, section, earlier, METHODS.map((m) => m.name))
+  const kept = rows.filter((r) => r.run.date !== report.date)
+  const notes = [...report.notes]
+  if (kept.length) {
+    notes.push(
+      `Rows kept from earlier runs (measured then, under that run's load; TPME and the ratios are over all rows): ` +
+        kept.map((r) => `${r.method} (${r.run.date.slice(0, 16)}Z, \`${r.run.command}\`${r.run.loadAverage ? `, load ${r.run.loadAverage.map((l) => l.toFixed(1)).join('–')}` : ''})`).join('; ') +
+        '.',
+    )
+    const about = (note: string) => kept.some((r) => note.startsWith(`${r.method}: `) || note.startsWith(`${r.method} failed: `))
+    notes.push(...(section?.notes ?? []).filter(about).map((note) => `(earlier run) ${note}`))
+  }
+  // a run without cached-states methods builds no cache: the kept rows' build figures stay
+  const cacheBuild = 'totalSeconds' in report.cacheBuild || !section ? report.cacheBuild : section.cacheBuild
+  return { ...report, cacheBuild, rows: scored(rows), ratios: paperRatios(rows), notes }
+}
+
+/** A results file as far as a later run reads it (its size sections keep the other methods' rows). */
+type EarlierFile = EarlierRun<never> & { sizes?: Partial<Record<Size, SizeReport>> }
+
+async function runSize(size: Size, o: Options, work: string, earlier: EarlierFile): Promise<SizeReport> {
   const startedSize = now()
   const { data } = loadScientific(o.users)
   if (data.stats.usersKept < 2) fail(`${data.stats.usersKept} user(s) with enough interactions in the first ${o.users}; at least 2 are needed (raise --users)`)
@@ -769,11 +820,6 @@ async function runSize(size: Size, o: Options, work: string): Promise<SizeReport
   bars.stop()
 
   const ok = rows.filter((r) => !r.failed)
-  const scores = ok.length ? tpme(ok.map((r) => ({ id: r.method, secondsPerEpoch: r.epochSeconds!, trainableParams: r.trainableParams!, peakMemoryMb: r.peakRssBytes! / MB })), PAPER_TPME_WEIGHTS) : []
-  const scored = rows.map((r) => {
-    const s = scores.find((x) => x.id === r.method)
-    return s ? { ...r, tpme: s.tpme, timeNorm: s.timeNorm, paramsNorm: s.paramsNorm, memoryNorm: s.memoryNorm } : r
-  })
 
   const notes = [
     `Scientific has no images: every item gets a synthetic ${IMAGE_SIDE}×${IMAGE_SIDE} RGB pattern (one of ${PATTERNS}, by item index), PNG-encoded and read through loadItemContent's images loader (decode + Pillow resize + normalise), so the image backbone runs.`,
@@ -804,26 +850,29 @@ async function runSize(size: Size, o: Options, work: string): Promise<SizeReport
         '.',
     )
 
-  const report: SizeReport = {
-    size,
-    date: new Date().toISOString(),
-    command: commandLine(),
-    machine: machine(),
-    users: data.stats.usersKept,
-    items: data.numItems,
-    trainWindows: data.trainWindows.length,
-    mode,
-    epochs: mode === 'epochs' ? o.epochs : null,
-    steps: mode === 'steps' ? o.steps : null,
-    sharedBatch: o.batch,
-    backbones: backboneNames,
-    backboneSetupSeconds,
-    cacheBuild,
-    rows: scored,
-    ratios: paperRatios(rows),
-    notes,
-    wallSeconds: now() - startedSize,
-  }
+  const report = withEarlierRows(
+    {
+      size,
+      date: new Date().toISOString(),
+      command: commandLine(),
+      machine: machine(),
+      users: data.stats.usersKept,
+      items: data.numItems,
+      trainWindows: data.trainWindows.length,
+      mode,
+      epochs: mode === 'epochs' ? o.epochs : null,
+      steps: mode === 'steps' ? o.steps : null,
+      sharedBatch: o.batch,
+      backbones: backboneNames,
+      backboneSetupSeconds,
+      cacheBuild,
+      rows,
+      ratios: paperRatios(rows),
+      notes,
+      wallSeconds: now() - startedSize,
+    },
+    earlier,
+  )
   if (size === 'base') fs.rmSync(path.join(work, 'bert-base'), { recursive: true, force: true })
   if (size === 'base') fs.rmSync(path.join(work, 'vit-base'), { recursive: true, force: true })
   printSize(report)
@@ -895,7 +944,8 @@ function chart(reports: SizeReport[]): string {
     }))
     const height = rows.length * rowHeight
     rows.forEach((r, i) => {
-      body += `<text x="${labelWidth - 8}" y="${blockTop + i * rowHeight + 17}" text-anchor="end">${escapeXml(r.method)}</text>`
+      const from = runOf(report, r)
+      body += `<text x="${labelWidth - 8}" y="${blockTop + i * rowHeight + 17}" text-anchor="end">${escapeXml(r.method)}${from === 'this run' ? '' : `<tspan x="${labelWidth - 8}" dy="11" font-size="9" fill="#868e96">run ${escapeXml(from)}</tspan>`}</text>`
       if (r.failed) body += `<text x="${labelWidth + 4}" y="${blockTop + i * rowHeight + 17}" fill="#c92a2a">failed: ${escapeXml(r.failed.slice(0, 60))}</text>`
     })
     body += logPanel(labelWidth, blockTop, panelWidth, 'time per step (log scale)', 's', timeRows, height)
@@ -926,15 +976,18 @@ interface Options {
   contentBatch: number | null
   methods: string[] | null
   cacheSample: number
+  /** a methods.json to merge in instead of running */
+  merge: string | null
 }
 
 function options(): Options {
   const usage =
-    'usage: npm run bench:methods -- [--quick] [--size demo|base|both] [--users N] [--steps N] [--epochs N] [--batch N] [--content-batch N] [--methods a,b] [--cache-sample N]'
+    'usage: npm run bench:methods -- [--quick] [--size demo|base|both] [--users N] [--steps N] [--epochs N] [--batch N] [--content-batch N] [--methods a,b] [--cache-sample N]\n' +
+    '       npm run bench:methods -- --merge FILE [--size demo|base|both] [--methods a,b]   (merge another run\'s results file into bench/results without running)'
   const { values } = parseOptions(
     {
       quick: { type: 'boolean', default: false },
-      size: { type: 'string', default: 'demo' },
+      size: { type: 'string' },
       users: { type: 'string', default: '1000' },
       steps: { type: 'string' },
       epochs: { type: 'string', default: '2' },
@@ -942,11 +995,15 @@ function options(): Options {
       'content-batch': { type: 'string' },
       methods: { type: 'string' },
       'cache-sample': { type: 'string', default: '8' },
+      merge: { type: 'string' },
     },
     usage,
   )
-  const sizes: Size[] = values.size === 'both' ? ['demo', 'base'] : values.size === 'demo' || values.size === 'base' ? [values.size] : fail(`--size must be demo, base or both (got ${JSON.stringify(values.size)})`)
+  // a run measures the demo size unless told; --merge takes every size of its file unless told
+  const size = values.size ?? (values.merge !== undefined ? 'both' : 'demo')
+  const sizes: Size[] = size === 'both' ? ['demo', 'base'] : size === 'demo' || size === 'base' ? [size] : fail(`--size must be demo, base or both (got ${JSON.stringify(size)})`)
   if (values.quick && sizes.includes('base')) fail('--quick runs the demo size only (3 steps); drop --size base|both')
+  if (values.merge !== undefined && values.quick) fail('--merge writes bench/results; drop --quick')
   const methods = values.methods?.split(',').map((m) => m.trim()).filter(Boolean) ?? null
   for (const m of methods ?? []) if (!METHODS.some((x) => x.name === m)) fail(`unknown method ${JSON.stringify(m)} in --methods (available: ${METHODS.map((x) => x.name).join(', ')})`)
   const batch = positiveInt('batch', values.batch)
@@ -963,11 +1020,32 @@ function options(): Options {
     contentBatch,
     methods,
     cacheSample: positiveInt('cache-sample', values['cache-sample']),
+    merge: values.merge ?? null,
   }
 }
 
 async function main(): Promise<void> {
   const o = options()
+  // read before the run: a results file that cannot be merged into fails now, not after hours
+  const outDir = o.quick ? path.join(os.tmpdir(), 'iisan-bench-methods-quick') : RESULTS
+  const jsonFile = path.join(outDir, 'methods.json')
+  // a run of one size keeps the other size's section of an earlier run, and a run of some methods
+  // the other methods' rows of its size (runSize); --quick runs start afresh
+  const earlier: EarlierFile = !o.quick && fs.existsSync(jsonFile) ? readResults(jsonFile, 'move it away to start a new results file') : {}
+  if (o.merge) {
+    // the other file's sections (--size, --methods pick), as if that run had been made here (its rows keep their labels)
+    const other = readResults(o.merge, 'give a methods.json written by bench:methods')
+    const picked = o.sizes.flatMap((size) => {
+      const section = other.sizes?.[size]
+      if (!section) return []
+      const rows = section.rows.filter((r) => !o.methods || o.methods.includes(r.method))
+      return rows.length ? [withEarlierRows({ ...section, rows }, earlier)] : []
+    })
+    if (!picked.length) fail(`${o.merge} has no rows${o.methods ? ` of ${o.methods.join(', ')}` : ''} to merge`)
+    picked.forEach(printSize)
+    writeResults(outDir, earlier, picked, { quick: false, seconds: 0 })
+    return
+  }
   const started = now()
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-methods-'))
   const cleanup = () => fs.rmSync(work, { recursive: true, force: true })
@@ -977,28 +1055,32 @@ async function main(): Promise<void> {
   })
   const reports: SizeReport[] = []
   try {
-    for (const size of o.sizes) reports.push(await runSize(size, o, work))
+    for (const size of o.sizes) reports.push(await runSize(size, o, work, earlier))
   } finally {
     cleanup()
   }
-  const outDir = o.quick ? path.join(os.tmpdir(), 'iisan-bench-methods-quick') : RESULTS
+  writeResults(outDir, earlier, reports, { quick: o.quick, seconds: now() - started })
+}
+
+function readResults(file: string, hint: string): EarlierFile {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as EarlierFile
+  } catch (err) {
+    return fail(`${file} is not a readable results file (${errorMessage(err)}); ${hint}`)
+  }
+}
+
+/** methods.json and methods.svg: the earlier file's sections with this run's (already merged) ones in their place. */
+function writeResults(outDir: string, earlier: EarlierFile, reports: SizeReport[], run: { quick: boolean; seconds: number }): void {
   fs.mkdirSync(outDir, { recursive: true })
   const jsonFile = path.join(outDir, 'methods.json')
-  // a run of one size keeps the other size's section of an earlier run
-  let sizes: Partial<Record<Size, SizeReport>> = {}
-  if (!o.quick && fs.existsSync(jsonFile)) {
-    try {
-      sizes = (JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as { sizes?: Partial<Record<Size, SizeReport>> }).sizes ?? {}
-    } catch {
-      sizes = {}
-    }
-  }
+  const sizes: Partial<Record<Size, SizeReport>> = { ...earlier.sizes }
   for (const r of reports) sizes[r.size] = r
-  const totalSeconds = now() - started
+  const totalSeconds = run.seconds
   const out = {
     date: new Date().toISOString(),
     command: commandLine(),
-    quick: o.quick,
+    quick: run.quick,
     machine: machine(),
     runSeconds: totalSeconds,
     tpmeWeights: PAPER_TPME_WEIGHTS,
@@ -1008,7 +1090,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(jsonFile, `${JSON.stringify(out, null, 2)}\n`)
   const svgFile = path.join(outDir, 'methods.svg')
   fs.writeFileSync(svgFile, chart((['demo', 'base'] as const).flatMap((s) => (sizes[s] ? [sizes[s]!] : []))))
-  console.log(`\nwrote ${jsonFile} and ${svgFile}${o.quick ? ' (--quick: not bench/results)' : ''}; total ${(totalSeconds / 60).toFixed(1)} min`)
+  console.log(`\nwrote ${jsonFile} and ${svgFile}${run.quick ? ' (--quick: not bench/results)' : ''}; total ${(totalSeconds / 60).toFixed(1)} min`)
 }
 
 if (process.env[CHILD_ENV]) {

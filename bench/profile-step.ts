@@ -2,7 +2,7 @@
 // kernel and shape (tf.profile), on random base-shaped states and real Scientific batches.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { SequentialRecommender, createOptimizers, defaultTrainingConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, tf, trainStep, type ParamGroup } from '@iisan/model'
+import { SequentialRecommender, createModelOptimizers, defaultTrainingConfig, initBackend, logProbabilities, mulberry32, protocolFromTsv, tf, trainStep, type ParamGroup } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { profileKernels } from '@iisan/tensor-ops/profile'
@@ -26,7 +26,7 @@ const N = data.numItems
 const settings = defaultTrainingConfig(method)
 const inputs = randomBaseInputs(method, N)
 const model = new SequentialRecommender(method.modelConfig(N, settings, inputs), inputs)
-const optimizers = createOptimizers(settings, model.params.groups())
+const optimizers = createModelOptimizers(model, settings)
 const logProb = logProbabilities(data.trainCounts)
 const random = mulberry32(3)
 const batch = () => Array.from({ length: 64 }, () => data.trainWindows[Math.floor(random() * data.trainWindows.length)])

@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import {
   SequentialRecommender,
-  createOptimizers,
+  createModelOptimizers,
   defaultTrainingConfig,
   evaluateRanking,
   initBackend,
@@ -78,7 +78,7 @@ const WARMUP = 2
 function measure(threads: number | undefined): { model: SequentialRecommender; times: number[]; meanUnique: number } {
   const settings = defaultTrainingConfig(chosen, threads === undefined ? {} : { trainThreads: threads })
   const model = new SequentialRecommender(chosen.modelConfig(N, settings, inputs), inputs)
-  const optimizers = createOptimizers(settings, model.params.groups())
+  const optimizers = createModelOptimizers(model, settings)
   const random = mulberry32(7)
   const times: number[] = []
   let uniqueItems = 0

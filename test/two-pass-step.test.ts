@@ -2,10 +2,7 @@
 // (the gradient tape no longer copies what it saves), and the fine-tuning baselines' two-pass step
 // (packages/model/src/item-encoder.ts, forwardForStep) giving one tape's loss and gradients — on
 // tiny random backbones (d 16, 2 layers; BERT vocab 50; ViT 32×32 images), on wasm and cpu.
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   Params,
   SequentialRecommender,
@@ -13,42 +10,17 @@ import {
   applyGradients,
   buildProtocol,
   createOptimizers,
-  defaultTrainingConfig,
-  getMethod,
-  initBackend,
   logProbabilities,
   mulberry32,
-  patchWasmKernels,
   tf,
   trainStep,
   wasmHeapMeter,
-  type MethodInputs,
 } from '@iisan/model'
-import { Checkpoint, readModelConfig, type BertConfig, type VitConfig } from '@iisan/backbones'
-import { bertHfConfig, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { TrainableBert, TrainableVit } from '@iisan/backbones/trainable'
-import { tinyItemContent } from './tiny-item-content.ts'
+import { tinyBackbonesFolder, tinyFineTuningModel, useBackend } from './helpers/tiny-backbones.ts'
 
-const SHAPE = { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32 }
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-two-pass-'))
+const root = tinyBackbonesFolder('two-pass')
 const N = 14
-const SEQ = 5
-
-beforeAll(async () => {
-  await initBackend({ prefer: 'wasm' })
-  await import('@tensorflow/tfjs-backend-cpu')
-  const vocab = Array.from({ length: 50 }, (_, i) => `tok${i}`).join('\n') + '\n'
-  writeRandomBert(path.join(root, 'bert'), bertHfConfig({ ...SHAPE, vocab_size: 50, max_position_embeddings: 16 }), vocab, 'two-pass')
-  writeRandomVit(path.join(root, 'vit'), vitHfConfig({ ...SHAPE, image_size: 32, patch_size: 16 }), 'two-pass')
-})
-
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
-
-async function useBackend(name: 'wasm' | 'cpu'): Promise<void> {
-  await tf.setBackend(name)
-  await tf.ready()
-  if (name === 'wasm') patchWasmKernels()
-}
 
 describe('wasm Identity shares the buffer', () => {
   beforeAll(() => useBackend('wasm'))
@@ -166,18 +138,7 @@ const batches = [0, 8, 16].map((first) => data.trainWindows.slice(first, first +
 const rates = { lrItem: 1e-3, lrUser: 1e-3, lrTextEncoder: 1e-3, lrImageEncoder: 1e-3, lrTextAdapters: 1e-3, lrImageAdapters: 1e-3 }
 
 function model(method: string): SequentialRecommender {
-  const inputs: MethodInputs = {
-    // titles of 3–5 tokens, images for every third item
-    content: tinyItemContent(N, SEQ, [3, 6, 9, 12]),
-    backbones: {
-      text: { config: readModelConfig(path.join(root, 'bert')) as BertConfig, checkpoint: Checkpoint.open(path.join(root, 'bert'), 'bert') },
-      image: { config: readModelConfig(path.join(root, 'vit')) as VitConfig, checkpoint: Checkpoint.open(path.join(root, 'vit'), 'vit') },
-    },
-  }
-  const settings = { ...defaultTrainingConfig(getMethod(method)), embeddingDim: 8, numBlocks: 1, numHeads: 2, maxSeqLen: 4, seed: 6, loraRank: 2, loraAlpha: 4 }
-  // 15 tokens per backbone forward: 3 titles (5 tokens) or 3 images (4 patches + [CLS]), so a
-  // batch's ≈ 14 distinct items make several chunks of each
-  return new SequentialRecommender({ ...getMethod(method).modelConfig(data.numItems, settings, inputs), stepTokens: 15 } as never, inputs)
+  return tinyFineTuningModel(root, method, data.numItems, { loraRank: 2, loraAlpha: 4 })
 }
 
 /** One Adam step with one tape over the whole loss (what trainStep did before the two passes). */

@@ -4,8 +4,11 @@ import { createHash } from 'node:crypto'
 import * as tf from '@tensorflow/tfjs-core'
 import type { ProtocolData } from './data.ts'
 import { evaluateRanking } from './evaluate.ts'
+import { HostAdam } from './host-adam.ts'
 import { logProbabilities } from './loss.ts'
 import type { RankingMetrics } from './metrics.ts'
+import type { OptimizerSlotPlace } from './methods/method.ts'
+import { getMethod } from './methods/registry.ts'
 import type { ParamGroup, Params } from './params.ts'
 import type { SequentialRecommender } from './recommender.ts'
 import { optimizerSlots, restoreOptimizerSlots, type EpochSummary, type TrainingState } from './training-state.ts'
@@ -133,7 +136,7 @@ export interface TrainResult {
 export async function train(model: SequentialRecommender, data: ProtocolData, given: Partial<TrainOptions> = {}, hooks: TrainHooks = {}): Promise<TrainResult> {
   const options: TrainOptions = { ...PAPER_TRAINING, ...given }
   if (data.trainWindows.length === 0) throw new Error('no training sequences: no user has enough interactions')
-  const optimizers = createOptimizers(options, model.params.groups())
+  const optimizers = createModelOptimizers(model, options)
   // the process's maxRSS would carry the peak of every earlier job in a long-lived worker
   let peakRss = process.memoryUsage().rss
   const sampleRss = () => {
@@ -293,9 +296,19 @@ async function withItemMatrix<R>(model: SequentialRecommender, use: (matrix: tf.
   }
 }
 
-/** Adam per learning-rate group the model has, with PyTorch's ε = 1e-8 (tfjs defaults to 1e-7). */
-export function createOptimizers(rates: LearningRates, groups: ParamGroup[]): GroupOptimizers {
-  return Object.fromEntries(groups.map((group) => [group, new StepwiseAdam(learningRateOf(group, rates), 0.9, 0.999, 1e-8)]))
+/**
+ * Adam per learning-rate group the model has, with PyTorch's ε = 1e-8 (tfjs defaults to 1e-7):
+ * StepwiseAdam with its slots on the tfjs heap, or HostAdam with them in host memory (same
+ * numbers; see OptimizerSlotPlace for who uses which).
+ */
+export function createOptimizers(rates: LearningRates, groups: ParamGroup[], slots: OptimizerSlotPlace = 'heap'): GroupOptimizers {
+  const adam = (rate: number) => (slots === 'host' ? new HostAdam(rate, 0.9, 0.999, 1e-8) : new StepwiseAdam(rate, 0.9, 0.999, 1e-8))
+  return Object.fromEntries(groups.map((group) => [group, adam(learningRateOf(group, rates))]))
+}
+
+/** createOptimizers with the slots where the model's method asks for them (TrainingMethod.optimizerSlots). */
+export function createModelOptimizers(model: SequentialRecommender, rates: LearningRates): GroupOptimizers {
+  return createOptimizers(rates, model.params.groups(), getMethod(model.config.method).optimizerSlots ?? 'heap')
 }
 
 /** What StepwiseAdam reads of tfjs' Adam (private there). */

@@ -4,6 +4,7 @@
 // with the same seed reaches.
 import * as tf from '@tensorflow/tfjs-core'
 import { parseSafetensors, serializeSafetensors, toFloat32, type TensorToWrite } from '@iisan/safetensors'
+import { HostAdam } from './host-adam.ts'
 import type { RankingMetrics } from './metrics.ts'
 import type { ParamGroup } from './params.ts'
 
@@ -39,7 +40,11 @@ export interface TrainingState extends TrainerProgress {
   optimizers: Partial<Record<ParamGroup, OptimizerSlots>>
 }
 
-/** Adam's state: the step count, the running β powers and one m and one v per variable, in order. */
+/**
+ * Adam's state: the step count, the running β powers and one m and one v per variable, in order.
+ * StepwiseAdam (slots on the tfjs heap) and HostAdam (slots in host memory) both save and read this
+ * layout, so the file format does not say which one wrote it.
+ */
 export interface OptimizerSlots {
   iterations: number
   accBeta1: number
@@ -56,6 +61,8 @@ interface AdamInternals {
 }
 
 export async function optimizerSlots(optimizer: tf.Optimizer): Promise<OptimizerSlots> {
+  // its slots are already host arrays: getWeights would copy all of them onto the heap at once
+  if (optimizer instanceof HostAdam) return optimizer.exportSlots()
   const [iterations, ...weights] = await optimizer.getWeights()
   const count = (await iterations.tensor.data())[0]
   iterations.tensor.dispose()
@@ -69,6 +76,7 @@ export async function optimizerSlots(optimizer: tf.Optimizer): Promise<Optimizer
 }
 
 export async function restoreOptimizerSlots(optimizer: tf.Optimizer, saved: OptimizerSlots): Promise<void> {
+  if (optimizer instanceof HostAdam) return optimizer.importSlots(saved)
   const tensors = [tf.scalar(saved.iterations, 'int32'), ...saved.slots.map((s) => tf.tensor(s.values, s.shape))]
   // names are only labels in tfjs' Adam: slots are matched to variables by position
   await optimizer.setWeights(tensors.map((tensor, i) => ({ name: `slot${i}`, tensor })))

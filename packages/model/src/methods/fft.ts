@@ -7,4 +7,7 @@ export const fft = fineTuningMethod({
   defaults: { ...FINE_TUNING_DEFAULTS, lrUser: 1e-4 },
   paramGroups: { textEncoder: 'every BERT weight', imageEncoder: 'every ViT weight' },
   tuning: () => ({ kind: 'full' }),
+  // every weight trains: at base size (196 M weights) weights, gradients and Adam's m and v on the
+  // heap are 3.1 GB of the wasm32 heap's 4 GB, and the second step (the first with slots) ran out
+  optimizerSlots: 'host',
 })

@@ -12,7 +12,7 @@ import type { ItemEncoder } from '../item-encoder.ts'
 import type { ParamGroup } from '../params.ts'
 import type { TrainOptions } from '../trainer.ts'
 import { PAPER_USER_ENCODER } from '../user-encoder.ts'
-import { userEncoderSettings, type JobSettings, type ModelConfigBase, type TrainingMethod } from './method.ts'
+import { userEncoderSettings, type JobSettings, type ModelConfigBase, type OptimizerSlotPlace, type TrainingMethod } from './method.ts'
 
 export interface FineTuningConfig extends ModelConfigBase {
   text: BackboneShape
@@ -31,6 +31,8 @@ export interface FineTuningSpec {
   defaults: Record<string, unknown> & Partial<TrainOptions>
   paramGroups: Partial<Record<ParamGroup, string>>
   tuning(settings: JobSettings): BackboneTuning
+  /** absent: 'heap' (TrainingMethod.optimizerSlots) */
+  optimizerSlots?: OptimizerSlotPlace
 }
 
 /** The baselines' batch size and the authors' rates for the backbones themselves. */
@@ -62,6 +64,7 @@ export function fineTuningMethod(spec: FineTuningSpec): TrainingMethod<FineTunin
     paramGroups: { ...spec.paramGroups, recsys: 'the user encoder, the text fc, the image classifier, the fusion (com_dense) and the learned missing-image vector' },
     // a new item needs a forward pass through the fine-tuned backbones, which serving does not hold
     capabilities: { coldStart: false },
+    ...(spec.optimizerSlots ? { optimizerSlots: spec.optimizerSlots } : {}),
     modelConfig(numItems, settings, { backbones }) {
       if (!backbones) throw new Error(`${spec.name} needs the text and image backbones`)
       const shape = (c: { numLayers: number; hiddenSize: number }) => ({ numLayers: c.numLayers, width: c.hiddenSize })

@@ -49,6 +49,16 @@ export interface MethodInputs {
 /** A training job's settings as far as a method is concerned: anything it does not know is ignored. */
 export type JobSettings = Record<string, unknown> & Partial<UserEncoderConfig> & { seed?: number }
 
+/**
+ * Where Adam keeps its two moment slots (m and v, each the size of the trainable weights):
+ * - `heap`: tf variables on the backend (StepwiseAdam), fastest; every method whose trainable
+ *   weights are small next to the 4 GB wasm32 heap;
+ * - `host`: Float32Arrays in host memory (HostAdam), for a method whose weights, gradients and
+ *   slots together would not fit the heap (FFT: 196 M weights, 3.1 GB with both slots).
+ * The two give the same numbers (test/host-adam.test.ts) and save the same training state.
+ */
+export type OptimizerSlotPlace = 'heap' | 'host'
+
 export interface MethodCapabilities {
   /** Can embed an item that was not in training without retraining (cold start). */
   coldStart: boolean
@@ -66,6 +76,8 @@ export interface TrainingMethod<C extends ModelConfigBase = ModelConfigBase> {
   /** The learning-rate groups its parameters fall in, with what each holds (docs/ARCHITECTURE.md). */
   readonly paramGroups: Partial<Record<ParamGroup, string>>
   readonly capabilities: MethodCapabilities
+  /** Where its Adam keeps the moment slots; absent: 'heap' (see OptimizerSlotPlace). */
+  readonly optimizerSlots?: OptimizerSlotPlace
   /**
    * The model config for a job: the user encoder and seed from `settings`, this method's own
    * keys, and what only the inputs know (backbone depths and widths). Throws a plain Error with
