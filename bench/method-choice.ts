@@ -16,5 +16,5 @@ export function stepBenchMethod(name: string | undefined): AnyTrainingMethod {
 }
 
 export function randomBaseInputs(method: AnyTrainingMethod, numItems: number, place?: StatesPlace): MethodInputs {
-  return method.reads === 'cached-states' ? { states: { text: randomBaseStates(numItems, 1, undefined, undefined, undefined, place), image: randomBaseStates(numItems, 2, undefined, undefined, undefined, place) } } : {}
+  return method.reads === 'cached-states' ? { states: { text: randomBaseStates(numItems, 1, { place }), image: randomBaseStates(numItems, 2, { place }) } } : {}
 }

@@ -348,8 +348,8 @@ async function methodInputs(method: AnyTrainingMethod, spec: MethodSpec, data: P
       const textLayers = defaultSideLayers(text.numLayers)
       return {
         states: {
-          text: randomBaseStates(data.numItems, 1, text.numLayers, text.hiddenSize, textLayers),
-          image: randomBaseStates(data.numItems, 2, image.numLayers, image.hiddenSize, sideLayersFor(textLayers, text.numLayers, image.numLayers)),
+          text: randomBaseStates(data.numItems, 1, { numLayers: text.numLayers, width: text.hiddenSize, layers: textLayers }),
+          image: randomBaseStates(data.numItems, 2, { numLayers: image.numLayers, width: image.hiddenSize, layers: sideLayersFor(textLayers, text.numLayers, image.numLayers) }),
         },
       }
     }

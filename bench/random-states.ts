@@ -11,7 +11,19 @@ export type StatesPlace = (typeof STATES_PLACES)[number]
 
 const ROWS_AT_ONCE = 64
 
-export function randomBaseStates(numItems: number, seed: number, numLayers = 12, width = 768, layers = defaultSideLayers(numLayers), place: StatesPlace = 'file'): ModalityStates {
+export interface RandomStatesShape {
+  /** L (default 12: BERT-base and ViT-B) */
+  numLayers?: number
+  /** d (default 768) */
+  width?: number
+  /** the layers kept (default: the SAN's side layers) */
+  layers?: number[]
+  place?: StatesPlace
+}
+
+export function randomBaseStates(numItems: number, seed: number, shape: RandomStatesShape = {}): ModalityStates {
+  const { numLayers = 12, width = 768, place = 'file' } = shape
+  const layers = shape.layers ?? defaultSideLayers(numLayers)
   const random = mulberry32(seed)
   const perItem = layers.length * width
   const data = place === 'file' ? Float16RowsFile.create(numItems, perItem) : new Uint16Array(numItems * perItem)
