@@ -21,6 +21,7 @@ const EXPECTED_TABLES = [
   'interactions',
   'items',
   'model_versions',
+  'training_checkpoint_parts',
   'training_checkpoints',
   'training_jobs',
 ]
