@@ -229,14 +229,17 @@ export interface TrainingCheckpointInput {
 }
 
 /**
- * Default size of one stored part of a checkpoint's state. PostgreSQL caps one value at 1 GB, and
- * node-postgres reads a bytea as one hex string (two characters a byte) that V8 caps at ~512 M
- * characters, so a part must stay well under 256 MiB; 128 MiB parts make FFT's 3.1 GB state 24 rows.
+ * Default size of one stored part of a checkpoint's state: FFT's 3.1 GB state at base shapes is
+ * 24 rows of 128 MiB. PostgreSQL caps one value at 1 GB, but the reader is the tighter limit:
+ * node-postgres reads a bytea as one hex string (two characters a byte), V8 caps a string at
+ * 2^29 − 24 characters, and a 256 MiB part overflows it (ERR_STRING_TOO_LONG, thrown inside pg's
+ * socket handler: the process dies). Hence CHECKPOINT_MAX_PART_BYTES.
  */
 export const CHECKPOINT_PART_BYTES = 128 * 2 ** 20
+export const CHECKPOINT_MAX_PART_BYTES = 192 * 2 ** 20
 
 export interface SaveTrainingCheckpointOptions {
-  /** Bytes per stored part (default CHECKPOINT_PART_BYTES). */
+  /** Bytes per stored part (default CHECKPOINT_PART_BYTES, at most CHECKPOINT_MAX_PART_BYTES). */
   partBytes?: number
 }
 
@@ -249,7 +252,9 @@ export interface SaveTrainingCheckpointOptions {
  */
 export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput, options: SaveTrainingCheckpointOptions = {}): Promise<void> {
   const partBytes = options.partBytes ?? CHECKPOINT_PART_BYTES
-  if (!Number.isInteger(partBytes) || partBytes <= 0) throw new StorageError('INVALID_INPUT', `partBytes must be a positive integer, got ${partBytes}`)
+  if (!Number.isInteger(partBytes) || partBytes <= 0 || partBytes > CHECKPOINT_MAX_PART_BYTES) {
+    throw new StorageError('INVALID_INPUT', `partBytes must be an integer from 1 to ${CHECKPOINT_MAX_PART_BYTES}, got ${partBytes}`)
+  }
   const generation = randomUUID()
   const hash = createHash('sha256')
   // what a save that died before left behind: not the live generation, so nobody reads it
