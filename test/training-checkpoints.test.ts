@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend, parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model'
 import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import {
+  CHECKPOINT_MAX_PART_BYTES,
   createTrainingJob,
   deleteTrainingCheckpoint,
   deleteTrainingJob,
@@ -68,14 +69,8 @@ async function partRows(jobId: string): Promise<{ generation: string; part: numb
     SELECT generation::text, part, octet_length(bytes) AS length FROM training_checkpoint_parts WHERE job_id = ${jobId}::uuid ORDER BY generation, part`
 }
 
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (e) {
-    return e
-  }
-  throw new Error('expected a rejection')
-}
+/** What `p` rejects with (undefined when it resolves: then the assertions on it fail). */
+const rejection = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e)
 
 describe('training checkpoints in parts', () => {
   it('stores a state over many parts of at most partBytes and reads it back byte for byte', async () => {
@@ -97,6 +92,13 @@ describe('training checkpoints in parts', () => {
     expect(loaded).toMatchObject({ epoch: 1, meta: { bytes: state.byteLength } })
     expect(Buffer.from(loaded!.state).equals(Buffer.from(state))).toBe(true)
     expect(parseTrainingState(loaded!.state).params.get('item_embedding')!.values).toEqual(parseTrainingState(state).params.get('item_embedding')!.values)
+  })
+
+  it('refuses a part size its reader could not read back', async () => {
+    const jobId = await newJob()
+    const error = await rejection(saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: stateBytes(10), meta: {} }, { partBytes: CHECKPOINT_MAX_PART_BYTES + 1 }))
+    expect(isStorageError(error, 'INVALID_INPUT')).toBe(true)
+    expect(await partRows(jobId)).toEqual([])
   })
 
   it('replaces the previous checkpoint whole: a smaller state leaves no part of the larger one', async () => {
@@ -123,7 +125,7 @@ describe('training checkpoints in parts', () => {
     // the database refuses the sixth part of any save from now on, as a crash or a lost connection would stop it
     await prisma.$executeRawUnsafe(`ALTER TABLE training_checkpoint_parts ADD CONSTRAINT fail_sixth_part CHECK (part < 5) NOT VALID`)
     try {
-      const error = await caught(saveTrainingCheckpoint(prisma, { jobId, epoch: 2, state: stateBytes(3000, 2, 1), meta: {} }, { partBytes: 1024 }))
+      const error = await rejection(saveTrainingCheckpoint(prisma, { jobId, epoch: 2, state: stateBytes(3000, 2, 1), meta: {} }, { partBytes: 1024 }))
       expect(String(error)).toMatch(/fail_sixth_part/)
     } finally {
       await prisma.$executeRawUnsafe(`ALTER TABLE training_checkpoint_parts DROP CONSTRAINT fail_sixth_part`)
@@ -150,12 +152,12 @@ describe('training checkpoints in parts', () => {
     // one byte of the third part flipped: same lengths, another sha256
     await prisma.$executeRaw`
       UPDATE training_checkpoint_parts SET bytes = set_byte(bytes, 10, (get_byte(bytes, 10) + 1) % 256) WHERE job_id = ${jobId}::uuid AND part = 2`
-    const altered = await caught(loadTrainingCheckpoint(prisma, jobId))
+    const altered = await rejection(loadTrainingCheckpoint(prisma, jobId))
     expect(isStorageError(altered, 'CORRUPT')).toBe(true)
     expect(String(altered)).toMatch(new RegExp(`${jobId}.*epoch 4.*sha256`))
 
     await prisma.$executeRaw`DELETE FROM training_checkpoint_parts WHERE job_id = ${jobId}::uuid AND part = 1`
-    const missing = await caught(loadTrainingCheckpoint(prisma, jobId))
+    const missing = await rejection(loadTrainingCheckpoint(prisma, jobId))
     expect(isStorageError(missing, 'CORRUPT')).toBe(true)
     const left = Array.from({ length: count }, (_, i) => i).filter((i) => i !== 1)
     expect(String(missing)).toContain(`parts ${left.join(',')} of ${count} are stored`)
