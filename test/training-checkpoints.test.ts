@@ -3,6 +3,8 @@
 // a save that fails midway leaves the previous checkpoint readable, a damaged one is refused and
 // the job trains from scratch, checkpoints saved before parts still load, and deleting the job
 // deletes its parts. Tiny part sizes make small real states span many parts.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend, parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model'
 import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
@@ -18,7 +20,8 @@ import {
   saveTrainingCheckpoint,
   type PrismaClient,
 } from '@iisan/storage'
-import { createTestDatabase, type TestDatabase } from './helpers/db.ts'
+import { REPO_ROOT, createTestDatabase, type TestDatabase } from './helpers/db.ts'
+import { WORKER_ENTRY } from './helpers/platform.ts'
 
 let db: TestDatabase
 let prisma: PrismaClient
@@ -195,6 +198,23 @@ describe('training checkpoints in parts', () => {
 })
 
 describe('a training job and its checkpoint parts', () => {
+  it('the worker refuses at start a CHECKPOINT_PART_BYTES its checkpoints could not be read back with', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', CHECKPOINT_PART_BYTES: String(CHECKPOINT_MAX_PART_BYTES + 1) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stderr = ''
+    child.stderr!.on('data', (d) => (stderr += d))
+    child.stdout!.resume()
+    // a worker that started instead is stopped after 60 s, and the test fails
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    const [code] = await once(child, 'exit')
+    clearTimeout(timer)
+    expect(code, stderr).toBe(1)
+    expect(stderr.trim()).toMatch(new RegExp(`^CHECKPOINT_PART_BYTES: .*${CHECKPOINT_MAX_PART_BYTES + 1}$`))
+  }, 70_000)
+
   it('trains from scratch over an unreadable checkpoint (logged), checkpoints in parts of the size it is given, and leaves none behind', async () => {
     await initBackend({ prefer: 'wasm' })
     const job = await createTrainingJob(prisma, { datasetId, method: 'sasrec-id', config: { maxEpochs: 2, patience: 2, batchSize: 8 } })

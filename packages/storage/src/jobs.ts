@@ -243,6 +243,14 @@ export interface SaveTrainingCheckpointOptions {
   partBytes?: number
 }
 
+/** The part size to use: `partBytes`, or the default; INVALID_INPUT outside 1..CHECKPOINT_MAX_PART_BYTES. */
+export function checkpointPartBytes(partBytes = CHECKPOINT_PART_BYTES): number {
+  if (!Number.isInteger(partBytes) || partBytes <= 0 || partBytes > CHECKPOINT_MAX_PART_BYTES) {
+    throw new StorageError('INVALID_INPUT', `a checkpoint part must be 1 to ${CHECKPOINT_MAX_PART_BYTES} bytes, got ${partBytes}`)
+  }
+  return partBytes
+}
+
 /**
  * Keep a job's latest resumable state (one checkpoint per job, replaced every epoch). The state is
  * written in parts (views of `state`, not copies) under a new generation; one short transaction
@@ -251,10 +259,7 @@ export interface SaveTrainingCheckpointOptions {
  * stray parts go with the next save or the job).
  */
 export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput, options: SaveTrainingCheckpointOptions = {}): Promise<void> {
-  const partBytes = options.partBytes ?? CHECKPOINT_PART_BYTES
-  if (!Number.isInteger(partBytes) || partBytes <= 0 || partBytes > CHECKPOINT_MAX_PART_BYTES) {
-    throw new StorageError('INVALID_INPUT', `partBytes must be an integer from 1 to ${CHECKPOINT_MAX_PART_BYTES}, got ${partBytes}`)
-  }
+  const partBytes = checkpointPartBytes(options.partBytes)
   const generation = randomUUID()
   const hash = createHash('sha256')
   // what a save that died before left behind: not the live generation, so nobody reads it
