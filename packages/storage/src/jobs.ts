@@ -254,8 +254,8 @@ export function checkpointPartBytes(partBytes = CHECKPOINT_PART_BYTES): number {
 /**
  * Keep a job's latest resumable state (one checkpoint per job, replaced every epoch). The state is
  * written in parts (views of `state`, not copies) under a new generation; one short transaction
- * then checks the parts are all there, points the job's checkpoint row at them and deletes every
- * other generation. A save that fails or dies midway leaves the previous checkpoint whole (its
+ * then checks the parts are all there and points the job's checkpoint row at them, and every other
+ * generation is deleted. A save that fails or dies midway leaves the previous checkpoint whole (its
  * stray parts go with the next save or the job).
  */
 export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput, options: SaveTrainingCheckpointOptions = {}): Promise<void> {
@@ -276,8 +276,10 @@ export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput,
     const complete = stored.length === partCount && stored.reduce((sum, p) => sum + p.length, 0) === c.state.byteLength
     if (!complete) throw new StorageError('CONFLICT', `checkpoint of job ${c.jobId}: ${stored.length} of ${partCount} parts were stored (another save deleted them?)`, { jobId: c.jobId })
     await tx.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
-    await deleteOtherCheckpointParts(tx, c.jobId, generation)
   })
+  // after the flip, not in it: freeing gigabytes may take longer than a short transaction may
+  // last, and nothing points at the old parts any more (a crash here leaves them to the next save)
+  await deleteOtherCheckpointParts(db, c.jobId, generation)
 }
 
 /**
