@@ -4,12 +4,16 @@
 // the job trains from scratch, checkpoints saved before parts still load, and deleting the job
 // deletes its parts. Tiny part sizes make small real states span many parts.
 import { spawn } from 'node:child_process'
+import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { once } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend, parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model'
 import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import {
   CHECKPOINT_MAX_PART_BYTES,
+  applyMigrations,
   createTrainingJob,
   deleteTrainingCheckpoint,
   deleteTrainingJob,
@@ -20,8 +24,11 @@ import {
   saveTrainingCheckpoint,
   type PrismaClient,
 } from '@iisan/storage'
-import { REPO_ROOT, createTestDatabase, type TestDatabase } from './helpers/db.ts'
+import { MIGRATIONS_DIR, REPO_ROOT, createTestDatabase, type TestDatabase } from './helpers/db.ts'
 import { WORKER_ENTRY } from './helpers/platform.ts'
+
+/** The migration that moved checkpoint states into parts. */
+const PARTS_MIGRATION = '20261206221102_checkpoint_parts'
 
 let db: TestDatabase
 let prisma: PrismaClient
@@ -179,6 +186,27 @@ describe('training checkpoints in parts', () => {
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 4, state: next, meta: {} }, { partBytes: 1024 })
     expect(await prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId } })).toMatchObject({ epoch: 4, state: null, partCount: Math.ceil(next.byteLength / 1024) })
     expect(Buffer.from((await loadTrainingCheckpoint(prisma, jobId))!.state).equals(Buffer.from(next))).toBe(true)
+  })
+
+  it('loads a checkpoint saved before the parts migration, once the database is migrated', async () => {
+    const before = await createTestDatabase('checkpoints_premigration', { migrate: false })
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'iisan-premigration-'))
+    try {
+      for (const name of readdirSync(MIGRATIONS_DIR).filter((n) => n < PARTS_MIGRATION)) cpSync(path.join(MIGRATIONS_DIR, name), path.join(dir, name), { recursive: true })
+      await applyMigrations(before.url, dir)
+      const dataset = await before.prisma.dataset.create({ data: { name: 'before parts' } })
+      const jobId = (await createTrainingJob(before.prisma, { datasetId: dataset.id, method: 'fft', config: {} })).id
+      const old = stateBytes(800, 2)
+      await before.prisma.$executeRaw`INSERT INTO training_checkpoints (job_id, epoch, state, meta) VALUES (${jobId}::uuid, 2, ${old}, '{"legacy": true}'::jsonb)`
+
+      expect(await applyMigrations(before.url, MIGRATIONS_DIR)).toContain(PARTS_MIGRATION)
+      const loaded = await loadTrainingCheckpoint(before.prisma, jobId)
+      expect(loaded).toMatchObject({ epoch: 2, meta: { legacy: true } })
+      expect(Buffer.from(loaded!.state).equals(Buffer.from(old))).toBe(true)
+    } finally {
+      await before.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('deletes the parts with the checkpoint, and with the job', async () => {
