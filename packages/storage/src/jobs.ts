@@ -317,11 +317,13 @@ export async function loadTrainingCheckpoint(db: Db, jobId: string): Promise<{ e
   return { epoch: row.epoch, state, meta: row.meta }
 }
 
+/**
+ * Remove the job's checkpoint: its row first (then nothing can be read), then its parts, each on
+ * its own rather than in one interactive transaction, which freeing gigabytes could outlast.
+ */
 export async function deleteTrainingCheckpoint(db: Db, jobId: string): Promise<void> {
-  await inTransaction(db, async (tx) => {
-    await tx.trainingCheckpoint.deleteMany({ where: { jobId } })
-    await tx.trainingCheckpointPart.deleteMany({ where: { jobId } })
-  })
+  await db.trainingCheckpoint.deleteMany({ where: { jobId } })
+  await deleteOtherCheckpointParts(db, jobId, null)
 }
 
 function corrupt(jobId: string, epoch: number, why: string): StorageError {
