@@ -302,13 +302,13 @@ export async function loadTrainingCheckpoint(db: Db, jobId: string): Promise<{ e
   }
   const stored = parts.reduce((sum, p) => sum + p.length, 0)
   if (stored !== total) throw corrupt(jobId, row.epoch, `its parts hold ${stored} bytes, ${total} were saved`)
-  // one allocation, each part copied in as it arrives: never the parts and the whole at once
+  // one allocation, each part copied in as it arrives: the whole and one part in memory, never all parts
   const state = new Uint8Array(total)
   const hash = createHash('sha256')
   let offset = 0
   for (const { part, length } of parts) {
     const found = await db.trainingCheckpointPart.findUnique({ where: { jobId_generation_part: { jobId, generation: row.generation, part } }, select: { bytes: true } })
-    if (!found || found.bytes.byteLength !== length) throw corrupt(jobId, row.epoch, `part ${part} changed while it was read`)
+    if (!found || found.bytes.byteLength !== length) throw corrupt(jobId, row.epoch, `part ${part} went or changed while it was read`)
     state.set(found.bytes, offset)
     hash.update(found.bytes)
     offset += length
