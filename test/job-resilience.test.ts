@@ -201,7 +201,9 @@ describe('a worker killed in the middle of training', () => {
     const api = await createTestApi(platform.env, 'resilience-api')
     await api.app.ready()
     const http = request(api.app.server)
-    const workers = [startService(WORKER_ENTRY, platform.env), startService(WORKER_ENTRY, { ...platform.env, WORKER_HEALTH_PORT: String(await freePort()) })]
+    // small checkpoint parts: the resumed state is reassembled from many rows
+    const env = { ...platform.env, CHECKPOINT_PART_BYTES: '65536' }
+    const workers = [startService(WORKER_ENTRY, env), startService(WORKER_ENTRY, { ...env, WORKER_HEALTH_PORT: String(await freePort()) })]
     try {
       const slice = sampleDataset(300)
       const dataset = (await http.post('/v1/datasets').send({ name: 'killed', itemsTsv: slice.itemsTsv, usersTsv: slice.usersTsv }).expect(201)).body
@@ -224,6 +226,8 @@ describe('a worker killed in the middle of training', () => {
       await stopService(victim, 'SIGKILL')
       const stale = (await http.get(`/v1/training-jobs/${job.id}`)).body
       expect(stale.status).toBe('running')
+      const live = await platform.db.prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId: job.id }, select: { partCount: true } })
+      expect(live.partCount).toBeGreaterThan(1)
 
       // the other worker takes it over within the lease (≈ 25 s), not BullMQ's old two minutes
       await until(
@@ -242,6 +246,7 @@ describe('a worker killed in the middle of training', () => {
       expect(epochs).toEqual([1, 2, 3, 4, 5, 6])
       // no checkpoint left behind, one version
       expect(await platform.db.prisma.trainingCheckpoint.count({ where: { jobId: job.id } })).toBe(0)
+      expect(await platform.db.prisma.trainingCheckpointPart.count({ where: { jobId: job.id } })).toBe(0)
       expect(await platform.db.prisma.modelVersion.count({ where: { jobId: job.id } })).toBe(1)
 
       // the same job without a kill, for the weights it should have reached

@@ -21,6 +21,7 @@ const EXPECTED_TABLES = [
   'interactions',
   'items',
   'model_versions',
+  'training_checkpoint_parts',
   'training_checkpoints',
   'training_jobs',
 ]
@@ -209,6 +210,10 @@ describe('loadConfig', () => {
     expect(c).toMatchObject({ port: 8080, logLevel: 'debug', tfBackend: 'wasm', backboneRuntime: 'onnx', textBackboneDir: '/m/bert', embeddingCacheUrl: 'http://127.0.0.1:4001' })
     expect(c.imageBackboneDir).toBeUndefined()
     expect(loadConfig({}).backboneRuntime).toBeUndefined()
+    // unset: @iisan/storage's default decides
+    expect(loadConfig({ CHECKPOINT_PART_BYTES: '4096' }).checkpointPartBytes).toBe(4096)
+    expect(loadConfig({}).checkpointPartBytes).toBeUndefined()
+    expect(() => loadConfig({ CHECKPOINT_PART_BYTES: '1.5' })).toThrow(/CHECKPOINT_PART_BYTES/)
   })
 
   it('rejects bad values with an error naming every variable', () => {

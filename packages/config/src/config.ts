@@ -40,6 +40,12 @@ export interface AppConfig {
    * shared 2-core machine (docs/cache-encoders.md); set it to the cores a dedicated cache has.
    */
   cacheEncoders: number
+  /**
+   * CHECKPOINT_PART_BYTES — bytes per stored part of a training job's checkpoint (the worker).
+   * Unset: the storage default (@iisan/storage's CHECKPOINT_PART_BYTES, 128 MiB); the worker
+   * refuses at start a size above CHECKPOINT_MAX_PART_BYTES (192 MiB).
+   */
+  checkpointPartBytes?: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
   /**
@@ -196,6 +202,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
   const cacheEncoders = count('CACHE_ENCODERS', 1, 'encoder threads, 1 or more (1 = encode in the service thread, the default)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
+  const checkpointPartBytes = raw('CHECKPOINT_PART_BYTES') === undefined ? undefined : count('CHECKPOINT_PART_BYTES', 1, 'bytes, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
   const backboneRuntime = oneOf('BACKBONE_RUNTIME', BACKBONE_RUNTIMES, raw('BACKBONE_RUNTIME'))
@@ -263,6 +270,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     apiKeys,
   }
   if (approximateIndexFrom !== undefined) config.approximateIndexFrom = approximateIndexFrom
+  if (checkpointPartBytes !== undefined) config.checkpointPartBytes = checkpointPartBytes
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend

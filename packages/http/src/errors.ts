@@ -70,6 +70,7 @@ const STORAGE_STATUS: Record<StorageErrorCode, number> = {
   UNKNOWN_ITEM: 400,
   INVALID_INPUT: 400,
   CONFLICT: 409,
+  CORRUPT: 500,
 }
 
 export const storageErrors: ErrorMapping = (err) =>

@@ -5,6 +5,8 @@ export type StorageErrorCode =
   | 'UNKNOWN_ITEM'
   | 'INVALID_INPUT'
   | 'CONFLICT'
+  /** stored data that fails its own checks (a checkpoint with a missing or altered part) */
+  | 'CORRUPT'
 
 /** A domain error of the storage layer; `code` is machine-readable, `details` JSON-serialisable. */
 export class StorageError extends Error {

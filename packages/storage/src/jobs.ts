@@ -1,5 +1,6 @@
 import { Prisma, type EpochMetric, type TrainingJob } from './generated/prisma/client.ts'
-import { json, toBytes, type Db, type JsonInput } from './client.ts'
+import { createHash, randomUUID } from 'node:crypto'
+import { inTransaction, json, toBytes, type Db, type JsonInput } from './client.ts'
 import { StorageError } from './errors.ts'
 
 export const TRAINING_JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const
@@ -227,17 +228,119 @@ export interface TrainingCheckpointInput {
   meta: JsonInput
 }
 
-/** Keep a job's latest resumable state (one row per job, overwritten every epoch). */
-export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput): Promise<void> {
-  const values = { epoch: c.epoch, state: toBytes(c.state), meta: json(c.meta) }
-  await db.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
+/**
+ * Default size of one stored part of a checkpoint's state: FFT's 3.1 GB state at base shapes is
+ * 24 rows of 128 MiB. PostgreSQL caps one value at 1 GB, but the reader is the tighter limit:
+ * node-postgres reads a bytea as one hex string (two characters a byte), V8 caps a string at
+ * 2^29 − 24 characters, and a 256 MiB part overflows it (ERR_STRING_TOO_LONG, thrown inside pg's
+ * socket handler: the process dies). Hence CHECKPOINT_MAX_PART_BYTES.
+ */
+export const CHECKPOINT_PART_BYTES = 128 * 2 ** 20
+export const CHECKPOINT_MAX_PART_BYTES = 192 * 2 ** 20
+
+export interface SaveTrainingCheckpointOptions {
+  /** Bytes per stored part (default CHECKPOINT_PART_BYTES, at most CHECKPOINT_MAX_PART_BYTES). */
+  partBytes?: number
 }
 
+/** The part size to use: `partBytes`, or the default; INVALID_INPUT outside 1..CHECKPOINT_MAX_PART_BYTES. */
+export function checkpointPartBytes(partBytes = CHECKPOINT_PART_BYTES): number {
+  if (!Number.isInteger(partBytes) || partBytes <= 0 || partBytes > CHECKPOINT_MAX_PART_BYTES) {
+    throw new StorageError('INVALID_INPUT', `a checkpoint part must be 1 to ${CHECKPOINT_MAX_PART_BYTES} bytes, got ${partBytes}`)
+  }
+  return partBytes
+}
+
+/**
+ * Keep a job's latest resumable state (one checkpoint per job, replaced every epoch). The state is
+ * written in parts (views of `state`, not copies) under a new generation; one short transaction
+ * then checks the parts are all there and points the job's checkpoint row at them, and every other
+ * generation is deleted. A save that fails or dies midway leaves the previous checkpoint whole (its
+ * stray parts go with the next save or the job).
+ */
+export async function saveTrainingCheckpoint(db: Db, c: TrainingCheckpointInput, options: SaveTrainingCheckpointOptions = {}): Promise<void> {
+  const partBytes = checkpointPartBytes(options.partBytes)
+  const generation = randomUUID()
+  const hash = createHash('sha256')
+  // what a save that died before left behind: not the live generation, so nobody reads it
+  await deleteOtherCheckpointParts(db, c.jobId, await liveCheckpointGeneration(db, c.jobId))
+  const partCount = Math.max(1, Math.ceil(c.state.byteLength / partBytes))
+  for (let part = 0; part < partCount; part++) {
+    const bytes = c.state.subarray(part * partBytes, (part + 1) * partBytes)
+    hash.update(bytes)
+    await db.trainingCheckpointPart.create({ data: { jobId: c.jobId, generation, part, bytes: toBytes(bytes) } })
+  }
+  const values = { epoch: c.epoch, state: null, generation, stateBytes: BigInt(c.state.byteLength), partCount, stateSha256: hash.digest('hex'), meta: json(c.meta) }
+  await inTransaction(db, async (tx) => {
+    const stored = await checkpointPartLengths(tx, c.jobId, generation)
+    const complete = stored.length === partCount && stored.reduce((sum, p) => sum + p.length, 0) === c.state.byteLength
+    if (!complete) throw new StorageError('CONFLICT', `checkpoint of job ${c.jobId}: ${stored.length} of ${partCount} parts were stored (another save deleted them?)`, { jobId: c.jobId })
+    await tx.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
+  })
+  // after the flip, not in it: freeing gigabytes may take longer than a short transaction may
+  // last, and nothing points at the old parts any more (a crash here leaves them to the next save)
+  await deleteOtherCheckpointParts(db, c.jobId, generation)
+}
+
+/**
+ * The job's checkpoint, its state reassembled from its parts (or the single column of a
+ * checkpoint saved before parts). Throws StorageError CORRUPT when a part is missing or the
+ * state's length or sha256 differs from what the save recorded.
+ */
 export async function loadTrainingCheckpoint(db: Db, jobId: string): Promise<{ epoch: number; state: Uint8Array; meta: unknown } | null> {
-  const row = await db.trainingCheckpoint.findUnique({ where: { jobId } })
-  return row ? { epoch: row.epoch, state: new Uint8Array(row.state), meta: row.meta } : null
+  const row = await db.trainingCheckpoint.findUnique({ where: { jobId }, omit: { state: true } })
+  if (!row) return null
+  if (row.generation === null) {
+    const { state } = await db.trainingCheckpoint.findUniqueOrThrow({ where: { jobId }, select: { state: true } })
+    if (!state) throw corrupt(jobId, row.epoch, 'it has neither parts nor a state')
+    return { epoch: row.epoch, state: new Uint8Array(state), meta: row.meta }
+  }
+  const total = Number(row.stateBytes)
+  const parts = await checkpointPartLengths(db, jobId, row.generation)
+  if (parts.length !== row.partCount || parts.some((p, i) => p.part !== i)) {
+    throw corrupt(jobId, row.epoch, `parts ${parts.map((p) => p.part).join(',') || 'none'} of ${row.partCount} are stored`)
+  }
+  const stored = parts.reduce((sum, p) => sum + p.length, 0)
+  if (stored !== total) throw corrupt(jobId, row.epoch, `its parts hold ${stored} bytes, ${total} were saved`)
+  // one allocation, each part copied in as it arrives: the whole and one part in memory, never all parts
+  const state = new Uint8Array(total)
+  const hash = createHash('sha256')
+  let offset = 0
+  for (const { part, length } of parts) {
+    const found = await db.trainingCheckpointPart.findUnique({ where: { jobId_generation_part: { jobId, generation: row.generation, part } }, select: { bytes: true } })
+    if (!found || found.bytes.byteLength !== length) throw corrupt(jobId, row.epoch, `part ${part} went or changed while it was read`)
+    state.set(found.bytes, offset)
+    hash.update(found.bytes)
+    offset += length
+  }
+  if (hash.digest('hex') !== row.stateSha256) throw corrupt(jobId, row.epoch, 'the sha256 of its parts differs from the saved one')
+  return { epoch: row.epoch, state, meta: row.meta }
 }
 
+/**
+ * Remove the job's checkpoint: its row first (then nothing can be read), then its parts, each on
+ * its own rather than in one interactive transaction, which freeing gigabytes could outlast.
+ */
 export async function deleteTrainingCheckpoint(db: Db, jobId: string): Promise<void> {
   await db.trainingCheckpoint.deleteMany({ where: { jobId } })
+  await deleteOtherCheckpointParts(db, jobId, null)
+}
+
+function corrupt(jobId: string, epoch: number, why: string): StorageError {
+  return new StorageError('CORRUPT', `the checkpoint of job ${jobId} (epoch ${epoch}) is unreadable: ${why}`, { jobId, epoch })
+}
+
+async function liveCheckpointGeneration(db: Db, jobId: string): Promise<string | null> {
+  return (await db.trainingCheckpoint.findUnique({ where: { jobId }, select: { generation: true } }))?.generation ?? null
+}
+
+async function deleteOtherCheckpointParts(db: Db, jobId: string, keep: string | null): Promise<void> {
+  await db.trainingCheckpointPart.deleteMany({ where: { jobId, ...(keep === null ? {} : { generation: { not: keep } }) } })
+}
+
+/** Index and length of each stored part of one generation, in order, without reading the bytes. */
+async function checkpointPartLengths(db: Db, jobId: string, generation: string): Promise<{ part: number; length: number }[]> {
+  return db.$queryRaw<{ part: number; length: number }[]>`
+    SELECT part, octet_length(bytes) AS length FROM training_checkpoint_parts
+    WHERE job_id = ${jobId}::uuid AND generation = ${generation}::uuid ORDER BY part`
 }

@@ -16,7 +16,7 @@ import {
   publishModelActivated,
   trainingRetryDelayMs,
 } from '@iisan/queue'
-import { createPrisma } from '@iisan/storage'
+import { checkpointPartBytes, createPrisma } from '@iisan/storage'
 import { dependencyFailure, errorHandling, healthCheck, metrics } from '@iisan/http'
 import { Counter, Gauge } from 'prom-client'
 import { Type } from '@sinclair/typebox'
@@ -25,6 +25,13 @@ import { configuredDemoBackbones, demoBackboneWarning } from '@iisan/backbones/d
 
 const config = loadConfigOrExit()
 const logger = createLogger('worker', config)
+try {
+  // a part size the reader could not read back stops the worker now, not after a job's first epoch
+  checkpointPartBytes(config.checkpointPartBytes)
+} catch (e) {
+  console.error(`CHECKPOINT_PART_BYTES: ${e instanceof Error ? e.message : String(e)}`)
+  process.exit(1)
+}
 await initBackend({ logger, prefer: config.tfBackend })
 const prisma = createPrisma(config.databaseUrl)
 const connection = createRedisConnection(config.redisUrl)
@@ -60,6 +67,7 @@ const worker = createTrainingWorker(
         if (token) await job.extendLock(token, TRAINING_WORKER_LEASE.lockDuration)
       },
       isTransient: isInfrastructureError,
+      checkpointPartBytes: config.checkpointPartBytes,
       retryDelayMs: () => trainingRetryDelayMs(job.attemptsMade + 1),
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them

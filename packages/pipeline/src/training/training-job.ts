@@ -21,6 +21,7 @@ import {
   claimTrainingJob,
   createModelVersion,
   deleteTrainingCheckpoint,
+  isStorageError,
   isTrainingJobCancelRequested,
   loadDatasetSequences,
   loadTrainingCheckpoint,
@@ -61,6 +62,8 @@ export interface RunJobOptions {
   isTransient?(error: unknown): boolean
   /** When a job handed back after a transient error runs again. */
   retryDelayMs?(): number
+  /** Bytes per stored part of the job's checkpoints (default: @iisan/storage's CHECKPOINT_PART_BYTES). */
+  checkpointPartBytes?: number
 }
 
 export type JobOutcome =
@@ -214,7 +217,8 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       resumeFrom,
       onCheckpoint: async (state: TrainingState) => {
         const bytes = serializeTrainingState(state)
-        await durably('checkpoint', () => saveTrainingCheckpoint(prisma, { jobId, epoch: state.epoch, state: bytes, meta: { bestEpoch: state.best.epoch, bytes: bytes.byteLength } }))
+        const checkpoint = { jobId, epoch: state.epoch, state: bytes, meta: { bestEpoch: state.best.epoch, bytes: bytes.byteLength } }
+        await durably('checkpoint', () => saveTrainingCheckpoint(prisma, checkpoint, { partBytes: options.checkpointPartBytes }))
         await lease.renewIfDue()
       },
       onStep: async (s: StepReport) => {
@@ -342,11 +346,32 @@ function finishedOutcome(job: TrainingJob): JobOutcome {
   return { status: 'failed', error: job.error ?? `job is ${job.status}` }
 }
 
-/** The job's last checkpoint, when there is one taken on this very data; otherwise training starts over. */
+/**
+ * The job's last checkpoint, when there is a readable one taken on this very data; otherwise
+ * training starts over. An unreadable checkpoint (a part missing, its bytes altered, a state that
+ * does not parse) is logged and dropped rather than failing the job; the database being away is
+ * not that, and still hands the job back for a retry.
+ */
 async function resumableState(prisma: PrismaClient, jobId: string, data: ProtocolData, config: TrainingConfig, log: NonNullable<RunJobOptions['log']>): Promise<TrainingState | undefined> {
-  const saved = await loadTrainingCheckpoint(prisma, jobId)
+  const unreadable = async (e: unknown) => {
+    log('checkpoint ignored: it is unreadable, training starts over', { error: errorMessage(e) })
+    await deleteTrainingCheckpoint(prisma, jobId)
+    return undefined
+  }
+  let saved: Awaited<ReturnType<typeof loadTrainingCheckpoint>>
+  try {
+    saved = await loadTrainingCheckpoint(prisma, jobId)
+  } catch (e) {
+    if (!isStorageError(e, 'CORRUPT')) throw e
+    return unreadable(e)
+  }
   if (!saved) return undefined
-  const state = parseTrainingState(saved.state)
+  let state: TrainingState
+  try {
+    state = parseTrainingState(saved.state)
+  } catch (e) {
+    return unreadable(e)
+  }
   if (state.dataFingerprint !== protocolFingerprint(data, config)) {
     log('checkpoint ignored: the dataset changed since it was taken', { epoch: state.epoch })
     await deleteTrainingCheckpoint(prisma, jobId)
