@@ -222,7 +222,6 @@ export class IisanItemEncoder implements ItemEncoder {
       activation,
       widths: { text: text.width, image: image.width },
       rows: { text: this.rowLayout(stored.text, 'text'), image: this.rowLayout(stored.image, 'image') },
-      numSideLayers: this.layers.text.length,
       missing: { text: values(this.missing.text), image: values(this.missing.image) },
       alignImage: this.alignImage ? values(this.alignImage) : null,
       towers: this.towers.map(({ modality, tower }) => ({

@@ -49,7 +49,6 @@ export interface SanGraphValues {
   /** d_m per modality */
   widths: Record<Modality, number>
   rows: Record<Modality, RowLayout>
-  numSideLayers: number
   /** the learned stand-ins for absent modalities: [K, d_m] */
   missing: Record<Modality, Float32Array>
   /** IISAN-Versa's [d_image, d_text] map, or null */
