@@ -13,7 +13,7 @@ import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ItemIndex, type ItemRows } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ApproximateIndexOptions, type ItemIndex, type ItemRows } from './item-index.ts'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -29,6 +29,8 @@ export interface ServingOptions {
    * instead of the exact scan (Infinity: never). Default ANN_MIN_ITEMS.
    */
   approximateFrom?: number
+  /** How that index is built, at load or by buildIndex (the library defaults otherwise; tests pin `threads: 1` for a repeatable graph). */
+  index?: ApproximateIndexOptions
 }
 
 /**
@@ -68,12 +70,13 @@ export class ServingModel {
     model: SequentialRecommender,
     items: tf.Tensor2D,
     approximate: boolean,
+    private readonly indexOptions: ApproximateIndexOptions,
   ) {
     this.model = model
     this.items = items
     if (approximate) {
       const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
-      shared.index = approximateIndex(this.rowsOf(shared), config.embeddingDim)
+      shared.index = approximateIndex(this.rowsOf(shared), config.embeddingDim, indexOptions)
       this.shared = shared
     }
   }
@@ -89,7 +92,8 @@ export class ServingModel {
     const rows = itemMatrix.length / D
     const model = new SequentialRecommender(config)
     model.params.restore(values)
-    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS))
+    const approximate = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS)
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), approximate, options.index ?? {})
   }
 
   /** Whether recommendations come from the approximate index rather than the exact scan. */
@@ -105,7 +109,7 @@ export class ServingModel {
   buildIndex(): Promise<void> {
     if (this.shared) return this.shared.ready
     const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
-    shared.ready = approximateIndexInSlices(this.rowsOf(shared), this.config.embeddingDim, { isCancelled: () => shared.owner.disposed }).then((index) => {
+    shared.ready = approximateIndexInSlices(this.rowsOf(shared), this.config.embeddingDim, { ...this.indexOptions, isCancelled: () => shared.owner.disposed }).then((index) => {
       if (shared.owner.disposed) {
         index.dispose?.()
         throw new Error('index build cancelled')
