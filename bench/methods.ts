@@ -443,6 +443,8 @@ async function runMethod(spec: MethodSpec): Promise<MethodResult> {
     Object.values(optimizers).forEach((o) => o?.dispose())
   } else {
     const optimizers = createModelOptimizers(model, settings)
+    // as train() does: the item encoder's training pass on its faster runtime where it has one
+    await model.prepareTraining()
     const total = WARMUP + spec.steps
     progress(0, total, 'warm-up')
     for (let s = 0; s < total; s++) {

@@ -75,9 +75,11 @@ const stepsPerEpoch = Math.ceil(data.trainWindows.length / BATCH)
 const WARMUP = 2
 
 /** steps + WARMUP steps on the same batches for every thread count; the model of the last count is kept for evaluation */
-function measure(threads: number | undefined): { model: SequentialRecommender; times: number[]; meanUnique: number } {
+async function measure(threads: number | undefined): Promise<{ model: SequentialRecommender; times: number[]; meanUnique: number }> {
   const settings = defaultTrainingConfig(chosen, threads === undefined ? {} : { trainThreads: threads })
   const model = new SequentialRecommender(chosen.modelConfig(N, settings, inputs), inputs)
+  // as train() does: the item encoder's training pass on its faster runtime where it has one
+  await model.prepareTraining()
   const optimizers = createModelOptimizers(model, settings)
   const random = mulberry32(7)
   const times: number[] = []
@@ -98,10 +100,10 @@ function measure(threads: number | undefined): { model: SequentialRecommender; t
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const runs: { threads: number | undefined; times: number[] }[] = []
-let measured: ReturnType<typeof measure> | undefined
+let measured: Awaited<ReturnType<typeof measure>> | undefined
 for (const threads of threadCounts) {
   measured?.model.dispose()
-  measured = measure(threads)
+  measured = await measure(threads)
   runs.push({ threads, times: measured.times })
   if (threads !== undefined) console.log(`${threads} thread(s): median step ${median(measured.times).toFixed(3)} s`)
 }

@@ -65,9 +65,9 @@ describe('GET /v1/methods', () => {
     }
     expect(by['sasrec-id'].defaults).toMatchObject({ batchSize: 64, lrItem: 1e-4, lrUser: 2e-4 })
     expect(by.iisan.defaults).toMatchObject({ batchSize: 64, lrUser: 2e-4, lrTextEncoder: 5e-5, lrImageEncoder: 1e-4, lrTextAdapters: 1e-4, lrImageAdapters: 1e-4, modality: 'intra_inter', reduction: 64, activation: 'relu' })
-    // the same but for the training threads, which only the cached states allow
+    // the same but for the training threads, which only the cached states allow (0: automatic)
     const { trainThreads, ...sanDefaults } = by.iisan.defaults
-    expect(trainThreads).toBe(1)
+    expect(trainThreads).toBe(0)
     expect(by['iisan-uncached'].defaults).toEqual(sanDefaults)
     expect(by.fft.defaults).toMatchObject({ batchSize: 32, lrUser: 1e-4, lrTextEncoder: 5e-5, lrImageEncoder: 1e-4 })
     expect(by.adapter.defaults).toMatchObject({ batchSize: 32, lrUser: 2e-4, lrTextAdapters: 4e-4, lrImageAdapters: 4e-4, adapterBottleneck: 64 })

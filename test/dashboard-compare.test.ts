@@ -60,7 +60,7 @@ describe('new-job form', () => {
     await select.selectOption('iisan')
     await expect.poll(() => about.locator('[data-cold-start]').getAttribute('data-cold-start')).toBe('true')
     expect(await page.locator('#job-batch-size').getAttribute('placeholder')).toBe('default 64')
-    expect(await rateFields()).toEqual({ lrTextEncoder: '0.00005', lrImageEncoder: '0.0001', lrTextAdapters: '0.0001', lrImageAdapters: '0.0001', lrUser: '0.0002', reduction: '64', trainThreads: '1' })
+    expect(await rateFields()).toEqual({ lrTextEncoder: '0.00005', lrImageEncoder: '0.0001', lrTextAdapters: '0.0001', lrImageAdapters: '0.0001', lrUser: '0.0002', reduction: '64', trainThreads: '0' })
 
     await select.selectOption('lora')
     await expect.poll(() => rateFields()).toEqual({ lrTextAdapters: '0.0004', lrImageAdapters: '0.0004', lrUser: '0.0002', loraRank: '8', loraAlpha: '1' })

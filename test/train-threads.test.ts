@@ -2,16 +2,17 @@
 // same run on one: the step's distinct items split between the threads, the loss over all of them
 // on the step's thread. Tiny random states (text d 12, image d 8, 4 layers), some items without
 // an image or a title so the learned missing states train too; on wasm and cpu.
+// These runs are about the tfjs SAN threads: the SAN's training pass stays on tfjs here (where
+// ONNX Runtime loads it would otherwise take the step; test/san-onnx-training.test.ts covers that).
+process.env.BACKBONE_RUNTIME = 'tfjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   IisanItemEncoder,
   SequentialRecommender,
-  buildProtocol,
   createOptimizers,
   getMethod,
   initBackend,
   logProbabilities,
-  mulberry32,
   readCheckpoint,
   saveCheckpoint,
   tf,
@@ -22,27 +23,14 @@ import {
   type ModalityStates,
   type TrainingState,
 } from '@iisan/model'
+import { randomModalityStates, randomProtocol } from './helpers/random-states.ts'
 
 const ITEMS = 40
-const random = mulberry32(11)
-const users = Array.from({ length: 40 }, (_, u) => ({ key: `u${u}`, items: Array.from({ length: 7 }, () => String(1 + Math.floor(random() * ITEMS))) }))
-const data = buildProtocol(users, Array.from({ length: ITEMS }, (_, i) => String(i + 1)), { maxSeqLen: 5, minInteractions: 5 })
+const data = randomProtocol(ITEMS, 11)
 // 40 windows in batches of 8: one epoch is five steps
 const OPTIONS = { maxEpochs: 1, batchSize: 8, patience: 3, seed: 2, lrItem: 1e-3, lrUser: 1e-3, lrTextEncoder: 1e-3, lrImageEncoder: 1e-3, lrTextAdapters: 1e-3, lrImageAdapters: 1e-3 }
 
-/** Random states for items 1..ITEMS; `absent` items lack the modality. */
-function states(L: number, d: number, seed: number, absent: (item: number) => boolean): ModalityStates {
-  const r = mulberry32(seed)
-  const rows = Array.from({ length: ITEMS }, (_, i) => (absent(i + 1) ? null : Float32Array.from({ length: (L + 1) * d }, () => r() * 2 - 1)))
-  const rowOf = new Int32Array(ITEMS + 1).fill(-1)
-  const values: number[] = []
-  rows.forEach((row, i) => {
-    if (!row) return
-    rowOf[i + 1] = values.length / ((L + 1) * d)
-    values.push(...row)
-  })
-  return { numLayers: L, width: d, rowOf, data: Float32Array.from(values) }
-}
+const states = (L: number, d: number, seed: number, absent: (item: number) => boolean) => randomModalityStates(ITEMS, L, d, seed, absent)
 
 function inputs(): MethodInputs {
   const cached: CachedStates = { text: states(4, 12, 7, (i) => i % 13 === 0), image: states(4, 8, 8, (i) => i % 5 === 0) }

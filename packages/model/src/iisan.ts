@@ -1,14 +1,16 @@
 // IISAN's item encoder: the SAN over cached text and image states, then the fusion layer
 // (docs/METHOD.md §3). Only unique, real items of a batch go through the SAN.
+import os from 'node:os'
 import * as tf from '@tensorflow/tfjs-core'
 import { readBack } from '@iisan/tensor-ops'
 import { appendItems, emptyModality, gatherSideLayers, layerPosition, readRows, rowsDtype, statesPerItem, type CachedStates, type Modality, type ModalityStates, type NewItemStates } from './cached-states.ts'
 export type { NewItemStates } from './cached-states.ts'
-import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder } from './item-encoder.ts'
+import { embedCatalogue, spreadRows, uniqueItems, type ItemEncoder, type TwoPassStep } from './item-encoder.ts'
 import { linear, type Params } from './params.ts'
 import { addLinear, addTower, interTower, intraTower, sideLayersFor, type LinearWeights, type SanActivation, type SanTower } from './san.ts'
 import { SanThreads } from './san-threads.ts'
-import { SAN_OUTPUT, presentInput, rowsInput, sanGraph, type DenseValues, type RowLayout, type SanGraphValues } from './san-onnx.ts'
+import { SAN_OUTPUT, presentInput, rowsInput, sanGraph, type DenseRefs, type ParamRef, type RowLayout, type SanStructure } from './san-onnx.ts'
+import { SanTrainingRuntime } from './san-onnx-step.ts'
 import { OrtGraph, resolveRuntime } from '@iisan/backbones/onnx/onnx-runtime'
 import type { UserEncoderConfig } from './user-encoder.ts'
 
@@ -35,8 +37,8 @@ export interface IisanConfig extends UserEncoderConfig {
   text: BackboneShape
   image: BackboneShape
   /**
-   * Threads a cached training step's SAN runs on (san-threads.ts); 1: the step's own only.
-   * Default: the iisan method's (methods/iisan.ts).
+   * Threads a cached training step's SAN runs on: ORT's intra-op threads, or on tfjs the step's
+   * own plus SAN threads (san-threads.ts); 0 or unset: automatic (methods/iisan.ts, TRAIN_THREADS).
    */
   trainThreads?: number
 }
@@ -92,6 +94,8 @@ export class IisanItemEncoder implements ItemEncoder {
   private readonly variables: [string, tf.Variable][]
   /** the other threads a training step's SAN runs on; null: the step's own only */
   private threads: SanThreads | null = null
+  /** the training step's SAN on ONNX Runtime (prepareTraining); null: on tfjs */
+  private runtime: SanTrainingRuntime | null = null
 
   /**
    * `threads` > 1 (cached states only): training steps split their items over that many threads.
@@ -150,8 +154,10 @@ export class IisanItemEncoder implements ItemEncoder {
 
   /** Swaps in a grown store (cold-start items appended, or new items to embed). */
   setStates(states: CachedStates): void {
-    // the SAN threads read the store they were given: a model past training needs none
+    // the SAN threads and the runtime's graphs read the store they were given: a model past
+    // training needs neither
     this.stopThreads()
+    this.releaseRuntime()
     this.source = new StoredStates(states)
   }
 
@@ -161,7 +167,61 @@ export class IisanItemEncoder implements ItemEncoder {
 
   dispose(): void {
     this.stopThreads()
+    this.releaseRuntime()
     this.source.dispose?.()
+  }
+
+  /**
+   * Before training: the SAN's training pass moves to ONNX Runtime (san-onnx-step.ts) where it
+   * loads and BACKBONE_RUNTIME allows it, for cached states and the ReLU SANB; steps then take
+   * the two-pass route (forwardForStep), on `trainThreads` intra-op threads (0: every core).
+   * Elsewhere (and for GELU, whose backward graph is not written) training stays on tfjs, with
+   * the SAN threads if any.
+   */
+  async prepareTraining(): Promise<void> {
+    if (this.runtime || !(this.source instanceof StoredStates) || this.config.activation !== 'relu') return
+    const rt = await resolveRuntime(undefined, () => undefined)
+    if (rt.name !== 'onnx') return
+    const threads = this.config.trainThreads || os.availableParallelism()
+    this.runtime = await SanTrainingRuntime.create(rt.ort, this.sanStructure(this.source.states), threads)
+    // the SAN threads have nothing left to do
+    this.stopThreads()
+  }
+
+  /** Where the training step's SAN runs. */
+  get trainingRuntime(): 'onnx' | 'tfjs' {
+    return this.runtime ? 'onnx' : 'tfjs'
+  }
+
+  /**
+   * Pass 1 of a two-pass step on ONNX Runtime (see prepareTraining); undefined while the SAN
+   * trains on tfjs (one tape over the step). The same loss and gradients as the tape, within
+   * float tolerance: a stand-in whose modality every item of the step has gets no gradient, as
+   * on tfjs (where it is not on the tape), so Adam leaves it alone.
+   */
+  forwardForStep(ids: Int32Array): TwoPassStep | undefined {
+    const { runtime } = this
+    if (!runtime) return undefined
+    const { unique, slot } = uniqueItems(ids)
+    if (!unique.length) return undefined
+    const variables = new Map(this.variables.map(([, v]) => [v.name, v]))
+    const values = new Map<string, Float32Array>()
+    for (const [name, v] of variables) values.set(name, v.dataSync() as Float32Array)
+    const pass = runtime.forward(unique, (this.source as StoredStates).states, (ref) => values.get(ref.name)!)
+    const D = this.embeddingDim
+    return {
+      unique: tf.tensor2d(pass.rows, [unique.length, D]),
+      slot,
+      backward: (dUnique) => {
+        const grads: tf.NamedTensorMap = {}
+        for (const [name, grad] of pass.backward(dUnique.dataSync() as Float32Array)) {
+          const v = variables.get(name)!
+          if ((v === this.missing.text && !pass.absent.text) || (v === this.missing.image && !pass.absent.image)) continue
+          grads[name] = tf.tensor(grad, v.shape)
+        }
+        return grads
+      },
+    }
   }
 
   embedFromStates(items: NewItemStates[]): Float32Array {
@@ -192,7 +252,8 @@ export class IisanItemEncoder implements ItemEncoder {
     const stored = this.source.states
     const N = this.storedItems()
     const D = this.embeddingDim
-    const graph = await OrtGraph.create(rt.ort, sanGraph(this.graphValues(stored)))
+    const variables = new Map(this.variables.map(([, v]) => [v.name, v]))
+    const graph = await OrtGraph.create(rt.ort, sanGraph(this.sanStructure(stored), (ref) => variables.get(ref.name)!.dataSync() as Float32Array))
     const out = new Float32Array((N + 1) * D) // row 0: padding
     try {
       for (let first = 1; first <= N; first += ORT_CHUNK) {
@@ -213,20 +274,20 @@ export class IisanItemEncoder implements ItemEncoder {
     return tf.tensor2d(out, [N + 1, D])
   }
 
-  /** The parameters' current values and the stores' row layouts, for sanGraph. */
-  private graphValues(stored: CachedStates): SanGraphValues {
-    const values = (v: tf.Variable) => v.dataSync() as Float32Array
-    const dense = ({ w, b }: LinearWeights): DenseValues => ({ w: values(w), b: values(b), inDim: w.shape[0], outDim: w.shape[1] })
+  /** The SAN's parameters (by variable name) and the stores' row layouts, for the ONNX graphs. */
+  private sanStructure(stored: CachedStates): SanStructure {
+    const ref = (v: tf.Variable): ParamRef => ({ name: v.name, shape: v.shape })
+    const dense = ({ w, b }: LinearWeights): DenseRefs => ({ w: ref(w), b: ref(b) })
     const { text, image, activation, embeddingDim } = this.config
     return {
       activation,
       widths: { text: text.width, image: image.width },
       rows: { text: this.rowLayout(stored.text, 'text'), image: this.rowLayout(stored.image, 'image') },
-      missing: { text: values(this.missing.text), image: values(this.missing.image) },
-      alignImage: this.alignImage ? values(this.alignImage) : null,
+      missing: { text: ref(this.missing.text), image: ref(this.missing.image) },
+      alignImage: this.alignImage ? ref(this.alignImage) : null,
       towers: this.towers.map(({ modality, tower }) => ({
         modality,
-        theta: values(tower.gate),
+        theta: ref(tower.gate),
         sanbs: tower.sanbs.map((b) => ({ down: dense({ w: b.down, b: b.downBias }), up: dense({ w: b.up, b: b.upBias }) })),
         F: dense(tower.F),
         P: dense(tower.P),
@@ -291,6 +352,11 @@ export class IisanItemEncoder implements ItemEncoder {
   private stopThreads(): void {
     this.threads?.dispose()
     this.threads = null
+  }
+
+  private releaseRuntime(): void {
+    this.runtime?.release()
+    this.runtime = null
   }
 
   /** Items the source holds: a cold-start store grows past the trained N. */

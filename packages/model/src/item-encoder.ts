@@ -22,9 +22,15 @@ export interface ItemEncoder {
    * recomputes the item side a chunk at a time, each under a tape of its own with pass 1's
    * dropout masks, for the encoder's gradients. The same loss and gradients as one tape over
    * `embed(ids, true)`; the memory of one chunk's tape. Encoders that have it are trained this
-   * way (SequentialRecommender.lossAndGrads).
+   * way (SequentialRecommender.lossAndGrads); undefined: this step takes the one tape.
+   * Cached IISAN takes this route to run its SAN on ONNX Runtime (prepareTraining).
    */
-  forwardForStep?(ids: Int32Array): TwoPassStep
+  forwardForStep?(ids: Int32Array): TwoPassStep | undefined
+  /**
+   * Before the first training step (SequentialRecommender.prepareTraining): the encoder may move
+   * its training pass to another runtime (cached IISAN: the SAN on ONNX Runtime).
+   */
+  prepareTraining?(): Promise<void>
   /** [N+1, D] for every item (row 0 = padding), computed in inference mode. */
   embedAll(): tf.Tensor2D
   /**

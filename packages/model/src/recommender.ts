@@ -116,6 +116,11 @@ export class SequentialRecommender {
     return (await this.itemEncoder.embedAllOnRuntime?.()) ?? this.itemMatrix()
   }
 
+  /** Before training: lets the item encoder move its training pass to a faster runtime (ItemEncoder.prepareTraining). */
+  async prepareTraining(): Promise<void> {
+    await this.itemEncoder.prepareTraining?.()
+  }
+
   /** Before a training step's forward pass, outside the gradient tape: the item encoder's preparation for these windows. */
   prepare(windows: Int32Array[]): void {
     this.itemEncoder.prepare?.(this.slotsOf(windows))

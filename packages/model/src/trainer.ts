@@ -137,6 +137,7 @@ export async function train(model: SequentialRecommender, data: ProtocolData, gi
   const options: TrainOptions = { ...PAPER_TRAINING, ...given }
   if (data.trainWindows.length === 0) throw new Error('no training sequences: no user has enough interactions')
   const optimizers = createModelOptimizers(model, options)
+  await model.prepareTraining()
   // the process's maxRSS would carry the peak of every earlier job in a long-lived worker
   let peakRss = process.memoryUsage().rss
   const sampleRss = () => {

@@ -8,6 +8,7 @@
 //
 // BACKBONE_RUNTIME=onnx|tfjs picks one explicitly: `onnx` fails loudly when the addon does not
 // load, `tfjs` never touches it. Unset: onnx, else tfjs with a warning naming the reason.
+import { createRequire } from 'node:module'
 import os from 'node:os'
 import type * as Ort from 'onnxruntime-node'
 import { BackboneConfigError } from '../config.ts'
@@ -74,15 +75,71 @@ export class OrtGraph {
    * feeds: name → [values, dims] (a Uint16Array holds float16 bit patterns); returns the
    * requested outputs' float32 data.
    */
-  async run(feeds: Record<string, [BigInt64Array | Float32Array | Uint16Array, number[]]>, outputs: string[]): Promise<Float32Array[]> {
-    const tensors: Record<string, Ort.Tensor> = {}
-    for (const [name, [values, dims]] of Object.entries(feeds)) tensors[name] = values instanceof Uint16Array ? new this.ort.Tensor('float16', values, dims) : new this.ort.Tensor(values, dims)
-    const result = await this.session.run(tensors, outputs)
+  async run(feeds: Feeds, outputs: string[]): Promise<Float32Array[]> {
+    const result = await this.session.run(tensorsOf(this.ort, feeds), outputs)
     return outputs.map((name) => result[name].data as Float32Array)
   }
 
   release(): Promise<void> {
     return this.session.release()
+  }
+}
+
+type Feeds = Record<string, [BigInt64Array | Float32Array | Uint16Array, number[]]>
+
+function tensorsOf(ort: OrtModule, feeds: Feeds): Record<string, Ort.Tensor> {
+  const tensors: Record<string, Ort.Tensor> = {}
+  for (const [name, [values, dims]] of Object.entries(feeds)) tensors[name] = values instanceof Uint16Array ? new ort.Tensor('float16', values, dims) : new ort.Tensor(values, dims)
+  return tensors
+}
+
+/** What SyncOrtSession uses of onnxruntime-node's native session (its dist/binding.d.ts). */
+interface NativeSession {
+  loadModel(buffer: ArrayBufferLike, byteOffset: number, byteLength: number, options: Ort.InferenceSession.SessionOptions): Promise<void> | void
+  run(feeds: Record<string, Ort.Tensor>, fetches: Record<string, null>, options: object): Record<string, Ort.Tensor>
+  dispose(): void
+}
+
+/**
+ * One ONNX graph in an ORT session whose run blocks until it is done. onnxruntime-node's public
+ * run is a promise, but its native session runs synchronously (the package calls it from a
+ * setImmediate); a tfjs training step is synchronous from its forward pass to its gradients, so
+ * the SAN's training graphs are run this way. `threads`: ORT's intra-op threads.
+ */
+export class SyncOrtSession {
+  private constructor(
+    private readonly ort: OrtModule,
+    private native: NativeSession | null,
+  ) {}
+
+  static async create(ort: OrtModule, model: Uint8Array, threads: number): Promise<SyncOrtSession> {
+    // the package's own binding module, so its once-per-process initialisation is shared
+    const { binding, initOrt } = createRequire(import.meta.url)('onnxruntime-node/dist/binding.js') as {
+      binding: { InferenceSession: new () => NativeSession }
+      initOrt: () => void
+    }
+    initOrt()
+    const native = new binding.InferenceSession()
+    await native.loadModel(model.buffer, model.byteOffset, model.byteLength, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      extra: { session: { 'intra_op.allow_spinning': '0' } },
+    })
+    return new SyncOrtSession(ort, native)
+  }
+
+  /** As OrtGraph.run, synchronously. */
+  run(feeds: Feeds, outputs: string[]): Float32Array[] {
+    if (!this.native) throw new Error('this ONNX Runtime session was released')
+    const result = this.native.run(tensorsOf(this.ort, feeds), Object.fromEntries(outputs.map((name) => [name, null])), {})
+    return outputs.map((name) => result[name].data as Float32Array)
+  }
+
+  release(): void {
+    this.native?.dispose()
+    this.native = null
   }
 }
 

@@ -93,19 +93,21 @@ const SAN_FAMILY = {
 }
 
 /**
- * Threads a cached training step runs its SAN on (san-threads.ts). 1 on this project's reference
- * machine: docs/ARCHITECTURE.md, "Backbone passes on more than one core", has the figures.
+ * Threads a cached training step runs its SAN on; 0: automatic, every core when the SAN trains on
+ * ONNX Runtime (the default wherever it loads), one on tfjs, where extra SAN threads (san-threads.ts)
+ * paid only on a free core. docs/ARCHITECTURE.md, "The training step on ONNX Runtime", has the figures.
  */
-const TRAIN_THREADS = 1
+const TRAIN_THREADS = 0
 
 export const iisan: TrainingMethod<IisanConfig> = {
   ...SAN_FAMILY,
   configProperties: {
     ...SAN_PROPERTIES,
     trainThreads: Type.Integer({
-      minimum: 1,
+      minimum: 0,
       maximum: 16,
-      description: "threads a training step's side network runs on: the step's distinct items are split over them, the loss and its gradients are the same",
+      description:
+        "threads a training step's side network runs on, 0 = automatic (every core on ONNX Runtime, one on tfjs); the loss and its gradients are the same for any count",
     }),
   },
   defaults: { ...IISAN_DEFAULTS, trainThreads: TRAIN_THREADS },
