@@ -17,7 +17,7 @@
 // Prints the tables (and a Markdown version to paste), writes bench/results/serve.json.
 //
 //   npm run bench:serve [-- --quick] [--duration S] [--connections C] [--k K] [--users N]
-//                       [--sizes 20000,200000,1000000] [--catalogue-seconds S] [--scorers reference,batched,approximate]
+//                       [--sizes 20000,200000,1000000] [--catalogue-seconds S] [--scorers reference,batched,onnx,approximate]
 //                       [--skip-catalogue] [--out FILE]
 //
 // Bad arguments print one `error: …` line and exit 1. Every child process, the database and the
@@ -38,7 +38,7 @@ import { fail, freePort, deleteKeysWithPrefix } from './lib/cli.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE =
-  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,approximate] [--skip-catalogue] [--out FILE]'
+  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,onnx,approximate] [--skip-catalogue] [--out FILE]'
 
 function parseOptions() {
   let values: Record<string, string | boolean | undefined>
@@ -52,7 +52,7 @@ function parseOptions() {
         users: { type: 'string' },
         sizes: { type: 'string' },
         'catalogue-seconds': { type: 'string' },
-        scorers: { type: 'string', default: 'reference,batched,approximate' },
+        scorers: { type: 'string', default: 'reference,batched,onnx,approximate' },
         'skip-catalogue': { type: 'boolean', default: false },
         out: { type: 'string' },
       },

@@ -10,6 +10,7 @@
 // cached states live: a rows file read per batch (the default, as the worker trains) or one array in
 // memory (before issue 12); run it once each way to compare peak RSS, since a process's peak is its own.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import {
   SequentialRecommender,
@@ -133,6 +134,12 @@ const gflopsPerStep = san.executed + userSide
 const result = {
   method,
   backend,
+  // where the item side's training pass ran (IISAN's SAN: ONNX Runtime wherever it loads)
+  training_runtime: model.itemEncoder.trainingRuntime ?? 'tfjs',
+  cpu: os.cpus()[0]?.model ?? 'unknown',
+  cores: os.availableParallelism(),
+  load_average: os.loadavg(),
+  generated_at: new Date().toISOString(),
   users: data.stats.usersKept,
   items: N,
   steps,
@@ -159,6 +166,8 @@ const result = {
 console.table({
   [method]: {
     backend,
+    'SAN on': result.training_runtime,
+    cores: result.cores,
     states: result.states ?? '-',
     'median step (s)': +medianStep.toFixed(3),
     'epoch (s)': +(medianStep * stepsPerEpoch).toFixed(1),

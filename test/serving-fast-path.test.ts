@@ -1,7 +1,8 @@
 // The batched serving path (issue 11) against the reference path it replaced: the training graph's
 // forward of one history (UserEncoder.forward, every position) and the scalar exact scan
 // (topKByDot) over a matrix the test holds itself. For IISAN and ID-SASRec, on wasm and on cpu,
-// and after cold-start appends.
+// scored on tfjs and on ONNX Runtime (serving-onnx.ts: one graph per batch), and after cold-start
+// appends.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   SequentialRecommender,
@@ -86,18 +87,31 @@ function expectSameRanking(actual: ScoredItem[], reference: ScoredItem[], k: num
   return swapped
 }
 
-describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the reference path', (backend) => {
+/** A served copy of `model` with `matrix`, scored on `runtime`. */
+async function served(model: SequentialRecommender, matrix: Float32Array, runtime: 'tfjs' | 'onnx'): Promise<ServingModel> {
+  const serving = ServingModel.load(saveCheckpoint(model.params, model.config), matrix)
+  if (runtime === 'onnx') expect(await serving.useRuntime()).toBe(true)
+  expect(serving.scoringRuntime).toBe(runtime)
+  return serving
+}
+
+describe.each([
+  ['wasm', 'tfjs'],
+  ['cpu', 'tfjs'],
+  ['wasm', 'onnx'],
+  ['cpu', 'onnx'],
+] as const)('batched serving on the %s backend, scored on %s, equals the reference path', (backend, runtime) => {
   beforeAll(async () => {
     await tf.setBackend(backend)
   })
 
-  it.each(['sasrec-id', 'iisan'] as const)('%s: 1,000 random histories, batched as the API batches them, then again after cold-start appends', (method) => {
+  it.each(['sasrec-id', 'iisan'] as const)('%s: 1,000 random histories, batched as the API batches them, then again after cold-start appends', async (method) => {
     const model = buildModel(method)
     const matrix = readBack(() => model.itemMatrix())
     const D = model.config.embeddingDim
     const padded = new Float32Array(matrix.length)
     padded.set(matrix)
-    const serving = ServingModel.load(saveCheckpoint(model.params, model.config), padded)
+    const serving = await served(model, padded, runtime)
     const histories = randomHistories(HISTORIES, NUM_ITEMS, 17)
     const k = 10
     let swaps = 0
@@ -138,11 +152,11 @@ describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the ref
     model.dispose()
   }, 120_000)
 
-  it('similar items: cosine over the served rows, the item itself excluded, equal to a scan of unit rows', () => {
+  it('similar items: cosine over the served rows, the item itself excluded, equal to a scan of unit rows', async () => {
     const model = buildModel('sasrec-id')
     const matrix = readBack(() => model.itemMatrix())
     const D = model.config.embeddingDim
-    const serving = ServingModel.load(saveCheckpoint(model.params, model.config), matrix)
+    const serving = await served(model, matrix, runtime)
     const unit = new Float32Array(matrix.length)
     for (let r = 1; r <= NUM_ITEMS; r++) {
       const row = matrix.subarray(r * D, (r + 1) * D)
@@ -156,6 +170,42 @@ describe.each(['wasm', 'cpu'])('batched serving on the %s backend equals the ref
       expect(answer.map((a) => a.index)).not.toContain(index)
       expectSameRanking(answer, topKByDot(unit, D, unit.subarray(index * D, (index + 1) * D), 11, new Set([index])), 10)
     })
+    serving.dispose()
+    model.dispose()
+  })
+
+  it('a request gets the same bits alone as in any batch (recommendations and similar items)', async () => {
+    const model = buildModel('sasrec-id')
+    const serving = await served(model, readBack(() => model.itemMatrix()), runtime)
+    const histories = randomHistories(40, NUM_ITEMS, 51)
+    const together = serving.recommendMany(histories.map((history) => ({ history, k: 10 })))
+    histories.forEach((history, i) => expect(serving.recommendMany([{ history, k: 10 }])[0]).toEqual(together[i]))
+    const similarTogether = serving.similarMany(histories.map((h) => ({ index: h[0], k: 10 })))
+    histories.forEach((h, i) => expect(serving.similar(h[0], 10)).toEqual(similarTogether[i]))
+    serving.dispose()
+    model.dispose()
+  })
+
+  it('k beyond what is left, k = 0, one request with a long history beside short ones, a zero row', async () => {
+    const model = buildModel('sasrec-id')
+    const matrix = readBack(() => model.itemMatrix())
+    const D = model.config.embeddingDim
+    matrix.fill(0, 5 * D, 6 * D) // item 5: a zero row (norm 0)
+    const serving = await served(model, matrix, runtime)
+    const everything = Array.from({ length: NUM_ITEMS - 3 }, (_, i) => i + 1)
+    const [few, none, short] = serving.recommendMany([
+      { history: everything, k: 10 },
+      { history: [1, 2], k: 0 },
+      { history: [7], k: 5 },
+    ])
+    // three items are left: fewer than k, none excluded, best first
+    expect(few.map((s) => s.index).sort((a, b) => a - b)).toEqual([NUM_ITEMS - 2, NUM_ITEMS - 1, NUM_ITEMS])
+    expect(few[0].score).toBeGreaterThanOrEqual(few[2].score)
+    expect(none).toEqual([])
+    expectSameRanking(short, referenceTopK(model, matrix, [7], 6), 5)
+    // the zero row's neighbours score 0 and it is nobody's neighbour by more than 0
+    const [ofZero] = serving.similarMany([{ index: 5, k: 3 }])
+    expect(ofZero.map((s) => s.score)).toEqual([0, 0, 0])
     serving.dispose()
     model.dispose()
   })

@@ -20,7 +20,6 @@ import {
   trainStep,
   type CachedStates,
   type MethodInputs,
-  type ModalityStates,
   type TrainingState,
 } from '@iisan/model'
 import { randomModalityStates, randomProtocol } from './helpers/random-states.ts'

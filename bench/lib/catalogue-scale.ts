@@ -37,8 +37,10 @@ export interface CatalogueScorer {
 }
 
 /** The platform's batched path, exact or from the approximate index (built as the serving registry builds it). */
-async function servingPath(weights: Uint8Array, matrix: Float32Array, approximate: boolean): Promise<CatalogueAnswerer> {
+async function servingPath(weights: Uint8Array, matrix: Float32Array, approximate: boolean, onRuntime: boolean): Promise<CatalogueAnswerer> {
   const serving = ServingModel.load(weights, matrix, { approximateFrom: Infinity })
+  // as the serving registry loads a version: scored on ONNX Runtime where it loads
+  if (onRuntime && !(await serving.useRuntime())) throw new Error('ONNX Runtime does not load here (or BACKBONE_RUNTIME=tfjs): no onnx scorer')
   if (approximate) await serving.buildIndex()
   return {
     batch: serving.maxBatch,
@@ -65,13 +67,18 @@ export const CATALOGUE_SCORERS: Record<string, CatalogueScorer> = {
   },
   batched: {
     name: 'batched',
-    describe: 'ServingModel.recommendMany, exact: a batch of ServingModel.maxBatch requests = one user-encoder forward + one matrix product (wasm) + a partial top-k per request',
-    build: (weights, matrix) => servingPath(weights, matrix, false),
+    describe: 'ServingModel.recommendMany on tfjs, exact: a batch of ServingModel.maxBatch requests = one user-encoder forward + one matrix product (wasm) + a partial top-k per request in JavaScript',
+    build: (weights, matrix) => servingPath(weights, matrix, false, false),
+  },
+  onnx: {
+    name: 'onnx',
+    describe: 'ServingModel.recommendMany on ONNX Runtime, exact (what a replica serves where ORT loads): a batch = one ORT run (user encoder, product, exclusions, TopK), one intra-op thread',
+    build: (weights, matrix) => servingPath(weights, matrix, false, true),
   },
   approximate: {
     name: 'approximate',
-    describe: 'ServingModel.recommendMany with the approximate index (USearch HNSW, inner product; built beside serving by ServingModel.buildIndex, as a replica builds it): batched user encoder, one index search per request',
-    build: (weights, matrix) => servingPath(weights, matrix, true),
+    describe: 'ServingModel.recommendMany with the approximate index (USearch HNSW, inner product; built beside serving by ServingModel.buildIndex, as a replica builds it): user states on ONNX Runtime, one index search per request',
+    build: (weights, matrix) => servingPath(weights, matrix, true, true),
   },
 }
 

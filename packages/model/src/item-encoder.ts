@@ -31,6 +31,8 @@ export interface ItemEncoder {
    * its training pass to another runtime (cached IISAN: the SAN on ONNX Runtime).
    */
   prepareTraining?(): Promise<void>
+  /** Where the training pass runs once prepared (default tfjs). */
+  readonly trainingRuntime?: 'onnx' | 'tfjs'
   /** [N+1, D] for every item (row 0 = padding), computed in inference mode. */
   embedAll(): tf.Tensor2D
   /**

@@ -14,6 +14,8 @@ import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
 import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ApproximateIndexOptions, type ItemIndex, type ItemRows } from './item-index.ts'
+import { ServingRuntime, type TopRows } from './serving-onnx.ts'
+import { resolveRuntime } from '@iisan/backbones/onnx/onnx-runtime'
 
 export type { ScoredItem } from './item-scoring.ts'
 
@@ -61,8 +63,14 @@ export class ServingModel {
   private items: tf.Tensor2D
   /** |e_r| of every row, for cosine similarity; built on first use */
   private norms: Float32Array | undefined
+  /** the norms with 0 replaced by 1, as ORT's cosine graph divides by them */
+  private safeNorms: Float32Array | undefined
   /** inner-product index over rows 1..N, for catalogues of approximateFrom items or more */
   private shared: SharedIndex | undefined
+  /** the serving graphs on ONNX Runtime (useRuntime); null: tfjs */
+  private runtime: ServingRuntime | null = null
+  /** a copy of the matrix for ORT where the backend cannot lend its own (cpu); dropped on append */
+  private rowsForRuntime: Float32Array | undefined
   private disposed = false
 
   private constructor(
@@ -94,6 +102,31 @@ export class ServingModel {
     model.params.restore(values)
     const approximate = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS)
     return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), approximate, options.index ?? {})
+  }
+
+  /**
+   * Moves this version's scoring to ONNX Runtime (serving-onnx.ts) where it loads and
+   * BACKBONE_RUNTIME allows it: a batch of requests is then one ORT run (user encoder, product,
+   * exclusions, top k). tfjs answers until it is ready, and everywhere it is not. Returns whether
+   * ORT now serves.
+   */
+  async useRuntime(): Promise<boolean> {
+    if (this.runtime) return true
+    const rt = await resolveRuntime(undefined, () => undefined)
+    if (rt.name !== 'onnx' || this.disposed) return false
+    const { embeddingDim, maxSeqLen, numHeads } = this.config
+    const runtime = await ServingRuntime.create(rt.ort, this.model.userEncoder, embeddingDim, maxSeqLen, numHeads)
+    if (this.disposed) {
+      runtime.release()
+      return false
+    }
+    this.runtime = runtime
+    return true
+  }
+
+  /** Where a batch is scored: 'onnx' once useRuntime succeeded, else 'tfjs'. */
+  get scoringRuntime(): 'onnx' | 'tfjs' {
+    return this.runtime ? 'onnx' : 'tfjs'
   }
 
   /** Whether recommendations come from the approximate index rather than the exact scan. */
@@ -209,8 +242,46 @@ export class ServingModel {
 
   /** User states [B, D] after each history (item indices, oldest first; the last T are used). */
   userStates(histories: readonly ArrayLike<number>[]): Float32Array {
+    if (this.runtime) return this.runtime.states(this.runtimeRows(), this.windowsOf(histories))
     const windows = histories.map((h) => leftPad(h, this.config.maxSeqLen))
     return readBack(() => this.model.userStates(windows, this.items))
+  }
+
+  /** The last T items of each history, left-padded, row-major [B·T]; ids must be rows of the matrix. */
+  private windowsOf(histories: readonly ArrayLike<number>[]): Int32Array {
+    const T = this.config.maxSeqLen
+    const rows = this.items.shape[0]
+    const windows = new Int32Array(histories.length * T)
+    histories.forEach((h, b) => {
+      const window = leftPad(h, T)
+      for (const id of window) if (!(id >= 0 && id < rows)) throw new RangeError(`item index ${id} is outside the model's 0..${rows - 1}`)
+      windows.set(window, b * T)
+    })
+    return windows
+  }
+
+  /** Each request's excluded rows, [B·X] with X = 1 + the longest list: every row holds a 0 (padding). */
+  private exclusionsOf(lists: readonly ArrayLike<number>[]): Int32Array {
+    const rows = this.items.shape[0]
+    const X = 1 + Math.max(...lists.map((l) => l.length))
+    const exclude = new Int32Array(lists.length * X)
+    lists.forEach((list, b) => {
+      for (let i = 0; i < list.length; i++) if (list[i] > 0 && list[i] < rows) exclude[b * X + i] = list[i]
+    })
+    return exclude
+  }
+
+  /** The matrix as ORT reads it: the backend's own buffer where it lends it (wasm), else one copy. */
+  private runtimeRows(): Float32Array {
+    return valuesInPlace(this.items) ?? (this.rowsForRuntime ??= this.itemRows())
+  }
+
+  /** Requests in batches of at most maxBatch, each batch answered by `score`. */
+  private inBatches<R>(requests: readonly R[], score: (batch: readonly R[]) => ScoredItem[][]): ScoredItem[][] {
+    const step = this.maxBatch
+    const out: ScoredItem[][] = []
+    for (let start = 0; start < requests.length; start += step) out.push(...score(requests.slice(start, start + step)))
+    return out
   }
 
   userState(history: ArrayLike<number>): Float32Array {
@@ -220,8 +291,16 @@ export class ServingModel {
   /** Top-k items by u·e_j over 1..N for each request, its history excluded: one forward, one product. */
   recommendMany(requests: readonly RecommendRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
-    const states = this.userStates(requests.map((r) => r.history))
     const index = this.shared?.index
+    const runtime = this.runtime
+    if (runtime && !index) {
+      return this.inBatches(requests, (batch) => {
+        const k = Math.max(...batch.map((r) => r.k))
+        const top = runtime.recommend(this.runtimeRows(), this.windowsOf(batch.map((r) => r.history)), this.exclusionsOf(batch.map((r) => r.history)), k)
+        return batch.map((r, b) => scoredRows(top, b, r.k))
+      })
+    }
+    const states = this.userStates(requests.map((r) => r.history))
     if (index) {
       const D = this.config.embeddingDim
       // a shared index may hold a later reload's rows too: this model's answers stop at its own
@@ -243,6 +322,16 @@ export class ServingModel {
     if (requests.length === 0) return []
     this.norms ??= readBack(() => tf.norm(this.items, 'euclidean', 1))
     const norms = this.norms
+    const runtime = this.runtime
+    if (runtime) {
+      // a zero row scores 0 against everything: divided by 1, as below
+      const safeNorms = (this.safeNorms ??= norms.map((n) => n || 1))
+      return this.inBatches(requests, (batch) => {
+        const k = Math.max(...batch.map((r) => r.k))
+        const top = runtime.similar(this.runtimeRows(), safeNorms, Int32Array.from(batch, (r) => r.index), this.exclusionsOf(batch.map((r) => [r.index])), k)
+        return batch.map((r, b) => scoredRows(top, b, r.k))
+      })
+    }
     const D = this.config.embeddingDim
     const queries = readBack(() => tf.gather(this.items, tf.tensor1d(requests.map((r) => r.index), 'int32')))
     requests.forEach((r, b) => {
@@ -285,6 +374,8 @@ export class ServingModel {
     this.items.dispose()
     this.items = grown
     this.norms = undefined
+    this.safeNorms = undefined
+    this.rowsForRuntime = undefined
     // an index handed on belongs to the reload now, which has rows of its own after ours
     if (this.shared && this.shared.owner !== this) this.shared = undefined
     this.shared?.index?.append(rows, first)
@@ -298,9 +389,21 @@ export class ServingModel {
       this.shared.index = undefined
     }
     this.shared = undefined
+    this.runtime?.release()
+    this.runtime = null
     this.items.dispose()
     this.model.dispose()
   }
+}
+
+/** Request b's first k rows of ORT's top rows, stopping at the excluded (−∞) ones. */
+function scoredRows(top: TopRows, b: number, k: number): ScoredItem[] {
+  const out: ScoredItem[] = []
+  for (let i = b * top.width; i < b * top.width + Math.min(k, top.width); i++) {
+    if (top.scores[i] === -Infinity) break
+    out.push({ index: top.rows[i], score: top.scores[i] })
+  }
+  return out
 }
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {

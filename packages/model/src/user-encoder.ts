@@ -19,13 +19,13 @@ const LN_EPS = 1e-6
 const MASKED = -1e9
 
 /** γ, β of a LayerNorm over D. */
-interface LayerNormWeights {
+export interface LayerNormWeights {
   gamma: tf.Variable<tf.Rank.R1>
   beta: tf.Variable<tf.Rank.R1>
 }
 
 /** One post-LN transformer block: attention (no biases, as the authors'), then a ReLU FFN (D → 4D → D). */
-interface UserBlock {
+export interface UserBlock {
   /** [D, D] each */
   wq: tf.Variable<tf.Rank.R2>
   wk: tf.Variable<tf.Rank.R2>
@@ -67,6 +67,11 @@ export class UserEncoder {
       const b2 = params.vector(`${p}.ffn.b2`, D, 'zeros', 'recsys')
       this.blocks.push({ wq, wk, wv, wo, lnAttn, w1, b1, w2, b2, lnFfn: layerNormAt(`${p}.ln_ffn`) })
     }
+  }
+
+  /** The weights, read-only, for another runtime's copy of this forward (serving-onnx.ts). */
+  get weights(): { posEmb: tf.Variable<tf.Rank.R2>; lnIn: LayerNormWeights; blocks: readonly UserBlock[]; lnEps: number; masked: number } {
+    return { posEmb: this.posEmb, lnIn: this.lnIn, blocks: this.blocks, lnEps: LN_EPS, masked: MASKED }
   }
 
   /**

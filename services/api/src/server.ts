@@ -20,6 +20,7 @@ export async function createApiServer(config: AppConfig, logger: Logger, options
   const registry = new ServingRegistry(prisma, {
     approximateFrom: config.approximateIndexFrom,
     onIndex: ({ error, ...event }) => (error === undefined ? logger.info(event, 'approximate index ready') : logger.warn({ ...event, err: error }, 'approximate index not built: serving exactly')),
+    onScoring: ({ error, ...event }) => (error === undefined ? logger.info(event, 'model version loaded for serving') : logger.warn({ ...event, err: error }, 'ONNX Runtime could not take the scoring: serving on tfjs')),
   })
   await registry.refreshActive()
   // Every replica hears about activations: its own, other replicas', the worker's.

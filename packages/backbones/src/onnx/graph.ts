@@ -15,7 +15,9 @@ const { onnx } = onnxProto
 const FLOAT = onnx.TensorProto.DataType.FLOAT
 const INT64 = onnx.TensorProto.DataType.INT64
 const FLOAT16 = onnx.TensorProto.DataType.FLOAT16
-const ELEMENT_TYPES = { float: FLOAT, float16: FLOAT16, int64: INT64 } as const
+const INT32 = onnx.TensorProto.DataType.INT32
+export const ELEMENT_TYPES = { float: FLOAT, float16: FLOAT16, int64: INT64, int32: INT32 } as const
+export type ElementType = keyof typeof ELEMENT_TYPES
 
 export const OPSET = 17
 
@@ -42,7 +44,7 @@ export class GraphBuilder {
   }
 
   /** Graph input; dims are numbers or symbolic names ('batch', 'seq'). */
-  input(name: string, type: keyof typeof ELEMENT_TYPES, dims: (number | string)[]): string {
+  input(name: string, type: ElementType, dims: (number | string)[]): string {
     this.inputs.push(valueInfo(name, ELEMENT_TYPES[type], dims))
     return name
   }
@@ -53,9 +55,9 @@ export class GraphBuilder {
   }
 
   /** Marks `value` as the graph output `name` (through an Identity so any value can be one). */
-  output(value: string, name: string, dims: (number | string)[]): void {
+  output(value: string, name: string, dims: (number | string)[], type: ElementType = 'float'): void {
     this.op('Identity', [value], {}, name)
-    this.outputs.push(valueInfo(name, FLOAT, dims))
+    this.outputs.push(valueInfo(name, ELEMENT_TYPES[type], dims))
   }
 
   floatConst(values: Float32Array, dims: number[], hint = 'w'): string {
@@ -73,16 +75,32 @@ export class GraphBuilder {
     return name
   }
 
+  /** An int32 constant of the given dims (a scalar for []). */
+  int32Const(values: number[], dims: number[] = [values.length], hint = 'i'): string {
+    const name = this.fresh(hint)
+    const bytes = Int32Array.from(values)
+    this.initializers.push(onnx.TensorProto.create({ name, dataType: INT32, dims, rawData: new Uint8Array(bytes.buffer) }))
+    return name
+  }
+
   /** A checkpoint weight as an initializer of the shape it is stored in. */
   weight(name: string, shape: number[]): string {
     return this.floatConst(this.src.read({ name, shape }), shape, name)
   }
 
   op(type: string, inputs: string[], attrs: Record<string, Attr> = {}, outName?: string): string {
-    const out = outName ?? this.fresh(type)
+    return this.node(type, inputs, attrs, [outName ?? this.fresh(type)])[0]
+  }
+
+  /** An op with several outputs (TopK: values, indices). */
+  ops(type: string, inputs: string[], attrs: Record<string, Attr>, outputs: number): string[] {
+    return this.node(type, inputs, attrs, Array.from({ length: outputs }, () => this.fresh(type)))
+  }
+
+  private node(type: string, inputs: string[], attrs: Record<string, Attr>, output: string[]): string[] {
     const attribute = Object.entries(attrs).map(([name, v]) => attribute_(name, v))
-    this.nodes.push(onnx.NodeProto.create({ opType: type, input: inputs, output: [out], name: this.fresh(`n_${type}`), attribute }))
-    return out
+    this.nodes.push(onnx.NodeProto.create({ opType: type, input: inputs, output, name: this.fresh(`n_${type}`), attribute }))
+    return output
   }
 
   /** HF nn.Linear `<prefix>.weight` [out, in] (+ bias [out]): x [..., in] → [..., out]. */

@@ -85,7 +85,7 @@ export class OrtGraph {
   }
 }
 
-type Feeds = Record<string, [BigInt64Array | Float32Array | Uint16Array, number[]]>
+type Feeds = Record<string, [BigInt64Array | Float32Array | Int32Array | Uint16Array, number[]]>
 
 function tensorsOf(ort: OrtModule, feeds: Feeds): Record<string, Ort.Tensor> {
   const tensors: Record<string, Ort.Tensor> = {}
@@ -130,11 +130,11 @@ export class SyncOrtSession {
     return new SyncOrtSession(ort, native)
   }
 
-  /** As OrtGraph.run, synchronously. */
-  run(feeds: Feeds, outputs: string[]): Float32Array[] {
+  /** As OrtGraph.run, synchronously; an int32 output comes back as an Int32Array. */
+  run<T extends Float32Array | Int32Array = Float32Array>(feeds: Feeds, outputs: string[]): T[] {
     if (!this.native) throw new Error('this ONNX Runtime session was released')
     const result = this.native.run(tensorsOf(this.ort, feeds), Object.fromEntries(outputs.map((name) => [name, null])), {})
-    return outputs.map((name) => result[name].data as Float32Array)
+    return outputs.map((name) => result[name].data as T)
   }
 
   release(): void {

@@ -71,6 +71,8 @@ export interface ServingRegistryOptions {
    * from scratch).
    */
   onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; error?: unknown }) => void
+  /** Told where each loaded version scores (ServingModel.useRuntime); `error`: ORT failed to take it, tfjs serves. */
+  onScoring?: (event: { modelVersionId: string; runtime: 'onnx' | 'tfjs'; error?: unknown }) => void
 }
 
 export class ServingRegistry {
@@ -81,6 +83,7 @@ export class ServingRegistry {
   private readonly maxLoaded: number
   private readonly approximateFrom: number
   private readonly onIndex: ServingRegistryOptions['onIndex']
+  private readonly onScoring: ServingRegistryOptions['onScoring']
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
 
   constructor(
@@ -90,6 +93,7 @@ export class ServingRegistry {
     this.maxLoaded = options.maxLoaded ?? 8
     this.approximateFrom = options.approximateFrom ?? ANN_MIN_ITEMS
     this.onIndex = options.onIndex
+    this.onScoring = options.onScoring
   }
 
   /** Re-reads which versions are active (at start-up and whenever an activation is announced). */
@@ -211,6 +215,11 @@ export class ServingRegistry {
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
     const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity })
+    // a batch becomes one ONNX Runtime run where it loads; tfjs serves otherwise, and if it fails
+    await serving.useRuntime().then(
+      (onnx) => this.onScoring?.({ modelVersionId: id, runtime: onnx ? 'onnx' : 'tfjs' }),
+      (error: unknown) => this.onScoring?.({ modelVersionId: id, runtime: 'tfjs', error }),
+    )
     const loaded = await this.withItems(
       { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
