@@ -10,7 +10,6 @@
 // torch.nn.TransformerEncoder on the same shapes on 2 threads in the same run, and the three
 // figures (tfjs, ONNX Runtime, PyTorch) are printed side by side; torch stays optional. Writes bench/results/backbones.json.
 //   npm run bench:backbones [-- --quick]
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -32,6 +31,7 @@ import {
 } from '@iisan/backbones'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { fail } from './lib/cli.ts'
+import { runTorchScript, type TorchRun } from './lib/torch.ts'
 
 let quick = false
 try {
@@ -196,27 +196,13 @@ interface TorchRow {
   itemsPerSecond: number
 }
 
-type TorchReference =
-  | { source: 'measured'; python: string; torch: string; threads: number; blas: string | null; libblas: string | null; script: string; rows: TorchRow[] }
-  | { source: 'absent'; reason: string }
+type TorchReference = TorchRun<{ torch: string; threads: number; blas: string | null; libblas: string | null; rows: TorchRow[] }>
 
 const TORCH_SCRIPT = 'bench/reference/torch_encoder.py'
 
-/** The first interpreter that imports torch: $PYTHON if set, else python3 on PATH, then Debian's. */
-function torchPython(): string | null {
-  const candidates = process.env.PYTHON ? [process.env.PYTHON] : ['python3', '/usr/bin/python3']
-  return candidates.find((py) => spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) ?? null
-}
-
 /** Runs the PyTorch reference (2 threads, same shapes as the base rows); never required. */
 function torchReference(): TorchReference {
-  const python = torchPython()
-  if (!python) return { source: 'absent', reason: `no torch in ${process.env.PYTHON ?? 'python3 or /usr/bin/python3'} (apt-get install python3-torch, or PYTHON=…)` }
-  const args = [path.resolve(process.cwd(), TORCH_SCRIPT), '--threads', '2', ...(quick ? ['--quick'] : [])]
-  const run = spawnSync(python, args, { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } })
-  if (run.status !== 0) return { source: 'absent', reason: `${TORCH_SCRIPT} failed: ${(run.stderr || run.error?.message || '').trim().split('\n').pop()}` }
-  const out = JSON.parse(run.stdout) as { torch: string; threads: number; blas: string | null; libblas: string | null; rows: TorchRow[] }
-  return { source: 'measured', python, torch: out.torch, threads: out.threads, blas: out.blas, libblas: out.libblas, script: TORCH_SCRIPT, rows: out.rows }
+  return runTorchScript(TORCH_SCRIPT, ['--threads', '2', ...(quick ? ['--quick'] : [])])
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {

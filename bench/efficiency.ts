@@ -16,6 +16,8 @@ interface TrainBench {
   peak_rss_mb: number
   eval_s: number | null
   median_step_s: number
+  /** where the item side trained (absent in results written before it was recorded: tfjs) */
+  training_runtime?: string
 }
 
 const rows: (EfficiencyFigures & { label: string; source: string; evalSeconds: number | null })[] = []
@@ -26,7 +28,7 @@ for (const method of STEP_BENCH_METHODS) {
     process.exit(1)
   }
   const b = JSON.parse(readFileSync(file, 'utf8')) as TrainBench
-  rows.push({ id: method, label: `${method} (this platform, tfjs-wasm)`, source: file, secondsPerEpoch: b.epoch_s, trainableParams: b.trainable_params, peakMemoryMb: b.peak_rss_mb, evalSeconds: b.eval_s })
+  rows.push({ id: method, label: `${method} (this platform, ${b.training_runtime === 'onnx' ? 'tfjs-wasm + ONNX Runtime' : 'tfjs-wasm'})`, source: file, secondsPerEpoch: b.epoch_s, trainableParams: b.trainable_params, peakMemoryMb: b.peak_rss_mb, evalSeconds: b.eval_s })
 }
 // Same configuration as train-iisan.json. Reference, not measured here: 0.81 s per step × the
 // epoch's steps, 39.1 s evaluation, 865 MB peak RSS, their 4,113,877 parameters (ours add the

@@ -1,4 +1,4 @@
-// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N] [--threads 1,2] [--states file|memory]`
+// `npm run bench:train -- --method iisan|sasrec-id --steps N [--json PATH] [--users N] [--threads 1,2] [--states file|memory] [--skip-torch]`
 //
 // Training-step and evaluation cost on the full Scientific users (real sequences, so batches
 // hold the real mix of padding and repeated items) with the paper's configuration: D = 64,
@@ -9,6 +9,8 @@
 // first count's figures at the top level and each count's under `threads`. --states says where the
 // cached states live: a rows file read per batch (the default, as the worker trains) or one array in
 // memory (before issue 12); run it once each way to compare peak RSS, since a process's peak is its own.
+// For IISAN, when a python3 with torch is found, bench/reference/torch_iisan_step.py times the
+// cached step at the authors' shapes in PyTorch on 2 threads in the same run (--skip-torch: not).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -30,8 +32,9 @@ import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 import { STATES_PLACES, type StatesPlace } from './random-states.ts'
+import { runTorchScript } from './lib/torch.ts'
 
-const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--threads N,M,…] [--states ${STATES_PLACES.join('|')}]`
+const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--skip-torch] [--threads N,M,…] [--states ${STATES_PLACES.join('|')}]`
 const { values } = parseOptions(
   {
     method: { type: 'string', default: 'iisan' },
@@ -39,6 +42,7 @@ const { values } = parseOptions(
     users: { type: 'string' },
     json: { type: 'string' },
     'skip-eval': { type: 'boolean', default: false },
+    'skip-torch': { type: 'boolean', default: false },
     threads: { type: 'string' },
     states: { type: 'string', default: 'file' },
   },
@@ -178,9 +182,21 @@ console.table({
     'GFLOP/s': +result.achieved_gflops.toFixed(1),
   },
 })
+// the authors' step on this CPU, as near as we can run it: a PyTorch rewrite of their cached step
+// (every B·(T+1) slot through the SAN), 2 threads, the same steps count; optional
+const TORCH_STEP = 'bench/reference/torch_iisan_step.py'
+const torchStep =
+  method === 'iisan' && !values['skip-torch']
+    ? runTorchScript<{ torch: string; threads: number; trainableParams: number; slotsPerStep: number; medianStepSeconds: number; stepTimesSeconds: number[] }>(TORCH_STEP, ['--threads', '2', '--steps', String(steps)])
+    : null
+if (torchStep?.source === 'measured') {
+  console.log(`\nPyTorch ${torchStep.torch} reference (${TORCH_STEP}: the cached step at the authors' shapes, ${torchStep.slotsPerStep} slots, ${torchStep.threads} threads), same run:`)
+  console.table({ [method]: { 'ours (s)': +medianStep.toFixed(3), 'PyTorch (s)': +torchStep.medianStepSeconds.toFixed(3), 'ours / PyTorch': `${(medianStep / torchStep.medianStepSeconds).toFixed(2)}×`, 'PyTorch params': torchStep.trainableParams } })
+} else if (torchStep) console.log(`PyTorch reference skipped: ${torchStep.reason}`)
+const resultWithReference = { ...result, torch_reference: torchStep, ratio_to_torch: torchStep?.source === 'measured' ? medianStep / torchStep.medianStepSeconds : null }
 const out = values.json ?? `bench/results/train-${method}.json`
 mkdirSync(path.dirname(out), { recursive: true })
-writeFileSync(out, JSON.stringify(result, null, 2))
+writeFileSync(out, JSON.stringify(resultWithReference, null, 2))
 console.log(`wrote ${out}`)
 
 /**

@@ -183,7 +183,13 @@ export class IisanItemEncoder implements ItemEncoder {
     const rt = await resolveRuntime(undefined, () => undefined)
     if (rt.name !== 'onnx') return
     const threads = this.config.trainThreads || os.availableParallelism()
-    this.runtime = await SanTrainingRuntime.create(rt.ort, this.sanStructure(this.source.states), threads)
+    try {
+      this.runtime = await SanTrainingRuntime.create(rt.ort, this.sanStructure(this.source.states), threads)
+    } catch (err) {
+      // the same training on tfjs, slower: better than no training
+      console.warn(`iisan: ONNX Runtime could not take the SAN's training pass (${err instanceof Error ? err.message : String(err)}); training it on tfjs`)
+      return
+    }
     // the SAN threads have nothing left to do
     this.stopThreads()
   }

@@ -58,12 +58,13 @@ export const ANN_DEFAULTS = {
 } as const
 
 /**
- * Suggested catalogue size from which serving should switch from the exact scan to the index:
- * the batched exact scan costs D·N multiply-adds per request (one core answered 2,264 requests/s
- * at 20k items, 360 at 200k, 44 at 1M; the index 562 at 200k and 415 at 1M, bench:serve), but the
- * index costs build time and memory at activation.
+ * Suggested catalogue size from which serving should switch from the exact scan to the index.
+ * With scoring on ONNX Runtime (the default wherever it loads), one core answered exactly 12,683
+ * requests/s at 20k items, 2,095 at 200k and 218 at 1M; the index 1,356 at 200k (recall 0.992)
+ * and 1,066 at 1M (bench:serve, December 7): exact wins below about 300k items, on rate and on
+ * recall. (On tfjs the switch-over was ≈ 100k: 360 exact against 562 indexed at 200k.)
  */
-export const ANN_MIN_ITEMS = 100_000
+export const ANN_MIN_ITEMS = 300_000
 
 /**
  * Items to leave out of a search: a set of item indices (e.g. the user's history; its size

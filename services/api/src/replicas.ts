@@ -60,7 +60,11 @@ export function superviseReplicas(options: SupervisorOptions): void {
     if (!slot) return
     if (stopping) {
       // one still starting has no shutdown handler yet: our SIGTERM ends it, with nothing lost
-      if (code !== 0 && !(signal === 'SIGTERM' && slot.listeningAt === undefined)) failed = true
+      if (code !== 0 && !(signal === 'SIGTERM' && slot.listeningAt === undefined)) {
+        failed = true
+        // the API then exits 1: say which replica, and how it ended
+        logger.error({ replica: slot.replica, pid: worker.process.pid, code, signal, listened: slot.listeningAt !== undefined }, 'a replica did not stop cleanly')
+      }
       if (slots.size === 0) finish()
       return
     }
