@@ -189,6 +189,47 @@ describe('approximate item index (usearch, inner product)', () => {
   })
 })
 
+describe('the longest rows scored exactly beside the graph (normShortlist)', () => {
+  // a narrow beam, so the graph alone misses: what the shortlist adds is visible
+  const matrix = withPadding(rows(N, 5))
+  const recall = (index: ApproximateItemIndex) => {
+    const g = gaussian(6)
+    let hits = 0
+    for (let i = 0; i < 100; i++) {
+      const u = userState(matrix, g)
+      const truth = new Set(exactTopK(matrix, u, K))
+      hits += index.search(u, K).filter((s) => truth.has(s.index)).length
+    }
+    return hits / (K * 100)
+  }
+
+  it('raises recall@10 over the same graph, and every answer is still an exact dot product, best first', () => {
+    const plain = approximateIndex(matrix, D, { threads: 1, efSearch: 12, normShortlist: 0 })
+    const shortlisted = approximateIndex(matrix, D, { threads: 1, efSearch: 12, normShortlist: 2048 })
+    const [without, withShortlist] = [recall(plain), recall(shortlisted)]
+    expect(withShortlist).toBeGreaterThan(without)
+    const u = userState(matrix, gaussian(7))
+    const got = shortlisted.search(u, K)
+    got.forEach((s, i) => {
+      expect(s.score).toBeCloseTo(dot(matrix, s.index, u), 4)
+      if (i > 0) expect(got[i - 1].score).toBeGreaterThanOrEqual(s.score)
+    })
+    plain.dispose?.()
+    shortlisted.dispose?.()
+  })
+
+  it('a query along the longest row gets that row first, and not when it is excluded or past upTo', () => {
+    let longest = 1
+    for (let r = 2; r <= N; r++) if (dot(matrix, r, matrix.subarray(r * D, (r + 1) * D)) > dot(matrix, longest, matrix.subarray(longest * D, (longest + 1) * D))) longest = r
+    const index = approximateIndex(matrix, D, { threads: 1, efSearch: 1, normShortlist: 16 })
+    const u = matrix.slice(longest * D, (longest + 1) * D)
+    expect(index.search(u, 1)[0].index).toBe(longest)
+    expect(index.search(u, 3, new Set([longest])).map((s) => s.index)).not.toContain(longest)
+    expect(index.search(u, 3, undefined, longest - 1).map((s) => s.index)).not.toContain(longest)
+    index.dispose?.()
+  })
+})
+
 describe('the index under tsx', () => {
   // The services and benches run under tsx, where usearch's ESM build looked for its native
   // binary from a stack trace and, imported by bench:serve, failed at start ("Could not find

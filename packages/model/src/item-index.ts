@@ -48,6 +48,11 @@ import type { ScoredItem } from './serving.ts'
  *   4096 of them are also scored exactly on every search (~0.1 ms at D = 64), so a new item
  *   the exact scan would return is never lost to a graph miss. Past that many appends,
  *   rebuild (re-activate) the index.
+ * - normShortlist 4096: the longest base rows are also scored exactly on every search. An inner
+ *   product favours long rows wherever they point, which a graph built on neighbourhoods misses
+ *   most: on the synthetic catalogues (queries mixing 3 items, bench/ann.ts' kind) recall@10 rose
+ *   from 0.977 to 0.992 at 200k items (efSearch 256) and from 0.972 to 0.986 at 1M (efSearch
+ *   512) with 4,096 rows, for ~0.2 ms a search (a packed 1 MB copy, D = 64).
  */
 export const ANN_DEFAULTS = {
   connectivity: 16,
@@ -55,6 +60,7 @@ export const ANN_DEFAULTS = {
   efSearch: 512,
   overfetch: 16,
   exactTail: 4096,
+  normShortlist: 4096,
 } as const
 
 /**
@@ -130,6 +136,8 @@ export interface ApproximateIndexOptions {
   overfetch?: number
   /** The last this many appended rows are also scanned exactly on every search. */
   exactTail?: number
+  /** The this many longest base rows are also scored exactly on every search (0: none). */
+  normShortlist?: number
   /** Threads for building and appending (0 = all cores). Searches are single-threaded. */
   threads?: number
 }
@@ -150,6 +158,7 @@ const SLICE_ROWS = 2_048
 export function approximateIndex(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
   const index = new UsearchItemIndex(matrix, D, options)
   for (let first = 1; first < index.baseRows; first += BUILD_CHUNK) index.addBase(first, Math.min(index.baseRows, first + BUILD_CHUNK))
+  index.pickLongest()
   return index
 }
 
@@ -168,6 +177,7 @@ export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, 
     }
     index.addBase(first, Math.min(index.baseRows, first + SLICE_ROWS))
   }
+  index.pickLongest()
   return index
 }
 
@@ -177,6 +187,10 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private readonly D: number
   private readonly overfetch: number
   private readonly exactTail: number
+  private readonly normShortlist: number
+  /** the longest base rows (pickLongest): their indices and a packed copy of their values */
+  private longest = new Int32Array(0)
+  private longestRows = new Float32Array(0)
   private readonly threads: number
   /** rows 0..baseRows−1 are read from `base`; appended ones from `extra`, the index's own copy */
   private readonly base: ItemRows
@@ -192,6 +206,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
     this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
     this.overfetch = options.overfetch ?? ANN_DEFAULTS.overfetch
     this.exactTail = options.exactTail ?? ANN_DEFAULTS.exactTail
+    this.normShortlist = options.normShortlist ?? ANN_DEFAULTS.normShortlist
     this.threads = options.threads ?? 0
     this.baseRows = this.base.count
 
@@ -217,6 +232,23 @@ class UsearchItemIndex implements ApproximateItemIndex {
     return this.count
   }
 
+  /** Once the base rows are in: keeps the normShortlist longest of them for exact scoring. */
+  pickLongest(): void {
+    const rows = this.baseRows - 1
+    const M = Math.min(this.normShortlist, rows)
+    if (M <= 0) return
+    const D = this.D
+    const base = this.base.values()
+    const norms = new Float32Array(rows)
+    for (let r = 1; r <= rows; r++) norms[r - 1] = dot(base, r * D, base.subarray(r * D, (r + 1) * D))
+    const threshold = Float32Array.from(norms).sort()[rows - M]
+    const longest: number[] = []
+    for (let r = 1; r <= rows && longest.length < M; r++) if (norms[r - 1] >= threshold) longest.push(r)
+    this.longest = Int32Array.from(longest)
+    this.longestRows = new Float32Array(longest.length * D)
+    longest.forEach((r, i) => this.longestRows.set(base.subarray(r * D, (r + 1) * D), i * D))
+  }
+
   search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count): ScoredItem[] {
     const native = this.live()
     if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
@@ -238,6 +270,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
       }
       const found = this.rescore(candidates, query)
       this.scanTail(query, k, last, found, seen, isExcluded)
+      this.scanLongest(query, k, last, found, seen, isExcluded)
       if (found.length >= k || fetch >= this.count) {
         found.sort((a, b) => b.score - a.score || a.index - b.index)
         return found.length > k ? found.slice(0, k) : found
@@ -299,6 +332,18 @@ class UsearchItemIndex implements ApproximateItemIndex {
     for (let index = first; index <= last; index++) {
       if (seen.has(index) || isExcluded?.(index)) continue
       const score = dot(this.extra, (index - this.baseRows) * this.D, query)
+      if (score >= threshold) found.push({ index, score })
+    }
+  }
+
+  /** Exact scores of the longest base rows (pickLongest) the graph search did not return, added to `found` where they can make the top k. */
+  private scanLongest(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
+    if (this.longest.length === 0) return
+    const threshold = found.length >= k ? found.map((f) => f.score).sort((a, b) => b - a)[k - 1] : -Infinity
+    for (let i = 0; i < this.longest.length; i++) {
+      const index = this.longest[i]
+      if (index > last || seen.has(index) || isExcluded?.(index)) continue
+      const score = dot(this.longestRows, i * this.D, query)
       if (score >= threshold) found.push({ index, score })
     }
   }
