@@ -214,7 +214,7 @@ describe.each([
 describe('the approximate index behind ServingModel', () => {
   // the ID table's random matrix; on the untrained IISAN matrix of this file recall@10 was 0.96:
   // recall depends on the matrix (bench:serve prints it per catalogue), so measure it on yours
-  it('answers like the exact scan (recall@10 ≥ 0.98) and finds cold-start appends at once', () => {
+  it('answers like the exact scan (recall@10 ≥ 0.98) and finds cold-start appends at once', async () => {
     const model = buildModel('sasrec-id')
     const matrix = readBack(() => model.itemMatrix())
     const D = model.config.embeddingDim
@@ -233,6 +233,15 @@ describe('the approximate index behind ServingModel', () => {
       for (const s of answer) expect(histories[i]).not.toContain(s.index)
     })
     expect(hits / (histories.length * 10)).toBeGreaterThanOrEqual(0.98)
+    // on ONNX Runtime the batch's states and the index's shortlist scores come from ORT products
+    expect(await approximate.useRuntime()).toBe(true)
+    let runtimeHits = 0
+    approximate.recommendMany(requests).forEach((answer, i) => {
+      const truth = new Set(referenceTopK(model, matrix, histories[i], 10).map((s) => s.index))
+      runtimeHits += answer.filter((s) => truth.has(s.index)).length
+      for (const s of answer) expect(histories[i]).not.toContain(s.index)
+    })
+    expect(runtimeHits / (histories.length * 10)).toBeGreaterThanOrEqual(0.98)
 
     // a new item pointing where a user state points is that user's first recommendation
     const state = approximate.userState(histories[0])

@@ -37,11 +37,12 @@ import type { ScoredItem } from './serving.ts'
  *   build time on a 2-core machine for a recall gain that efSearch buys more cheaply.
  * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
  *   for the same recall, higher costs build time at activation for little gain.
- * - efSearch 512: the beam at query time (the candidates asked for). Measured recall@10 with
- *   20 history items excluded: 20k 0.994 (256), 1.000 (512); 200k 0.95 (256), 0.984 (512),
- *   0.997 (1024); 1M 0.957 (512), 0.983 (1024). 512 meets 0.98 up to a few hundred thousand
- *   items; 1M needs 1024. Latency grows about linearly with it (~2.5 ms at 512, ~4.5 ms at
- *   1024 on this machine), so the property can be changed at run time.
+ * - efSearch 256: the beam at query time (the candidates asked for). Without the shortlist below,
+ *   recall@10 with 20 history items excluded was: 20k 0.994 (256), 1.000 (512); 200k 0.95 (256),
+ *   0.984 (512), 0.997 (1024); 1M 0.957 (512), 0.983 (1024). With it, at 1M items and the states
+ *   of a random-weights user encoder (December 7, Xeon): 0.983 at 256 (0.55 ms a search), 0.984
+ *   at 384, 0.985 at 512 (0.90 ms), against 0.918 / 0.949 / 0.963 without. Latency grows about
+ *   linearly with it, so the property can be changed at run time.
  * - overfetch 16: candidates beyond k + |excluded| when that exceeds efSearch, so exact
  *   re-ranking and history exclusion still leave k items.
  * - exactTail 4096: appended (cold-start) rows go into the graph at once, and the most recent
@@ -52,12 +53,13 @@ import type { ScoredItem } from './serving.ts'
  *   product favours long rows wherever they point, which a graph built on neighbourhoods misses
  *   most: on the synthetic catalogues (queries mixing 3 items, bench/ann.ts' kind) recall@10 rose
  *   from 0.977 to 0.992 at 200k items (efSearch 256) and from 0.972 to 0.986 at 1M (efSearch
- *   512) with 4,096 rows, for ~0.2 ms a search (a packed 1 MB copy, D = 64).
+ *   512) with 4,096 rows. Scored in JS that costs ~0.7 ms a search; ServingModel scores the
+ *   shortlist against a whole batch's states in one ORT product and passes the scores in.
  */
 export const ANN_DEFAULTS = {
   connectivity: 16,
   efConstruction: 128,
-  efSearch: 512,
+  efSearch: 256,
   overfetch: 16,
   exactTail: 4096,
   normShortlist: 4096,
@@ -87,7 +89,13 @@ export interface ItemIndex {
    * are left after exclusion. `upTo` limits the answer to items 1..upTo: a model whose index was
    * handed to its reload still searches it, and must not return items it has no ids for.
    */
-  search(query: Float32Array, k: number, exclude?: Exclusion, upTo?: number): ScoredItem[]
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo?: number, shortlistScores?: Float32Array): ScoredItem[]
+  /**
+   * The rows every search also scores exactly besides the graph's candidates ([M, D] packed; see
+   * ANN_DEFAULTS.normShortlist). A caller with many queries can score them all at once with a fast
+   * product and pass each query's M scores to `search` as `shortlistScores`.
+   */
+  readonly shortlist: Float32Array
   /**
    * Adds rows [n, D] as items firstIndex, firstIndex + 1, …; firstIndex must be size + 1 (items
    * are appended in order, as ServingModel.appendItems numbers them). Findable at once.
@@ -249,7 +257,11 @@ class UsearchItemIndex implements ApproximateItemIndex {
     longest.forEach((r, i) => this.longestRows.set(base.subarray(r * D, (r + 1) * D), i * D))
   }
 
-  search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count): ScoredItem[] {
+  get shortlist(): Float32Array {
+    return this.longestRows
+  }
+
+  search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count, shortlistScores?: Float32Array): ScoredItem[] {
     const native = this.live()
     if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
     if (k <= 0 || this.count === 0) return []
@@ -270,7 +282,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
       }
       const found = this.rescore(candidates, query)
       this.scanTail(query, k, last, found, seen, isExcluded)
-      this.scanLongest(query, k, last, found, seen, isExcluded)
+      this.scanLongest(query, k, last, found, seen, isExcluded, shortlistScores)
       if (found.length >= k || fetch >= this.count) {
         found.sort((a, b) => b.score - a.score || a.index - b.index)
         return found.length > k ? found.slice(0, k) : found
@@ -337,14 +349,18 @@ class UsearchItemIndex implements ApproximateItemIndex {
   }
 
   /** Exact scores of the longest base rows (pickLongest) the graph search did not return, added to `found` where they can make the top k. */
-  private scanLongest(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
-    if (this.longest.length === 0) return
+  private scanLongest(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined, given?: Float32Array): void {
+    const { longest, longestRows, D } = this
+    if (longest.length === 0) return
+    if (given && given.length !== longest.length) throw new Error(`${given.length} shortlist scores given for ${longest.length} shortlisted rows`)
     const threshold = found.length >= k ? found.map((f) => f.score).sort((a, b) => b - a)[k - 1] : -Infinity
-    for (let i = 0; i < this.longest.length; i++) {
-      const index = this.longest[i]
+    // the score first (one pass over a packed 1 MB, or the caller's), the look-ups only for the few that can enter
+    for (let i = 0; i < longest.length; i++) {
+      const score = given ? given[i] : dot(longestRows, i * D, query)
+      if (score < threshold) continue
+      const index = longest[i]
       if (index > last || seen.has(index) || isExcluded?.(index)) continue
-      const score = dot(this.longestRows, i * this.D, query)
-      if (score >= threshold) found.push({ index, score })
+      found.push({ index, score })
     }
   }
 

@@ -29,6 +29,8 @@ export interface ServingGraphs {
   recommend: Uint8Array
   states: Uint8Array
   similar: Uint8Array
+  /** a [B, D] · b [M, D]ᵀ → [B, M] (the index's shortlist against a batch's states) */
+  product: Uint8Array
 }
 
 /** The three serving graphs of a user encoder with item width D over windows of T items. */
@@ -49,7 +51,10 @@ export function servingGraphs(encoder: UserEncoder, D: number, T: number, numHea
   const cosine = similar.op('Div', [similar.op('Gemm', [unit, items], { transB: 1 }), norms])
   topK(similar, excluded(similar, cosine))
 
-  return { recommend: recommend.encode('iisan-recommend'), states: states.encode('iisan-user-states'), similar: similar.encode('iisan-similar') }
+  const product = sanGraphBuilder()
+  product.output(product.op('Gemm', [product.input('a', 'float', ['batch', D]), product.input('b', 'float', ['rows', D])], { transB: 1 }), SERVING_OUTPUTS.scores, ['batch', 'rows'])
+
+  return { recommend: recommend.encode('iisan-recommend'), states: states.encode('iisan-user-states'), similar: similar.encode('iisan-similar'), product: product.encode('iisan-product') }
 }
 
 /** states [B, D] → items · statesᵀ as [B, R] (Gemm reads the item matrix transposed in place). */
@@ -135,7 +140,7 @@ export class ServingRuntime {
     const graphs = servingGraphs(encoder, D, T, numHeads)
     const sessions: Partial<Record<keyof ServingGraphs, SyncOrtSession>> = {}
     try {
-      for (const name of ['recommend', 'states', 'similar'] as const) sessions[name] = await SyncOrtSession.create(ort, graphs[name], 1)
+      for (const name of ['recommend', 'states', 'similar', 'product'] as const) sessions[name] = await SyncOrtSession.create(ort, graphs[name], 1)
     } catch (err) {
       for (const session of Object.values(sessions)) session.release()
       throw err
@@ -175,6 +180,14 @@ export class ServingRuntime {
       [SERVING_OUTPUTS.scores, SERVING_OUTPUTS.indices],
     )
     return { scores: scores as Float32Array, rows: rows as Int32Array, width: scores.length / B }
+  }
+
+  /** a [B·D] · b [M·D]ᵀ → [B·M] (the same bits for a row whatever else is in the batch). */
+  product(given: Float32Array, b: Float32Array): Float32Array {
+    const B = given.length / this.D
+    const a = B === 1 ? Float32Array.of(...given, ...given) : given
+    const scores = this.sessions.product.run({ a: [a, [a.length / this.D, this.D]], b: [b, [b.length / this.D, this.D]] }, [SERVING_OUTPUTS.scores])[0]
+    return B === 1 ? scores.subarray(0, scores.length / 2) : scores
   }
 
   release(): void {

@@ -303,8 +303,14 @@ export class ServingModel {
     const states = this.userStates(requests.map((r) => r.history))
     if (index) {
       const D = this.config.embeddingDim
+      // the index's shortlist against every state of the batch in one product, where ORT serves
+      const shortlist = index.shortlist
+      const M = shortlist.length / D
+      const shortlistScores = this.runtime && M > 0 ? this.runtime.product(states, shortlist) : undefined
       // a shared index may hold a later reload's rows too: this model's answers stop at its own
-      return requests.map((r, b) => index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history)), this.numItems))
+      return requests.map((r, b) =>
+        index.search(states.subarray(b * D, (b + 1) * D), r.k, new Set(Array.from(r.history)), this.numItems, shortlistScores?.subarray(b * M, (b + 1) * M)),
+      )
     }
     return topKOfQueries(
       this.items,
