@@ -37,12 +37,13 @@ import type { ScoredItem } from './serving.ts'
  *   build time on a 2-core machine for a recall gain that efSearch buys more cheaply.
  * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
  *   for the same recall, higher costs build time at activation for little gain.
- * - efSearch 256: the beam at query time (the candidates asked for). Without the shortlist below,
+ * - efSearch 512: the beam at query time (the candidates asked for). Without the shortlist below,
  *   recall@10 with 20 history items excluded was: 20k 0.994 (256), 1.000 (512); 200k 0.95 (256),
  *   0.984 (512), 0.997 (1024); 1M 0.957 (512), 0.983 (1024). With it, at 1M items and the states
  *   of a random-weights user encoder (December 7, Xeon): 0.983 at 256 (0.55 ms a search), 0.984
- *   at 384, 0.985 at 512 (0.90 ms), against 0.918 / 0.949 / 0.963 without. Latency grows about
- *   linearly with it, so the property can be changed at run time.
+ *   at 384, 0.985 at 512 (0.90 ms), against 0.918 / 0.949 / 0.963 without; in bench:serve's
+ *   catalogue run (its own seed and states) 0.973 at 256 and 0.980 at 512, so 512 stays. Latency
+ *   grows about linearly with it, so the property can be changed at run time.
  * - overfetch 16: candidates beyond k + |excluded| when that exceeds efSearch, so exact
  *   re-ranking and history exclusion still leave k items.
  * - exactTail 4096: appended (cold-start) rows go into the graph at once, and the most recent
@@ -59,7 +60,7 @@ import type { ScoredItem } from './serving.ts'
 export const ANN_DEFAULTS = {
   connectivity: 16,
   efConstruction: 128,
-  efSearch: 256,
+  efSearch: 512,
   overfetch: 16,
   exactTail: 4096,
   normShortlist: 4096,

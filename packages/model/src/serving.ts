@@ -1,9 +1,11 @@
 // The serving path (docs/GOALS.md): no item-encoder or backbone work per request. A batch of
 // requests is one user-encoder forward over their windows, one matrix product of the item
-// matrix with their states, and a partial top-k per request with its history excluded.
-// The item matrix is held once, as a tensor on the backend: the scoring kernel, the user
-// encoder's embedding lookup, the similar-items queries and the approximate index's re-ranking
-// all read that one copy (the index keeps only the library's own copy beside it).
+// matrix with their states, and a top-k per request with its history excluded: one ONNX Runtime
+// run where it loads (useRuntime, serving-onnx.ts), else tfjs kernels and a JS partial selection.
+// The item matrix is held once, as a tensor on the backend: the ORT graphs (fed a view of its
+// buffer), the scoring kernel, the user encoder's embedding lookup, the similar-items queries and
+// the approximate index's re-ranking all read that one copy (the index keeps only the library's
+// own copy beside it).
 import * as tf from '@tensorflow/tfjs-core'
 import { readBack } from '@iisan/tensor-ops'
 import { valuesInPlace } from './backend.ts'
