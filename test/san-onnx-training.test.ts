@@ -12,7 +12,6 @@ import {
   getMethod,
   initBackend,
   logProbabilities,
-  mulberry32,
   tf,
   trainStep,
   type CachedStates,
@@ -20,7 +19,7 @@ import {
 } from '@iisan/model'
 import { SyncOrtSession } from '@iisan/backbones/onnx/onnx-runtime'
 import { GraphBuilder } from '@iisan/backbones/onnx/graph'
-import { randomModalityStates, randomProtocol } from './helpers/random-states.ts'
+import { perturbParams, randomModalityStates, randomProtocol } from './helpers/random-states.ts'
 
 const ITEMS = 40
 const data = randomProtocol(ITEMS, 5)
@@ -46,9 +45,7 @@ function model(settings: Record<string, unknown>, imageWidth: number, absentImag
   const cached: CachedStates = { text: states(4, 12, 7, (i) => i % 13 === 0, float16), image: states(4, imageWidth, 8, absentImage, float16) }
   const config = getMethod('iisan').modelConfig(data.numItems, { embeddingDim: 16, numBlocks: 1, numHeads: 2, maxSeqLen: 5, dropout: 0, seed: 4, reduction: 4, ...settings }, { states: cached })
   const m = new SequentialRecommender(config, { states: cached })
-  // every parameter away from its initialisation (gates θ = 0, zero biases, tiny SANBs)
-  const r = mulberry32(9)
-  for (const [, v] of m.params.entries()) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => (r() * 2 - 1) * 0.3), v.shape))
+  perturbParams(m, 9)
   return m
 }
 

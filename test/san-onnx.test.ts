@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { SequentialRecommender, getMethod, initBackend, mulberry32, tf, type CachedStates, type ModalityStates } from '@iisan/model'
 import { REPO_ROOT } from './helpers/db.ts'
+import { perturbParams } from './helpers/random-states.ts'
 
 const ITEMS = 70
 
@@ -23,9 +24,7 @@ function model(settings: Record<string, unknown>, imageWidth: number): Sequentia
   const method = getMethod('iisan')
   const config = method.modelConfig(ITEMS, { embeddingDim: 16, numBlocks: 1, numHeads: 2, maxSeqLen: 5, seed: 3, reduction: 4, ...settings }, { states: cached })
   const m = new SequentialRecommender(config, { states: cached })
-  // every parameter away from its initialisation (gates θ = 0, zero biases, tiny SANBs)
-  const r = mulberry32(9)
-  for (const [, v] of m.params.entries()) v.assign(tf.tensor(Float32Array.from({ length: v.size }, () => (r() * 2 - 1) * 0.3), v.shape))
+  perturbParams(m, 9)
   return m
 }
 

@@ -92,6 +92,8 @@ export class IisanItemEncoder implements ItemEncoder {
   private readonly fusion: LinearWeights
   /** this encoder's parameters (short name, variable), in creation order */
   private readonly variables: [string, tf.Variable][]
+  /** the same variables by their (unique) tfjs names, which the ONNX graphs use */
+  private readonly variableByName: Map<string, tf.Variable>
   /** the other threads a training step's SAN runs on; null: the step's own only */
   private threads: SanThreads | null = null
   /** the training step's SAN on ONNX Runtime (prepareTraining); null: on tfjs */
@@ -137,6 +139,7 @@ export class IisanItemEncoder implements ItemEncoder {
     const fanIn = this.towers.length * D
     this.fusion = addLinear(params, 'fusion', [fanIn, D], { torchLinear: fanIn }, 'recsys')
     this.variables = params.entries().slice(before)
+    this.variableByName = new Map(this.variables.map(([, v]) => [v.name, v]))
     if (threads > 1) {
       if (!(this.source instanceof StoredStates)) throw new Error('training on more than one thread needs the cached states')
       this.threads = new SanThreads(threads - 1, config, this.source.states, this.variables)
@@ -210,7 +213,7 @@ export class IisanItemEncoder implements ItemEncoder {
     if (!runtime) return undefined
     const { unique, slot } = uniqueItems(ids)
     if (!unique.length) return undefined
-    const variables = new Map(this.variables.map(([, v]) => [v.name, v]))
+    const variables = this.variableByName
     const values = new Map<string, Float32Array>()
     for (const [name, v] of variables) values.set(name, v.dataSync() as Float32Array)
     const pass = runtime.forward(unique, (this.source as StoredStates).states, (ref) => values.get(ref.name)!)
@@ -258,8 +261,7 @@ export class IisanItemEncoder implements ItemEncoder {
     const stored = this.source.states
     const N = this.storedItems()
     const D = this.embeddingDim
-    const variables = new Map(this.variables.map(([, v]) => [v.name, v]))
-    const graph = await OrtGraph.create(rt.ort, sanGraph(this.sanStructure(stored), (ref) => variables.get(ref.name)!.dataSync() as Float32Array))
+    const graph = await OrtGraph.create(rt.ort, sanGraph(this.sanStructure(stored), (ref) => this.variableByName.get(ref.name)!.dataSync() as Float32Array))
     const out = new Float32Array((N + 1) * D) // row 0: padding
     try {
       for (let first = 1; first <= N; first += ORT_CHUNK) {

@@ -340,8 +340,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private scanTail(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
     const first = Math.max(this.baseRows, last + 1 - this.exactTail)
     if (first > last) return
-    let threshold = -Infinity
-    if (found.length >= k) threshold = found.map((f) => f.score).sort((a, b) => b - a)[k - 1]
+    const threshold = kthBestScore(found, k)
     for (let index = first; index <= last; index++) {
       if (seen.has(index) || isExcluded?.(index)) continue
       const score = dot(this.extra, (index - this.baseRows) * this.D, query)
@@ -354,7 +353,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
     const { longest, longestRows, D } = this
     if (longest.length === 0) return
     if (given && given.length !== longest.length) throw new Error(`${given.length} shortlist scores given for ${longest.length} shortlisted rows`)
-    const threshold = found.length >= k ? found.map((f) => f.score).sort((a, b) => b - a)[k - 1] : -Infinity
+    const threshold = kthBestScore(found, k)
     // the score first (one pass over a packed 1 MB, or the caller's), the look-ups only for the few that can enter
     for (let i = 0; i < longest.length; i++) {
       const score = given ? given[i] : dot(longestRows, i * D, query)
@@ -374,6 +373,11 @@ class UsearchItemIndex implements ApproximateItemIndex {
       score: index < this.baseRows ? dot(base, index * this.D, query) : dot(this.extra, (index - this.baseRows) * this.D, query),
     }))
   }
+}
+
+/** The k-th best score found so far (−∞ while fewer than k): what an exactly scored extra must reach. */
+function kthBestScore(found: ScoredItem[], k: number): number {
+  return found.length >= k ? found.map((f) => f.score).sort((a, b) => b - a)[k - 1] : -Infinity
 }
 
 /** u·e of the row at `offset` of `rows`, accumulated in the same order as topKByDot. */

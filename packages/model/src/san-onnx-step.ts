@@ -3,12 +3,10 @@
 // tfjs has given dL/de, the backward graph (san-onnx-backward.ts) for every SAN parameter's
 // gradient (pass 2). The parameters are fed as inputs each run, so one pair of sessions serves
 // every step; both runs block (SyncOrtSession) because a tfjs step is synchronous.
-import { SyncOrtSession, type OrtModule } from '@iisan/backbones/onnx/onnx-runtime'
+import { SyncOrtSession, type Feeds, type OrtModule } from '@iisan/backbones/onnx/onnx-runtime'
 import { readRows, statesPerItem, type CachedStates } from './cached-states.ts'
 import { SAN_OUTPUT_GRAD, gradOutput, sanTrainingGraphs } from './san-onnx-backward.ts'
 import { SAN_OUTPUT, presentInput, rowsInput, sanParams, type ParamRef, type SanStructure } from './san-onnx.ts'
-
-type Feeds = Record<string, [Float32Array | Uint16Array, number[]]>
 
 /** Pass 1's result: the items' rows, and pass 2 for them. */
 export interface SanRuntimePass {

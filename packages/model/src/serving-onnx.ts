@@ -185,7 +185,7 @@ export class ServingRuntime {
   /** a [B·D] · b [M·D]ᵀ → [B·M] (the same bits for a row whatever else is in the batch). */
   product(given: Float32Array, b: Float32Array): Float32Array {
     const B = given.length / this.D
-    const a = B === 1 ? Float32Array.of(...given, ...given) : given
+    const a = atLeastTwoRows(given, this.D)
     const scores = this.sessions.product.run({ a: [a, [a.length / this.D, this.D]], b: [b, [b.length / this.D, this.D]] }, [SERVING_OUTPUTS.scores])[0]
     return B === 1 ? scores.subarray(0, scores.length / 2) : scores
   }
@@ -205,9 +205,9 @@ export class ServingRuntime {
  * two rows or more every request's scores are the same bits whatever else shares its batch, so a
  * request's answer does not depend on the concurrency it arrived in. The extra answer is ignored.
  */
-function atLeastTwoRows(rows: Int32Array, rowLength: number): Int32Array {
+function atLeastTwoRows<T extends Int32Array | Float32Array>(rows: T, rowLength: number): T {
   if (rows.length !== rowLength) return rows
-  const twice = new Int32Array(2 * rowLength)
+  const twice = new (rows.constructor as new (length: number) => T)(2 * rowLength)
   twice.set(rows)
   twice.set(rows, rowLength)
   return twice

@@ -85,7 +85,8 @@ export class OrtGraph {
   }
 }
 
-type Feeds = Record<string, [BigInt64Array | Float32Array | Int32Array | Uint16Array, number[]]>
+/** name → [values, dims]; a Uint16Array holds float16 bit patterns. */
+export type Feeds = Record<string, [BigInt64Array | Float32Array | Int32Array | Uint16Array, number[]]>
 
 function tensorsOf(ort: OrtModule, feeds: Feeds): Record<string, Ort.Tensor> {
   const tensors: Record<string, Ort.Tensor> = {}
