@@ -1,5 +1,6 @@
-// `npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N]`: where the time of
-// POST /v1/recommendations goes. One API process (in this process, with an embedding cache
+// `npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user]`:
+// where the time of POST /v1/recommendations goes, for 10-item histories or (--by user) for the
+// stored histories of the dataset's users. One API process (in this process, with an embedding cache
 // beside it) on a throwaway database with the full Scientific catalogue and an untrained
 // ID-SASRec version (D = 64; the hot path costs the same for any weights), autocannon from a
 // child process, and V8's CPU profiler over the load only. Prints self time by package and by
@@ -16,10 +17,16 @@ import { createModelVersion } from '@iisan/storage'
 import { startQuickApi } from '../test/helpers/quick-api.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
+const USAGE = 'usage: npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user]'
 const { values } = parseOptions(
-  { seconds: { type: 'string', default: '15' }, connections: { type: 'string', default: '32' }, top: { type: 'string', default: '25' } },
-  'usage: npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N]',
+  { seconds: { type: 'string', default: '15' }, connections: { type: 'string', default: '32' }, top: { type: 'string', default: '25' }, by: { type: 'string', default: 'history' } },
+  USAGE,
 )
+if (values.by !== 'history' && values.by !== 'user') {
+  console.error(`--by takes history or user (got ${JSON.stringify(values.by)}); ${USAGE}`)
+  process.exit(2)
+}
+const byUser = values.by === 'user'
 const seconds = positiveInt('seconds', values.seconds)
 const connections = positiveInt('connections', values.connections)
 const top = positiveInt('top', values.top)
@@ -45,7 +52,14 @@ try {
   })
   model.dispose()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'profile-serve-'))
-  const bodies = Array.from({ length: 500 }, () => JSON.stringify({ modelId: version.id, k: 10, history: Array.from({ length: 10 }, () => items[Math.floor(random() * items.length)].externalId) }))
+  const users = byUser ? (await prisma.datasetUser.findMany({ where: { datasetId }, select: { externalId: true } })).map((u) => u.externalId) : []
+  const bodies = Array.from({ length: 500 }, () =>
+    JSON.stringify(
+      byUser
+        ? { modelId: version.id, k: 10, userId: users[Math.floor(random() * users.length)] }
+        : { modelId: version.id, k: 10, history: Array.from({ length: 10 }, () => items[Math.floor(random() * items.length)].externalId) },
+    ),
+  )
   fs.writeFileSync(path.join(tmp, 'bodies.json'), JSON.stringify(bodies))
   await post('/v1/recommendations', JSON.parse(bodies[0])) // loads the version
   const session = new Session()
@@ -81,10 +95,10 @@ try {
   const rank = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, t]) => ({ name, share: t / total }))
   const result = {
     generatedAt: new Date().toISOString(),
-    command: `npx tsx bench/profile-serve.ts --seconds ${seconds} --connections ${connections}`,
+    command: `npx tsx bench/profile-serve.ts --seconds ${seconds} --connections ${connections} --by ${values.by}`,
     source: 'measured',
     machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverage: os.loadavg() },
-    setup: `one API process, Scientific (${items.length} items), untrained ID-SASRec D = 64, k = 10, 10-item histories, autocannon in a child process`,
+    setup: `one API process, Scientific (${items.length} items), untrained ID-SASRec D = 64, k = 10, ${byUser ? 'stored histories by userId' : '10-item histories'}, autocannon in a child process`,
     load: JSON.parse(load.trim()),
     byPackage: rank(byPackage),
     byFunction: rank(byFunction),

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { rowsFor, toRecommendations, type LoadedModel } from '@iisan/pipeline'
-import { getUserHistory, listItems } from '@iisan/storage'
+import { listItems, userHistoryLoader, type UserHistory, type UserHistoryKey } from '@iisan/storage'
+import type DataLoader from 'dataloader'
 import { ApiError, ID_PATTERN, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
 import { resolveModel } from '../resolve-model.ts'
@@ -37,6 +38,8 @@ const RecommendationResponse = Type.Object({
 })
 
 export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
+  // concurrent userId requests read their histories in one query (exact: nothing is cached)
+  const histories = userHistoryLoader(deps.prisma)
   app.post(
     '/recommendations',
     {
@@ -59,7 +62,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
       }
       const model = await resolveModel(deps, body.modelId, body.datasetId)
-      const history = body.history ?? (await userHistory(deps, model.datasetId, body.userId!))
+      const history = body.history ?? (await userHistory(histories, model.datasetId, body.userId!))
       const { indices, missing } = rowsFor(model, history)
       // Only the catalogue tells an item the model cannot use from an id that names nothing.
       const catalogued = missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
@@ -82,8 +85,8 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
   )
 }
 
-async function userHistory(deps: Deps, datasetId: string, userId: string): Promise<string[]> {
-  const history = await getUserHistory(deps.prisma, datasetId, userId)
+async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | null>, datasetId: string, userId: string): Promise<string[]> {
+  const history = await histories.load({ datasetId, userExternalId: userId })
   if (!history) throw new ApiError(404, 'USER_NOT_FOUND', `user ${userId} not found in dataset ${datasetId}`)
   return history.itemExternalIds
 }
