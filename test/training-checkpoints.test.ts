@@ -21,9 +21,15 @@ import {
   isStorageError,
   listEpochMetrics,
   loadTrainingCheckpoint,
+  pgPoolOf,
   saveTrainingCheckpoint,
+  CopyBinaryColumnSink,
+  CopyFormatError,
   type PrismaClient,
 } from '@iisan/storage'
+import { to as copyTo } from 'pg-copy-streams'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { MIGRATIONS_DIR, REPO_ROOT, createTestDatabase, type TestDatabase } from './helpers/db.ts'
 import { WORKER_ENTRY } from './helpers/platform.ts'
 
@@ -152,6 +158,51 @@ describe('training checkpoints in parts', () => {
     expect(new Set(parts.map((p) => p.generation)).size).toBe(1)
     expect(parts.length).toBe(Math.ceil(third.byteLength / 1024))
     expect(Buffer.from((await loadTrainingCheckpoint(prisma, jobId))!.state).equals(Buffer.from(third))).toBe(true)
+  })
+
+  it('loads what either transport saved, byte for byte (binary parameters and COPY, or the ORM)', async () => {
+    for (const [save, load] of [['prisma', 'binary'], ['binary', 'prisma']] as const) {
+      const jobId = await newJob()
+      const state = stateBytes(2000, 1, save.length)
+      await saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state, meta: {} }, { partBytes: 777, transport: save })
+      const loaded = await loadTrainingCheckpoint(prisma, jobId, { transport: load })
+      expect(Buffer.from(loaded!.state).equals(Buffer.from(state))).toBe(true)
+    }
+  })
+
+  it('parses PostgreSQL’s own binary COPY stream however it is cut, and refuses what is not one bytea column', async () => {
+    const values = [Buffer.from([1, 2]), Buffer.alloc(0), Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7) % 256))]
+    /** The raw bytes PostgreSQL sends for `COPY (select) TO STDOUT (FORMAT binary)`. */
+    const copyBytes = async (select: string): Promise<Buffer> => {
+      const client = await pgPoolOf(prisma).connect()
+      try {
+        const chunks: Buffer[] = []
+        await pipeline(client.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT binary)`)), new Writable({ write: (chunk, _e, done) => (chunks.push(chunk), done()) }))
+        return Buffer.concat(chunks)
+      } finally {
+        client.release()
+      }
+    }
+    const hex = (b: Buffer) => `'\\x${b.toString('hex')}'::bytea`
+    const stream = await copyBytes(`SELECT b FROM (VALUES (1, ${hex(values[0]!)}), (2, ${hex(values[1]!)}), (3, ${hex(values[2]!)})) AS v(n, b) ORDER BY n`)
+    const feed = async (bytes: Buffer, size: number, target: Uint8Array) => {
+      const sink = new CopyBinaryColumnSink(target)
+      const pieces = Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size))
+      await pipeline(Readable.from(pieces), sink)
+      return sink
+    }
+    for (const size of [1, 7, stream.length]) {
+      const target = new Uint8Array(1002)
+      const sink = await feed(stream, size, target)
+      expect(sink.rowLengths).toEqual([2, 0, 1000])
+      expect(Buffer.from(target).equals(Buffer.concat(values))).toBe(true)
+    }
+    const refusal = async (bytes: Buffer, target = new Uint8Array(1002)) => (await feed(bytes, 5, target).then(() => undefined, (e: unknown) => e)) as Error
+    expect(await refusal(stream, new Uint8Array(1001))).toBeInstanceOf(CopyFormatError)
+    expect(String(await refusal(stream.subarray(0, stream.length - 3)))).toMatch(/ended early/)
+    expect(String(await refusal(await copyBytes(`SELECT NULL::bytea`)))).toMatch(/NULL/)
+    expect(String(await refusal(await copyBytes(`SELECT '\\x01'::bytea, '\\x02'::bytea`)))).toMatch(/2 columns/)
+    expect(String(await refusal(Buffer.from('PGCOPY but not really, a text file')))).toMatch(/signature/)
   })
 
   it('refuses a checkpoint with a missing or altered part, saying which job and why', async () => {

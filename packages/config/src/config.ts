@@ -42,7 +42,7 @@ export interface AppConfig {
   cacheEncoders: number
   /**
    * CHECKPOINT_PART_BYTES — bytes per stored part of a training job's checkpoint (the worker).
-   * Unset: the storage default (@iisan/storage's CHECKPOINT_PART_BYTES, 128 MiB); the worker
+   * Unset: the storage default (@iisan/storage's CHECKPOINT_PART_BYTES, 32 MiB); the worker
    * refuses at start a size above CHECKPOINT_MAX_PART_BYTES (192 MiB).
    */
   checkpointPartBytes?: number

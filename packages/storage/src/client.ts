@@ -1,4 +1,5 @@
 import { PrismaPg } from '@prisma/adapter-pg'
+import pg from 'pg'
 import { PrismaClient, Prisma } from './generated/prisma/client.ts'
 
 export interface CreatePrismaOptions {
@@ -19,13 +20,26 @@ export function createPrisma(databaseUrl: string, options: CreatePrismaOptions =
   const url = new URL(databaseUrl)
   const schema = url.searchParams.get('schema')
   url.searchParams.delete('schema')
-  const adapter = new PrismaPg(
-    // an unreachable host (packets dropped, not refused) must fail a request within seconds, as a
-    // 503, rather than hang it until the client gives up
-    { connectionString: url.toString(), max: options.maxConnections ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
-    schema ? { schema } : undefined,
-  )
-  return new PrismaClient({ adapter, log: options.log ?? [] })
+  // an unreachable host (packets dropped, not refused) must fail a request within seconds, as a
+  // 503, rather than hang it until the client gives up
+  const pool = new pg.Pool({ connectionString: url.toString(), max: options.maxConnections ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+  const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true })
+  const prisma = new PrismaClient({ adapter, log: options.log ?? [] })
+  pools.set(prisma, pool)
+  return prisma
+}
+
+const pools = new WeakMap<PrismaClient, pg.Pool>()
+
+/**
+ * The node-postgres pool under a client made by createPrisma, for what the ORM's path cannot do
+ * without copies: bytea values of a hundred megabytes, sent and read in binary (Prisma's client
+ * carries Bytes as base64 strings, and node-postgres reads a bytea as a hex string).
+ */
+export function pgPoolOf(prisma: PrismaClient): pg.Pool {
+  const pool = pools.get(prisma)
+  if (!pool) throw new Error('pgPoolOf: this PrismaClient was not made by createPrisma')
+  return pool
 }
 
 /** Either the client or the client inside an interactive transaction. */

@@ -564,6 +564,7 @@ export interface UserHistory {
   /** Item.id, oldest first. */
   itemIds: number[]
   itemExternalIds: string[]
+  itemTitles: string[]
 }
 
 /**
@@ -580,15 +581,18 @@ export async function getUserHistory(db: Db, datasetId: string, userExternalId: 
  * answers one statement per batch of requests rather than one per request.
  */
 export async function getUserHistories(db: Db, datasetId: string, userExternalIds: readonly string[]): Promise<Map<string, UserHistory>> {
-  const rows = await db.$queryRaw<{ userId: number; externalId: string; itemId: number | null; itemExternalId: string | null }[]>(userHistoriesQuery(datasetId, userExternalIds))
+  const rows = await db.$queryRaw<{ userId: number; externalId: string; itemId: number | null; itemExternalId: string | null; itemTitle: string | null }[]>(
+    userHistoriesQuery(datasetId, userExternalIds),
+  )
   const histories = new Map<string, UserHistory>()
   for (const row of rows) {
     let history = histories.get(row.externalId)
-    if (!history) histories.set(row.externalId, (history = { userId: row.userId, externalId: row.externalId, itemIds: [], itemExternalIds: [] }))
+    if (!history) histories.set(row.externalId, (history = { userId: row.userId, externalId: row.externalId, itemIds: [], itemExternalIds: [], itemTitles: [] }))
     // a user with no interactions is one row with null item columns (the LEFT JOIN)
     if (row.itemId === null) continue
     history.itemIds.push(row.itemId)
     history.itemExternalIds.push(row.itemExternalId!)
+    history.itemTitles.push(row.itemTitle!)
   }
   return histories
 }
@@ -596,7 +600,7 @@ export async function getUserHistories(db: Db, datasetId: string, userExternalId
 /** getUserHistories' statement (exported so a test can EXPLAIN it). */
 export function userHistoriesQuery(datasetId: string, userExternalIds: readonly string[]): Prisma.Sql {
   return Prisma.sql`
-    SELECT u.id AS "userId", u.external_id AS "externalId", i.id AS "itemId", i.external_id AS "itemExternalId"
+    SELECT u.id AS "userId", u.external_id AS "externalId", i.id AS "itemId", i.external_id AS "itemExternalId", i.title AS "itemTitle"
     FROM dataset_users u
     LEFT JOIN interactions h ON h.user_id = u.id
     LEFT JOIN items i ON i.id = h.item_id

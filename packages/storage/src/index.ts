@@ -16,7 +16,8 @@ export type {
   ModelVersion,
 } from './generated/prisma/client.ts'
 
-export { createPrisma, inTransaction, toBytes, LONG_TRANSACTION, type CreatePrismaOptions, type Db, type JsonInput } from './client.ts'
+export { createPrisma, inTransaction, pgPoolOf, toBytes, LONG_TRANSACTION, type CreatePrismaOptions, type Db, type JsonInput } from './client.ts'
+export { CopyBinaryColumnSink, CopyFormatError } from './copy-binary.ts'
 export { StorageError, isStorageError, type StorageErrorCode } from './errors.ts'
 export { computeContentHashes, type ContentHashes } from './hash.ts'
 export * from './datasets.ts'

@@ -62,13 +62,14 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
       }
       const model = await resolveModel(deps, body.modelId, body.datasetId)
-      const history = body.history ?? (await userHistory(histories, model.datasetId, body.userId!))
+      const stored = body.userId === undefined ? undefined : await userHistory(histories, model.datasetId, body.userId)
+      const history = body.history ?? stored!.itemExternalIds
       const { indices, missing } = rowsFor(model, history)
-      // Only the catalogue tells an item the model cannot use from an id that names nothing.
-      const catalogued = missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
-      const titleOf = new Map(catalogued.map((i) => [i.externalId, i.title]))
-      // a stored history references items by foreign key, so only a given one can name nothing
-      const unknown = body.history ? missing.filter((id) => !titleOf.has(id)) : []
+      // Only the catalogue tells an item the model cannot use from an id that names nothing; a
+      // stored history references items by foreign key and came with their titles.
+      const catalogued = stored ? [] : missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
+      const titleOf = new Map(stored ? stored.itemExternalIds.map((id, n) => [id, stored.itemTitles[n]!]) : catalogued.map((i) => [i.externalId, i.title]))
+      const unknown = stored ? [] : missing.filter((id) => !titleOf.has(id))
       if (unknown.length) {
         throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
       }
@@ -85,10 +86,10 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
   )
 }
 
-async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | null>, datasetId: string, userId: string): Promise<string[]> {
+async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | null>, datasetId: string, userId: string): Promise<UserHistory> {
   const history = await histories.load({ datasetId, userExternalId: userId })
   if (!history) throw new ApiError(404, 'USER_NOT_FOUND', `user ${userId} not found in dataset ${datasetId}`)
-  return history.itemExternalIds
+  return history
 }
 
 /**
