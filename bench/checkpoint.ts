@@ -1,10 +1,10 @@
-// `npm run bench:checkpoint -- [--mib N] [--repeats R] [--part-mib P]`: what it costs to keep a
+// `npm run bench:checkpoint -- [--mib N] [--repeats R] [--part-mib P] [--out FILE]`: what it costs to keep a
 // training job's resumable state in PostgreSQL, the way the worker does once an epoch, through
 // node-postgres in binary (the platform's path) beside Prisma's path (the baseline it replaced),
 // in one run on a throwaway database. Each save and each load runs in a fresh child process, so
 // its peak RSS is its own: the figure that matters is what a save or a load holds on top of the
 // state itself (FFT's state at base shapes is 3.1 GB; the worker holds it already).
-// Prints a table and writes bench/results/checkpoint.json.
+// Prints a table and writes bench/results/checkpoint.json (or --out).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -17,7 +17,7 @@ import { applyMigrations, createPrisma, createTrainingJob, importDataset, loadTr
 type Transport = NonNullable<CheckpointTransportOptions['transport']>
 const TRANSPORTS: Transport[] = ['prisma', 'binary']
 const REPO = path.resolve(import.meta.dirname, '..')
-const USAGE = 'usage: npm run bench:checkpoint -- [--mib N] [--repeats R] [--part-mib P]'
+const USAGE = 'usage: npm run bench:checkpoint -- [--mib N] [--repeats R] [--part-mib P] [--out FILE]'
 const MiB = 2 ** 20
 
 interface ChildResult {
@@ -78,6 +78,7 @@ async function main(): Promise<void> {
       mib: { type: 'string', default: '1024' },
       repeats: { type: 'string', default: '3' },
       'part-mib': { type: 'string', default: '128' },
+      out: { type: 'string' },
       child: { type: 'string' },
       db: { type: 'string' },
       job: { type: 'string' },
@@ -142,11 +143,11 @@ async function main(): Promise<void> {
       loadTransient: binaryRow.loadTransientMib / prismaRow.loadTransientMib,
     }
     console.log(`\nbinary / prisma: save time ${ratios.saveTime.toFixed(2)}×, load time ${ratios.loadTime.toFixed(2)}×, save transient ${ratios.saveTransient.toFixed(2)}×, load transient ${ratios.loadTransient.toFixed(2)}×`)
-    const out = path.join(REPO, 'bench/results/checkpoint.json')
+    const out = path.resolve(values.out ?? path.join(REPO, 'bench/results/checkpoint.json'))
     const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim()
     fs.writeFileSync(
       out,
-      `${JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:checkpoint -- --mib ${mib} --repeats ${repeats} --part-mib ${partMib}`, source: 'measured', commit, machine: { cpu, cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() }, stateMib: mib, partMib, rows, ratios, runs }, null, 2)}\n`,
+      `${JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:checkpoint -- --mib ${mib} --repeats ${repeats} --part-mib ${partMib}${values.out === undefined ? '' : ` --out ${path.relative(REPO, path.resolve(values.out))}`}`, source: 'measured', commit, machine: { cpu, cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() }, stateMib: mib, partMib, rows, ratios, runs }, null, 2)}\n`,
     )
     console.log(`wrote ${path.relative(process.cwd(), out)}`)
   } finally {
