@@ -29,7 +29,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import cliProgress from 'cli-progress'
-import sharp from 'sharp'
+import { IMAGE_SIDE, PATTERNS, syntheticImage } from './lib/synthetic-images.ts'
 import {
   METHODS,
   SequentialRecommender,
@@ -67,9 +67,6 @@ const CHILD_ENV = 'IISAN_BENCH_METHODS_CHILD'
 const RESULTS = 'bench/results'
 const WARMUP = 2
 const SEED = 42
-/** Distinct synthetic images; item i shows pattern i mod PATTERNS. */
-const PATTERNS = 64
-const IMAGE_SIDE = 224
 /**
  * The paper's reference figures, not measured here: FFT vs IISAN on the authors' A6000 (IISAN,
  * SIGIR 2024, abstract): 443 s → 22 s per epoch and 47 GB → 3 GB GPU memory.
@@ -213,29 +210,6 @@ function shuffledOrder(n: number, seed: number): number[] {
 function batchAt(data: ProtocolData, order: number[], s: number, batch: number, sharedBatch: number): Int32Array[] {
   const n = order.length
   return Array.from({ length: Math.min(batch, n) }, (_, j) => data.trainWindows[order[(s * sharedBatch + j) % n]])
-}
-
-const pngs = new Map<number, Promise<Buffer>>()
-/** Item `index`'s synthetic image: one of PATTERNS deterministic 224×224 RGB patterns, PNG-encoded once each. */
-function syntheticImage(index: number): Promise<Buffer> {
-  const p = index % PATTERNS
-  let png = pngs.get(p)
-  if (!png) {
-    const raw = Buffer.alloc(IMAGE_SIDE * IMAGE_SIDE * 3)
-    const fx = 1 + (p % 8)
-    const fy = 1 + Math.floor(p / 8)
-    for (let y = 0; y < IMAGE_SIDE; y++) {
-      for (let x = 0; x < IMAGE_SIDE; x++) {
-        const o = (y * IMAGE_SIDE + x) * 3
-        raw[o] = (x * fx * 3 + y) & 255
-        raw[o + 1] = (y * fy * 3 + p * 29) & 255
-        raw[o + 2] = (((x >> 3) ^ (y >> 3)) * (p + 7) * 5) & 255
-      }
-    }
-    png = sharp(raw, { raw: { width: IMAGE_SIDE, height: IMAGE_SIDE, channels: 3 } }).png().toBuffer()
-    pngs.set(p, png)
-  }
-  return png
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+// `npm run bench:fft-job -- [--users N] [--epochs E]`: one FFT training job at base shapes (BERT-base
+// and ViT-B/16, random weights) through the platform's job runner, the code a worker runs for
+// `POST /v1/training-jobs`: a throwaway database, a sample of Scientific's users with a synthetic
+// image per item, the job's per-epoch checkpoints in PostgreSQL (FFT's ≈ 3.1 GB state), its
+// evaluation and its model version. An FFT epoch of the full Scientific data takes about 17 hours
+// here, so the sample is small; what it shows is that the whole path holds at this size, and
+// what each phase costs. Prints a summary and writes bench/results/fft-job.json.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
+import { dropDatabase, ensureDatabaseExists, withDatabase } from '@iisan/config'
+import { initBackend } from '@iisan/model'
+import { datasetContentLoader, runTrainingJob, sampleDataset, type JobProgress } from '@iisan/pipeline'
+import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
+import { applyMigrations, createPrisma, createTrainingJob, importDataset } from '@iisan/storage'
+import { syntheticImage } from './lib/synthetic-images.ts'
+
+const REPO = path.resolve(import.meta.dirname, '..')
+const { values } = parseOptions({ users: { type: 'string', default: '6' }, epochs: { type: 'string', default: '2' } }, 'usage: npm run bench:fft-job -- [--users N] [--epochs E]')
+const users = positiveInt('users', values.users)
+const epochs = positiveInt('epochs', values.epochs)
+const MB = 2 ** 20
+
+const started = performance.now()
+const elapsed = () => (performance.now() - started) / 1000
+const say = (message: string) => console.log(`[${elapsed().toFixed(0).padStart(5)} s] ${message}`)
+
+await initBackend()
+const server = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
+const dbUrl = withDatabase(server, `iisan_bench_fft_job_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`)
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-fft-job-'))
+say(`bench:fft-job: ${users} users, ${epochs} epochs; ${os.cpus()[0]?.model.trim()}, ${os.availableParallelism()} cores, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
+await ensureDatabaseExists(dbUrl)
+const prisma = createPrisma(dbUrl)
+try {
+  await applyMigrations(dbUrl, path.join(REPO, 'prisma/migrations'))
+  const sample = sampleDataset(users)
+  const items = await Promise.all(
+    sample.itemsTsv
+      .split('\n')
+      .filter(Boolean)
+      .map(async (line, i) => {
+        const [externalId, title] = line.split('\t')
+        return { externalId: externalId!, title: title!, imageBlob: new Uint8Array(await syntheticImage(i + 1)), imageMime: 'image/png' }
+      }),
+  )
+  const dataset = await importDataset(prisma, {
+    name: 'fft-base-job',
+    items,
+    users: sample.userLines.map((line) => ({ externalId: line.split('\t')[0]!, itemExternalIds: line.split('\t')[1]!.split(' ') })),
+  })
+  const dirs = { text: path.join(work, 'bert-base'), image: path.join(work, 'vit-b-16') }
+  writeRandomBert(dirs.text, bertHfConfig({}), demoVocabText(), 'bench-fft-job')
+  writeRandomVit(dirs.image, vitHfConfig({}), 'bench-fft-job')
+  say(`dataset: ${items.length} items with synthetic images, ${users} users; BERT-base and ViT-B/16 shapes written with random weights`)
+  // the methods that run the backbones train 2 users a step at base size (4 ran out of the wasm heap: README, bench:methods)
+  const job = await createTrainingJob(prisma, { datasetId: dataset.id, method: 'fft', config: { maxEpochs: epochs, batchSize: 2 } })
+
+  // the checkpoint lives while the job runs (it is deleted when the job ends): watched from here
+  const checkpoints: { epoch: number; bytes: number; seenAtSeconds: number }[] = []
+  const watch = setInterval(() => {
+    void prisma.trainingCheckpoint.findUnique({ where: { jobId: job.id }, select: { epoch: true, stateBytes: true } }).then((c) => {
+      if (c && c.stateBytes !== null && checkpoints.at(-1)?.epoch !== c.epoch) {
+        checkpoints.push({ epoch: c.epoch, bytes: Number(c.stateBytes), seenAtSeconds: elapsed() })
+        say(`checkpoint of epoch ${c.epoch} stored: ${(Number(c.stateBytes) / MB).toFixed(0)} MiB`)
+      }
+    })
+  }, 500)
+  const phases: { phase: string; atSeconds: number; detail: string }[] = []
+  let lastLine = ''
+  const outcome = await runTrainingJob(prisma, job.id, {
+    loadContent: datasetContentLoader(prisma, async () => dirs),
+    log: (message, fields) => say(`${message}${fields ? ` ${JSON.stringify(fields)}` : ''}`),
+    onProgress: (p: JobProgress) => {
+      const detail = `${p.phase}${'epoch' in p && p.epoch !== undefined ? ` epoch ${p.epoch}` : ''}${'step' in p && p.step !== undefined ? ` step ${p.step}/${p.stepsPerEpoch}` : ''}${'loss' in p && p.loss !== undefined ? ` loss ${p.loss.toFixed(3)}` : ''}`
+      if (detail === lastLine) return
+      lastLine = detail
+      phases.push({ phase: p.phase, atSeconds: elapsed(), detail })
+      say(detail)
+    },
+  })
+  clearInterval(watch)
+  const peakRssMb = (process.resourceUsage().maxRSS * 1024) / MB
+  say(`outcome: ${JSON.stringify(outcome)}; peak RSS ${peakRssMb.toFixed(0)} MB`)
+  if (outcome.status !== 'completed') throw new Error(`the job ended ${outcome.status}`)
+  const version = await prisma.modelVersion.findUniqueOrThrow({
+    where: { id: outcome.modelVersionId },
+    select: { id: true, method: true, testHr10: true, testNdcg10: true, valHr10: true, secondsPerEpoch: true, peakMemoryMb: true, trainableParams: true, epochs: true },
+  })
+  const [{ weightsBytes }] = await prisma.$queryRaw<{ weightsBytes: number }[]>`SELECT octet_length(weights) AS "weightsBytes" FROM model_versions WHERE id = ${version.id}::uuid`
+  const epochRows = await prisma.epochMetric.findMany({ where: { jobId: job.id }, orderBy: { epoch: 'asc' } })
+  const result = {
+    date: new Date().toISOString(),
+    command: `npm run bench:fft-job -- --users ${users} --epochs ${epochs}`,
+    source: 'measured',
+    commit: execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim(),
+    machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() },
+    setup: `FFT through runTrainingJob (the worker's code), BERT-base + ViT-B/16 shapes with random weights, ${users} Scientific users, ${items.length} items with synthetic PNG images, 2 users a step`,
+    totalSeconds: elapsed(),
+    peakRssMb,
+    checkpoints,
+    epochs: epochRows,
+    modelVersion: { ...version, weightsBytes },
+    phases,
+  }
+  const out = path.join(REPO, 'bench/results/fft-job.json')
+  fs.writeFileSync(out, `${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`)
+  say(`model version ${version.id}: ${JSON.stringify({ ...version, weightsBytes })}`)
+  say(`wrote ${path.relative(process.cwd(), out)}`)
+} finally {
+  await prisma.$disconnect()
+  await dropDatabase(dbUrl).catch((e: Error) => console.error(`could not drop the bench database: ${e.message}`))
+  fs.rmSync(work, { recursive: true, force: true })
+}
