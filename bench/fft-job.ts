@@ -61,13 +61,17 @@ try {
 
   // the checkpoint lives while the job runs (it is deleted when the job ends): watched from here
   const checkpoints: { epoch: number; bytes: number; seenAtSeconds: number }[] = []
+  // (a base step holds the event loop for minutes, so a poll may time out connecting: the next one tries again)
   const watch = setInterval(() => {
-    void prisma.trainingCheckpoint.findUnique({ where: { jobId: job.id }, select: { epoch: true, stateBytes: true } }).then((c) => {
-      if (c && c.stateBytes !== null && checkpoints.at(-1)?.epoch !== c.epoch) {
-        checkpoints.push({ epoch: c.epoch, bytes: Number(c.stateBytes), seenAtSeconds: elapsed() })
-        say(`checkpoint of epoch ${c.epoch} stored: ${(Number(c.stateBytes) / MB).toFixed(0)} MiB`)
-      }
-    })
+    prisma.trainingCheckpoint
+      .findUnique({ where: { jobId: job.id }, select: { epoch: true, stateBytes: true } })
+      .then((c) => {
+        if (c && c.stateBytes !== null && checkpoints.at(-1)?.epoch !== c.epoch) {
+          checkpoints.push({ epoch: c.epoch, bytes: Number(c.stateBytes), seenAtSeconds: elapsed() })
+          say(`checkpoint of epoch ${c.epoch} stored: ${(Number(c.stateBytes) / MB).toFixed(0)} MiB`)
+        }
+      })
+      .catch(() => undefined)
   }, 500)
   const phases: { phase: string; atSeconds: number; detail: string }[] = []
   let lastLine = ''

@@ -23,6 +23,10 @@ export function createPrisma(databaseUrl: string, options: CreatePrismaOptions =
   // an unreachable host (packets dropped, not refused) must fail a request within seconds, as a
   // 503, rather than hang it until the client gives up
   const pool = new pg.Pool({ connectionString: url.toString(), max: options.maxConnections ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+  // an idle connection that breaks (a database restart) is dropped by the pool, and the next query
+  // opens another; without a listener its 'error' event would end the process before the adapter
+  // (which listens once connected) was ever used
+  pool.on('error', () => undefined)
   const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true })
   const prisma = new PrismaClient({ adapter, log: options.log ?? [] })
   pools.set(prisma, pool)
