@@ -4,7 +4,10 @@
 // image per item, the job's per-epoch checkpoints in PostgreSQL (FFT's ≈ 3.1 GB state), its
 // evaluation and its model version. An FFT epoch of the full Scientific data takes about 17 hours
 // here, so the sample is small; what it shows is that the whole path holds at this size, and
-// what each phase costs. Prints a summary and writes bench/results/fft-job.json.
+// what each phase costs. Prints a summary and writes bench/results/fft-job.json, also when the job
+// fails. As of December 7 it does fail, at its last phase: the epoch's 2,231 MiB checkpoint is
+// stored, but the model version's weights (the fine-tuned backbones, ≈ 780 MB) go through Prisma as
+// one base64 string, longer than V8's string limit (issue 10, open).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -89,28 +92,33 @@ try {
   clearInterval(watch)
   const peakRssMb = (process.resourceUsage().maxRSS * 1024) / MB
   say(`outcome: ${JSON.stringify(outcome)}; peak RSS ${peakRssMb.toFixed(0)} MB`)
-  if (outcome.status !== 'completed') throw new Error(`the job ended ${outcome.status}`)
-  const version = await prisma.modelVersion.findUniqueOrThrow({
-    where: { id: outcome.modelVersionId },
-    select: { id: true, method: true, testHr10: true, testNdcg10: true, valHr10: true, secondsPerEpoch: true, peakMemoryMb: true, trainableParams: true, epochs: true },
-  })
-  const [{ weightsBytes }] = await prisma.$queryRaw<{ weightsBytes: number }[]>`SELECT octet_length(weights) AS "weightsBytes" FROM model_versions WHERE id = ${version.id}::uuid`
-  const epochRows = await prisma.epochMetric.findMany({ where: { jobId: job.id }, orderBy: { epoch: 'asc' } })
-  const result = {
+  const out = path.join(REPO, 'bench/results/fft-job.json')
+  const header = {
     date: new Date().toISOString(),
     command: `npm run bench:fft-job -- --users ${users} --epochs ${epochs}`,
     source: 'measured',
     commit: execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim(),
     machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() },
     setup: `FFT through runTrainingJob (the worker's code), BERT-base + ViT-B/16 shapes with random weights, ${users} Scientific users, ${items.length} items with synthetic PNG images, 2 users a step`,
+    outcome,
     totalSeconds: elapsed(),
     peakRssMb,
     checkpoints,
-    epochs: epochRows,
-    modelVersion: { ...version, weightsBytes },
     phases,
   }
-  const out = path.join(REPO, 'bench/results/fft-job.json')
+  if (outcome.status !== 'completed') {
+    // a failed job is a result too: where it failed, and what it cost to get there
+    fs.writeFileSync(out, `${JSON.stringify(header, null, 2)}\n`)
+    say(`wrote ${path.relative(process.cwd(), out)}`)
+    throw new Error(`the job ended ${outcome.status}: ${'error' in outcome ? outcome.error : ''}`)
+  }
+  const version = await prisma.modelVersion.findUniqueOrThrow({
+    where: { id: outcome.modelVersionId },
+    select: { id: true, method: true, testHr10: true, testNdcg10: true, valHr10: true, secondsPerEpoch: true, peakMemoryMb: true, trainableParams: true, epochs: true },
+  })
+  const [{ weightsBytes }] = await prisma.$queryRaw<{ weightsBytes: number }[]>`SELECT octet_length(weights) AS "weightsBytes" FROM model_versions WHERE id = ${version.id}::uuid`
+  const epochRows = await prisma.epochMetric.findMany({ where: { jobId: job.id }, orderBy: { epoch: 'asc' } })
+  const result = { ...header, epochs: epochRows, modelVersion: { ...version, weightsBytes } }
   fs.writeFileSync(out, `${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`)
   say(`model version ${version.id}: ${JSON.stringify({ ...version, weightsBytes })}`)
   say(`wrote ${path.relative(process.cwd(), out)}`)
