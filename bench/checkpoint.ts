@@ -12,9 +12,9 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { dropDatabase, ensureDatabaseExists, withDatabase } from '@iisan/config'
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { applyMigrations, createPrisma, createTrainingJob, importDataset, loadTrainingCheckpoint, saveTrainingCheckpoint, type CheckpointTransportOptions } from '@iisan/storage'
+import { applyMigrations, createPrisma, createTrainingJob, importDataset, loadTrainingCheckpoint, saveTrainingCheckpoint, type BlobTransportOptions } from '@iisan/storage'
 
-type Transport = NonNullable<CheckpointTransportOptions['transport']>
+type Transport = NonNullable<BlobTransportOptions['transport']>
 const TRANSPORTS: Transport[] = ['prisma', 'binary']
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE = 'usage: npm run bench:checkpoint -- [--mib N] [--repeats R] [--part-mib P] [--out FILE]'

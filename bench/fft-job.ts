@@ -4,10 +4,10 @@
 // image per item, the job's per-epoch checkpoints in PostgreSQL (FFT's ≈ 3.1 GB state), its
 // evaluation and its model version. An FFT epoch of the full Scientific data takes about 17 hours
 // here, so the sample is small; what it shows is that the whole path holds at this size, and
-// what each phase costs. Prints a summary and writes bench/results/fft-job.json, also when the job
-// fails. As of December 7 it does fail, at its last phase: the epoch's 2,231 MiB checkpoint is
-// stored, but the model version's weights (the fine-tuned backbones, ≈ 780 MB) go through Prisma as
-// one base64 string, longer than V8's string limit (issue 10, open).
+// what each phase costs. After the job, the model version is read back the way serving reads it.
+// Prints a summary and writes bench/results/fft-job.json, also when the job fails (until December 7
+// it failed at its last phase: the model version's weights, the fine-tuned backbones, went through
+// Prisma as one base64 string longer than V8's string limit; they are a blob now).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -15,10 +15,10 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { dropDatabase, ensureDatabaseExists, withDatabase } from '@iisan/config'
-import { initBackend } from '@iisan/model'
+import { initBackend, readCheckpoint } from '@iisan/model'
 import { datasetContentLoader, runTrainingJob, sampleDataset, type JobProgress } from '@iisan/pipeline'
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { applyMigrations, createPrisma, createTrainingJob, importDataset } from '@iisan/storage'
+import { applyMigrations, createPrisma, createTrainingJob, getModelVersion, importDataset } from '@iisan/storage'
 import { syntheticImage } from './lib/synthetic-images.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
@@ -67,11 +67,12 @@ try {
   // (a base step holds the event loop for minutes, so a poll may time out connecting: the next one tries again)
   const watch = setInterval(() => {
     prisma.trainingCheckpoint
-      .findUnique({ where: { jobId: job.id }, select: { epoch: true, stateBytes: true } })
+      .findUnique({ where: { jobId: job.id }, select: { epoch: true, stateBlob: { select: { byteLength: true } } } })
       .then((c) => {
-        if (c && c.stateBytes !== null && checkpoints.at(-1)?.epoch !== c.epoch) {
-          checkpoints.push({ epoch: c.epoch, bytes: Number(c.stateBytes), seenAtSeconds: elapsed() })
-          say(`checkpoint of epoch ${c.epoch} stored: ${(Number(c.stateBytes) / MB).toFixed(0)} MiB`)
+        if (c && checkpoints.at(-1)?.epoch !== c.epoch) {
+          const bytes = Number(c.stateBlob.byteLength)
+          checkpoints.push({ epoch: c.epoch, bytes, seenAtSeconds: elapsed() })
+          say(`checkpoint of epoch ${c.epoch} stored: ${(bytes / MB).toFixed(0)} MiB`)
         }
       })
       .catch(() => undefined)
@@ -116,11 +117,16 @@ try {
     where: { id: outcome.modelVersionId },
     select: { id: true, method: true, testHr10: true, testNdcg10: true, valHr10: true, secondsPerEpoch: true, peakMemoryMb: true, trainableParams: true, epochs: true },
   })
-  const [{ weightsBytes }] = await prisma.$queryRaw<{ weightsBytes: number }[]>`SELECT octet_length(weights) AS "weightsBytes" FROM model_versions WHERE id = ${version.id}::uuid`
+  // read back as serving reads it: the weights from their blob (length and sha256 checked), then parsed
+  const readStarted = performance.now()
+  const stored = (await getModelVersion(prisma, version.id))!
+  const readSeconds = (performance.now() - readStarted) / 1000
+  const parsed = readCheckpoint(stored.weights)
+  const readBack = { weightsBytes: stored.weights.byteLength, readSeconds, tensors: parsed.values.size, config: parsed.config !== null }
   const epochRows = await prisma.epochMetric.findMany({ where: { jobId: job.id }, orderBy: { epoch: 'asc' } })
-  const result = { ...header, epochs: epochRows, modelVersion: { ...version, weightsBytes } }
+  const result = { ...header, epochs: epochRows, modelVersion: { ...version, ...readBack } }
   fs.writeFileSync(out, `${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`)
-  say(`model version ${version.id}: ${JSON.stringify({ ...version, weightsBytes })}`)
+  say(`model version ${version.id}: ${JSON.stringify({ ...version, ...readBack })}`)
   say(`wrote ${path.relative(process.cwd(), out)}`)
 } finally {
   await prisma.$disconnect()

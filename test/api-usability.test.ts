@@ -279,7 +279,7 @@ describe('deleting', () => {
     const inactive = await modelVersionOf(doomed)
     await prisma().cacheBuild.create({ data: { datasetId: doomed, backboneId: backbone.id } })
     const full = await tableCounts()
-    for (const table of ['datasets', 'items', 'dataset_users', 'interactions', 'training_jobs', 'epoch_metrics', 'training_checkpoints', 'training_checkpoint_parts', 'model_versions', 'cache_builds', 'hidden_states']) {
+    for (const table of ['datasets', 'items', 'dataset_users', 'interactions', 'training_jobs', 'epoch_metrics', 'training_checkpoints', 'blobs', 'blob_parts', 'model_versions', 'cache_builds', 'hidden_states']) {
       expect({ table, more: full[table]! > before[table]! }).toEqual({ table, more: true })
     }
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import request from 'supertest'
 import { initBackend } from '@iisan/model'
 import { ServingRegistry, sampleDataset } from '@iisan/pipeline'
-import { addItems } from '@iisan/storage'
+import { addItems, createModelVersion, getModelVersion } from '@iisan/storage'
 import { buildApp } from '../services/api/src/app.ts'
 import { WORKER_ENTRY, createTestApi, createTestPlatform, startService, stopService, trainAndWait, until, type TestPlatform } from './helpers/platform.ts'
 
@@ -187,8 +187,14 @@ describe('import → train → model version → recommendations', () => {
 
   it('the replica that handles an activation serves the new model from the next request, announcement or not', async () => {
     // a second version of the dataset: a copy of the trained one
-    const { id: _id, jobId: _jobId, isActive: _isActive, activatedAt: _activatedAt, createdAt: _createdAt, ...source } = await db.prisma.modelVersion.findUniqueOrThrow({ where: { id: modelId } })
-    const copy = await db.prisma.modelVersion.create({ data: { ...source, metrics: source.metrics ?? undefined } as Parameters<typeof db.prisma.modelVersion.create>[0]['data'] })
+    const source = (await getModelVersion(db.prisma, modelId))!
+    const copy = await createModelVersion(db.prisma, {
+      ...source,
+      config: source.config as object,
+      itemIndex: source.itemIndex as number[],
+      metrics: source.metrics ?? undefined,
+      jobId: null,
+    })
     // a replica whose announcements reach no one, itself included
     const registry = new ServingRegistry(db.prisma)
     await registry.refreshActive()

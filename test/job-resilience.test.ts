@@ -7,7 +7,7 @@ import { UnrecoverableError, Worker } from 'bullmq'
 import { SequentialRecommender, buildProtocol, initBackend, parseTrainingState, readCheckpoint, sasRecIdConfig, serializeTrainingState, tf, train, TrainingCancelled, type TrainingState } from '@iisan/model'
 import { reconcileTrainingJobs, sampleDataset } from '@iisan/pipeline'
 import { QUEUE_NAMES, createTrainingQueue, enqueueTrainingJob, type TrainingQueue } from '@iisan/queue'
-import { JOB_LIVENESS, MAX_JOB_STARTS, claimTrainingJob, createTrainingJob, heartbeatTrainingJob, requestTrainingJobCancel } from '@iisan/storage'
+import { JOB_LIVENESS, MAX_JOB_STARTS, claimTrainingJob, createTrainingJob, getModelVersion, heartbeatTrainingJob, requestTrainingJobCancel } from '@iisan/storage'
 import { createTestApi, createTestPlatform, freePort, startService, stopService, until, waitForJob, WORKER_ENTRY, type TestPlatform } from './helpers/platform.ts'
 
 let platform: TestPlatform
@@ -226,8 +226,8 @@ describe('a worker killed in the middle of training', () => {
       await stopService(victim, 'SIGKILL')
       const stale = (await http.get(`/v1/training-jobs/${job.id}`)).body
       expect(stale.status).toBe('running')
-      const live = await platform.db.prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId: job.id }, select: { partCount: true } })
-      expect(live.partCount).toBeGreaterThan(1)
+      const live = await platform.db.prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId: job.id }, select: { stateBlob: { select: { partCount: true } } } })
+      expect(live.stateBlob.partCount).toBeGreaterThan(1)
 
       // the other worker takes it over within the lease (≈ 25 s), not BullMQ's old two minutes
       await until(
@@ -246,14 +246,18 @@ describe('a worker killed in the middle of training', () => {
       expect(epochs).toEqual([1, 2, 3, 4, 5, 6])
       // no checkpoint left behind, one version
       expect(await platform.db.prisma.trainingCheckpoint.count({ where: { jobId: job.id } })).toBe(0)
-      expect(await platform.db.prisma.trainingCheckpointPart.count({ where: { jobId: job.id } })).toBe(0)
+      // every stored blob belongs to a row: the checkpoints' states went with them
+      const [{ ownerless }] = await platform.db.prisma.$queryRaw<{ ownerless: number }[]>`
+        SELECT count(*)::int AS ownerless FROM blobs b
+        WHERE NOT EXISTS (SELECT 1 FROM model_versions m WHERE m.weights_blob_id = b.id) AND NOT EXISTS (SELECT 1 FROM training_checkpoints c WHERE c.state_blob_id = b.id)`
+      expect(ownerless).toBe(0)
       expect(await platform.db.prisma.modelVersion.count({ where: { jobId: job.id } })).toBe(1)
 
       // the same job without a kill, for the weights it should have reached
       const straight = (await http.post('/v1/training-jobs').send({ datasetId: dataset.id, method: 'sasrec-id', config }).expect(202)).body
       const { job: straightDone } = await waitForJob(async (p) => (await http.get(p)).body, straight.id, { timeoutMs: 150_000 })
       const weights = async (modelVersionId: string) =>
-        readCheckpoint((await platform.db.prisma.modelVersion.findUniqueOrThrow({ where: { id: modelVersionId } })).weights).values
+        readCheckpoint((await getModelVersion(platform.db.prisma, modelVersionId))!.weights).values
       const [resumedWeights, straightWeights] = [await weights(done.modelVersionId), await weights(straightDone.modelVersionId)]
       for (const [name, { values }] of straightWeights) {
         const other = resumedWeights.get(name)!.values

@@ -12,6 +12,8 @@ import { MIGRATIONS_DIR, REPO_ROOT, createTestDatabase, testServerUrl, type Test
 const EXPECTED_TABLES = [
   '_prisma_migrations',
   'backbones',
+  'blob_parts',
+  'blobs',
   'cache_builds',
   'dataset_users',
   'datasets',
@@ -21,7 +23,6 @@ const EXPECTED_TABLES = [
   'interactions',
   'items',
   'model_versions',
-  'training_checkpoint_parts',
   'training_checkpoints',
   'training_jobs',
 ]

@@ -1,8 +1,10 @@
-// A training job's checkpoint is stored in parts (PostgreSQL caps one value at 1 GB; FFT's state at
-// base shapes is ~3.1 GB): parts round-trip byte for byte, a new save replaces the old one whole,
-// a save that fails midway leaves the previous checkpoint readable, a damaged one is refused and
-// the job trains from scratch, checkpoints saved before parts still load, and deleting the job
-// deletes its parts. Tiny part sizes make small real states span many parts.
+// Large values are blobs stored in parts (PostgreSQL caps one value at 1 GB; FFT's checkpoint at
+// base shapes is ~3.1 GB, its weights ~780 MB). A training job's checkpoint: parts round-trip byte
+// for byte, a new save replaces the old one whole, a save that fails midway leaves the previous
+// checkpoint readable and its parts are swept once dead, a damaged one is refused and the job trains
+// from scratch, checkpoints and weights stored before blobs still load, and deleting the job
+// deletes its state. A model version's weights: the same parts, gone with the version or its
+// dataset. Tiny part sizes make small real values span many parts.
 import { spawn } from 'node:child_process'
 import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
@@ -12,9 +14,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend, parseTrainingState, serializeTrainingState, type TrainingState } from '@iisan/model'
 import { runTrainingJob, type JobProgress } from '@iisan/pipeline'
 import {
-  CHECKPOINT_MAX_PART_BYTES,
+  BLOB_MAX_PART_BYTES,
   applyMigrations,
+  createModelVersion,
   createTrainingJob,
+  deleteDataset,
+  deleteModelVersion,
+  getModelVersion,
   deleteTrainingCheckpoint,
   deleteTrainingJob,
   importDataset,
@@ -33,8 +39,9 @@ import { pipeline } from 'node:stream/promises'
 import { MIGRATIONS_DIR, REPO_ROOT, createTestDatabase, type TestDatabase } from './helpers/db.ts'
 import { WORKER_ENTRY } from './helpers/platform.ts'
 
-/** The migration that moved checkpoint states into parts. */
+/** The migration that moved checkpoint states into parts, and the one that moved every large value into blobs. */
 const PARTS_MIGRATION = '20261206221102_checkpoint_parts'
+const BLOBS_MIGRATION = '20261207061500_blobs'
 
 let db: TestDatabase
 let prisma: PrismaClient
@@ -80,10 +87,24 @@ function stateBytes(n: number, epoch = 1, salt = 0): Uint8Array {
   return serializeTrainingState(state)
 }
 
-async function partRows(jobId: string): Promise<{ generation: string; part: number; length: number }[]> {
-  return prisma.$queryRaw`
-    SELECT generation::text, part, octet_length(bytes) AS length FROM training_checkpoint_parts WHERE job_id = ${jobId}::uuid ORDER BY generation, part`
+/** The blob holding the job's checkpoint state (undefined: no checkpoint). */
+async function stateBlobOf(jobId: string): Promise<string | undefined> {
+  return (await prisma.trainingCheckpoint.findUnique({ where: { jobId }, select: { stateBlobId: true } }))?.stateBlobId
 }
+
+async function partRows(blobId: string | undefined): Promise<{ part: number; length: number }[]> {
+  if (!blobId) return []
+  return prisma.$queryRaw`SELECT part, octet_length(bytes) AS length FROM blob_parts WHERE blob_id = ${blobId}::uuid ORDER BY part`
+}
+
+/** Blobs no row refers to (each with its part count): a write in progress, or one that died. */
+async function ownerlessBlobs(): Promise<{ id: string; sealed: boolean; parts: number }[]> {
+  return prisma.$queryRaw`
+    SELECT b.id::text, b.sealed_at IS NOT NULL AS sealed, (SELECT count(*)::int FROM blob_parts p WHERE p.blob_id = b.id) AS parts FROM blobs b
+    WHERE NOT EXISTS (SELECT 1 FROM model_versions m WHERE m.weights_blob_id = b.id) AND NOT EXISTS (SELECT 1 FROM training_checkpoints c WHERE c.state_blob_id = b.id)`
+}
+
+const blobCount = async () => prisma.blob.count()
 
 /** What `p` rejects with (undefined when it resolves: then the assertions on it fail). */
 const rejection = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e)
@@ -93,16 +114,16 @@ describe('training checkpoints in parts', () => {
     const jobId = await newJob()
     const state = stateBytes(3000)
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state, meta: { bytes: state.byteLength } }, { partBytes: 1000 })
-    const parts = await partRows(jobId)
+    const blobId = await stateBlobOf(jobId)
+    const parts = await partRows(blobId)
     expect(parts.length).toBe(Math.ceil(state.byteLength / 1000))
     expect(parts.length).toBeGreaterThan(30)
-    expect(new Set(parts.map((p) => p.generation)).size).toBe(1)
     expect(parts.map((p) => p.part)).toEqual(parts.map((_, i) => i))
     expect(parts.slice(0, -1).every((p) => p.length === 1000)).toBe(true)
     expect(parts.reduce((sum, p) => sum + p.length, 0)).toBe(state.byteLength)
-    // the row holds no state of its own, only where the parts are and what they must add up to
-    const row = await prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId } })
-    expect(row).toMatchObject({ epoch: 1, state: null, generation: parts[0].generation, partCount: parts.length, stateBytes: BigInt(state.byteLength), stateSha256: expect.stringMatching(/^[0-9a-f]{64}$/) })
+    // the blob says what its parts must add up to, and was sealed when the checkpoint pointed at it
+    const sha256 = (await import('node:crypto')).createHash('sha256').update(state).digest('hex')
+    expect(await prisma.blob.findUniqueOrThrow({ where: { id: blobId } })).toMatchObject({ partCount: parts.length, byteLength: BigInt(state.byteLength), sha256, sealedAt: expect.any(Date) })
 
     const loaded = await loadTrainingCheckpoint(prisma, jobId)
     expect(loaded).toMatchObject({ epoch: 1, meta: { bytes: state.byteLength } })
@@ -112,52 +133,76 @@ describe('training checkpoints in parts', () => {
 
   it('refuses a part size its reader could not read back', async () => {
     const jobId = await newJob()
-    const error = await rejection(saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: stateBytes(10), meta: {} }, { partBytes: CHECKPOINT_MAX_PART_BYTES + 1 }))
+    const blobs = await blobCount()
+    const error = await rejection(saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: stateBytes(10), meta: {} }, { partBytes: BLOB_MAX_PART_BYTES + 1 }))
     expect(isStorageError(error, 'INVALID_INPUT')).toBe(true)
-    expect(await partRows(jobId)).toEqual([])
+    expect(await stateBlobOf(jobId)).toBeUndefined()
+    expect(await blobCount()).toBe(blobs)
   })
 
   it('replaces the previous checkpoint whole: a smaller state leaves no part of the larger one', async () => {
     const jobId = await newJob()
     const first = stateBytes(3000, 1)
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: first, meta: {} }, { partBytes: 1024 })
-    const firstParts = await partRows(jobId)
+    const firstBlob = await stateBlobOf(jobId)
+    expect((await partRows(firstBlob)).length).toBeGreaterThan(1)
     const second = stateBytes(500, 2, 1)
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 2, state: second, meta: { second: true } }, { partBytes: 1024 })
-    const parts = await partRows(jobId)
-    expect(parts.length).toBe(Math.ceil(second.byteLength / 1024))
-    expect(parts.length).toBeLessThan(firstParts.length)
-    expect(parts.some((p) => p.generation === firstParts[0].generation)).toBe(false)
+    expect((await partRows(await stateBlobOf(jobId))).length).toBe(Math.ceil(second.byteLength / 1024))
+    expect(await partRows(firstBlob)).toEqual([])
+    expect(await prisma.blob.count({ where: { id: firstBlob } })).toBe(0)
     const loaded = await loadTrainingCheckpoint(prisma, jobId)
     expect(loaded).toMatchObject({ epoch: 2, meta: { second: true } })
     expect(Buffer.from(loaded!.state).equals(Buffer.from(second))).toBe(true)
   })
 
-  it('keeps the previous checkpoint readable when a save fails midway, and the next save clears what it left', async () => {
+  it('keeps the previous checkpoint readable when a save fails midway, leaving none of its parts', async () => {
     const jobId = await newJob()
     const first = stateBytes(1000, 1)
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: first, meta: { first: true } }, { partBytes: 1024 })
-    const firstParts = await partRows(jobId)
-    // the database refuses the sixth part of any save from now on, as a crash or a lost connection would stop it
-    await prisma.$executeRawUnsafe(`ALTER TABLE training_checkpoint_parts ADD CONSTRAINT fail_sixth_part CHECK (part < 5) NOT VALID`)
+    const firstBlob = await stateBlobOf(jobId)
+    // the database refuses the sixth part of any write from now on, as a crash or a lost connection would stop it
+    await prisma.$executeRawUnsafe(`ALTER TABLE blob_parts ADD CONSTRAINT fail_sixth_part CHECK (part < 5) NOT VALID`)
     try {
       const error = await rejection(saveTrainingCheckpoint(prisma, { jobId, epoch: 2, state: stateBytes(3000, 2, 1), meta: {} }, { partBytes: 1024 }))
       expect(String(error)).toMatch(/fail_sixth_part/)
     } finally {
-      await prisma.$executeRawUnsafe(`ALTER TABLE training_checkpoint_parts DROP CONSTRAINT fail_sixth_part`)
+      await prisma.$executeRawUnsafe(`ALTER TABLE blob_parts DROP CONSTRAINT fail_sixth_part`)
     }
-    // five parts of the failed save are stored, but nothing points at them
-    expect((await partRows(jobId)).length).toBe(firstParts.length + 5)
+    expect(await ownerlessBlobs()).toEqual([])
+    expect(await stateBlobOf(jobId)).toBe(firstBlob)
     const loaded = await loadTrainingCheckpoint(prisma, jobId)
     expect(loaded).toMatchObject({ epoch: 1, meta: { first: true } })
     expect(Buffer.from(loaded!.state).equals(Buffer.from(first))).toBe(true)
+  })
+
+  it('sweeps what a writer that died left, once it is dead and not before', async () => {
+    const jobId = await newJob()
+    // a process died after five parts of a write (it could not tidy up), and another is writing now
+    const deadWrite = async (touched: string) => {
+      const [{ id }] = await prisma.$queryRaw<{ id: string }[]>`
+        INSERT INTO blobs (id, byte_length, part_count, touched_at) VALUES (gen_random_uuid(), 10240, 10, now() - ${touched}::interval) RETURNING id::text`
+      for (let part = 0; part < 5; part++) await prisma.$executeRaw`INSERT INTO blob_parts (blob_id, part, bytes) VALUES (${id}::uuid, ${part}, ${new Uint8Array(1024)})`
+      return id
+    }
+    // and one died between replacing a checkpoint and deleting the state it replaced
+    await saveTrainingCheckpoint(prisma, { jobId, epoch: 1, state: stateBytes(600), meta: {} }, { partBytes: 1024 })
+    const replaced = await stateBlobOf(jobId)
+    await saveTrainingCheckpoint(prisma, { jobId, epoch: 2, state: stateBytes(600, 2), meta: {} }, { partBytes: 1024 })
+    const live = await stateBlobOf(jobId)
+    const [dead, inProgress] = [await deadWrite('1 hour'), await deadWrite('1 minute')]
+    await prisma.$executeRaw`
+      INSERT INTO blobs (id, byte_length, part_count, sha256, sealed_at) VALUES (${replaced}::uuid, 0, 1, 'x', now() - interval '1 minute')`
+    expect((await ownerlessBlobs()).map((b) => b.id).sort()).toEqual([dead, inProgress, replaced].sort())
 
     const third = stateBytes(1500, 3, 2)
     await saveTrainingCheckpoint(prisma, { jobId, epoch: 3, state: third, meta: {} }, { partBytes: 1024 })
-    const parts = await partRows(jobId)
-    expect(new Set(parts.map((p) => p.generation)).size).toBe(1)
-    expect(parts.length).toBe(Math.ceil(third.byteLength / 1024))
+    expect((await ownerlessBlobs()).map((b) => b.id)).toEqual([inProgress])
+    expect(await partRows(dead)).toEqual([])
+    expect((await partRows(inProgress)).length).toBe(5)
+    expect(await prisma.blob.count({ where: { id: live } })).toBe(0)
     expect(Buffer.from((await loadTrainingCheckpoint(prisma, jobId))!.state).equals(Buffer.from(third))).toBe(true)
+    await prisma.blob.delete({ where: { id: inProgress } })
   })
 
   it('loads what either transport saved, byte for byte (binary parameters and COPY, or the ORM)', async () => {
@@ -212,67 +257,118 @@ describe('training checkpoints in parts', () => {
     const count = Math.ceil(state.byteLength / 1024)
     // one byte of the third part flipped: same lengths, another sha256
     await prisma.$executeRaw`
-      UPDATE training_checkpoint_parts SET bytes = set_byte(bytes, 10, (get_byte(bytes, 10) + 1) % 256) WHERE job_id = ${jobId}::uuid AND part = 2`
+      UPDATE blob_parts SET bytes = set_byte(bytes, 10, (get_byte(bytes, 10) + 1) % 256) WHERE blob_id = ${await stateBlobOf(jobId)}::uuid AND part = 2`
     const altered = await rejection(loadTrainingCheckpoint(prisma, jobId))
     expect(isStorageError(altered, 'CORRUPT')).toBe(true)
     expect(String(altered)).toMatch(new RegExp(`${jobId}.*epoch 4.*sha256`))
 
-    await prisma.$executeRaw`DELETE FROM training_checkpoint_parts WHERE job_id = ${jobId}::uuid AND part = 1`
+    await prisma.$executeRaw`DELETE FROM blob_parts WHERE blob_id = ${await stateBlobOf(jobId)}::uuid AND part = 1`
     const missing = await rejection(loadTrainingCheckpoint(prisma, jobId))
     expect(isStorageError(missing, 'CORRUPT')).toBe(true)
     const left = Array.from({ length: count }, (_, i) => i).filter((i) => i !== 1)
     expect(String(missing)).toContain(`parts ${left.join(',')} of ${count} are stored`)
   })
 
-  it('still loads a checkpoint saved in the single column before parts, and the next save moves it to parts', async () => {
-    const jobId = await newJob()
-    const old = stateBytes(800)
-    await prisma.$executeRaw`
-      INSERT INTO training_checkpoints (job_id, epoch, state, meta, updated_at) VALUES (${jobId}::uuid, 3, ${old}, '{"legacy": true}'::jsonb, now())`
-    const loaded = await loadTrainingCheckpoint(prisma, jobId)
-    expect(loaded).toMatchObject({ epoch: 3, meta: { legacy: true } })
-    expect(Buffer.from(loaded!.state).equals(Buffer.from(old))).toBe(true)
-
-    const next = stateBytes(900, 4)
-    await saveTrainingCheckpoint(prisma, { jobId, epoch: 4, state: next, meta: {} }, { partBytes: 1024 })
-    expect(await prisma.trainingCheckpoint.findUniqueOrThrow({ where: { jobId } })).toMatchObject({ epoch: 4, state: null, partCount: Math.ceil(next.byteLength / 1024) })
-    expect(Buffer.from((await loadTrainingCheckpoint(prisma, jobId))!.state).equals(Buffer.from(next))).toBe(true)
-  })
-
-  it('loads a checkpoint saved before the parts migration, once the database is migrated', async () => {
+  it('loads the checkpoints and weights stored before blobs (in one column, or in checkpoint parts) once the database is migrated', async () => {
     const before = await createTestDatabase('checkpoints_premigration', { migrate: false })
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'iisan-premigration-'))
+    const dirs = [PARTS_MIGRATION, BLOBS_MIGRATION].map(() => mkdtempSync(path.join(os.tmpdir(), 'iisan-premigration-')))
+    const migrationsBefore = (dir: string, name: string) => {
+      for (const m of readdirSync(MIGRATIONS_DIR).filter((n) => n < name)) cpSync(path.join(MIGRATIONS_DIR, m), path.join(dir, m), { recursive: true })
+      return applyMigrations(before.url, dir)
+    }
     try {
-      for (const name of readdirSync(MIGRATIONS_DIR).filter((n) => n < PARTS_MIGRATION)) cpSync(path.join(MIGRATIONS_DIR, name), path.join(dir, name), { recursive: true })
-      await applyMigrations(before.url, dir)
-      const dataset = await before.prisma.dataset.create({ data: { name: 'before parts' } })
-      const jobId = (await createTrainingJob(before.prisma, { datasetId: dataset.id, method: 'fft', config: {} })).id
-      const old = stateBytes(800, 2)
-      await before.prisma.$executeRaw`INSERT INTO training_checkpoints (job_id, epoch, state, meta) VALUES (${jobId}::uuid, 2, ${old}, '{"legacy": true}'::jsonb)`
+      // before parts: a checkpoint in one column, and a model version's weights
+      await migrationsBefore(dirs[0]!, PARTS_MIGRATION)
+      const dataset = await before.prisma.dataset.create({ data: { name: 'before blobs' } })
+      const job = async () => (await createTrainingJob(before.prisma, { datasetId: dataset.id, method: 'fft', config: {} })).id
+      const [inColumn, inParts] = [await job(), await job()]
+      const [columnState, partsState, weights] = [stateBytes(800, 2), stateBytes(900, 3, 1), stateBytes(700, 1, 2)]
+      await before.prisma.$executeRaw`INSERT INTO training_checkpoints (job_id, epoch, state, meta) VALUES (${inColumn}::uuid, 2, ${columnState}, '{"legacy": "column"}'::jsonb)`
+      const [{ id: versionId }] = await before.prisma.$queryRaw<{ id: string }[]>`
+        INSERT INTO model_versions (id, dataset_id, method, config, weights, item_embeddings, item_index, embedding_dim, num_items)
+        VALUES (gen_random_uuid(), ${dataset.id}::uuid, 'sasrec-id', '{}'::jsonb, ${weights}, ${new Uint8Array(8)}, '[1]'::jsonb, 2, 1) RETURNING id::text`
+      // between the two migrations: a checkpoint in parts of 1,000 bytes
+      await migrationsBefore(dirs[1]!, BLOBS_MIGRATION)
+      const generation = '00000000-0000-4000-8000-00000000b10b'
+      const partCount = Math.ceil(partsState.byteLength / 1000)
+      for (let part = 0; part < partCount; part++) {
+        await before.prisma.$executeRaw`INSERT INTO training_checkpoint_parts (job_id, generation, part, bytes) VALUES (${inParts}::uuid, ${generation}::uuid, ${part}, ${partsState.subarray(part * 1000, (part + 1) * 1000)})`
+      }
+      const sha = (await import('node:crypto')).createHash('sha256').update(partsState).digest('hex')
+      await before.prisma.$executeRaw`
+        INSERT INTO training_checkpoints (job_id, epoch, generation, state_bytes, part_count, state_sha256, meta)
+        VALUES (${inParts}::uuid, 3, ${generation}::uuid, ${partsState.byteLength}, ${partCount}, ${sha}, '{"legacy": "parts"}'::jsonb)`
 
-      expect(await applyMigrations(before.url, MIGRATIONS_DIR)).toContain(PARTS_MIGRATION)
-      const loaded = await loadTrainingCheckpoint(before.prisma, jobId)
-      expect(loaded).toMatchObject({ epoch: 2, meta: { legacy: true } })
-      expect(Buffer.from(loaded!.state).equals(Buffer.from(old))).toBe(true)
+      expect(await applyMigrations(before.url, MIGRATIONS_DIR)).toEqual([BLOBS_MIGRATION])
+      for (const [jobId, state, epoch, legacy] of [[inColumn, columnState, 2, 'column'], [inParts, partsState, 3, 'parts']] as const) {
+        const loaded = await loadTrainingCheckpoint(before.prisma, jobId)
+        expect(loaded).toMatchObject({ epoch, meta: { legacy } })
+        expect(Buffer.from(loaded!.state).equals(Buffer.from(state))).toBe(true)
+      }
+      expect((await before.prisma.blob.findFirstOrThrow({ where: { checkpoint: { jobId: inParts } } })).partCount).toBe(partCount)
+      expect(Buffer.from((await getModelVersion(before.prisma, versionId))!.weights).equals(Buffer.from(weights))).toBe(true)
     } finally {
       await before.drop()
-      rmSync(dir, { recursive: true, force: true })
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
     }
   })
 
-  it('deletes the parts with the checkpoint, and with the job', async () => {
+  it('deletes the state with the checkpoint, and with the job', async () => {
     const dropped = await newJob()
     await saveTrainingCheckpoint(prisma, { jobId: dropped, epoch: 1, state: stateBytes(1000), meta: {} }, { partBytes: 1024 })
+    const droppedBlob = await stateBlobOf(dropped)
     await deleteTrainingCheckpoint(prisma, dropped)
-    expect(await partRows(dropped)).toEqual([])
+    expect(await partRows(droppedBlob)).toEqual([])
+    expect(await prisma.blob.count({ where: { id: droppedBlob } })).toBe(0)
     expect(await loadTrainingCheckpoint(prisma, dropped)).toBeNull()
 
     const deleted = await newJob()
     await saveTrainingCheckpoint(prisma, { jobId: deleted, epoch: 1, state: stateBytes(1000), meta: {} }, { partBytes: 1024 })
-    expect((await partRows(deleted)).length).toBeGreaterThan(1)
+    const deletedBlob = await stateBlobOf(deleted)
+    expect((await partRows(deletedBlob)).length).toBeGreaterThan(1)
     expect(await deleteTrainingJob(prisma, deleted)).toEqual({ deleted: 'queued' })
-    expect(await partRows(deleted)).toEqual([])
+    expect(await partRows(deletedBlob)).toEqual([])
+    expect(await prisma.blob.count({ where: { id: deletedBlob } })).toBe(0)
     expect(await prisma.trainingCheckpoint.count({ where: { jobId: deleted } })).toBe(0)
+  })
+})
+
+describe('a model version’s weights', () => {
+  /** A version of the dataset whose weights are `weights` (the embedding matrix is tiny). */
+  const versionOf = (weights: Uint8Array, partBytes: number, dataset = datasetId) =>
+    createModelVersion(prisma, { datasetId: dataset, method: 'sasrec-id', config: {}, weights, itemEmbeddings: new Float32Array([1, 2]), itemIndex: [1], embeddingDim: 2 }, { partBytes })
+
+  it('are stored in parts and read back byte for byte, and go with the version', async () => {
+    const weights = stateBytes(2500, 1, 7)
+    const version = await versionOf(weights, 1000)
+    const blobId = (await prisma.modelVersion.findUniqueOrThrow({ where: { id: version.id }, select: { weightsBlobId: true } })).weightsBlobId
+    expect((await partRows(blobId)).length).toBe(Math.ceil(weights.byteLength / 1000))
+    const stored = await getModelVersion(prisma, version.id)
+    expect(Buffer.from(stored!.weights).equals(Buffer.from(weights))).toBe(true)
+    expect(stored).not.toHaveProperty('weightsBlobId')
+
+    await prisma.$executeRaw`UPDATE blob_parts SET bytes = set_byte(bytes, 0, (get_byte(bytes, 0) + 1) % 256) WHERE blob_id = ${blobId}::uuid AND part = 1`
+    const altered = await rejection(getModelVersion(prisma, version.id))
+    expect(isStorageError(altered, 'CORRUPT')).toBe(true)
+    expect(String(altered)).toMatch(/sha256/)
+
+    expect(await deleteModelVersion(prisma, version.id)).toEqual({ deleted: { datasetId } })
+    expect(await partRows(blobId)).toEqual([])
+    expect(await prisma.blob.count({ where: { id: blobId } })).toBe(0)
+  })
+
+  it('go with their dataset, and a version that cannot be stored leaves no weights behind', async () => {
+    const other = await importDataset(prisma, { name: 'weights go with it', items: [{ externalId: 'W1', title: 'one' }], users: [] })
+    const version = await versionOf(stateBytes(600), 512, other.id)
+    const blobId = (await prisma.modelVersion.findUniqueOrThrow({ where: { id: version.id }, select: { weightsBlobId: true } })).weightsBlobId
+    expect(await deleteDataset(prisma, other.id)).toBe(true)
+    expect(await prisma.blob.count({ where: { id: blobId } })).toBe(0)
+    expect(await partRows(blobId)).toEqual([])
+
+    // the dataset is gone: the version's insert fails inside the transaction, after the weights were written
+    const blobs = await blobCount()
+    expect(await rejection(versionOf(stateBytes(600), 512, other.id))).toBeDefined()
+    expect(await blobCount()).toBe(blobs)
   })
 })
 
@@ -280,7 +376,7 @@ describe('a training job and its checkpoint parts', () => {
   it('the worker refuses at start a CHECKPOINT_PART_BYTES its checkpoints could not be read back with', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
       cwd: REPO_ROOT,
-      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', CHECKPOINT_PART_BYTES: String(CHECKPOINT_MAX_PART_BYTES + 1) },
+      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', CHECKPOINT_PART_BYTES: String(BLOB_MAX_PART_BYTES + 1) },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stderr = ''
@@ -291,14 +387,14 @@ describe('a training job and its checkpoint parts', () => {
     const [code] = await once(child, 'exit')
     clearTimeout(timer)
     expect(code, stderr).toBe(1)
-    expect(stderr.trim()).toMatch(new RegExp(`^CHECKPOINT_PART_BYTES: .*${CHECKPOINT_MAX_PART_BYTES + 1}$`))
+    expect(stderr.trim()).toMatch(new RegExp(`^CHECKPOINT_PART_BYTES: .*${BLOB_MAX_PART_BYTES + 1}$`))
   }, 70_000)
 
   it('trains from scratch over an unreadable checkpoint (logged), checkpoints in parts of the size it is given, and leaves none behind', async () => {
     await initBackend({ prefer: 'wasm' })
     const job = await createTrainingJob(prisma, { datasetId, method: 'sasrec-id', config: { maxEpochs: 2, patience: 2, batchSize: 8 } })
     await saveTrainingCheckpoint(prisma, { jobId: job.id, epoch: 1, state: stateBytes(1000), meta: {} }, { partBytes: 1024 })
-    await prisma.$executeRaw`DELETE FROM training_checkpoint_parts WHERE job_id = ${job.id}::uuid AND part = 0`
+    await prisma.$executeRaw`DELETE FROM blob_parts WHERE blob_id = ${await stateBlobOf(job.id)}::uuid AND part = 0`
 
     const logs: string[] = []
     let partsSeen = 0
@@ -307,7 +403,7 @@ describe('a training job and its checkpoint parts', () => {
       log: (message) => logs.push(message),
       // in the second epoch the first one's checkpoint is stored
       onProgress: async (p: JobProgress) => {
-        if (p.phase === 'training' && p.epoch === 2) partsSeen = Math.max(partsSeen, (await partRows(job.id)).length)
+        if (p.phase === 'training' && p.epoch === 2) partsSeen = Math.max(partsSeen, (await partRows(await stateBlobOf(job.id))).length)
       },
     })
     expect(outcome.status).toBe('completed')
@@ -315,7 +411,8 @@ describe('a training job and its checkpoint parts', () => {
     expect(logs).not.toContain('resuming from checkpoint')
     expect((await listEpochMetrics(prisma, job.id)).map((e) => e.epoch)).toEqual([1, 2])
     expect(partsSeen).toBeGreaterThan(1)
-    expect(await partRows(job.id)).toEqual([])
     expect(await prisma.trainingCheckpoint.count({ where: { jobId: job.id } })).toBe(0)
+    // the unreadable state was replaced, and the last state went with the checkpoint
+    expect((await ownerlessBlobs()).filter((b) => b.sealed)).toEqual([])
   }, 120_000)
 })

@@ -4,7 +4,7 @@
  * same way the Prisma CLI's wasm loader does. This is how the build machines, which cannot
  * download Prisma's native schema engine, still run `migrate diff` / `migrate dev --create-only`
  * with Prisma's real SQL generator (docs/DEVELOPMENT.md, "Prisma 7 offline"); reading a live
- * schema takes three patches to adapter-pg 7.10.1, see below.
+ * schema takes four patches to adapter-pg 7.10.1, see below.
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -91,6 +91,17 @@ function patchCharColumns(adapter: object): void {
 
 type Adapter = Awaited<ReturnType<PrismaPg['connect']>>
 
+// Patch 4: adapter-pg 7.10.1 runs a migration script by splitting it at every ';', inside dollar
+// quotes and comments too, so a PL/pgSQL function cannot be migrated. Prisma's native engine sends
+// the script whole, and so does this: PostgreSQL's simple query protocol runs it statement by
+// statement.
+function patchWholeScripts(adapter: Adapter): void {
+  const client = adapter.underlyingDriver() as unknown as { query(sql: string): Promise<unknown> }
+  adapter.executeScript = async (script: string) => {
+    await client.query(script)
+  }
+}
+
 /**
  * adapter-pg factory for the schema engine.
  * Patch 2: discrete connection fields instead of { connectionString }: adapter-pg's shadow pool is
@@ -106,6 +117,7 @@ function createFactory(url: string, track: Set<Adapter>): PrismaPg {
     await adminQuery(cfg, `CREATE DATABASE ${quoteIdent(name)}`)
     const shadow = await new PrismaPg({ ...cfg, database: name }).connect()
     patchCharColumns(shadow)
+    patchWholeScripts(shadow)
     const dispose = shadow.dispose.bind(shadow)
     shadow.dispose = async () => {
       await dispose()
@@ -117,6 +129,7 @@ function createFactory(url: string, track: Set<Adapter>): PrismaPg {
   factory.connect = async () => {
     const adapter = await connect()
     patchCharColumns(adapter)
+    patchWholeScripts(adapter)
     track.add(adapter)
     const dispose = adapter.dispose.bind(adapter)
     adapter.dispose = async () => {

@@ -41,9 +41,9 @@ export interface AppConfig {
    */
   cacheEncoders: number
   /**
-   * CHECKPOINT_PART_BYTES — bytes per stored part of a training job's checkpoint (the worker).
-   * Unset: the storage default (@iisan/storage's CHECKPOINT_PART_BYTES, 32 MiB); the worker
-   * refuses at start a size above CHECKPOINT_MAX_PART_BYTES (192 MiB).
+   * CHECKPOINT_PART_BYTES — bytes per stored part of a training job's checkpoint and of its model's
+   * weights (the worker). Unset: the storage default (@iisan/storage's BLOB_PART_BYTES, 32 MiB);
+   * the worker refuses at start a size above BLOB_MAX_PART_BYTES (192 MiB).
    */
   checkpointPartBytes?: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */

@@ -1,10 +1,7 @@
 import { Prisma, type EpochMetric, type PrismaClient, type TrainingJob } from './generated/prisma/client.ts'
-import { createHash, randomUUID } from 'node:crypto'
-import { pipeline } from 'node:stream/promises'
-import { to as copyTo } from 'pg-copy-streams'
-import { inTransaction, json, pgPoolOf, toBytes, type Db, type JsonInput } from './client.ts'
-import { CopyBinaryColumnSink, CopyFormatError } from './copy-binary.ts'
-import { StorageError } from './errors.ts'
+import { deleteBlob, readBlob, sealBlob, writeBlob, type BlobTransportOptions, type WriteBlobOptions } from './blobs.ts'
+import { inTransaction, json, type Db, type JsonInput } from './client.ts'
+import { StorageError, isStorageError } from './errors.ts'
 
 export const TRAINING_JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const
 export type TrainingJobStatus = (typeof TRAINING_JOB_STATUSES)[number]
@@ -231,184 +228,56 @@ export interface TrainingCheckpointInput {
   meta: JsonInput
 }
 
-/**
- * Default size of one stored part of a checkpoint's state: FFT's 3.1 GB state at base shapes is
- * 93 rows of 32 MiB. A save sends a part from a view of the state, and what it holds on top is a
- * few parts' worth (bench:checkpoint: 335 MiB at 128 MiB parts). PostgreSQL caps one value at 1 GB,
- * but the 'prisma' transport is the tighter limit: it reads a bytea as one hex string (two
- * characters a byte), V8 caps a string at 2^29 − 24 characters, and a 256 MiB part overflows it
- * (ERR_STRING_TOO_LONG, thrown inside pg's socket handler: the process dies). Hence
- * CHECKPOINT_MAX_PART_BYTES.
- */
-export const CHECKPOINT_PART_BYTES = 32 * 2 ** 20
-export const CHECKPOINT_MAX_PART_BYTES = 192 * 2 ** 20
-
-export interface CheckpointTransportOptions {
-  /**
-   * How the parts' bytes travel. 'binary' (the default): node-postgres sends each part as a binary
-   * parameter from a view of the state, and one binary COPY streams every part back straight into
-   * the state. 'prisma': the ORM's path, which carries a part as a base64 string on the way in and
-   * a hex string on the way out; kept as bench:checkpoint's baseline (1 GiB state, EPYC: 4× the
-   * save time and 9× the transient memory, 8× the load time and 15× its transient memory).
-   */
-  transport?: 'binary' | 'prisma'
-}
-
-export interface SaveTrainingCheckpointOptions extends CheckpointTransportOptions {
-  /** Bytes per stored part (default CHECKPOINT_PART_BYTES, at most CHECKPOINT_MAX_PART_BYTES). */
-  partBytes?: number
-}
-
-/** The part size to use: `partBytes`, or the default; INVALID_INPUT outside 1..CHECKPOINT_MAX_PART_BYTES. */
-export function checkpointPartBytes(partBytes = CHECKPOINT_PART_BYTES): number {
-  if (!Number.isInteger(partBytes) || partBytes <= 0 || partBytes > CHECKPOINT_MAX_PART_BYTES) {
-    throw new StorageError('INVALID_INPUT', `a checkpoint part must be 1 to ${CHECKPOINT_MAX_PART_BYTES} bytes, got ${partBytes}`)
-  }
-  return partBytes
-}
+export type SaveTrainingCheckpointOptions = WriteBlobOptions
 
 /**
  * Keep a job's latest resumable state (one checkpoint per job, replaced every epoch). The state is
- * written in parts (views of `state`, not copies) under a new generation; one short transaction
- * then checks the parts are all there and points the job's checkpoint row at them, and every other
- * generation is deleted. A save that fails or dies midway leaves the previous checkpoint whole (its
- * stray parts go with the next save or the job).
+ * written as a new blob; one short transaction then seals it and points the job's checkpoint row at
+ * it, and the previous state is deleted after. A save that fails or dies midway leaves the previous
+ * checkpoint whole (what it wrote is swept as dead later).
  */
 export async function saveTrainingCheckpoint(db: PrismaClient, c: TrainingCheckpointInput, options: SaveTrainingCheckpointOptions = {}): Promise<void> {
-  const partBytes = checkpointPartBytes(options.partBytes)
-  const generation = randomUUID()
-  const hash = createHash('sha256')
-  // what a save that died before left behind: not the live generation, so nobody reads it
-  await deleteOtherCheckpointParts(db, c.jobId, await liveCheckpointGeneration(db, c.jobId))
-  const partCount = Math.max(1, Math.ceil(c.state.byteLength / partBytes))
-  for (let part = 0; part < partCount; part++) {
-    const bytes = c.state.subarray(part * partBytes, (part + 1) * partBytes)
-    hash.update(bytes)
-    await writeCheckpointPart(db, { jobId: c.jobId, generation, part, bytes }, options.transport)
+  const blob = await writeBlob(db, c.state, options)
+  const values = { epoch: c.epoch, stateBlobId: blob.id, meta: json(c.meta) }
+  let previous: string | null = null
+  try {
+    previous = await inTransaction(db, async (tx) => {
+      const before = await tx.trainingCheckpoint.findUnique({ where: { jobId: c.jobId }, select: { stateBlobId: true } })
+      await sealBlob(tx, blob)
+      await tx.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
+      return before?.stateBlobId ?? null
+    })
+  } catch (e) {
+    await deleteBlob(db, blob.id).catch(() => undefined)
+    throw e
   }
-  const values = { epoch: c.epoch, state: null, generation, stateBytes: BigInt(c.state.byteLength), partCount, stateSha256: hash.digest('hex'), meta: json(c.meta) }
-  await inTransaction(db, async (tx) => {
-    const stored = await checkpointPartLengths(tx, c.jobId, generation)
-    const complete = stored.length === partCount && stored.reduce((sum, p) => sum + p.length, 0) === c.state.byteLength
-    if (!complete) throw new StorageError('CONFLICT', `checkpoint of job ${c.jobId}: ${stored.length} of ${partCount} parts were stored (another save deleted them?)`, { jobId: c.jobId })
-    await tx.trainingCheckpoint.upsert({ where: { jobId: c.jobId }, create: { jobId: c.jobId, ...values }, update: values })
-  })
   // after the flip, not in it: freeing gigabytes may take longer than a short transaction may
-  // last, and nothing points at the old parts any more (a crash here leaves them to the next save)
-  await deleteOtherCheckpointParts(db, c.jobId, generation)
+  // last, and nothing points at the old state any more (a crash here leaves it to a sweep)
+  if (previous) await deleteBlob(db, previous)
 }
 
 /**
- * The job's checkpoint, its state reassembled from its parts (or the single column of a
- * checkpoint saved before parts). Throws StorageError CORRUPT when a part is missing or the
- * state's length or sha256 differs from what the save recorded.
+ * The job's checkpoint, its state read back from its blob. Throws StorageError CORRUPT when a part
+ * is missing or the state's length or sha256 differs from what the save recorded.
  */
 export async function loadTrainingCheckpoint(
   db: PrismaClient,
   jobId: string,
-  options: CheckpointTransportOptions = {},
+  options: BlobTransportOptions = {},
 ): Promise<{ epoch: number; state: Uint8Array; meta: unknown } | null> {
-  const row = await db.trainingCheckpoint.findUnique({ where: { jobId }, omit: { state: true } })
+  const row = await db.trainingCheckpoint.findUnique({ where: { jobId } })
   if (!row) return null
-  if (row.generation === null) {
-    const { state } = await db.trainingCheckpoint.findUniqueOrThrow({ where: { jobId }, select: { state: true } })
-    if (!state) throw corrupt(jobId, row.epoch, 'it has neither parts nor a state')
-    return { epoch: row.epoch, state: new Uint8Array(state), meta: row.meta }
-  }
-  const total = Number(row.stateBytes)
-  const parts = await checkpointPartLengths(db, jobId, row.generation)
-  if (parts.length !== row.partCount || parts.some((p, i) => p.part !== i)) {
-    throw corrupt(jobId, row.epoch, `parts ${parts.map((p) => p.part).join(',') || 'none'} of ${row.partCount} are stored`)
-  }
-  const stored = parts.reduce((sum, p) => sum + p.length, 0)
-  if (stored !== total) throw corrupt(jobId, row.epoch, `its parts hold ${stored} bytes, ${total} were saved`)
-  // one allocation, the parts written into it as they arrive
-  const state = new Uint8Array(total)
-  const hash = createHash('sha256')
-  if (options.transport === 'prisma') {
-    let offset = 0
-    for (const { part, length } of parts) {
-      const found = await db.trainingCheckpointPart.findUnique({ where: { jobId_generation_part: { jobId, generation: row.generation, part } }, select: { bytes: true } })
-      if (!found || found.bytes.byteLength !== length) throw corrupt(jobId, row.epoch, `part ${part} went or changed while it was read`)
-      state.set(found.bytes, offset)
-      hash.update(found.bytes)
-      offset += length
+  try {
+    return { epoch: row.epoch, state: await readBlob(db, row.stateBlobId, options), meta: row.meta }
+  } catch (e) {
+    if (isStorageError(e, 'CORRUPT')) {
+      throw new StorageError('CORRUPT', `the checkpoint of job ${jobId} (epoch ${row.epoch}) is unreadable: ${String(e.details?.why)}`, { jobId, epoch: row.epoch })
     }
-  } else {
-    const lengths = await copyCheckpointParts(db, { jobId, generation: row.generation, epoch: row.epoch }, state, (bytes) => hash.update(bytes))
-    const changed = lengths.findIndex((length, i) => length !== parts[i]?.length)
-    if (lengths.length !== parts.length || changed >= 0) throw corrupt(jobId, row.epoch, `part ${changed >= 0 ? changed : lengths.length} went or changed while it was read`)
+    throw e
   }
-  if (hash.digest('hex') !== row.stateSha256) throw corrupt(jobId, row.epoch, 'the sha256 of its parts differs from the saved one')
-  return { epoch: row.epoch, state, meta: row.meta }
 }
 
-/**
- * Remove the job's checkpoint: its row first (then nothing can be read), then its parts, each on
- * its own rather than in one interactive transaction, which freeing gigabytes could outlast.
- */
+/** Remove the job's checkpoint; its state goes with it (a trigger on the row). */
 export async function deleteTrainingCheckpoint(db: Db, jobId: string): Promise<void> {
   await db.trainingCheckpoint.deleteMany({ where: { jobId } })
-  await deleteOtherCheckpointParts(db, jobId, null)
-}
-
-interface CheckpointPartKey {
-  jobId: string
-  generation: string
-  part: number
-}
-
-async function writeCheckpointPart(db: PrismaClient, { bytes, ...key }: CheckpointPartKey & { bytes: Uint8Array }, transport: CheckpointTransportOptions['transport']): Promise<void> {
-  if (transport === 'prisma') {
-    await db.trainingCheckpointPart.create({ data: { ...key, bytes: toBytes(bytes) } })
-    return
-  }
-  // a Buffer parameter goes out in binary, written from this view of the state
-  await pgPoolOf(db).query({
-    text: 'INSERT INTO training_checkpoint_parts (job_id, generation, part, bytes) VALUES ($1::uuid, $2::uuid, $3, $4)',
-    values: [key.jobId, key.generation, key.part, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)],
-  })
-}
-
-/**
- * Every part of one generation, in order, written into `state` by one binary COPY: the bytes as
- * they are, where a query would bring each part as a hex string twice its size. Returns each
- * part's length as read.
- */
-async function copyCheckpointParts(db: PrismaClient, c: { jobId: string; generation: string; epoch: number }, state: Uint8Array, onBytes: (bytes: Uint8Array) => void): Promise<number[]> {
-  const client = await pgPoolOf(db).connect()
-  let failed: Error | undefined
-  try {
-    const sink = new CopyBinaryColumnSink(state, onBytes)
-    // COPY takes no parameters: the two ids are uuids the store made, quoted all the same
-    const sql = `COPY (SELECT bytes FROM training_checkpoint_parts WHERE job_id = ${client.escapeLiteral(c.jobId)}::uuid AND generation = ${client.escapeLiteral(c.generation)}::uuid ORDER BY part) TO STDOUT (FORMAT binary)`
-    await pipeline(client.query(copyTo(sql)), sink)
-    return sink.rowLengths
-  } catch (e) {
-    // a connection left in the middle of a COPY is not given back to the pool
-    failed = e as Error
-    if (e instanceof CopyFormatError) throw corrupt(c.jobId, c.epoch, e.message)
-    throw e
-  } finally {
-    client.release(failed)
-  }
-}
-
-function corrupt(jobId: string, epoch: number, why: string): StorageError {
-  return new StorageError('CORRUPT', `the checkpoint of job ${jobId} (epoch ${epoch}) is unreadable: ${why}`, { jobId, epoch })
-}
-
-async function liveCheckpointGeneration(db: Db, jobId: string): Promise<string | null> {
-  return (await db.trainingCheckpoint.findUnique({ where: { jobId }, select: { generation: true } }))?.generation ?? null
-}
-
-async function deleteOtherCheckpointParts(db: Db, jobId: string, keep: string | null): Promise<void> {
-  await db.trainingCheckpointPart.deleteMany({ where: { jobId, ...(keep === null ? {} : { generation: { not: keep } }) } })
-}
-
-/** Index and length of each stored part of one generation, in order, without reading the bytes. */
-async function checkpointPartLengths(db: Db, jobId: string, generation: string): Promise<{ part: number; length: number }[]> {
-  return db.$queryRaw<{ part: number; length: number }[]>`
-    SELECT part, octet_length(bytes) AS length FROM training_checkpoint_parts
-    WHERE job_id = ${jobId}::uuid AND generation = ${generation}::uuid ORDER BY part`
 }

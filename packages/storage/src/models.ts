@@ -1,4 +1,5 @@
 import { Prisma, type ModelVersion, type PrismaClient } from './generated/prisma/client.ts'
+import { deleteBlob, readBlob, sealBlob, writeBlob, type WriteBlobOptions } from './blobs.ts'
 import { LONG_TRANSACTION, inTransaction, json, toBytes, type Db, type JsonInput } from './client.ts'
 import { StorageError } from './errors.ts'
 
@@ -8,7 +9,7 @@ export interface CreateModelVersionInput {
   jobId?: string | null
   method: string
   config: JsonInput
-  /** safetensors bytes */
+  /** safetensors bytes, stored as a blob (FFT's are ~780 MB at base shapes) */
   weights: Uint8Array
   /** little-endian float32, numItems × embeddingDim, row r = item with model index r + 1 */
   itemEmbeddings: Uint8Array | Float32Array
@@ -80,8 +81,15 @@ async function makeActive(tx: Prisma.TransactionClient, datasetId: string, id: s
   await tx.modelVersion.update({ where: { id }, data: { isActive: true, activatedAt: new Date() } })
 }
 
-/** Store a trained model. Throws INVALID_INPUT when the embedding matrix does not match its index. */
-export async function createModelVersion(prisma: PrismaClient, input: CreateModelVersionInput): Promise<ModelVersionSummary> {
+/** A model version with its payloads: the weights read back from their blob. */
+export type StoredModelVersion = Omit<ModelVersion, 'weightsBlobId'> & { weights: Uint8Array }
+
+/**
+ * Store a trained model. Throws INVALID_INPUT when the embedding matrix does not match its index.
+ * The weights are written as a blob first (`options`: its part size), then sealed in the
+ * transaction that creates the version.
+ */
+export async function createModelVersion(prisma: PrismaClient, input: CreateModelVersionInput, options: WriteBlobOptions = {}): Promise<ModelVersionSummary> {
   const bytes = embeddingBytes(input.itemEmbeddings)
   const numItems = input.itemIndex.length
   if (bytes.byteLength !== numItems * input.embeddingDim * 4) {
@@ -91,14 +99,16 @@ export async function createModelVersion(prisma: PrismaClient, input: CreateMode
       { numItems, embeddingDim: input.embeddingDim, bytes: bytes.byteLength },
     )
   }
+  const weights = await writeBlob(prisma, input.weights, options)
   return prisma.$transaction(async (tx) => {
+    await sealBlob(tx, weights)
     const mv = await tx.modelVersion.create({
       data: {
         datasetId: input.datasetId,
         jobId: input.jobId ?? null,
         method: input.method,
         config: json(input.config),
-        weights: toBytes(input.weights),
+        weightsBlobId: weights.id,
         itemEmbeddings: bytes,
         itemIndex: input.itemIndex,
         embeddingDim: input.embeddingDim,
@@ -123,7 +133,11 @@ export async function createModelVersion(prisma: PrismaClient, input: CreateMode
       if ((await tx.modelVersion.count({ where: { datasetId: input.datasetId, isActive: true } })) === 0) await makeActive(tx, input.datasetId, mv.id)
     }
     return tx.modelVersion.findUniqueOrThrow({ where: { id: mv.id }, select: MODEL_VERSION_SUMMARY_SELECT })
-  }, LONG_TRANSACTION)
+  }, LONG_TRANSACTION).catch(async (e: unknown) => {
+    // nothing refers to it: without this, a sweep would find it
+    await deleteBlob(prisma, weights.id).catch(() => undefined)
+    throw e
+  })
 }
 
 /**
@@ -153,14 +167,20 @@ export async function deleteModelVersion(db: Db, id: string): Promise<ModelVersi
   return (await db.modelVersion.findUnique({ where: { id }, select: { id: true } })) ? { active: true } : null
 }
 
-/** Full model version (weights, embeddings, index) or null. */
-export async function getModelVersion(db: Db, id: string): Promise<ModelVersion | null> {
-  return db.modelVersion.findUnique({ where: { id } })
+/** Full model version (weights, embeddings, index) or null. StorageError CORRUPT when its weights are unreadable. */
+export async function getModelVersion(prisma: PrismaClient, id: string): Promise<StoredModelVersion | null> {
+  return withWeights(prisma, await prisma.modelVersion.findUnique({ where: { id } }))
 }
 
 /** The active model version of a dataset with all payloads (what the API serves), or null. */
-export async function getActiveModelVersion(db: Db, datasetId: string): Promise<ModelVersion | null> {
-  return db.modelVersion.findFirst({ where: { datasetId, isActive: true } })
+export async function getActiveModelVersion(prisma: PrismaClient, datasetId: string): Promise<StoredModelVersion | null> {
+  return withWeights(prisma, await prisma.modelVersion.findFirst({ where: { datasetId, isActive: true } }))
+}
+
+async function withWeights(prisma: PrismaClient, row: ModelVersion | null): Promise<StoredModelVersion | null> {
+  if (!row) return null
+  const { weightsBlobId, ...version } = row
+  return { ...version, weights: await readBlob(prisma, weightsBlobId) }
 }
 
 /** Active versions of all datasets, summaries only (e.g. to warm the API's caches). */

@@ -16,7 +16,7 @@ import {
   publishModelActivated,
   trainingRetryDelayMs,
 } from '@iisan/queue'
-import { checkpointPartBytes, createPrisma } from '@iisan/storage'
+import { blobPartBytes, createPrisma } from '@iisan/storage'
 import { dependencyFailure, errorHandling, healthCheck, metrics } from '@iisan/http'
 import { Counter, Gauge } from 'prom-client'
 import { Type } from '@sinclair/typebox'
@@ -27,7 +27,7 @@ const config = loadConfigOrExit()
 const logger = createLogger('worker', config)
 try {
   // a part size the reader could not read back stops the worker now, not after a job's first epoch
-  checkpointPartBytes(config.checkpointPartBytes)
+  blobPartBytes(config.checkpointPartBytes)
 } catch (e) {
   console.error(`CHECKPOINT_PART_BYTES: ${e instanceof Error ? e.message : String(e)}`)
   process.exit(1)

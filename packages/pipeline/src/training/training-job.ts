@@ -62,7 +62,7 @@ export interface RunJobOptions {
   isTransient?(error: unknown): boolean
   /** When a job handed back after a transient error runs again. */
   retryDelayMs?(): number
-  /** Bytes per stored part of the job's checkpoints (default: @iisan/storage's CHECKPOINT_PART_BYTES). */
+  /** Bytes per stored part of the job's checkpoints and model weights (default: @iisan/storage's BLOB_PART_BYTES). */
   checkpointPartBytes?: number
 }
 
@@ -288,7 +288,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users, servedItems: served.itemIndex.length },
       // The first model of a dataset goes live by itself; later ones wait for an explicit activation.
       activateIfNoneActive: true,
-    }))
+    }, { partBytes: options.checkpointPartBytes }))
     if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
     await durably('job status', () => updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { ...withWarnings({ phase: 'done', fraction: 1 }) } }))
     await deleteTrainingCheckpoint(prisma, jobId).catch((e) => log('checkpoint cleanup failed', { error: errorMessage(e) }))
