@@ -357,6 +357,21 @@ describe('a model version’s weights', () => {
     expect(await prisma.blob.count({ where: { id: blobId } })).toBe(0)
   })
 
+  it('come with the embedding matrix, read in binary and refused when its length does not match the version', async () => {
+    const embeddings = Float32Array.from({ length: 3 * 4 }, (_, i) => Math.sin(i) * 1e3)
+    const version = await createModelVersion(prisma, { datasetId, method: 'sasrec-id', config: {}, weights: stateBytes(50), itemEmbeddings: embeddings, itemIndex: [3, 1, 2], embeddingDim: 4 })
+    const stored = (await getModelVersion(prisma, version.id))!
+    expect(stored).toMatchObject({ numItems: 3, embeddingDim: 4, itemIndex: [3, 1, 2] })
+    expect(new Float32Array(stored.itemEmbeddings.buffer, stored.itemEmbeddings.byteOffset, 12)).toEqual(embeddings)
+
+    await prisma.$executeRaw`UPDATE model_versions SET item_embeddings = item_embeddings || '\\x0102030405060708'::bytea WHERE id = ${version.id}::uuid`
+    const long = await rejection(getModelVersion(prisma, version.id))
+    expect(isStorageError(long, 'CORRUPT')).toBe(true)
+    expect(String(long)).toContain(`the embeddings of model version ${version.id} are unreadable`)
+    await prisma.$executeRaw`UPDATE model_versions SET item_embeddings = substring(item_embeddings from 1 for 40) WHERE id = ${version.id}::uuid`
+    expect(isStorageError(await rejection(getModelVersion(prisma, version.id)), 'CORRUPT')).toBe(true)
+  })
+
   it('go with their dataset, and a version that cannot be stored leaves no weights behind', async () => {
     const other = await importDataset(prisma, { name: 'weights go with it', items: [{ externalId: 'W1', title: 'one' }], users: [] })
     const version = await versionOf(stateBytes(600), 512, other.id)

@@ -5,11 +5,9 @@
 // about 3 GiB more than itself while it travelled. Here each part goes out as a binary parameter
 // from a view of the value, and one binary COPY streams every part back into one allocation.
 import { createHash, randomUUID } from 'node:crypto'
-import { pipeline } from 'node:stream/promises'
-import { to as copyTo } from 'pg-copy-streams'
 import type { PrismaClient } from './generated/prisma/client.ts'
 import { pgPoolOf, toBytes, type Db } from './client.ts'
-import { CopyBinaryColumnSink, CopyFormatError } from './copy-binary.ts'
+import { CopyFormatError, copyByteaInto } from './copy-binary.ts'
 import { StorageError } from './errors.ts'
 
 /**
@@ -175,21 +173,12 @@ async function readPartsWithPrisma(prisma: PrismaClient, blobId: string, value: 
  * where a query would bring each part as a hex string twice its size. Returns each part's length.
  */
 async function copyParts(prisma: PrismaClient, blobId: string, value: Uint8Array, onBytes: (bytes: Uint8Array) => void): Promise<number[]> {
-  const client = await pgPoolOf(prisma).connect()
-  let failed: Error | undefined
   try {
-    const sink = new CopyBinaryColumnSink(value, onBytes)
     // COPY takes no parameters: the id is a uuid the store made, quoted all the same
-    const sql = `COPY (SELECT bytes FROM blob_parts WHERE blob_id = ${client.escapeLiteral(blobId)}::uuid ORDER BY part) TO STDOUT (FORMAT binary)`
-    await pipeline(client.query(copyTo(sql)), sink)
-    return sink.rowLengths
+    return await copyByteaInto(pgPoolOf(prisma), (client) => `SELECT bytes FROM blob_parts WHERE blob_id = ${client.escapeLiteral(blobId)}::uuid ORDER BY part`, value, onBytes)
   } catch (e) {
-    // a connection left in the middle of a COPY is not given back to the pool
-    failed = e as Error
     if (e instanceof CopyFormatError) throw corrupt(blobId, e.message)
     throw e
-  } finally {
-    client.release(failed)
   }
 }
 

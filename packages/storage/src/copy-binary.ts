@@ -4,6 +4,9 @@
 // peak). COPY … TO STDOUT (FORMAT binary) streams the raw bytes instead; this sink parses that
 // format for a query of one bytea column and writes each row's value straight into its place.
 import { Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type pg from 'pg'
+import { to as copyTo } from 'pg-copy-streams'
 
 // PostgreSQL's binary COPY header: the signature, then an int32 of flags and an int32 extension length
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1')
@@ -113,5 +116,26 @@ export class CopyBinaryColumnSink extends Writable {
       default:
         throw new CopyFormatError(`binary COPY parser: unexpected stage ${this.stage}`)
     }
+  }
+}
+
+/**
+ * Run `COPY (<select of one bytea column>) TO STDOUT (FORMAT binary)` on a connection of `pool`,
+ * writing the rows' values one after another into `target`. Returns each row's length.
+ * CopyFormatError when the rows do not fit `target` or are not one bytea column.
+ */
+export async function copyByteaInto(pool: pg.Pool, select: (client: pg.PoolClient) => string, target: Uint8Array, onBytes?: (bytes: Uint8Array) => void): Promise<number[]> {
+  const client = await pool.connect()
+  let failed: Error | undefined
+  try {
+    const sink = new CopyBinaryColumnSink(target, onBytes)
+    await pipeline(client.query(copyTo(`COPY (${select(client)}) TO STDOUT (FORMAT binary)`)), sink)
+    return sink.rowLengths
+  } catch (e) {
+    // a connection left in the middle of a COPY is not given back to the pool
+    failed = e as Error
+    throw e
+  } finally {
+    client.release(failed)
   }
 }

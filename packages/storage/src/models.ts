@@ -1,6 +1,7 @@
 import { Prisma, type ModelVersion, type PrismaClient } from './generated/prisma/client.ts'
 import { deleteBlob, readBlob, sealBlob, writeBlob, type WriteBlobOptions } from './blobs.ts'
-import { LONG_TRANSACTION, inTransaction, json, toBytes, type Db, type JsonInput } from './client.ts'
+import { LONG_TRANSACTION, inTransaction, json, pgPoolOf, toBytes, type Db, type JsonInput } from './client.ts'
+import { CopyFormatError, copyByteaInto } from './copy-binary.ts'
 import { StorageError } from './errors.ts'
 
 export interface CreateModelVersionInput {
@@ -167,20 +168,55 @@ export async function deleteModelVersion(db: Db, id: string): Promise<ModelVersi
   return (await db.modelVersion.findUnique({ where: { id }, select: { id: true } })) ? { active: true } : null
 }
 
-/** Full model version (weights, embeddings, index) or null. StorageError CORRUPT when its weights are unreadable. */
+/**
+ * Full model version (weights, embeddings, index) or null. The two large payloads come in binary:
+ * the weights from their blob, the embedding matrix by COPY (through the ORM, 1M items of D = 64
+ * would be one hex string over V8's limit). StorageError CORRUPT when either is unreadable.
+ */
 export async function getModelVersion(prisma: PrismaClient, id: string): Promise<StoredModelVersion | null> {
-  return withWeights(prisma, await prisma.modelVersion.findUnique({ where: { id } }))
+  return withPayloads(prisma, { id })
 }
 
 /** The active model version of a dataset with all payloads (what the API serves), or null. */
 export async function getActiveModelVersion(prisma: PrismaClient, datasetId: string): Promise<StoredModelVersion | null> {
-  return withWeights(prisma, await prisma.modelVersion.findFirst({ where: { datasetId, isActive: true } }))
+  return withPayloads(prisma, { datasetId, isActive: true })
 }
 
-async function withWeights(prisma: PrismaClient, row: ModelVersion | null): Promise<StoredModelVersion | null> {
-  if (!row) return null
-  const { weightsBlobId, ...version } = row
-  return { ...version, weights: await readBlob(prisma, weightsBlobId) }
+/** Times a read starts over when a cold-start append lands between the row and its matrix. */
+const APPEND_RACE_RETRIES = 5
+
+async function withPayloads(prisma: PrismaClient, where: Prisma.ModelVersionWhereInput): Promise<StoredModelVersion | null> {
+  for (let attempt = 0; ; attempt++) {
+    const row = await prisma.modelVersion.findFirst({ where, omit: { itemEmbeddings: true } })
+    if (!row) return null
+    const itemEmbeddings = await readItemEmbeddings(prisma, row)
+    if (!itemEmbeddings) {
+      if (attempt < APPEND_RACE_RETRIES) continue
+      throw new StorageError('CONFLICT', `model version ${row.id} kept changing while it was read`, { modelVersionId: row.id })
+    }
+    const { weightsBlobId, ...version } = row
+    return { ...version, itemEmbeddings, weights: await readBlob(prisma, weightsBlobId) }
+  }
+}
+
+/** The row's embedding matrix by binary COPY, or null when rows were appended since the row was read. */
+async function readItemEmbeddings(prisma: PrismaClient, row: Pick<ModelVersion, 'id' | 'numItems' | 'embeddingDim'>): Promise<Uint8Array<ArrayBuffer> | null> {
+  // a Float32Array's buffer, so that decodeItemEmbeddings' copy is aligned
+  const bytes = new Uint8Array(new Float32Array(row.numItems * row.embeddingDim).buffer)
+  try {
+    const rows = await copyByteaInto(
+      pgPoolOf(prisma),
+      // COPY takes no parameters: the id is a uuid the store made, quoted all the same
+      (client) => `SELECT item_embeddings FROM model_versions WHERE id = ${client.escapeLiteral(row.id)}::uuid AND num_items = ${Number(row.numItems)}`,
+      bytes,
+    )
+    if (rows.length === 0) return null
+    if (rows[0] !== bytes.byteLength) throw new CopyFormatError(`${rows[0]} bytes, ${bytes.byteLength} expected`)
+    return bytes
+  } catch (e) {
+    if (e instanceof CopyFormatError) throw new StorageError('CORRUPT', `the embeddings of model version ${row.id} are unreadable: ${e.message}`, { modelVersionId: row.id })
+    throw e
+  }
 }
 
 /** Active versions of all datasets, summaries only (e.g. to warm the API's caches). */
