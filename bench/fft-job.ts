@@ -15,10 +15,10 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { dropDatabase, ensureDatabaseExists, withDatabase } from '@iisan/config'
-import { initBackend, readCheckpoint } from '@iisan/model'
+import { ServingModel, initBackend, readCheckpoint } from '@iisan/model'
 import { datasetContentLoader, runTrainingJob, sampleDataset, type JobProgress } from '@iisan/pipeline'
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { applyMigrations, createPrisma, createTrainingJob, getModelVersion, importDataset } from '@iisan/storage'
+import { applyMigrations, createPrisma, createTrainingJob, decodeItemEmbeddings, getModelVersion, importDataset } from '@iisan/storage'
 import { syntheticImage } from './lib/synthetic-images.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
@@ -122,7 +122,14 @@ try {
   const stored = (await getModelVersion(prisma, version.id))!
   const readSeconds = (performance.now() - readStarted) / 1000
   const parsed = readCheckpoint(stored.weights)
-  const readBack = { weightsBytes: stored.weights.byteLength, readSeconds, tensors: parsed.values.size, config: parsed.config !== null }
+  // and served: the user encoder from the weights, the items from the stored matrix (row 0 = padding)
+  const D = stored.embeddingDim
+  const matrix = new Float32Array((stored.numItems + 1) * D)
+  matrix.set(decodeItemEmbeddings(stored), D)
+  const serving = ServingModel.load(stored.weights, matrix, { approximateFrom: Infinity })
+  const recommended = serving.recommend([1, 2, 3], 5).map((s) => s.index)
+  serving.dispose()
+  const readBack = { weightsBytes: stored.weights.byteLength, readSeconds, tensors: parsed.values.size, servedTop5ForHistory123: recommended }
   const epochRows = await prisma.epochMetric.findMany({ where: { jobId: job.id }, orderBy: { epoch: 'asc' } })
   const result = { ...header, epochs: epochRows, modelVersion: { ...version, ...readBack } }
   fs.writeFileSync(out, `${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`)
