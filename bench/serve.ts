@@ -10,7 +10,11 @@
 //      with real users' histories of 10 items (rotated per request), POST /v1/recommendations by
 //      userId (rotated), GET /v1/items/:id/similar (rotated), each for both model versions
 //      (modelId in the request), beside a Fastify hello-world child process on its own port;
-//   3. catalogue-scale runs (bench/lib/catalogue-scale.ts): synthetic catalogues of 20k / 200k /
+//   3. HTTP at catalogue scale (--http-sizes, 1M by default, none with --quick): a dataset of N
+//      synthetic items with a version over a synthetic matrix (bench/lib/catalogue-version.ts),
+//      activated through the API; every replica loads it from PostgreSQL and builds its index,
+//      then the same three requests run against it over HTTP;
+//   4. catalogue-scale runs (bench/lib/catalogue-scale.ts): synthetic catalogues of 20k / 200k /
 //      1M items (D = 64), in process: the reference path (one request at a time, tfjs forward +
 //      scalar scan), the batched exact path and the approximate index (ServingModel.recommendMany),
 //      random weights, one loop on one core, one child process per scorer and size.
@@ -18,7 +22,7 @@
 //
 //   npm run bench:serve [-- --quick] [--duration S] [--connections C] [--k K] [--users N]
 //                       [--sizes 20000,200000,1000000] [--catalogue-seconds S] [--scorers reference,batched,onnx,approximate]
-//                       [--skip-catalogue] [--out FILE]
+//                       [--skip-catalogue] [--http-sizes 1000000] [--out FILE]
 //
 // Bad arguments print one `error: …` line and exit 1. Every child process, the database and the
 // Redis keys of the run's prefix are removed at the end, also on failure and Ctrl-C.
@@ -30,15 +34,16 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import autocannon, { type AutocannonRequest, type Result } from 'autocannon'
 import { dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@iisan/config'
-import { applyMigrations } from '@iisan/storage'
+import { applyMigrations, createPrisma } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
 import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
+import { createCatalogueVersion } from './lib/catalogue-version.ts'
 import { fail, freePort, deleteKeysWithPrefix } from './lib/cli.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE =
-  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,onnx,approximate] [--skip-catalogue] [--out FILE]'
+  'usage: npm run bench:serve -- [--quick] [--duration S] [--connections C] [--k K] [--users N] [--sizes N,N,…] [--catalogue-seconds S] [--scorers reference,batched,onnx,approximate] [--skip-catalogue] [--http-sizes N,N,…] [--out FILE]'
 
 function parseOptions() {
   let values: Record<string, string | boolean | undefined>
@@ -54,6 +59,7 @@ function parseOptions() {
         'catalogue-seconds': { type: 'string' },
         scorers: { type: 'string', default: 'reference,batched,onnx,approximate' },
         'skip-catalogue': { type: 'boolean', default: false },
+        'http-sizes': { type: 'string' },
         out: { type: 'string' },
       },
     }))
@@ -67,9 +73,13 @@ function parseOptions() {
     if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) fail(`--${name} must be an integer ≥ ${min} (got ${JSON.stringify(values[name])}) (${USAGE})`)
     return n
   }
-  const sizesRaw = String(values.sizes ?? (quick ? '20000,200000' : '20000,200000,1000000'))
-  const sizes = sizesRaw.split(',').map((s) => Number(s.trim()))
-  if (sizes.some((s) => !Number.isSafeInteger(s) || s < 100)) fail(`--sizes takes item counts ≥ 100, comma-separated (got ${JSON.stringify(sizesRaw)})`)
+  const itemCounts = (name: string, fallback: string): number[] => {
+    const raw = String(values[name] ?? fallback)
+    const counts = raw.split(',').filter((s) => s.trim() !== '').map((s) => Number(s.trim()))
+    if (counts.some((s) => !Number.isSafeInteger(s) || s < 100)) fail(`--${name} takes item counts ≥ 100, comma-separated (got ${JSON.stringify(raw)})`)
+    return counts
+  }
+  const sizes = itemCounts('sizes', quick ? '20000,200000' : '20000,200000,1000000')
   return {
     quick,
     duration: int('duration', quick ? '5' : '20'),
@@ -81,6 +91,8 @@ function parseOptions() {
     catalogueSeconds: int('catalogue-seconds', quick ? '5' : '15'),
     scorers: String(values.scorers).split(',').map((s) => s.trim()).filter(Boolean),
     skipCatalogue: values['skip-catalogue'] === true,
+    /** synthetic catalogues served over HTTP by the running services (empty: none) */
+    httpSizes: itemCounts('http-sizes', quick ? '' : '1000000'),
     out: path.resolve(String(values.out ?? path.join(REPO, 'bench/results/serve.json'))),
   }
 }
@@ -310,19 +322,23 @@ function rotating<T>(values: T[]): () => T {
   return () => values[i++ % values.length]
 }
 
+const HELLO_TARGET: Target = {
+  label: 'Fastify hello-world (reference)',
+  endpoint: 'GET /',
+  model: '—',
+  request: () => ({ method: 'GET', path: '/' }),
+  probe: () => ({ method: 'GET', path: '/' }),
+}
+
 function targets(w: Workload, datasetId: string, models: TrainingOutcome[], k: number): Target[] {
+  return [HELLO_TARGET, ...models.flatMap((m) => modelTargets(w, datasetId, { name: m.method === 'iisan' ? 'IISAN' : m.method === 'sasrec-id' ? 'ID-SASRec' : m.method, modelVersionId: m.modelVersionId }, k))]
+}
+
+/** By history, by userId and similar items, for one model version. */
+function modelTargets(w: Workload, datasetId: string, m: { name: string; modelVersionId: string }, k: number): Target[] {
   const json = { 'content-type': 'application/json' }
-  const out: Target[] = [
-    {
-      label: 'Fastify hello-world (reference)',
-      endpoint: 'GET /',
-      model: '—',
-      request: () => ({ method: 'GET', path: '/' }),
-      probe: () => ({ method: 'GET', path: '/' }),
-    },
-  ]
-  for (const m of models) {
-    const name = m.method === 'iisan' ? 'IISAN' : m.method === 'sasrec-id' ? 'ID-SASRec' : m.method
+  const name = m.name
+  {
     const historyBodies = w.histories.map((history) => JSON.stringify({ modelId: m.modelVersionId, datasetId, history, k }))
     const userBodies = w.userIds.map((userId) => JSON.stringify({ modelId: m.modelVersionId, datasetId, userId, k }))
     const similarPaths = w.similarItemIds.map((id) => `/v1/items/${encodeURIComponent(id)}/similar?modelId=${m.modelVersionId}&datasetId=${datasetId}&k=${k}`)
@@ -333,7 +349,7 @@ function targets(w: Workload, datasetId: string, models: TrainingOutcome[], k: n
       },
       probe: () => ({ method: 'POST', path: '/v1/recommendations', body: bodies[0] }),
     })
-    out.push(
+    return [
       { label: `${name}: history of 10 items`, endpoint: 'POST /v1/recommendations {history}', model: name, ...post(historyBodies) },
       { label: `${name}: by userId`, endpoint: 'POST /v1/recommendations {userId}', model: name, ...post(userBodies) },
       {
@@ -346,9 +362,78 @@ function targets(w: Workload, datasetId: string, models: TrainingOutcome[], k: n
         },
         probe: () => ({ method: 'GET', path: similarPaths[0] }),
       },
-    )
+    ]
   }
-  return out
+}
+
+interface CatalogueHttpResult {
+  items: number
+  modelVersionId: string
+  seconds: {
+    /** importDataset of the synthetic items and users, straight through @iisan/storage */
+    import: number
+    /** the matrix generated and the version stored */
+    version: number
+    /** activation (through the API) until every replica answered quickly: load from PostgreSQL + index build */
+    ready: number
+  }
+  /** the API's processes together, before the activation and after the runs */
+  apiRssMb: { before: number | null; after: number | null; perReplicaAfter: (number | null)[] }
+  rows: LoadRow[]
+}
+
+/**
+ * A synthetic catalogue of N items served by the running services: stored as a trained version
+ * is, activated through the API, then loaded over HTTP. "Ready" is when 20 requests in a row were
+ * answered in under 250 ms: the replicas load the version and build its index on first use.
+ */
+async function measureHttpCatalogue(dbUrl: string, base: string, apiPid: number | undefined, N: number): Promise<CatalogueHttpResult> {
+  const prisma = createPrisma(dbUrl)
+  try {
+    progress(`catalogue over HTTP, ${N.toLocaleString('en-US')} items: importing the items and 2,000 users, storing a version`)
+    const v = await createCatalogueVersion(prisma, N, 64, 10)
+    progress(`  imported in ${v.seconds.import.toFixed(0)} s, version ${v.modelVersionId} stored in ${v.seconds.version.toFixed(0)} s`)
+    const pids = apiPid ? [apiPid, ...childPids(apiPid)] : []
+    const treeRss = () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null)
+    const before = treeRss()
+    const t0 = performance.now()
+    await must(base, 'POST', `/v1/model-versions/${v.modelVersionId}/activate`)
+    let rnd = 99
+    const pick = <T>(values: T[]): T => {
+      rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0
+      return values[rnd % values.length]!
+    }
+    const w: Workload = {
+      histories: Array.from({ length: 500 }, () => Array.from({ length: 10 }, () => pick(v.itemExternalIds))),
+      userIds: v.userIds,
+      similarItemIds: Array.from({ length: 500 }, () => pick(v.itemExternalIds)),
+    }
+    for (let quick = 0; quick < 20; ) {
+      if ((performance.now() - t0) / 1000 > 1800) throw new Error(`the ${N}-item version was not served quickly 30 minutes after its activation`)
+      const asked = performance.now()
+      const res = await api(base, 'POST', '/v1/recommendations', { modelId: v.modelVersionId, datasetId: v.datasetId, history: pick(w.histories), k: options.k }, 1_800_000)
+      if (res.status !== 200) throw new Error(`the ${N}-item version answered ${res.status}: ${JSON.stringify(res.body).slice(0, 300)}`)
+      quick = performance.now() - asked < 250 ? quick + 1 : 0
+    }
+    const ready = (performance.now() - t0) / 1000
+    progress(`  served by every replica ${ready.toFixed(0)} s after its activation`)
+    const rows: LoadRow[] = []
+    for (const target of modelTargets(w, v.datasetId, { name: `${N.toLocaleString('en-US')} items`, modelVersionId: v.modelVersionId }, options.k)) {
+      progress(`load: ${target.label}`)
+      const row = await runLoad(base, target, apiPid, options.duration, options.connections, options.k)
+      rows.push(row)
+      progress(`  ${fmt(row.requestsPerSecond, 0)} req/s, p50 ${fmt(row.latencyMs.p50)} ms, p99 ${fmt(row.latencyMs.p99)} ms, non-2xx ${row.non2xx}`)
+    }
+    return {
+      items: N,
+      modelVersionId: v.modelVersionId,
+      seconds: { ...v.seconds, ready },
+      apiRssMb: { before, after: treeRss(), perReplicaAfter: pids.slice(1).map((pid) => rssMb(pid)) },
+      rows,
+    }
+  } finally {
+    await prisma.$disconnect()
+  }
 }
 
 interface LoadRow {
@@ -457,6 +542,21 @@ function loadTableRows(rows: LoadRow[]): Record<string, unknown>[] {
     'server RSS peak (all processes)': r.serverRssMb.peak === null ? '—' : `${fmt(r.serverRssMb.peak, 0)} MB`,
     'per replica': r.serverRssMb.perReplicaPeak === null ? '—' : `${fmt(r.serverRssMb.perReplicaPeak, 0)} MB`,
   }))
+}
+
+function catalogueHttpTableRows(runs: CatalogueHttpResult[]): Record<string, unknown>[] {
+  return runs.flatMap((c) =>
+    c.rows.map((r) => ({
+      items: c.items.toLocaleString('en-US'),
+      endpoint: r.label,
+      'req/s': fmt(r.requestsPerSecond, 0),
+      'p50 ms': fmt(r.latencyMs.p50),
+      'p99 ms': fmt(r.latencyMs.p99),
+      non2xx: r.non2xx,
+      'ready after activation': `${fmt(c.seconds.ready, 0)} s`,
+      'RSS per replica': c.apiRssMb.perReplicaAfter.map((mb) => `${fmt(mb, 0)} MB`).join(', ') || '—',
+    })),
+  )
 }
 
 function catalogueTableRows(rows: CatalogueSizeResult[]): Record<string, unknown>[] {
@@ -606,6 +706,10 @@ async function main(): Promise<void> {
     const replicaPids = apiPid ? childPids(apiPid) : []
     const apiRssEnd = { rss: rssMb(apiPid), peak: rssMb(apiPid, 'VmHWM'), replicas: replicaPids.map((pid) => ({ pid, rssMb: rssMb(pid), peakMb: rssMb(pid, 'VmHWM') })) }
 
+    // 4b. HTTP at catalogue scale, on the same services
+    const catalogueHttp: CatalogueHttpResult[] = []
+    for (const N of options.httpSizes) catalogueHttp.push(await measureHttpCatalogue(dbUrl, base, apiPid, N))
+
     // the platform's part is over: stop it before the catalogue runs, so they have the cores
     await Promise.all(children.map((c) => stopChild(c)))
 
@@ -618,8 +722,9 @@ async function main(): Promise<void> {
 
     // 6. report
     const loadTable = loadTableRows(loadRows)
+    const catalogueHttpTable = catalogueHttpTableRows(catalogueHttp)
     const catalogueTable = catalogueTableRows(catalogue)
-    const flagged = loadRows.filter((r) => r.non2xx || r.errors || r.timeouts)
+    const flagged = [...loadRows, ...catalogueHttp.flatMap((c) => c.rows)].filter((r) => r.non2xx || r.errors || r.timeouts)
     const when = `${startedAt.toISOString().replace('T', ' ').slice(0, 16)} UTC`
     const header = `${machineInfo.cpu}, ${machineInfo.cores} cores (shared: load average ${loadAverageAtStart[0]} at the start, ${loadAverageAtEnd[0]} at the end), node ${machineInfo.node}, commit ${machineInfo.gitCommit.slice(0, 10)}, ${when}`
     const setupLine = `Dataset: ${dataset.numUsers} users, ${dataset.numItems} items (Scientific${options.users ? `, first ${options.users} users` : ', full'}); models trained 1 epoch (quality irrelevant), demo backbones; autocannon in the bench process, ${options.connections} connections, ${options.duration} s a row after a 2 s warm-up, k = ${options.k}.`
@@ -632,10 +737,12 @@ async function main(): Promise<void> {
       console.log('!!! rows above measured errors, not recommendations: their req/s and latencies are NOT serving figures')
       console.log('!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!')
     }
+    if (catalogueHttp.length) printTable(`HTTP at catalogue scale (measured; synthetic items and matrix, random-weights user encoder, D = 64, ${options.connections} connections)`, catalogueHttpTable)
     if (catalogue.length) printTable(`Catalogue scale, in-process, one loop on one core (measured; synthetic matrix, random-weights user encoder, D = 64, T = 10, k = ${options.k})`, catalogueTable)
     console.log('\nMarkdown (to paste):\n')
     console.log(`Measured by \`npm run bench:serve${options.quick ? ' -- --quick' : ''}\` on ${header}. Shared machine: figures are noisy. ${setupLine}\n`)
     console.log(markdown(loadTable))
+    if (catalogueHttp.length) console.log(`\nHTTP at catalogue scale (synthetic items and matrix, random-weights user encoder, D = 64; measured):\n\n${markdown(catalogueHttpTable)}`)
     if (catalogue.length) {
       console.log(`\nCatalogue scale (in process, one loop on one core; synthetic D = ${64} matrix, random-weights user encoder; measured; scorers: ${options.scorers.map((name) => `${name} = ${CATALOGUE_SCORERS[name].describe}`).join('; ')}):\n`)
       console.log(markdown(catalogueTable))
@@ -656,13 +763,18 @@ async function main(): Promise<void> {
         apiProcess: { pid: apiPid ?? null, rssMbAtEnd: apiRssEnd.rss, rssPeakMb: apiRssEnd.peak, replicas: apiRssEnd.replicas },
       },
       http: loadRows.map((r) => ({ ...r, source: 'measured', flagged: Boolean(r.non2xx || r.errors || r.timeouts) })),
+      catalogueHttp: {
+        source: 'measured',
+        description: 'a dataset of N synthetic items and 2,000 users of 10 random items, imported through @iisan/storage; a version over a synthetic matrix (bench/lib/synthetic-catalogue.ts) and a random-weights user encoder, stored as a trained one is and activated through the API; every replica loads it and builds its index (APPROXIMATE_INDEX_FROM) on first use; then the three requests over HTTP',
+        runs: catalogueHttp,
+      },
       catalogueScale: {
         source: 'measured',
         description: 'synthetic [N+1, D] float32 matrix shaped like trained embeddings (bench/lib/synthetic-catalogue.ts: 256 clustered directions, log-normal norms), random-weights SASRec user encoder restored through ServingModel.load; a request = 10 random history items, top-k excluding them; one child process per scorer and size, one loop (one core); a batch of requests is answered together and each of its requests waits for all of it',
         scorers: Object.fromEntries(options.scorers.map((name) => [name, CATALOGUE_SCORERS[name].describe])),
         rows: catalogue,
       },
-      markdown: { http: markdown(loadTable), catalogue: catalogue.length ? markdown(catalogueTable) : null },
+      markdown: { http: markdown(loadTable), catalogueHttp: catalogueHttp.length ? markdown(catalogueHttpTable) : null, catalogue: catalogue.length ? markdown(catalogueTable) : null },
     }
     fs.mkdirSync(path.dirname(options.out), { recursive: true })
     fs.writeFileSync(options.out, `${JSON.stringify(report, null, 2)}\n`)

@@ -188,6 +188,40 @@ describe('the serving registry reloading a version after cold-start appends', ()
     await db?.drop()
   })
 
+  it('serves a version of more items than PostgreSQL takes bind parameters (65,535; the ORM splits the item query), with every title in place', async () => {
+    const { prisma } = db
+    const big = 70_000
+    const dataset = await importDataset(prisma, { name: 'beyond bind parameters', items: Array.from({ length: big }, (_, i) => ({ externalId: `b${i + 1}`, title: `Big item ${i + 1}` })), users: [] })
+    const itemIds = (await prisma.$queryRaw<{ id: number }[]>`SELECT id FROM items WHERE dataset_id = ${dataset.id}::uuid ORDER BY id DESC`).map((r) => r.id)
+    // a tiny user encoder; the matrix: row r = one-hot-ish, so that item r answers a history of r
+    const model = new SequentialRecommender(sasRecIdConfig(1, { seed: 5 }))
+    const weights = saveCheckpoint(model.params, model.config)
+    model.dispose()
+    const random = mulberry32(9)
+    const stored = await createModelVersion(prisma, {
+      datasetId: dataset.id,
+      method: 'sasrec-id',
+      config: {},
+      weights,
+      itemEmbeddings: Float32Array.from({ length: big * D }, () => random() - 0.5),
+      // model order is the reverse of the ids' order: the titles must follow the index, not the ids
+      itemIndex: itemIds,
+      embeddingDim: D,
+    })
+    const registry = new ServingRegistry(prisma, { approximateFrom: Infinity })
+    try {
+      const loaded = (await registry.get(stored.id))!
+      expect(loaded.serving.numItems).toBe(big)
+      expect(loaded.externalIds.length).toBe(big + 1)
+      expect([loaded.externalIds[1], loaded.titles[1]]).toEqual([`b${big}`, `Big item ${big}`])
+      expect([loaded.externalIds[big], loaded.titles[big]]).toEqual(['b1', 'Big item 1'])
+      expect(loaded.indexOfExternal.get('b12345')).toBe(big - 12345 + 1)
+      expect(loaded.titles.slice(1).every((t) => t.startsWith('Big item '))).toBe(true)
+    } finally {
+      await registry.close()
+    }
+  }, 120_000)
+
   it('takes the index over (onIndex reports the items reused), finds appended items at once, and builds afresh when the stored rows changed', async () => {
     const { prisma } = db
     const dataset = await importDataset(prisma, { name: 'handover', items: Array.from({ length: N }, (_, i) => ({ externalId: `i${i + 1}`, title: `Item ${i + 1}` })), users: [] })
