@@ -176,9 +176,14 @@ function childPid(parent: number, entry: string): number | undefined {
   }
 }
 
+/** The API primary's replicas: its node children (tsx's esbuild service is a child too). */
 function childPids(parent: number): number[] {
   try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(parent)], { encoding: 'utf8' }).split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0)
+    return execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(parent)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter(([pid, comm]) => Number(pid) > 0 && comm === 'node')
+      .map(([pid]) => Number(pid))
   } catch {
     return []
   }
