@@ -4,6 +4,7 @@
 // synthetic-catalogue.ts's (shaped like trained embeddings); the user encoder has random weights
 // and an item table of one row, since serving reads the matrix it is given.
 import { saveCheckpoint } from '@iisan/model'
+import { initBackend } from '@iisan/model/backend'
 import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
 import { createModelVersion, importDataset, type PrismaClient } from '@iisan/storage'
 import { clusteredCatalogue } from './synthetic-catalogue.ts'
@@ -39,6 +40,7 @@ export async function createCatalogueVersion(prisma: PrismaClient, N: number, D:
   })
   const importSeconds = (performance.now() - t0) / 1000
   t0 = performance.now()
+  await initBackend()
   const ids = await prisma.$queryRaw<{ id: number; external_id: string }[]>`SELECT id, external_id FROM items WHERE dataset_id = ${dataset.id}::uuid ORDER BY id`
   const matrix = clusteredCatalogue(N, D, 12345)
   const config = sasRecIdConfig(1, { embeddingDim: D })

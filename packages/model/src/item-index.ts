@@ -154,10 +154,19 @@ export interface ApproximateIndexOptions {
 /** Rows per native add while building. */
 const BUILD_CHUNK = 65_536
 /**
- * Rows per native add when building beside other work: small enough that the event loop is
- * given back every few tens of milliseconds, so a replica keeps answering while it builds.
+ * Time per native add when building beside other work: the event loop is given back this often,
+ * so a replica keeps answering, and a transaction (a round trip a turn) finishes within its
+ * timeout, while it builds. A fixed 2,048 rows took 350 ms a slice at 200k items on an EPYC, and
+ * more at 1M: an activation's transaction outlived its 5 s there.
  */
-const SLICE_ROWS = 2_048
+const SLICE_MS = 15
+
+/** Rows for the next slice: as many as took SLICE_MS last time, within bounds. */
+export function nextSliceRows(rows: number, elapsedMs: number): number {
+  const scaled = elapsedMs > 0 ? Math.round((rows * SLICE_MS) / elapsedMs) : rows * 2
+  // shrinks at once (a slow slice is what holds requests up), grows at most twofold a slice
+  return Math.min(4_096, rows * 2, Math.max(8, scaled))
+}
 
 /**
  * Builds an approximate inner-product index over rows 1..N of `matrix` ([N+1, D] row-major, or
@@ -178,13 +187,18 @@ export function approximateIndex(matrix: Float32Array | ItemRows, D: number, opt
  */
 export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions & { isCancelled?: () => boolean } = {}): Promise<ApproximateItemIndex> {
   const index = new UsearchItemIndex(matrix, D, options)
-  for (let first = 1; first < index.baseRows; first += SLICE_ROWS) {
+  let rows = 64
+  for (let first = 1; first < index.baseRows; ) {
     await new Promise((resolve) => setImmediate(resolve))
     if (options.isCancelled?.()) {
       index.dispose()
       throw new Error('index build cancelled')
     }
-    index.addBase(first, Math.min(index.baseRows, first + SLICE_ROWS))
+    const started = performance.now()
+    const last = Math.min(index.baseRows, first + rows)
+    index.addBase(first, last)
+    rows = nextSliceRows(last - first, performance.now() - started)
+    first = last
   }
   index.pickLongest()
   return index
