@@ -33,9 +33,11 @@ import {
   updateTrainingJobStatus,
   upsertBackbone,
   type ImportDatasetInput,
-  type PrismaClient,
+  PrismaClient,
 } from '@iisan/storage'
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts'
+import pg from 'pg'
+import { PrismaPg } from '@prisma/adapter-pg'
 
 let db: TestDatabase
 let prisma: PrismaClient
@@ -367,6 +369,23 @@ describe('training jobs and model versions', () => {
       expect(m).not.toHaveProperty('itemIndex')
     }
     await expect(activateModelVersion(prisma, randomUUID())).rejects.toMatchObject({ code: 'NOT_FOUND' })
+  })
+
+  it('an activation reads none of the version’s payloads back (a 1M-item matrix held its transaction past its timeout)', async () => {
+    const datasetId = (await importDataset(prisma, { name: 'activation reads', items: [{ externalId: 'a', title: 'A' }], users: [] })).id
+    const version = await createModelVersion(prisma, { datasetId, method: 'sasrec-id', config: {}, weights: new Uint8Array([1]), itemEmbeddings: new Float32Array(4), itemIndex: [1], embeddingDim: 4 })
+    // the same database through a client that tells each statement it sends
+    const pool = new pg.Pool({ connectionString: db.url, max: 2 })
+    const watched = new PrismaClient({ adapter: new PrismaPg(pool), log: [{ emit: 'event', level: 'query' }] })
+    const statements: string[] = []
+    watched.$on('query', (e) => statements.push(e.query))
+    try {
+      expect(await activateModelVersion(watched, version.id)).toMatchObject({ id: version.id, isActive: true })
+      expect(statements.some((q) => /UPDATE .*model_versions/.test(q))).toBe(true)
+      for (const payload of ['item_embeddings', 'item_index', 'weights_blob_id']) expect(statements.filter((q) => q.includes(`"${payload}"`))).toEqual([])
+    } finally {
+      await watched.$disconnect()
+    }
   })
 })
 

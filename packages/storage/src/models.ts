@@ -79,7 +79,9 @@ async function setActive(tx: Prisma.TransactionClient, datasetId: string, id: st
 /** The switch itself; the caller holds the dataset lock. */
 async function makeActive(tx: Prisma.TransactionClient, datasetId: string, id: string): Promise<void> {
   await tx.modelVersion.updateMany({ where: { datasetId, isActive: true, NOT: { id } }, data: { isActive: false } })
-  await tx.modelVersion.update({ where: { id }, data: { isActive: true, activatedAt: new Date() } })
+  // only the id back: by default the ORM returns the whole row, a 1M-item version's 256 MB matrix
+  // among it, as hex (it held an activation's transaction for 25 s, past its timeout)
+  await tx.modelVersion.update({ where: { id }, data: { isActive: true, activatedAt: new Date() }, select: { id: true } })
 }
 
 /** A model version with its payloads: the weights read back from their blob. */
