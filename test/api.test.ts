@@ -229,6 +229,8 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/http_requests_total\{[^}]*route="\/v1\/training-jobs\/:id"[^}]*status="404"[^}]*\} [2-9]/)
     expect(text).not.toContain('00000000-0000-4000-8000-000000000001')
     expect(text).toMatch(/iisan_active_models\{service="api"\} \d/)
+    // its versions are far below APPROXIMATE_INDEX_FROM: none answers from an index
+    expect(text).toMatch(/iisan_serving_indexed_models\{service="api"\} 0\n/)
     expect(text).toContain('process_resident_memory_bytes')
   })
 })

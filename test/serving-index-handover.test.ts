@@ -247,6 +247,7 @@ describe('the serving registry reloading a version after cold-start appends', ()
       await ready
       expect(events).toEqual([expect.objectContaining({ items: N, reused: 0 })])
       expect(first.serving.approximate).toBe(true)
+      expect(registry.indexedModelIds()).toEqual([stored.id])
 
       // another service appended 20 cold-start items to the version; this replica reloads it
       const users = histories(20, N, 37)
@@ -277,6 +278,9 @@ describe('the serving registry reloading a version after cold-start appends', ()
       expect(events[2]).toMatchObject({ items: N + 20, reused: 0 })
       expect(rebuilt.serving.approximate).toBe(true)
       expect(recall(rebuilt.serving, concat(new Float32Array(D), changed), histories(300, N + 20, 43))).toBeGreaterThanOrEqual(0.98)
+      expect(registry.indexedModelIds()).toEqual([stored.id])
+      registry.evict(stored.id)
+      expect(registry.indexedModelIds()).toEqual([])
     } finally {
       await registry.close()
       version.dispose()

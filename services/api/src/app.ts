@@ -72,6 +72,15 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
           },
         })
         // requests per batch = the ratio of the two; near 1 means the load gives nothing to batch
+        // summed over replicas: a version is served from its index everywhere once this reaches replicas × versions
+        new Gauge({
+          name: 'iisan_serving_indexed_models',
+          help: 'model versions this replica answers from an approximate index (the others, building or small, scan exactly)',
+          registers: [registry],
+          collect() {
+            this.set(deps.registry.indexedModelIds().length)
+          },
+        })
         new Gauge({
           name: 'iisan_serving_batches',
           help: 'batches the recommendation and similar-items hot path has run in this replica',

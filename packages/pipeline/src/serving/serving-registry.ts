@@ -85,6 +85,8 @@ export class ServingRegistry {
   private readonly onIndex: ServingRegistryOptions['onIndex']
   private readonly onScoring: ServingRegistryOptions['onScoring']
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
+  /** Loaded copies whose approximate index is ready (a copy leaves when it is disposed). */
+  private readonly indexedCopies = new Set<LoadedModel>()
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -113,6 +115,11 @@ export class ServingRegistry {
   /** Version ids currently in memory. */
   loadedModelIds(): string[] {
     return [...this.models.keys()]
+  }
+
+  /** Versions in memory that answer from an approximate index; the others scan exactly (building, or below APPROXIMATE_INDEX_FROM). */
+  indexedModelIds(): string[] {
+    return [...new Set([...this.indexedCopies].filter((m) => this.models.has(m.id)).map((m) => m.id))]
   }
 
   /** The loaded model for a version id, or null if no such version exists. */
@@ -203,7 +210,12 @@ export class ServingRegistry {
   private disposeLater(model: Promise<LoadedModel>): void {
     // A request may hold a model across an await (e.g. reading a user's history); give it time.
     setTimeout(() => {
-      model.then((m) => m.serving.dispose()).catch(() => undefined)
+      model
+        .then((m) => {
+          this.indexedCopies.delete(m)
+          m.serving.dispose()
+        })
+        .catch(() => undefined)
     }, DISPOSE_GRACE_MS).unref()
   }
 
@@ -250,7 +262,10 @@ export class ServingRegistry {
     const reused = held ? await model.serving.takeIndexFrom(held.serving).catch(() => 0) : 0
     const report = (error?: unknown) =>
       this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, reused, ...(error === undefined ? {} : { error }) })
-    model.serving.buildIndex().then(() => report(), report)
+    model.serving.buildIndex().then(() => {
+      this.indexedCopies.add(model)
+      report()
+    }, report)
   }
 
   /** Appends item ids (already in the serving matrix) with their external ids and titles. */
