@@ -1,9 +1,11 @@
-// `npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user]`:
+// `npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user] [--catalogue N]`:
 // where the time of POST /v1/recommendations goes, for 10-item histories or (--by user) for the
 // stored histories of the dataset's users. One API process (in this process, with an embedding cache
 // beside it) on a throwaway database with the full Scientific catalogue and an untrained
-// ID-SASRec version (D = 64; the hot path costs the same for any weights), autocannon from a
-// child process, and V8's CPU profiler over the load only. Prints self time by package and by
+// ID-SASRec version (D = 64; the hot path costs the same for any weights), or with --catalogue a
+// synthetic catalogue of N items (bench/lib/catalogue-version.ts; the load waits for its index
+// from APPROXIMATE_INDEX_FROM items), autocannon from a child process, and V8's CPU profiler over
+// the load only. Prints self time by package and by
 // function; writes bench/results/profile-serve.json.
 import fs from 'node:fs'
 import os from 'node:os'
@@ -13,13 +15,21 @@ import { Session } from 'node:inspector/promises'
 import { SequentialRecommender, initBackend, mulberry32, saveCheckpoint, sasRecIdConfig } from '@iisan/model'
 import { SCIENTIFIC_DIR } from '@iisan/pipeline'
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
-import { createModelVersion } from '@iisan/storage'
+import { createModelVersion, type PrismaClient } from '@iisan/storage'
+import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
+import { createCatalogueVersion } from './lib/catalogue-version.ts'
 import { startQuickApi } from '../test/helpers/quick-api.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
-const USAGE = 'usage: npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user]'
+const USAGE = 'usage: npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user] [--catalogue N]'
 const { values } = parseOptions(
-  { seconds: { type: 'string', default: '15' }, connections: { type: 'string', default: '32' }, top: { type: 'string', default: '25' }, by: { type: 'string', default: 'history' } },
+  {
+    seconds: { type: 'string', default: '15' },
+    connections: { type: 'string', default: '32' },
+    top: { type: 'string', default: '25' },
+    by: { type: 'string', default: 'history' },
+    catalogue: { type: 'string', default: '0' },
+  },
   USAGE,
 )
 if (values.by !== 'history' && values.by !== 'user') {
@@ -30,29 +40,18 @@ const byUser = values.by === 'user'
 const seconds = positiveInt('seconds', values.seconds)
 const connections = positiveInt('connections', values.connections)
 const top = positiveInt('top', values.top)
+const catalogue = values.catalogue === '0' ? 0 : positiveInt('catalogue', values.catalogue)
 
 await initBackend()
 const quick = await startQuickApi('profile-serve')
 try {
   const post = (url: string, body: object) => fetch(`${quick.base}${url}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-  const read = (file: string) => fs.readFileSync(path.join(SCIENTIFIC_DIR, file), 'utf8')
-  const datasetId = (await (await post('/v1/datasets', { name: 'scientific', itemsTsv: read('items.tsv'), usersTsv: read('users.tsv') })).json()).id as string
   const prisma = quick.platform.db.prisma
-  const items = await prisma.item.findMany({ where: { datasetId }, orderBy: { id: 'asc' }, select: { id: true, externalId: true } })
-  const model = new SequentialRecommender(sasRecIdConfig(items.length))
   const random = mulberry32(1)
-  const version = await createModelVersion(prisma, {
-    datasetId,
-    method: 'sasrec-id',
-    config: {},
-    weights: saveCheckpoint(model.params, model.config),
-    itemEmbeddings: Float32Array.from({ length: items.length * 64 }, () => (random() - 0.5) * 0.2),
-    itemIndex: items.map((i) => i.id),
-    embeddingDim: 64,
-  })
-  model.dispose()
+  const { modelVersionId, externalIds, userIds: users } = catalogue ? await syntheticCatalogue(prisma, catalogue) : await scientific(prisma, post, random)
+  const version = { id: modelVersionId }
+  const items = externalIds.map((externalId) => ({ externalId }))
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'profile-serve-'))
-  const users = byUser ? (await prisma.datasetUser.findMany({ where: { datasetId }, select: { externalId: true } })).map((u) => u.externalId) : []
   const bodies = Array.from({ length: 500 }, () =>
     JSON.stringify(
       byUser
@@ -62,6 +61,12 @@ try {
   )
   fs.writeFileSync(path.join(tmp, 'bodies.json'), JSON.stringify(bodies))
   await post('/v1/recommendations', JSON.parse(bodies[0])) // loads the version
+  if (catalogue >= ANN_MIN_ITEMS) {
+    // the index builds beside serving; the profile is of the path that answers once it is there
+    const started = performance.now()
+    while (!/^iisan_serving_indexed_models(?:\{[^}]*\})? [1-9]/m.test(await (await fetch(`${quick.base}/metrics`)).text())) await new Promise((r) => setTimeout(r, 2000))
+    console.error(`index ready ${((performance.now() - started) / 1000).toFixed(0)} s after the first request`)
+  }
   const session = new Session()
   session.connect()
   await session.post('Profiler.enable')
@@ -95,10 +100,10 @@ try {
   const rank = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, t]) => ({ name, share: t / total }))
   const result = {
     generatedAt: new Date().toISOString(),
-    command: `npx tsx bench/profile-serve.ts --seconds ${seconds} --connections ${connections} --by ${values.by}`,
+    command: `npx tsx bench/profile-serve.ts --seconds ${seconds} --connections ${connections} --by ${values.by}${catalogue ? ` --catalogue ${catalogue}` : ''}`,
     source: 'measured',
     machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverage: os.loadavg() },
-    setup: `one API process, Scientific (${items.length} items), untrained ID-SASRec D = 64, k = 10, ${byUser ? 'stored histories by userId' : '10-item histories'}, autocannon in a child process`,
+    setup: `one API process, ${catalogue ? 'a synthetic catalogue' : 'Scientific'} (${items.length} items), untrained ID-SASRec D = 64, k = 10, ${byUser ? 'stored histories by userId' : '10-item histories'}, autocannon in a child process`,
     load: JSON.parse(load.trim()),
     byPackage: rank(byPackage),
     byFunction: rank(byFunction),
@@ -113,4 +118,37 @@ try {
   console.log(`\nwrote ${path.relative(process.cwd(), out)}`)
 } finally {
   await quick.close()
+}
+
+interface Served {
+  datasetId: string
+  modelVersionId: string
+  /** item external ids, the users' ids */
+  externalIds: string[]
+  userIds: string[]
+}
+
+async function scientific(prisma: PrismaClient, post: (url: string, body: object) => Promise<Response>, random: () => number): Promise<Served> {
+  const read = (file: string) => fs.readFileSync(path.join(SCIENTIFIC_DIR, file), 'utf8')
+  const datasetId = (await (await post('/v1/datasets', { name: 'scientific', itemsTsv: read('items.tsv'), usersTsv: read('users.tsv') })).json()).id as string
+  const items = await prisma.item.findMany({ where: { datasetId }, orderBy: { id: 'asc' }, select: { id: true, externalId: true } })
+  const model = new SequentialRecommender(sasRecIdConfig(items.length))
+  const version = await createModelVersion(prisma, {
+    datasetId,
+    method: 'sasrec-id',
+    config: {},
+    weights: saveCheckpoint(model.params, model.config),
+    itemEmbeddings: Float32Array.from({ length: items.length * 64 }, () => (random() - 0.5) * 0.2),
+    itemIndex: items.map((i) => i.id),
+    embeddingDim: 64,
+  })
+  model.dispose()
+  const users = (await prisma.datasetUser.findMany({ where: { datasetId }, select: { externalId: true } })).map((u) => u.externalId)
+  return { datasetId, modelVersionId: version.id, externalIds: items.map((i) => i.externalId), userIds: users }
+}
+
+async function syntheticCatalogue(prisma: PrismaClient, N: number): Promise<Served> {
+  const v = await createCatalogueVersion(prisma, N, 64, 10)
+  console.error(`catalogue of ${N} items stored (import ${v.seconds.import.toFixed(0)} s, version ${v.seconds.version.toFixed(0)} s)`)
+  return { datasetId: v.datasetId, modelVersionId: v.modelVersionId, externalIds: v.itemExternalIds, userIds: v.userIds }
 }
