@@ -376,7 +376,8 @@ describe('training jobs and model versions', () => {
     const version = await createModelVersion(prisma, { datasetId, method: 'sasrec-id', config: {}, weights: new Uint8Array([1]), itemEmbeddings: new Float32Array(4), itemIndex: [1], embeddingDim: 4 })
     // the same database through a client that tells each statement it sends
     const pool = new pg.Pool({ connectionString: db.url, max: 2 })
-    const watched = new PrismaClient({ adapter: new PrismaPg(pool), log: [{ emit: 'event', level: 'query' }] })
+    // the client ends the pool with it: an idle connection left open would be cut when the test database is dropped
+    const watched = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }), log: [{ emit: 'event', level: 'query' }] })
     const statements: string[] = []
     watched.$on('query', (e) => statements.push(e.query))
     try {
@@ -386,6 +387,7 @@ describe('training jobs and model versions', () => {
     } finally {
       await watched.$disconnect()
     }
+    expect(pool.ended).toBe(true)
   })
 })
 
