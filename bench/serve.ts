@@ -37,6 +37,7 @@ import { dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@i
 import { applyMigrations, createPrisma } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
+import { mulberry32 } from '@iisan/model'
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
 import { createCatalogueVersion } from './lib/catalogue-version.ts'
@@ -188,6 +189,12 @@ function childPids(parent: number): number[] {
   } catch {
     return []
   }
+}
+
+/** The API primary and its replicas: their pids, and their RSS together (null without a pid). */
+function apiTree(apiPid: number | undefined): { pids: number[]; rssMb: () => number | null } {
+  const pids = apiPid ? [apiPid, ...childPids(apiPid)] : []
+  return { pids, rssMb: () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null) }
 }
 
 function rssMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | null {
@@ -401,16 +408,12 @@ async function measureHttpCatalogue(dbUrl: string, base: string, apiPid: number 
     progress(`catalogue over HTTP, ${N.toLocaleString('en-US')} items: importing the items and 2,000 users, storing a version`)
     const v = await createCatalogueVersion(prisma, N, 64, 10)
     progress(`  imported in ${v.seconds.import.toFixed(0)} s, version ${v.modelVersionId} stored in ${v.seconds.version.toFixed(0)} s`)
-    const pids = apiPid ? [apiPid, ...childPids(apiPid)] : []
-    const treeRss = () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null)
+    const { pids, rssMb: treeRss } = apiTree(apiPid)
     const before = treeRss()
     const t0 = performance.now()
     await must(base, 'POST', `/v1/model-versions/${v.modelVersionId}/activate`)
-    let rnd = 99
-    const pick = <T>(values: T[]): T => {
-      rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0
-      return values[rnd % values.length]!
-    }
+    const random = mulberry32(99)
+    const pick = <T>(values: T[]): T => values[Math.floor(random() * values.length)]!
     const w: Workload = {
       histories: Array.from({ length: 500 }, () => Array.from({ length: 10 }, () => pick(v.itemExternalIds))),
       userIds: v.userIds,
@@ -495,8 +498,7 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
   await autocannon({ url: base, connections, duration: 2, requests: [target.request()] })
   const loadAverageBefore = os.loadavg().map((l) => Math.round(l * 100) / 100)
   // the API is a cluster primary and its replicas (API_REPLICAS): all of them, read once per row
-  const pids = serverPid ? [serverPid, ...childPids(serverPid)] : []
-  const treeRss = () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null)
+  const { pids, rssMb: treeRss } = apiTree(serverPid)
   const before = treeRss()
   let peak = before
   const sampler = setInterval(() => {

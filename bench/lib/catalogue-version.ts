@@ -3,7 +3,7 @@
 // from PostgreSQL, builds its index and answers over the network. The matrix is
 // synthetic-catalogue.ts's (shaped like trained embeddings); the user encoder has random weights
 // and an item table of one row, since serving reads the matrix it is given.
-import { saveCheckpoint } from '@iisan/model'
+import { mulberry32, saveCheckpoint } from '@iisan/model'
 import { initBackend } from '@iisan/model/backend'
 import { SequentialRecommender, sasRecIdConfig } from '@iisan/model/recommender'
 import { createModelVersion, importDataset, type PrismaClient } from '@iisan/storage'
@@ -22,11 +22,8 @@ export interface CatalogueVersion {
 const USERS = 2_000
 
 export async function createCatalogueVersion(prisma: PrismaClient, N: number, D: number, historyLength: number): Promise<CatalogueVersion> {
-  let rnd = 424242
-  const nextIndex = () => {
-    rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0
-    return rnd % N
-  }
+  const random = mulberry32(424242)
+  const nextIndex = () => Math.floor(random() * N)
   const itemExternalIds = Array.from({ length: N }, (_, i) => `c${i + 1}`)
   const users = Array.from({ length: USERS }, (_, u) => ({
     externalId: `cu${u + 1}`,

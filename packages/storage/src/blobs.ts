@@ -115,7 +115,8 @@ export async function readBlob(prisma: PrismaClient, id: string, options: BlobTr
   // one allocation, the parts written into it as they arrive
   const value = new Uint8Array(total)
   const hash = createHash('sha256')
-  const lengths = options.transport === 'prisma' ? await readPartsWithPrisma(prisma, id, value, hash) : await copyParts(prisma, id, value, (bytes) => hash.update(bytes))
+  const onBytes = (bytes: Uint8Array) => hash.update(bytes)
+  const lengths = options.transport === 'prisma' ? await readPartsWithPrisma(prisma, id, parts.length, value, onBytes) : await copyParts(prisma, id, value, onBytes)
   const changed = lengths.findIndex((length, i) => length !== parts[i]?.length)
   if (lengths.length !== parts.length || changed >= 0) throw corrupt(id, `part ${changed >= 0 ? changed : lengths.length} went or changed while it was read`)
   if (hash.digest('hex') !== blob.sha256) throw corrupt(id, 'the sha256 of its parts differs from the sealed one')
@@ -154,18 +155,20 @@ async function writePart(prisma: PrismaClient, blobId: string, part: number, byt
   await prisma.$executeRaw`UPDATE blobs SET touched_at = now() WHERE id = ${blobId}::uuid`
 }
 
-async function readPartsWithPrisma(prisma: PrismaClient, blobId: string, value: Uint8Array, hash: { update(bytes: Uint8Array): unknown }): Promise<number[]> {
+/** The ORM's path (bench:checkpoint's baseline): parts 0..partCount−1 one query each. Returns each part's length, up to the first missing or overflowing one. */
+async function readPartsWithPrisma(prisma: PrismaClient, blobId: string, partCount: number, value: Uint8Array, onBytes: (bytes: Uint8Array) => void): Promise<number[]> {
   const lengths: number[] = []
   let offset = 0
-  for (let part = 0; ; part++) {
+  for (let part = 0; part < partCount; part++) {
     const found = await prisma.blobPart.findUnique({ where: { blobId_part: { blobId, part } }, select: { bytes: true } })
-    if (!found) return lengths
-    if (offset + found.bytes.byteLength > value.byteLength) return [...lengths, found.bytes.byteLength]
-    value.set(found.bytes, offset)
-    hash.update(found.bytes)
-    offset += found.bytes.byteLength
+    if (!found) break
     lengths.push(found.bytes.byteLength)
+    if (offset + found.bytes.byteLength > value.byteLength) break
+    value.set(found.bytes, offset)
+    onBytes(found.bytes)
+    offset += found.bytes.byteLength
   }
+  return lengths
 }
 
 /**
