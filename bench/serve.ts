@@ -682,6 +682,9 @@ async function main(): Promise<void> {
       LOG_LEVEL: 'warn',
       // the demo backbones are generated here on first use (deterministic); the repository's artifacts/ is left alone
       ARTIFACTS_DIR: path.join(tmp, 'artifacts'),
+      // a folder of this run's own: the replicas share what they build (one builds, the others
+      // load), but nothing a previous run saved for the same synthetic rows is loaded in its place
+      ITEM_INDEX_DIR: path.join(tmp, 'item-index'),
     }
     const services = startChild('scripts/start-all.ts', ['scripts/start-all.ts'], env, path.join(tmp, 'services.log'))
     const hello = startChild('hello-world', ['bench/lib/hello-server.ts'], { ...baseEnv(), PORT: String(helloPort), HOST: '127.0.0.1' }, path.join(tmp, 'hello.log'))

@@ -215,6 +215,10 @@ describe('loadConfig', () => {
     expect(loadConfig({ CHECKPOINT_PART_BYTES: '4096' }).checkpointPartBytes).toBe(4096)
     expect(loadConfig({}).checkpointPartBytes).toBeUndefined()
     expect(() => loadConfig({ CHECKPOINT_PART_BYTES: '1.5' })).toThrow(/CHECKPOINT_PART_BYTES/)
+    // unset: @iisan/model's default folder; `none`: no sharing
+    expect(loadConfig({ ITEM_INDEX_DIR: '/srv/indexes' }).itemIndexDir).toBe('/srv/indexes')
+    expect(loadConfig({ ITEM_INDEX_DIR: 'none' }).itemIndexDir).toBeNull()
+    expect(loadConfig({}).itemIndexDir).toBeUndefined()
   })
 
   it('rejects bad values with an error naming every variable', () => {

@@ -224,6 +224,7 @@ describe('the approximate index behind ServingModel', () => {
     const approximate = ServingModel.load(weights, matrix, { approximateFrom: 0, index: { threads: 1 } })
     const exact = ServingModel.load(weights, matrix, { approximateFrom: Infinity })
     expect([approximate.approximate, exact.approximate]).toEqual([true, false])
+    expect([approximate.approximateSimilar, exact.approximateSimilar]).toEqual([true, false])
     const histories = randomHistories(300, NUM_ITEMS, 31)
     const requests = histories.map((history) => ({ history, k: 10 }))
     /** recall@10 of the index's answers against the reference; no answer holds its history */
@@ -241,6 +242,24 @@ describe('the approximate index behind ServingModel', () => {
     expect(await approximate.useRuntime()).toBe(true)
     expect(recall()).toBeGreaterThanOrEqual(0.98)
 
+    // similar items from the cosine index: the exact answer's items (recall@10 ≥ 0.98), exact cosines, never the item itself
+    const items = Array.from({ length: 200 }, (_, i) => 1 + ((i * 37) % NUM_ITEMS))
+    const fromIndex = approximate.similarMany(items.map((index) => ({ index, k: 10 })))
+    const fromScan = exact.similarMany(items.map((index) => ({ index, k: 10 })))
+    let similarHits = 0
+    fromIndex.forEach((answer, i) => {
+      expect(answer).toHaveLength(10)
+      const truth = new Map(fromScan[i].map((s) => [s.index, s.score]))
+      for (const s of answer) {
+        expect(s.index).not.toBe(items[i])
+        if (truth.has(s.index)) {
+          similarHits++
+          expect(Math.abs(s.score - truth.get(s.index)!)).toBeLessThanOrEqual(SCORE_TOLERANCE)
+        }
+      }
+    })
+    expect(similarHits / (items.length * 10)).toBeGreaterThanOrEqual(0.98)
+
     // a new item pointing where a user state points is that user's first recommendation
     const state = approximate.userState(histories[0])
     const appended = Float32Array.from(state, (x) => x * 10)
@@ -249,6 +268,11 @@ describe('the approximate index behind ServingModel', () => {
     expect(approximate.recommend(histories[0], 10)[0].index).toBe(index)
     expect(exact.recommend(histories[0], 10)[0].index).toBe(index)
     expect(approximate.numItems).toBe(NUM_ITEMS + 1)
+    // and, being that direction, the most similar item to a copy of it appended next
+    const [copy] = approximate.appendItems(Float32Array.from(appended, (x) => x / 3))
+    exact.appendItems(Float32Array.from(appended, (x) => x / 3))
+    expect(approximate.similar(index, 1)[0].index).toBe(copy)
+    expect(exact.similar(index, 1)[0].index).toBe(copy)
     expect(D).toBe(64)
     approximate.dispose()
     exact.dispose()
@@ -268,8 +292,9 @@ describe('building the index beside serving', () => {
     expectSameRanking(exactAnswer, referenceTopK(model, matrix, history, 11), 10)
     // appended while the build runs: the item pointing where this user points comes first
     const [index] = serving.appendItems(Float32Array.from(serving.userState(history), (x) => x * 10))
+    expect(serving.approximateSimilar).toBe(false)
     await building
-    expect(serving.approximate).toBe(true)
+    expect([serving.approximate, serving.approximateSimilar]).toEqual([true, true])
     const answer = serving.recommend(history, 10)
     expect(answer[0].index).toBe(index)
     // the rest as the exact scan has them, but for what the graph may miss (recall is measured above)

@@ -34,6 +34,13 @@ export interface AppConfig {
    */
   approximateIndexFrom?: number
   /**
+   * ITEM_INDEX_DIR — folder where the API replicas of one host share the approximate indexes they
+   * build: the first to need one builds and saves it, the others load it (files are named by the
+   * hash of what they index). Unset: the serving default (@iisan/model's defaultIndexStoreDir(),
+   * under the system's temporary folder); `none`: every replica builds its own.
+   */
+  itemIndexDir?: string | null
+  /**
    * CACHE_ENCODERS — encoder threads of the embedding cache: chunks of a cache build encoded at
    * once, each on a worker thread with its own tensor backend (tfjs-wasm runs one core per
    * thread). Default 1 (encodes in the service's own thread): two measured 0.77× one on this
@@ -202,6 +209,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const apiReplicas = count('API_REPLICAS', os.availableParallelism(), 'API processes, 1 or more (1 = a single process; default: one per core)')
   const cacheEncoders = count('CACHE_ENCODERS', 1, 'encoder threads, 1 or more (1 = encode in the service thread, the default)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
+  const itemIndexDir = raw('ITEM_INDEX_DIR')
   const checkpointPartBytes = raw('CHECKPOINT_PART_BYTES') === undefined ? undefined : count('CHECKPOINT_PART_BYTES', 1, 'bytes, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
@@ -271,6 +279,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
   }
   if (approximateIndexFrom !== undefined) config.approximateIndexFrom = approximateIndexFrom
   if (checkpointPartBytes !== undefined) config.checkpointPartBytes = checkpointPartBytes
+  if (itemIndexDir !== undefined) config.itemIndexDir = itemIndexDir === 'none' ? null : itemIndexDir
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend

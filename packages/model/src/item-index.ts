@@ -14,7 +14,9 @@
 // rows, so a returned score is exactly what the exact scan computes for that item. The rows are
 // read through ItemRows, so that a caller holding its matrix elsewhere (ServingModel: a backend
 // tensor) need not keep a JS copy beside it and the library's own.
+import fs from 'node:fs'
 import { createRequire } from 'node:module'
+import path from 'node:path'
 import type { Index } from 'usearch'
 
 /**
@@ -29,6 +31,14 @@ function usearch(): typeof import('usearch') {
   return library
 }
 import type { ScoredItem } from './serving.ts'
+
+/** The library and its version ("usearch@2.25.3"): a saved index is read only by the build that wrote it. */
+export function indexLibrary(): string {
+  const require = createRequire(import.meta.url)
+  // the package exports no package.json: found beside its CommonJS entry (javascript/dist/cjs/usearch.js)
+  const root = path.resolve(path.dirname(require.resolve('usearch')), '..', '..', '..')
+  return `usearch@${(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version}`
+}
 
 /**
  * Graph and search parameters, measured on 64-dimensional synthetic catalogues of 20k–1M items
@@ -58,6 +68,8 @@ import type { ScoredItem } from './serving.ts'
  *   shortlist against a whole batch's states in one ORT product and passes the scores in.
  */
 export const ANN_DEFAULTS = {
+  quantization: 'f32' as IndexQuantization,
+  similarQuantization: 'i8' as IndexQuantization,
   connectivity: 16,
   efConstruction: 128,
   efSearch: 512,
@@ -114,6 +126,8 @@ export interface ApproximateItemIndex extends ItemIndex {
    * candidates, which is also the beam HNSW explores. Can be changed between searches.
    */
   efSearch: number
+  /** Writes the graph and the library's vectors to `file` (loadApproximateIndex reads them back). */
+  save(file: string): void
 }
 
 /**
@@ -138,7 +152,25 @@ export function matrixRows(matrix: Float32Array, D: number): ItemRows {
   return { count: matrix.length / D, values: () => matrix }
 }
 
+/**
+ * How the library stores the vectors its graph is built and searched on. Candidates are always
+ * re-ranked by the exact f32 product from the rows, so a coarser copy only decides which
+ * candidates are found, not their scores. 'i8' (values × 127, clamped to ±127) suits rows whose
+ * components lie within ±1.
+ */
+export const INDEX_QUANTIZATIONS = ['f32', 'f16', 'bf16', 'i8'] as const
+export type IndexQuantization = (typeof INDEX_QUANTIZATIONS)[number]
+
+/**
+ * What the index ranks by: 'ip', u·e_j (recommendations: a user state against the rows); 'cos',
+ * u·e_j / (|u| |e_j|) (similar items: a row against the rows; a zero vector's norm counts as 1,
+ * as in the exact scan).
+ */
+export type IndexMetric = 'ip' | 'cos'
+
 export interface ApproximateIndexOptions {
+  metric?: IndexMetric
+  quantization?: IndexQuantization
   connectivity?: number
   efConstruction?: number
   efSearch?: number
@@ -149,6 +181,16 @@ export interface ApproximateIndexOptions {
   normShortlist?: number
   /** Threads for building and appending (0 = all cores). Searches are single-threaded. */
   threads?: number
+}
+
+/**
+ * The similar-items index beside a recommendations index built with `options`: the same graph
+ * parameters over the same rows, ranked by cosine, its vectors stored as `similarQuantization`.
+ * The library makes cosine vectors unit before it quantizes them, so 'i8' keeps their directions
+ * whatever the rows' lengths (test/item-index.test.ts checks it on rows 40 times unit length).
+ */
+export function similarIndexOptions(options: ApproximateIndexOptions): ApproximateIndexOptions {
+  return { ...options, metric: 'cos', quantization: ANN_DEFAULTS.similarQuantization }
 }
 
 /** Rows per native add while building. */
@@ -181,11 +223,27 @@ export function approximateIndex(matrix: Float32Array | ItemRows, D: number, opt
 }
 
 /**
+ * The index `save` wrote to `file`, over the same rows 1..N (the caller vouches for that: see
+ * item-index-store.ts, which names files by their rows' hash). Throws when the file does not hold
+ * N vectors of D values.
+ */
+export function loadApproximateIndex(file: string, matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
+  const index = new UsearchItemIndex(matrix, D, options)
+  index.load(file)
+  index.pickLongest()
+  return index
+}
+
+/**
  * The same index, built a slice of rows at a time with the event loop given back in between: for
  * a process that serves while it builds. Resolves when every row is in; `isCancelled` (checked
  * between slices) abandons the build, which then rejects.
  */
-export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions & { isCancelled?: () => boolean } = {}): Promise<ApproximateItemIndex> {
+export async function approximateIndexInSlices(
+  matrix: Float32Array | ItemRows,
+  D: number,
+  options: ApproximateIndexOptions & { isCancelled?: () => boolean; onSlice?: (rowsDone: number) => void } = {},
+): Promise<ApproximateItemIndex> {
   const index = new UsearchItemIndex(matrix, D, options)
   let rows = 64
   for (let first = 1; first < index.baseRows; ) {
@@ -199,6 +257,7 @@ export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, 
     index.addBase(first, last)
     rows = nextSliceRows(last - first, performance.now() - started)
     first = last
+    options.onSlice?.(last - 1)
   }
   index.pickLongest()
   return index
@@ -207,6 +266,7 @@ export async function approximateIndexInSlices(matrix: Float32Array | ItemRows, 
 class UsearchItemIndex implements ApproximateItemIndex {
   efSearch: number
   private native: Index | undefined
+  private readonly metric: IndexMetric
   private readonly D: number
   private readonly overfetch: number
   private readonly exactTail: number
@@ -226,18 +286,21 @@ class UsearchItemIndex implements ApproximateItemIndex {
     if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
     this.base = matrix instanceof Float32Array ? matrixRows(matrix, D) : matrix
     this.D = D
+    this.metric = options.metric ?? 'ip'
     this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
     this.overfetch = options.overfetch ?? ANN_DEFAULTS.overfetch
     this.exactTail = options.exactTail ?? ANN_DEFAULTS.exactTail
-    this.normShortlist = options.normShortlist ?? ANN_DEFAULTS.normShortlist
+    // the longest rows win an inner product wherever they point, never a cosine
+    this.normShortlist = this.metric === 'cos' ? 0 : (options.normShortlist ?? ANN_DEFAULTS.normShortlist)
     this.threads = options.threads ?? 0
     this.baseRows = this.base.count
 
     const { Index, MetricKind, ScalarKind } = usearch()
+    const scalarKind = { f32: ScalarKind.F32, f16: ScalarKind.F16, bf16: ScalarKind.BF16, i8: ScalarKind.I8 }
     this.native = new Index({
       dimensions: D,
-      metric: MetricKind.IP,
-      quantization: ScalarKind.F32,
+      metric: this.metric === 'cos' ? MetricKind.Cos : MetricKind.IP,
+      quantization: scalarKind[options.quantization ?? ANN_DEFAULTS.quantization],
       connectivity: options.connectivity ?? ANN_DEFAULTS.connectivity,
       expansion_add: options.efConstruction ?? ANN_DEFAULTS.efConstruction,
       // the search beam is max(expansion_search, candidates asked for): set per search
@@ -253,6 +316,22 @@ class UsearchItemIndex implements ApproximateItemIndex {
 
   get size(): number {
     return this.count
+  }
+
+  save(file: string): void {
+    if (this.extraRows > 0) throw new Error('only an index of base rows is saved: save before appending')
+    this.live().save(file)
+  }
+
+  /** Replaces the (empty) graph with the one saved in `file`, which must hold exactly the base rows. */
+  load(file: string): void {
+    const native = this.live()
+    native.load(file)
+    const size = Number(native.size())
+    if (native.dimensions() !== this.D || size !== this.baseRows - 1) {
+      throw new Error(`${file} holds ${size} vectors of ${native.dimensions()} values, expected ${this.baseRows - 1} of ${this.D}`)
+    }
+    this.count = size
   }
 
   /** Once the base rows are in: keeps the normShortlist longest of them for exact scoring. */
@@ -357,7 +436,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
     const threshold = kthBestScore(found, k)
     for (let index = first; index <= last; index++) {
       if (seen.has(index) || isExcluded?.(index)) continue
-      const score = dot(this.extra, (index - this.baseRows) * this.D, query)
+      const score = this.score(this.extra, (index - this.baseRows) * this.D, query)
       if (score >= threshold) found.push({ index, score })
     }
   }
@@ -384,8 +463,15 @@ class UsearchItemIndex implements ApproximateItemIndex {
     const base = this.base.values()
     return indices.map((index) => ({
       index,
-      score: index < this.baseRows ? dot(base, index * this.D, query) : dot(this.extra, (index - this.baseRows) * this.D, query),
+      score: index < this.baseRows ? this.score(base, index * this.D, query) : this.score(this.extra, (index - this.baseRows) * this.D, query),
     }))
+  }
+
+  /** The exact score by the index's metric of the row at `offset` of `rows` against `query`. */
+  private score(rows: Float32Array, offset: number, query: Float32Array): number {
+    const product = dot(rows, offset, query)
+    if (this.metric === 'ip') return product
+    return product / ((Math.sqrt(dot(rows, offset, rows.subarray(offset, offset + this.D))) || 1) * (Math.sqrt(dot(query, 0, query)) || 1))
   }
 }
 

@@ -15,7 +15,8 @@ import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, type ApproximateIndexOptions, type ItemIndex, type ItemRows } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, similarIndexOptions, type ApproximateIndexOptions, type ItemIndex, type ItemRows } from './item-index.ts'
+import { storedApproximateIndex, type IndexSource, type IndexStore } from './item-index-store.ts'
 import { ServingRuntime, type TopRows } from './serving-onnx.ts'
 import { resolveRuntime } from '@iisan/backbones/onnx/onnx-runtime'
 
@@ -35,6 +36,8 @@ export interface ServingOptions {
   approximateFrom?: number
   /** How that index is built, at load or by buildIndex (the library defaults otherwise; tests pin `threads: 1` for a repeatable graph). */
   index?: ApproximateIndexOptions
+  /** Where buildIndex saves the indexes it builds and finds those other replicas built (item-index-store.ts); none: each builds its own. */
+  indexStore?: IndexStore
 }
 
 /**
@@ -45,9 +48,14 @@ export interface ServingOptions {
  */
 interface SharedIndex {
   owner: ServingModel
-  /** undefined while building, and after the owner disposed it */
+  /** recommendations (inner product); undefined while building, and after the owner disposed it */
   index: ItemIndex | undefined
+  /** similar items (cosine), built after `index`; undefined until then, and after disposal */
+  similar: ItemIndex | undefined
+  /** both built */
   ready: Promise<void>
+  /** how each was provided, in order (recommendations, similar items), once ready */
+  sources: IndexSource[]
 }
 
 /** Rows per slice when comparing two models' matrices (4 MB a side at D = 64), the event loop given back in between. */
@@ -81,12 +89,14 @@ export class ServingModel {
     items: tf.Tensor2D,
     approximate: boolean,
     private readonly indexOptions: ApproximateIndexOptions,
+    private readonly indexStore: IndexStore | undefined,
   ) {
     this.model = model
     this.items = items
     if (approximate) {
-      const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
+      const shared: SharedIndex = { owner: this, index: undefined, similar: undefined, ready: Promise.resolve(), sources: ['built', 'built'] }
       shared.index = approximateIndex(this.rowsOf(shared), config.embeddingDim, indexOptions)
+      shared.similar = approximateIndex(this.rowsOf(shared), config.embeddingDim, similarIndexOptions(indexOptions))
       this.shared = shared
     }
   }
@@ -103,7 +113,7 @@ export class ServingModel {
     const model = new SequentialRecommender(config)
     model.params.restore(values)
     const approximate = rows - 1 >= (options.approximateFrom ?? ANN_MIN_ITEMS)
-    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), approximate, options.index ?? {})
+    return new ServingModel(config, model, tf.tensor2d(itemMatrix, [rows, D]), approximate, options.index ?? {}, options.indexStore)
   }
 
   /**
@@ -136,22 +146,45 @@ export class ServingModel {
     return this.shared?.index !== undefined
   }
 
+  /** How this model's indexes were provided (recommendations', then similar items'): built here, or loaded from another replica's build. Empty until ready. */
+  get indexSources(): readonly IndexSource[] {
+    return this.shared?.similar ? this.shared.sources : []
+  }
+
+  /** Whether similar items come from the cosine index rather than the exact scan (built after the recommendations' index). */
+  get approximateSimilar(): boolean {
+    return this.shared?.similar !== undefined
+  }
+
   /**
-   * Builds the approximate index beside serving, a slice of rows at a time: the exact scan answers
-   * until it is ready, then the index takes over. Rows appended meanwhile are added to it first.
-   * With an index already (built, building, or taken over from the previous load) it waits for that.
+   * Builds the approximate indexes beside serving, a slice of rows at a time: recommendations' (inner
+   * product), then similar items' (cosine). The exact scan answers each until its index is ready.
+   * Rows appended meanwhile are added first. With an index store, an index another replica saved
+   * over the same rows is loaded instead, and one built here is saved for the others. With indexes
+   * already (built, building, or taken over from the previous load) it waits for those.
    */
   buildIndex(): Promise<void> {
     if (this.shared) return this.shared.ready
-    const shared: SharedIndex = { owner: this, index: undefined, ready: Promise.resolve() }
-    shared.ready = approximateIndexInSlices(this.rowsOf(shared), this.config.embeddingDim, { ...this.indexOptions, isCancelled: () => shared.owner.disposed }).then((index) => {
+    const shared: SharedIndex = { owner: this, index: undefined, similar: undefined, ready: Promise.resolve(), sources: [] }
+    const build = async (options: ApproximateIndexOptions): Promise<ItemIndex> => {
+      const rows = this.rowsOf(shared)
+      const building = { ...options, isCancelled: () => shared.owner.disposed }
+      const { index, source } = this.indexStore
+        ? await storedApproximateIndex(rows, this.config.embeddingDim, building, this.indexStore)
+        : { index: await approximateIndexInSlices(rows, this.config.embeddingDim, building), source: 'built' as const }
+      shared.sources.push(source)
       if (shared.owner.disposed) {
         index.dispose?.()
         throw new Error('index build cancelled')
       }
       shared.owner.catchUp(index)
-      shared.index = index
-    })
+      return index
+    }
+    // recommendations switch over as soon as theirs is built; similar items when theirs is
+    shared.ready = (async () => {
+      shared.index = await build(this.indexOptions)
+      shared.similar = await build(similarIndexOptions(this.indexOptions))
+    })()
     // a failed build leaves the models sharing it on the exact scan, and its owner free to build again
     shared.ready.catch(() => {
       if (shared.owner.shared === shared) shared.owner.shared = undefined
@@ -183,6 +216,7 @@ export class ServingModel {
     shared.owner = this
     this.shared = shared
     if (shared.index) this.catchUp(shared.index)
+    if (shared.similar) this.catchUp(shared.similar)
     return rows - 1
   }
 
@@ -328,6 +362,11 @@ export class ServingModel {
   /** Item-to-item: nearest items by cosine similarity of their embeddings, the item itself excluded. */
   similarMany(requests: readonly SimilarRequest[]): ScoredItem[][] {
     if (requests.length === 0) return []
+    const similar = this.shared?.similar
+    if (similar) {
+      // each item's own row is the query (copied: a view of the backend's memory lives until its next call)
+      return requests.map((r) => similar.search(this.rowRange(r.index, r.index + 1).slice(), r.k, new Set([r.index]), this.numItems))
+    }
     this.norms ??= readBack(() => tf.norm(this.items, 'euclidean', 1))
     const norms = this.norms
     const runtime = this.runtime
@@ -387,6 +426,7 @@ export class ServingModel {
     // an index handed on belongs to the reload now, which has rows of its own after ours
     if (this.shared && this.shared.owner !== this) this.shared = undefined
     this.shared?.index?.append(rows, first)
+    this.shared?.similar?.append(rows, first)
     return Array.from({ length: rows.length / D }, (_, i) => first + i)
   }
 
@@ -395,6 +435,8 @@ export class ServingModel {
     if (this.shared?.owner === this) {
       this.shared.index?.dispose?.()
       this.shared.index = undefined
+      this.shared.similar?.dispose?.()
+      this.shared.similar = undefined
     }
     this.shared = undefined
     this.runtime?.release()

@@ -1,5 +1,6 @@
 // Wiring of the API process: connections → deps → app. main.ts and the tests both use it.
 import type { AppConfig, Logger } from '@iisan/config'
+import { defaultIndexStoreDir } from '@iisan/model/item-index-store'
 import { ServingRegistry } from '@iisan/pipeline'
 import { createCommandConnection, createTrainingQueue, publishModelActivated, publishModelUpdated, subscribeModelActivated, subscribeModelUpdated } from '@iisan/queue'
 import { createPrisma } from '@iisan/storage'
@@ -19,6 +20,7 @@ export async function createApiServer(config: AppConfig, logger: Logger, options
   const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
   const registry = new ServingRegistry(prisma, {
     approximateFrom: config.approximateIndexFrom,
+    ...(config.itemIndexDir === null ? {} : { indexStore: { dir: config.itemIndexDir ?? defaultIndexStoreDir() } }),
     onIndex: ({ error, ...event }) => (error === undefined ? logger.info(event, 'approximate index ready') : logger.warn({ ...event, err: error }, 'approximate index not built: serving exactly')),
     onScoring: ({ error, ...event }) => (error === undefined ? logger.info(event, 'model version loaded for serving') : logger.warn({ ...event, err: error }, 'ONNX Runtime could not take the scoring: serving on tfjs')),
   })

@@ -12,6 +12,7 @@ import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
 import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarRequest } from '@iisan/model/serving'
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
+import type { IndexSource, IndexStore } from '@iisan/model/item-index-store'
 import { MicroBatcher } from './micro-batcher.ts'
 import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
@@ -65,12 +66,14 @@ export interface ServingRegistryOptions {
    * exact scan answers until it is ready). Default: @iisan/model's ANN_MIN_ITEMS.
    */
   approximateFrom?: number
+  /** Where the indexes are shared with the host's other replicas (item-index-store.ts); none: built here alone. */
+  indexStore?: IndexStore
   /**
    * Told when a version's index is ready, or could not be built (it then stays exact). `reused`:
    * items whose rows the index already held, taken over from the copy this load replaced (0: built
    * from scratch).
    */
-  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; error?: unknown }) => void
+  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; sources: readonly IndexSource[]; error?: unknown }) => void
   /** Told where each loaded version scores (ServingModel.useRuntime); `error`: ORT failed to take it, tfjs serves. */
   onScoring?: (event: { modelVersionId: string; runtime: 'onnx' | 'tfjs'; error?: unknown }) => void
 }
@@ -82,6 +85,7 @@ export class ServingRegistry {
   private active = new Map<string, string>() // datasetId → model version id
   private readonly maxLoaded: number
   private readonly approximateFrom: number
+  private readonly indexStore: IndexStore | undefined
   private readonly onIndex: ServingRegistryOptions['onIndex']
   private readonly onScoring: ServingRegistryOptions['onScoring']
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
@@ -94,6 +98,7 @@ export class ServingRegistry {
   ) {
     this.maxLoaded = options.maxLoaded ?? 8
     this.approximateFrom = options.approximateFrom ?? ANN_MIN_ITEMS
+    this.indexStore = options.indexStore
     this.onIndex = options.onIndex
     this.onScoring = options.onScoring
   }
@@ -226,7 +231,7 @@ export class ServingRegistry {
     const D = version.embeddingDim
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
-    const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity })
+    const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity, indexStore: this.indexStore })
     // a batch becomes one ONNX Runtime run where it loads; tfjs serves otherwise, and if it fails
     await serving.useRuntime().then(
       (onnx) => this.onScoring?.({ modelVersionId: id, runtime: onnx ? 'onnx' : 'tfjs' }),
@@ -261,7 +266,7 @@ export class ServingRegistry {
     // a takeover that fails (e.g. the old copy disposed under it) costs only the build it would have saved
     const reused = held ? await model.serving.takeIndexFrom(held.serving).catch(() => 0) : 0
     const report = (error?: unknown) =>
-      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, reused, ...(error === undefined ? {} : { error }) })
+      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, reused, sources: model.serving.indexSources, ...(error === undefined ? {} : { error }) })
     model.serving.buildIndex().then(() => {
       this.indexedCopies.add(model)
       report()
