@@ -2,7 +2,10 @@
 // `npm start` runs it — a cluster primary and two replicas sharing one port, over a real database
 // and Redis with two loadable model versions. Each response names its replica (x-replica,
 // x-replica-pid); every request below opens its own connection, so the primary spreads them.
+import fs from 'node:fs'
 import http from 'node:http'
+import os from 'node:os'
+import path from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '@iisan/model'
@@ -32,6 +35,8 @@ let v1: string
 let v2: string
 /** the version the dataset's active model is meant to be */
 let active: string
+/** ITEM_INDEX_DIR of this API: where its replicas share their indexes */
+let indexDir: string
 /** recommendations answered 200 so far: what the aggregated counter must say */
 let recommended = 0
 
@@ -120,7 +125,9 @@ beforeAll(async () => {
   active = v1
   const port = await freePort()
   base = `http://127.0.0.1:${port}`
-  api = startService(API_ENTRY, { ...platform.env, API_REPLICAS: '2', PORT: String(port), HOST: '127.0.0.1' })
+  indexDir = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-replica-indexes-'))
+  // every version served from approximate indexes (here 30 items), shared by the replicas through indexDir
+  api = startService(API_ENTRY, { ...platform.env, API_REPLICAS: '2', PORT: String(port), HOST: '127.0.0.1', APPROXIMATE_INDEX_FROM: '1', ITEM_INDEX_DIR: indexDir })
   // up when both replicas answer
   await until(
     async () => {
@@ -136,6 +143,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopService(api, 'SIGKILL')
   await platform?.close()
+  if (indexDir) fs.rmSync(indexDir, { recursive: true, force: true })
 })
 
 describe('API_REPLICAS=2', () => {
@@ -148,6 +156,18 @@ describe('API_REPLICAS=2', () => {
     const pids = new Set(answers.map((a) => a.pid))
     expect(pids.size).toBe(2)
     expect(pids.has(api.pid!)).toBe(false)
+  })
+
+  it('builds each index once for both replicas: the other loads it from ITEM_INDEX_DIR', async () => {
+    const indexed = /^iisan_serving_indexed_models(?:\{[^}]*\})? (\d+)$/m
+    await until(async () => (Number(indexed.exec((await call('GET', '/metrics')).body)?.[1]) === 2 ? true : undefined), 30_000, 'both replicas to have v1 indexed')
+    // one file per index (recommendations, similar items): a replica that built its own would have
+    // saved a second file for each, under the hash of its own bytes
+    const files = fs.readdirSync(indexDir)
+    expect(files.filter((f) => f.endsWith('.usearch'))).toHaveLength(2)
+    expect(files.filter((f) => !f.endsWith('.usearch'))).toEqual([])
+    const similar = await call('GET', `/v1/items/I1/similar?datasetId=${datasetId}&k=5`)
+    expect(similar.status).toBe(200)
   })
 
   it('switches model under 200 concurrent requests without a 5xx, and then every replica serves the new version', async () => {
