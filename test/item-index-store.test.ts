@@ -62,7 +62,7 @@ describe('indexes shared through a folder', () => {
     changed[N * D] += 1e-3 // one value of the last row
     expect((await storedApproximateIndex(matrixRows(changed, D), D, options, s)).source).toBe('built')
     expect((await storedApproximateIndex(matrixRows(matrix, D), D, { ...options, metric: 'cos' }, s)).source).toBe('built')
-    expect((await storedApproximateIndex(matrixRows(matrix, D), D, { ...options, quantization: 'bf16' }, s)).source).toBe('built')
+    expect((await storedApproximateIndex(matrixRows(matrix, D), D, { ...options, quantization: 'f32' }, s)).source).toBe('built')
     expect(files(s)).toHaveLength(4)
   })
 
