@@ -75,7 +75,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
         // summed over replicas: a version is served from its index everywhere once this reaches replicas × versions
         new Gauge({
           name: 'iisan_serving_indexed_models',
-          help: 'model versions this replica answers from an approximate index (the others, building or small, scan exactly)',
+          help: 'model versions this replica answers from its approximate indexes, recommendations and similar items alike (the others, building or small, scan exactly)',
           registers: [registry],
           collect() {
             this.set(deps.registry.indexedModelIds().length)
