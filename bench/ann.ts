@@ -17,10 +17,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { Index, MetricKind, ScalarKind } from 'usearch'
-import { ANN_DEFAULTS, INDEX_QUANTIZATIONS, approximateIndex, type IndexMetric, type IndexQuantization } from '../packages/model/src/item-index.ts'
+import { ANN_DEFAULTS, INDEX_QUANTIZATIONS, approximateIndex, indexLibrary, type IndexMetric, type IndexQuantization } from '../packages/model/src/item-index.ts'
 import { topKByDot } from '../packages/model/src/serving.ts'
 import { clusteredCatalogue, gaussian } from './lib/synthetic-catalogue.ts'
 import { fail } from './lib/cli.ts'
+import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const USAGE =
   'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--ef-construction N] [--connectivity N] [--threads N] [--quantization f32,f16,bf16,i8] [--metric ip|cos] [--reduced]'
@@ -278,7 +279,7 @@ function dot(matrix: Float32Array, r: number, q: Float32Array): number {
 }
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits)
-console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, M=${opts.connectivity}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${os.cpus().length} cores (load ${os.loadavg()[0].toFixed(1)})`)
+console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, M=${opts.connectivity}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
 console.log('| N | vectors | build s | RSS Δ MB | efSearch | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
 console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
 for (const r of results as any[]) {
@@ -295,6 +296,6 @@ fs.mkdirSync(path.dirname(out), { recursive: true })
 const previous = fs.existsSync(out) ? (JSON.parse(fs.readFileSync(out, 'utf8')) as { runs?: unknown[] }) : {}
 const sameRun = (r: any, q: string) => opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === opts.connectivity && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric
 const runs = [...(previous.runs ?? []).filter((r: any) => !opts.quantizations.some((q) => sameRun(r, q)))]
-for (const r of results) runs.push({ ...r, params: { connectivity: opts.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: os.cpus()[0]?.model.trim(), date: new Date().toISOString() })
-fs.writeFileSync(out, JSON.stringify({ library: 'usearch@2.25.3', node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
+for (const r of results) runs.push({ ...r, params: { connectivity: opts.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
+fs.writeFileSync(out, JSON.stringify({ library: indexLibrary(), node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
 console.log(`wrote ${path.relative(process.cwd(), out)}`)

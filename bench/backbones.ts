@@ -32,6 +32,7 @@ import {
 import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomVit } from '@iisan/backbones/default'
 import { fail } from './lib/cli.ts'
 import { runTorchScript, type TorchRun } from './lib/torch.ts'
+import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 let quick = false
 try {
@@ -305,7 +306,7 @@ async function main(): Promise<void> {
       }
     })
 
-  console.log(`\nbackbones on ONNX Runtime ${ortVersion} (${os.availableParallelism()} threads) and tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
+  console.log(`\nbackbones on ONNX Runtime ${ortVersion} (${os.availableParallelism()} threads) and tfjs ${backend} (${machineLine()}, node ${process.version})`)
   console.table(
     rows.map((r) => ({
       model: r.model,
@@ -347,7 +348,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(out), { recursive: true })
   fs.writeFileSync(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), backend, onnxruntime: ortVersion, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, tensorsAtEnd: tf.memory().numTensors, rows, meanPaddedLength: paddedLength, torchReference: reference, comparison }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), backend, onnxruntime: ortVersion, machine: { ...machine(), loadAverage: loadAverage() }, tensorsAtEnd: tf.memory().numTensors, rows, meanPaddedLength: paddedLength, torchReference: reference, comparison }, null, 2)}\n`,
   )
   console.log(`wrote ${path.relative(process.cwd(), out)}`)
 }

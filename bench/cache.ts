@@ -33,6 +33,7 @@ import {
 } from '@iisan/embedding-cache'
 import { createCacheServer } from '../services/embedding-cache/src/server.ts'
 import { fail, deleteKeysWithPrefix } from './lib/cli.ts'
+import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N] [--encoders N,N… [--runs N] [--base]]'
 
@@ -236,10 +237,7 @@ async function compareEncoders(config: ReturnType<typeof loadConfig>, logger: Re
         command: `npx tsx bench/cache.ts ${process.argv.slice(2).join(' ')}`.trim(),
         backend,
         node: process.version,
-        cpu: os.cpus()[0]?.model ?? 'cpu',
-        cores: os.cpus().length,
-        availableParallelism: os.availableParallelism(),
-        loadAverageAtEnd: os.loadavg(),
+        machine: { ...machine(), loadAverageAtEnd: loadAverage() },
         items: N,
         images: K,
         chunkSize: CHUNK,
@@ -368,7 +366,7 @@ async function main(): Promise<void> {
       }
     })
 
-    console.log(`\nembedding cache on tfjs ${backend} (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, node ${process.version})`)
+    console.log(`\nembedding cache on tfjs ${backend} (${machineLine()}, node ${process.version})`)
     console.log(`${N} Scientific titles (${distinctTitles} distinct), ${K} with a synthetic 96×72 JPEG; chunk ${CHUNK}, group ${GROUP}, one service process, ${encoders} encoder${encoders > 1 ? ' threads' : ' (its own thread)'}\n`)
     console.table(
       throughput.map((t) => ({
@@ -409,8 +407,7 @@ async function main(): Promise<void> {
           date: new Date().toISOString(),
           backend,
           node: process.version,
-          cpu: os.cpus()[0]?.model ?? 'cpu',
-          cores: os.cpus().length,
+          machine: { ...machine(), loadAverageAtEnd: loadAverage() },
           items: N,
           distinctTitles,
           images: K,

@@ -6,13 +6,13 @@
 // state itself (FFT's state at base shapes is 3.1 GB; the worker holds it already).
 // Prints a table and writes bench/results/checkpoint.json (or --out).
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { dropDatabase, ensureDatabaseExists, withDatabase } from '@iisan/config'
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { applyMigrations, createPrisma, createTrainingJob, importDataset, loadTrainingCheckpoint, saveTrainingCheckpoint, type BlobTransportOptions } from '@iisan/storage'
+import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 type Transport = NonNullable<BlobTransportOptions['transport']>
 const TRANSPORTS: Transport[] = ['prisma', 'binary']
@@ -95,8 +95,7 @@ async function main(): Promise<void> {
   const repeats = positiveInt('repeats', values.repeats)
   const server = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
   const dbUrl = withDatabase(server, `iisan_bench_checkpoint_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`)
-  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown'
-  console.log(`bench:checkpoint: ${mib} MiB state in ${partMib} MiB parts, ${repeats} runs a transport; ${cpu}, ${os.availableParallelism()} cores, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
+  console.log(`bench:checkpoint: ${mib} MiB state in ${partMib} MiB parts, ${repeats} runs a transport; ${machineLine()}`)
   await ensureDatabaseExists(dbUrl)
   try {
     await applyMigrations(dbUrl, path.join(REPO, 'prisma/migrations'))
@@ -147,7 +146,7 @@ async function main(): Promise<void> {
     const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim()
     fs.writeFileSync(
       out,
-      `${JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:checkpoint -- --mib ${mib} --repeats ${repeats} --part-mib ${partMib}${values.out === undefined ? '' : ` --out ${path.relative(REPO, path.resolve(values.out))}`}`, source: 'measured', commit, machine: { cpu, cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() }, stateMib: mib, partMib, rows, ratios, runs }, null, 2)}\n`,
+      `${JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:checkpoint -- --mib ${mib} --repeats ${repeats} --part-mib ${partMib}${values.out === undefined ? '' : ` --out ${path.relative(REPO, path.resolve(values.out))}`}`, source: 'measured', commit, machine: { ...machine(), loadAverageAtEnd: loadAverage() }, stateMib: mib, partMib, rows, ratios, runs }, null, 2)}\n`,
     )
     console.log(`wrote ${path.relative(process.cwd(), out)}`)
   } finally {

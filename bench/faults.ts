@@ -13,7 +13,6 @@
 // is 1), the others still run. Every child process, the Redis, the PostgreSQL instance and the
 // temp folders are removed at the end, also on failure and Ctrl-C.
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { Fleet, REPO_ROOT, loggedErrors, progress } from './faults/infra.ts'
@@ -24,6 +23,7 @@ import { cacheScenario } from './faults/cache.ts'
 import { authScenario } from './faults/auth.ts'
 import { fuzzScenario } from './faults/fuzz.ts'
 import { findingsFor } from './faults/findings.ts'
+import { loadAverage, machine } from './lib/machine.ts'
 
 const SCENARIOS = ['kills', 'redis', 'postgres', 'cache', 'auth', 'fuzz'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -111,7 +111,7 @@ try {
     const report = {
       generatedAt: new Date().toISOString(),
       command: `npx tsx bench/faults.ts${quick ? ' --quick' : ''}${options.only.length < SCENARIOS.length ? ` --only ${options.only.join(',')}` : ''}`,
-      machine: { cpus: os.cpus().length, loadAverage: os.loadavg().map((l) => Math.round(l * 10) / 10), memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+      machine: { ...machine(), loadAverage: loadAverage() },
       quick,
       seconds: Math.round((Date.now() - t0) / 1000),
       scenarios: results,

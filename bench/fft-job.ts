@@ -20,6 +20,7 @@ import { datasetContentLoader, runTrainingJob, sampleDataset, type JobProgress }
 import { parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { applyMigrations, createPrisma, createTrainingJob, decodeItemEmbeddings, getModelVersion, importDataset } from '@iisan/storage'
 import { syntheticImage } from './lib/synthetic-images.ts'
+import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const { values } = parseOptions({ users: { type: 'string', default: '6' }, epochs: { type: 'string', default: '2' } }, 'usage: npm run bench:fft-job -- [--users N] [--epochs E]')
@@ -35,7 +36,7 @@ await initBackend()
 const server = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
 const dbUrl = withDatabase(server, `iisan_bench_fft_job_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`)
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-fft-job-'))
-say(`bench:fft-job: ${users} users, ${epochs} epochs; ${os.cpus()[0]?.model.trim()}, ${os.availableParallelism()} cores, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
+say(`bench:fft-job: ${users} users, ${epochs} epochs; ${machineLine()}`)
 await ensureDatabaseExists(dbUrl)
 const prisma = createPrisma(dbUrl)
 try {
@@ -99,7 +100,7 @@ try {
     command: `npm run bench:fft-job -- --users ${users} --epochs ${epochs}`,
     source: 'measured',
     commit: execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim(),
-    machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverageAtEnd: os.loadavg() },
+    machine: { ...machine(), loadAverageAtEnd: loadAverage() },
     setup: `FFT through runTrainingJob (the worker's code), BERT-base + ViT-B/16 shapes with random weights, ${users} Scientific users, ${items.length} items with synthetic PNG images, 2 users a step`,
     outcome,
     totalSeconds: elapsed(),

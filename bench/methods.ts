@@ -62,6 +62,7 @@ import { SCIENTIFIC_DIR } from '@iisan/pipeline/dataset/sample'
 import { errorMessage, fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { mergeRows, type EarlierRun, type RunLabel } from './lib/methods-merge.ts'
 import { randomBaseStates } from './random-states.ts'
+import { machine as benchMachine } from './lib/machine.ts'
 
 const CHILD_ENV = 'IISAN_BENCH_METHODS_CHILD'
 const RESULTS = 'bench/results'
@@ -542,7 +543,7 @@ interface SizeReport {
 }
 
 function machine() {
-  return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, memoryGb: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}`, tfBackend: 'wasm' }
+  return { ...benchMachine(), tfBackend: 'wasm' }
 }
 
 function runChild<T>(spec: ChildSpec, work: string, onProgress: (p: Progress) => void): Promise<T> {

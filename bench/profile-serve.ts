@@ -19,6 +19,7 @@ import { createModelVersion, type PrismaClient } from '@iisan/storage'
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import { createCatalogueVersion } from './lib/catalogue-version.ts'
 import { startQuickApi } from '../test/helpers/quick-api.ts'
+import { loadAverage, machine } from './lib/machine.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE = 'usage: npx tsx bench/profile-serve.ts [--seconds S] [--connections C] [--top N] [--by history|user] [--catalogue N]'
@@ -102,7 +103,7 @@ try {
     generatedAt: new Date().toISOString(),
     command: `npx tsx bench/profile-serve.ts --seconds ${seconds} --connections ${connections} --by ${values.by}${catalogue ? ` --catalogue ${catalogue}` : ''}`,
     source: 'measured',
-    machine: { cpu: os.cpus()[0]?.model.trim(), cores: os.availableParallelism(), node: process.version, loadAverage: os.loadavg() },
+    machine: { ...machine(), loadAverage: loadAverage() },
     setup: `one API process, ${catalogue ? 'a synthetic catalogue' : 'Scientific'} (${items.length} items), untrained ID-SASRec D = 64, k = 10, ${byUser ? 'stored histories by userId' : '10-item histories'}, autocannon in a child process`,
     load: JSON.parse(load.trim()),
     byPackage: rank(byPackage),

@@ -42,6 +42,7 @@ import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
 import { createCatalogueVersion } from './lib/catalogue-version.ts'
 import { fail, freePort, deleteKeysWithPrefix } from './lib/cli.ts'
+import { loadAverage, machine } from './lib/machine.ts'
 
 const REPO = path.resolve(import.meta.dirname, '..')
 const USAGE =
@@ -496,7 +497,7 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
   else if (items !== null && items !== k) progress(`  !!! probe of ${target.label} returned ${items} items, expected ${k}`)
   // warm-up: 2 s at the same concurrency, not recorded
   await autocannon({ url: base, connections, duration: 2, requests: [target.request()] })
-  const loadAverageBefore = os.loadavg().map((l) => Math.round(l * 100) / 100)
+  const loadAverageBefore = loadAverage()
   // the API is a cluster primary and its replicas (API_REPLICAS): all of them, read once per row
   const { pids, rssMb: treeRss } = apiTree(serverPid)
   const before = treeRss()
@@ -604,29 +605,6 @@ function catalogueTableRows(rows: CatalogueSizeResult[]): Record<string, unknown
 
 // ---------------------------------------------------------------------------------------------
 
-function machine() {
-  let commit = 'unknown'
-  let dirty = false
-  try {
-    commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-    dirty = execFileSync('git', ['status', '--porcelain', '--', 'packages', 'services', 'scripts'], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== ''
-  } catch {
-    // not a git checkout (e.g. a `git archive` export of a commit, to measure it apart from a
-    // working tree others are editing): BENCH_GIT_COMMIT names the commit it was exported from
-    commit = process.env.BENCH_GIT_COMMIT?.trim() || 'unknown'
-  }
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memoryGb: Math.round(os.totalmem() / 2 ** 30),
-    node: process.version,
-    platform: `${os.platform()} ${os.release()}`,
-    gitCommit: commit,
-    /** uncommitted changes under packages/, services/ or scripts/ when the run started */
-    gitDirty: dirty,
-  }
-}
-
 async function main(): Promise<void> {
   const suffix = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`
   const server0 = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
@@ -636,7 +614,7 @@ async function main(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'iisan-bench-serve-'))
   const startedAt = new Date()
   const machineInfo = machine()
-  const loadAverageAtStart = os.loadavg().map((l) => Math.round(l * 100) / 100)
+  const loadAverageAtStart = loadAverage()
   progress(`bench:serve${options.quick ? ' --quick' : ''}: ${machineInfo.cpu}, ${machineInfo.cores} cores, node ${machineInfo.node}, commit ${machineInfo.gitCommit.slice(0, 10)}, load ${loadAverageAtStart.join(' ')}`)
 
   let dropped = false
@@ -746,7 +724,7 @@ async function main(): Promise<void> {
     if (!options.skipCatalogue) {
       catalogue = await measureCatalogueScale({ sizes: options.sizes, D: 64, k: options.k, seconds: options.catalogueSeconds, minRequests: 50, scorers: options.scorers, onProgress: progress })
     }
-    const loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100)
+    const loadAverageAtEnd = loadAverage()
 
     // 6. report
     const loadTable = loadTableRows(loadRows)

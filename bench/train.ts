@@ -12,7 +12,6 @@
 // For IISAN, when a python3 with torch is found, bench/reference/torch_iisan_step.py times the
 // cached step at the authors' shapes in PyTorch on 2 threads in the same run (--skip-torch: not).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import {
   SequentialRecommender,
@@ -33,6 +32,7 @@ import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { STEP_BENCH_METHODS, randomBaseInputs, stepBenchMethod } from './method-choice.ts'
 import { STATES_PLACES, type StatesPlace } from './random-states.ts'
 import { runTorchScript } from './lib/torch.ts'
+import { loadAverage, machine } from './lib/machine.ts'
 
 const USAGE = `usage: npm run bench:train -- [--method ${STEP_BENCH_METHODS.join('|')}] [--steps N] [--users N] [--json PATH] [--skip-eval] [--skip-torch] [--threads N,M,…] [--states ${STATES_PLACES.join('|')}]`
 const { values } = parseOptions(
@@ -140,9 +140,7 @@ const result = {
   backend,
   // where the item side's training pass ran (IISAN's SAN: ONNX Runtime wherever it loads)
   training_runtime: model.itemEncoder.trainingRuntime ?? 'tfjs',
-  cpu: os.cpus()[0]?.model ?? 'unknown',
-  cores: os.availableParallelism(),
-  load_average: os.loadavg(),
+  machine: { ...machine(), loadAverage: loadAverage() },
   generated_at: new Date().toISOString(),
   users: data.stats.usersKept,
   items: N,
@@ -171,7 +169,7 @@ console.table({
   [method]: {
     backend,
     'SAN on': result.training_runtime,
-    cores: result.cores,
+    cores: result.machine.cores,
     states: result.states ?? '-',
     'median step (s)': +medianStep.toFixed(3),
     'epoch (s)': +(medianStep * stepsPerEpoch).toFixed(1),

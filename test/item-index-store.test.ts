@@ -127,6 +127,16 @@ describe('indexes shared through a folder', () => {
     await expect(abandoned).rejects.toThrow(/cancelled/)
   })
 
+  it('a folder that cannot be used costs the sharing, not the index', async () => {
+    const s = store()
+    const file = path.join(s.dir, 'a-file')
+    fs.writeFileSync(file, '')
+    // a folder under a file: mkdir fails (ENOTDIR), as it would on a read-only or missing mount
+    const { index, source } = await storedApproximateIndex(matrixRows(matrix, D), D, options, { dir: path.join(file, 'indexes') })
+    expect(source).toBe('built')
+    expect(index.size).toBe(N)
+  })
+
   it('keeps the most recently used files up to maxFiles', async () => {
     const s = store(2)
     const variants = [1, 2, 3].map((seed) => clusteredCatalogue(500, D, seed))

@@ -48,7 +48,7 @@ export type IndexSource = 'built' | 'loaded'
  * The index over rows 1..N of `rows`: loaded from the store when a replica saved one over the same
  * rows and options, else built here in slices (approximateIndexInSlices) and saved. Waits while
  * another replica builds it. A file that cannot be read is deleted and the index built again; one
- * that cannot be written leaves the index built and unsaved.
+ * that cannot be written, or a folder that cannot be used, leaves the index built here and unsaved.
  */
 export async function storedApproximateIndex(
   rows: ItemRows,
@@ -59,14 +59,18 @@ export async function storedApproximateIndex(
 ): Promise<{ index: ApproximateItemIndex; source: IndexSource }> {
   const lockStaleMs = timing.lockStaleMs ?? INDEX_STORE_DEFAULTS.lockStaleMs
   const pollMs = timing.pollMs ?? INDEX_STORE_DEFAULTS.pollMs
-  fs.mkdirSync(store.dir, { recursive: true })
+  // a folder that cannot be used costs the sharing, not the index
+  const alone = async () => ({ index: await approximateIndexInSlices(rows, D, options), source: 'built' as const })
+  if (!writable(store.dir)) return alone()
   const key = await fingerprint(rows, D, options)
   const lock = path.join(store.dir, `${key}.lock`)
   for (;;) {
     if (options.isCancelled?.()) throw new Error('index build cancelled')
     const loaded = await loadIfSaved(store, key, rows, D, options)
     if (loaded) return { index: loaded, source: 'loaded' }
-    if (takeLock(lock)) {
+    const locked = takeLock(lock)
+    if (locked === undefined) return alone()
+    if (locked) {
       try {
         // saved between the look above and the lock
         const late = await loadIfSaved(store, key, rows, D, options)
@@ -174,13 +178,23 @@ function prune(store: IndexStore): void {
   for (const { file } of files.slice(keep)) fs.rmSync(file, { force: true })
 }
 
-function takeLock(lock: string): boolean {
+/** true: taken; false: another holds it; undefined: the folder refuses files (read-only, full, gone). */
+function takeLock(lock: string): boolean | undefined {
   try {
     fs.writeFileSync(lock, `${process.pid}\n`, { flag: 'wx' })
     return true
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
-    throw error
+    return (error as NodeJS.ErrnoException).code === 'EEXIST' ? false : undefined
+  }
+}
+
+function writable(dir: string): boolean {
+  try {
+    fs.mkdirSync(dir, { recursive: true })
+    fs.accessSync(dir, fs.constants.W_OK)
+    return true
+  } catch {
+    return false
   }
 }
 
