@@ -37,7 +37,7 @@ import { dropDatabase, ensureDatabaseExists, loadConfig, withDatabase } from '@i
 import { applyMigrations, createPrisma } from '@iisan/storage'
 import { createRedisConnection } from '@iisan/queue'
 import { sampleDataset } from '@iisan/pipeline'
-import { mulberry32 } from '@iisan/model'
+import { getMethod, mulberry32 } from '@iisan/model'
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import { CATALOGUE_SCORERS, measureCatalogueScale, type CatalogueSizeResult } from './lib/catalogue-scale.ts'
 import { createCatalogueVersion } from './lib/catalogue-version.ts'
@@ -345,7 +345,7 @@ const HELLO_TARGET: Target = {
 }
 
 function targets(w: Workload, datasetId: string, models: TrainingOutcome[], k: number): Target[] {
-  return [HELLO_TARGET, ...models.flatMap((m) => modelTargets(w, datasetId, { name: m.method === 'iisan' ? 'IISAN' : m.method === 'sasrec-id' ? 'ID-SASRec' : m.method, modelVersionId: m.modelVersionId }, k))]
+  return [HELLO_TARGET, ...models.flatMap((m) => modelTargets(w, datasetId, { name: getMethod(m.method).label, modelVersionId: m.modelVersionId }, k))]
 }
 
 /** By history, by userId and similar items, for one model version. */

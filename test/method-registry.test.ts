@@ -36,6 +36,8 @@ beforeAll(async () => {
 describe('the registry', () => {
   it('holds every method of the paper once, each with its own settings in the one schema', () => {
     expect(METHODS.map((m) => m.name)).toEqual(['sasrec-id', 'iisan', 'iisan-uncached', 'fft', 'adapter', 'lora', 'bitfit'])
+    // the names tables and charts print (bench:serve's rows), as the paper writes them
+    expect(METHODS.map((m) => m.label)).toEqual(['ID-SASRec', 'IISAN', 'IISAN (uncached)', 'FFT', 'Adapter', 'LoRA', 'BitFit'])
     const keys = Object.keys(TrainingConfigSchema.properties)
     for (const m of METHODS) for (const key of Object.keys(m.configProperties)) expect(keys).toContain(key)
     expect(() => getMethod('ffft')).toThrow(/unknown method "ffft" \(available: sasrec-id, iisan, iisan-uncached, fft, adapter, lora, bitfit\)/)

@@ -5,6 +5,7 @@ import { FINE_TUNING_DEFAULTS, fineTuningMethod } from './fine-tuning.ts'
 
 export const adapter = fineTuningMethod({
   name: 'adapter',
+  label: 'Adapter',
   summary: 'Houlsby adapters inside every layer of BERT and ViT; the backbones stay frozen',
   configProperties: { adapterBottleneck: Type.Integer({ minimum: 1, maximum: 4096, description: 'adapter bottleneck width (run_adapter.py: 64)' }) },
   defaults: { ...FINE_TUNING_DEFAULTS, lrUser: 2e-4, lrTextAdapters: 4e-4, lrImageAdapters: 4e-4, adapterBottleneck: 64 },

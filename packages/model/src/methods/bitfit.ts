@@ -4,6 +4,7 @@ import { FINE_TUNING_DEFAULTS, fineTuningMethod } from './fine-tuning.ts'
 
 export const bitfit = fineTuningMethod({
   name: 'bitfit',
+  label: 'BitFit',
   summary: 'BitFit: only the biases of BERT and ViT train',
   defaults: { ...FINE_TUNING_DEFAULTS, lrUser: 2e-4 },
   paramGroups: { textEncoder: "BERT's biases", imageEncoder: "ViT's biases" },

@@ -3,6 +3,7 @@ import { FINE_TUNING_DEFAULTS, fineTuningMethod } from './fine-tuning.ts'
 
 export const fft = fineTuningMethod({
   name: 'fft',
+  label: 'FFT',
   summary: 'full fine-tuning: every weight of BERT and ViT trains with the recommender (the paper\'s most expensive baseline)',
   defaults: { ...FINE_TUNING_DEFAULTS, lrUser: 1e-4 },
   paramGroups: { textEncoder: 'every BERT weight', imageEncoder: 'every ViT weight' },

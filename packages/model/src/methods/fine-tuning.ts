@@ -25,6 +25,7 @@ export interface FineTuningConfig extends ModelConfigBase {
 
 export interface FineTuningSpec {
   name: string
+  label: string
   summary: string
   configProperties?: TProperties
   /** its own settings' defaults and the rates it trains at (Code_Uncached/scripts/run_<name>.py) */
@@ -57,6 +58,7 @@ class ServedFromMatrix implements ItemEncoder {
 export function fineTuningMethod(spec: FineTuningSpec): TrainingMethod<FineTuningConfig> {
   return {
     name: spec.name,
+    label: spec.label,
     summary: spec.summary,
     reads: 'item-content',
     configProperties: spec.configProperties ?? {},

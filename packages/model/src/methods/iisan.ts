@@ -112,6 +112,7 @@ export const iisan: TrainingMethod<IisanConfig> = {
   },
   defaults: { ...IISAN_DEFAULTS, trainThreads: TRAIN_THREADS },
   name: 'iisan',
+  label: 'IISAN',
   summary: 'IISAN: a side adapted network over cached text and image backbone states (the frozen backbones run once per item, not per step)',
   reads: 'cached-states',
   modelConfig(numItems, settings, { states }) {
@@ -127,6 +128,7 @@ export const iisan: TrainingMethod<IisanConfig> = {
 export const iisanUncached: TrainingMethod<IisanConfig> = {
   ...SAN_FAMILY,
   name: 'iisan-uncached',
+  label: 'IISAN (uncached)',
   summary: 'IISAN with the frozen backbones run inside every training step instead of read from the cache: the same model and losses as iisan, at the cost the cache saves',
   reads: 'item-content',
   modelConfig(numItems, settings, { backbones }) {

@@ -6,6 +6,7 @@ import { FINE_TUNING_DEFAULTS, fineTuningMethod } from './fine-tuning.ts'
 
 export const lora = fineTuningMethod({
   name: 'lora',
+  label: 'LoRA',
   summary: 'LoRA: low-rank updates of the query and value projections of BERT and ViT; the backbones stay frozen',
   configProperties: {
     loraRank: Type.Integer({ minimum: 1, maximum: 1024, description: 'r, the rank of the update (run_lora.py: 8)' }),

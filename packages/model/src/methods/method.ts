@@ -66,6 +66,8 @@ export interface MethodCapabilities {
 
 export interface TrainingMethod<C extends ModelConfigBase = ModelConfigBase> {
   readonly name: string
+  /** the method's name as the paper writes it ("ID-SASRec", "LoRA"), for tables and charts */
+  readonly label: string
   /** one sentence for the API's method list, the CLI's help and the dashboard */
   readonly summary: string
   readonly reads: ItemSource

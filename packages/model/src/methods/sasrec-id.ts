@@ -11,6 +11,7 @@ export function sasRecIdConfig(numItems: number, overrides: Partial<SasRecIdConf
 
 export const sasRecId: TrainingMethod<SasRecIdConfig> = {
   name: 'sasrec-id',
+  label: 'ID-SASRec',
   summary: 'SASRec over learned item-ID embeddings: the ID baseline; cannot recommend items it was not trained on',
   reads: 'item-ids',
   configProperties: {},
