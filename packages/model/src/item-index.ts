@@ -361,10 +361,12 @@ class UsearchItemIndex implements ApproximateItemIndex {
     return this.longestRows
   }
 
-  search(query: Float32Array, k: number, exclude?: Exclusion, upTo = this.count, shortlistScores?: Float32Array): ScoredItem[] {
+  search(given: Float32Array, k: number, exclude?: Exclusion, upTo = this.count, shortlistScores?: Float32Array): ScoredItem[] {
     const native = this.live()
-    if (query.length !== this.D) throw new Error(`query has ${query.length} values, expected D = ${this.D}`)
+    if (given.length !== this.D) throw new Error(`query has ${given.length} values, expected D = ${this.D}`)
     if (k <= 0 || this.count === 0) return []
+    // cosine: the query made unit once (as the exact scan does), so a row's score is u·e_j / |e_j|
+    const query = this.metric === 'cos' ? scaled(given, 1 / (Math.sqrt(dot(given, 0, given)) || 1)) : given
     const last = Math.min(upTo, this.count)
     const excludes = exclude === undefined ? undefined : typeof exclude === 'function' ? exclude : (i: number) => exclude.has(i)
     const isExcluded = last === this.count ? excludes : (i: number) => i > last || excludes?.(i) === true
@@ -473,17 +475,20 @@ class UsearchItemIndex implements ApproximateItemIndex {
     }))
   }
 
-  /** The exact score by the index's metric of the row at `offset` of `rows` against `query`. */
+  /** The exact score by the index's metric of the row at `offset` of `rows` against `query` (unit for cosine: see search). */
   private score(rows: Float32Array, offset: number, query: Float32Array): number {
     const product = dot(rows, offset, query)
-    if (this.metric === 'ip') return product
-    return product / ((Math.sqrt(dot(rows, offset, rows.subarray(offset, offset + this.D))) || 1) * (Math.sqrt(dot(query, 0, query)) || 1))
+    return this.metric === 'ip' ? product : product / (Math.sqrt(dot(rows, offset, rows.subarray(offset, offset + this.D))) || 1)
   }
 }
 
 /** The k-th best score found so far (−∞ while fewer than k): what an exactly scored extra must reach. */
 function kthBestScore(found: ScoredItem[], k: number): number {
   return found.length >= k ? found.map((f) => f.score).sort((a, b) => b - a)[k - 1] : -Infinity
+}
+
+function scaled(values: Float32Array, factor: number): Float32Array {
+  return values.map((x) => x * factor)
 }
 
 /** u·e of the row at `offset` of `rows`, accumulated in the same order as topKByDot. */
