@@ -32,12 +32,15 @@ function usearch(): typeof import('usearch') {
 }
 import type { ScoredItem } from './serving.ts'
 
+let libraryVersion: string | undefined
 /** The library and its version ("usearch@2.25.3"): a saved index is read only by the build that wrote it. */
 export function indexLibrary(): string {
-  const require = createRequire(import.meta.url)
   // the package exports no package.json: found beside its CommonJS entry (javascript/dist/cjs/usearch.js)
-  const root = path.resolve(path.dirname(require.resolve('usearch')), '..', '..', '..')
-  return `usearch@${(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version}`
+  libraryVersion ??= (() => {
+    const root = path.resolve(path.dirname(createRequire(import.meta.url).resolve('usearch')), '..', '..', '..')
+    return `usearch@${(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version}`
+  })()
+  return libraryVersion
 }
 
 /**
