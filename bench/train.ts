@@ -180,11 +180,13 @@ console.table({
     'GFLOP/s': +result.achieved_gflops.toFixed(1),
   },
 })
-// the authors' step on this CPU, as near as we can run it: a PyTorch rewrite of their cached step
-// (every B·(T+1) slot through the SAN), 2 threads, the same steps count; optional
-const TORCH_STEP = 'bench/reference/torch_iisan_step.py'
+// the authors' step on this CPU, as near as we can run it: a PyTorch rewrite of their step, for
+// the methods one exists for (IISAN's cached step: every B·(T+1) slot through the SAN), 2 threads,
+// the same steps count; optional
+const TORCH_STEPS: Partial<Record<string, string>> = { iisan: 'bench/reference/torch_iisan_step.py' }
+const TORCH_STEP = TORCH_STEPS[method]
 const torchStep =
-  method === 'iisan' && !values['skip-torch']
+  TORCH_STEP && !values['skip-torch']
     ? runTorchScript<{ torch: string; threads: number; trainableParams: number; slotsPerStep: number; medianStepSeconds: number; stepTimesSeconds: number[] }>(TORCH_STEP, ['--threads', '2', '--steps', String(steps)])
     : null
 if (torchStep?.source === 'measured') {

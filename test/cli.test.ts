@@ -73,6 +73,9 @@ const cases: Case[] = [
   ['bench/profile-step.ts', ['--top', '0'], '--top'],
   ['bench/profile-step.ts', ['--method', 'nope'], '--method'],
   ['bench/profile-step.ts', ['--bogus'], '--bogus'],
+  ['bench/custom-grads.ts', ['--rows', '0'], '--rows'],
+  ['bench/custom-grads.ts', ['--width', '7'], '--width'],
+  ['bench/custom-grads.ts', ['--bogus'], '--bogus'],
   // npm run backbone
   ['packages/backbones/src/cli.ts', ['hidden-states', '--bogus'], '--bogus'],
   ['packages/backbones/src/cli.ts', ['hidden-states', '--model', '/nonexistent', '--texts', '/dev/null', '--batch-size', '0'], '--batch-size'],

@@ -202,7 +202,7 @@ describe('a worker killed in the middle of training', () => {
     await api.app.ready()
     const http = request(api.app.server)
     // small checkpoint parts: the resumed state is reassembled from many rows
-    const env = { ...platform.env, CHECKPOINT_PART_BYTES: '65536' }
+    const env = { ...platform.env, BLOB_PART_BYTES: '65536' }
     const workers = [startService(WORKER_ENTRY, env), startService(WORKER_ENTRY, { ...env, WORKER_HEALTH_PORT: String(await freePort()) })]
     try {
       const slice = sampleDataset(300)

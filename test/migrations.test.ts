@@ -212,9 +212,13 @@ describe('loadConfig', () => {
     expect(c.imageBackboneDir).toBeUndefined()
     expect(loadConfig({}).backboneRuntime).toBeUndefined()
     // unset: @iisan/storage's default decides
-    expect(loadConfig({ CHECKPOINT_PART_BYTES: '4096' }).checkpointPartBytes).toBe(4096)
-    expect(loadConfig({}).checkpointPartBytes).toBeUndefined()
+    expect(loadConfig({ BLOB_PART_BYTES: '4096' }).blobPartBytes).toBe(4096)
+    expect(loadConfig({ CHECKPOINT_PART_BYTES: '4096' }).blobPartBytes).toBe(4096) // its older name
+    expect(loadConfig({ BLOB_PART_BYTES: '4096', CHECKPOINT_PART_BYTES: '4096' }).blobPartBytes).toBe(4096)
+    expect(loadConfig({}).blobPartBytes).toBeUndefined()
+    expect(() => loadConfig({ BLOB_PART_BYTES: '1.5' })).toThrow(/BLOB_PART_BYTES/)
     expect(() => loadConfig({ CHECKPOINT_PART_BYTES: '1.5' })).toThrow(/CHECKPOINT_PART_BYTES/)
+    expect(() => loadConfig({ BLOB_PART_BYTES: '4096', CHECKPOINT_PART_BYTES: '8192' })).toThrow(/CHECKPOINT_PART_BYTES.*contradicts BLOB_PART_BYTES=4096/)
     // unset: @iisan/model's default folder; `none`: no sharing
     expect(loadConfig({ ITEM_INDEX_DIR: '/srv/indexes' }).itemIndexDir).toBe('/srv/indexes')
     expect(loadConfig({ ITEM_INDEX_DIR: 'none' }).itemIndexDir).toBeNull()

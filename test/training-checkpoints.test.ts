@@ -388,10 +388,10 @@ describe('a model version’s weights', () => {
 })
 
 describe('a training job and its checkpoint parts', () => {
-  it('the worker refuses at start a CHECKPOINT_PART_BYTES its checkpoints could not be read back with', async () => {
+  it.each(['BLOB_PART_BYTES', 'CHECKPOINT_PART_BYTES'])('the worker refuses at start a %s its checkpoints could not be read back with', async (variable) => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
       cwd: REPO_ROOT,
-      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', CHECKPOINT_PART_BYTES: String(BLOB_MAX_PART_BYTES + 1) },
+      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', [variable]: String(BLOB_MAX_PART_BYTES + 1) },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stderr = ''
@@ -402,7 +402,7 @@ describe('a training job and its checkpoint parts', () => {
     const [code] = await once(child, 'exit')
     clearTimeout(timer)
     expect(code, stderr).toBe(1)
-    expect(stderr.trim()).toMatch(new RegExp(`^CHECKPOINT_PART_BYTES: .*${BLOB_MAX_PART_BYTES + 1}$`))
+    expect(stderr.trim()).toMatch(new RegExp(`^BLOB_PART_BYTES \\(or CHECKPOINT_PART_BYTES, its older name\\): .*${BLOB_MAX_PART_BYTES + 1}$`))
   }, 70_000)
 
   it('trains from scratch over an unreadable checkpoint (logged), checkpoints in parts of the size it is given, and leaves none behind', async () => {
@@ -414,7 +414,7 @@ describe('a training job and its checkpoint parts', () => {
     const logs: string[] = []
     let partsSeen = 0
     const outcome = await runTrainingJob(prisma, job.id, {
-      checkpointPartBytes: 1024,
+      blobPartBytes: 1024,
       log: (message) => logs.push(message),
       // in the second epoch the first one's checkpoint is stored
       onProgress: async (p: JobProgress) => {

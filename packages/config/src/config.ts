@@ -48,11 +48,12 @@ export interface AppConfig {
    */
   cacheEncoders: number
   /**
-   * CHECKPOINT_PART_BYTES — bytes per stored part of a training job's checkpoint and of its model's
-   * weights (the worker). Unset: the storage default (@iisan/storage's BLOB_PART_BYTES, 32 MiB);
-   * the worker refuses at start a size above BLOB_MAX_PART_BYTES (192 MiB).
+   * BLOB_PART_BYTES (older name: CHECKPOINT_PART_BYTES) — bytes per stored part of a large value
+   * the worker writes: a training job's checkpoint and its model's weights. Unset: the storage
+   * default (@iisan/storage's BLOB_PART_BYTES, 32 MiB); the worker refuses at start a size above
+   * BLOB_MAX_PART_BYTES (192 MiB).
    */
-  checkpointPartBytes?: number
+  blobPartBytes?: number
   /** EMBEDDING_CACHE_PORT — port of the embedding-cache service. */
   embeddingCachePort: number
   /**
@@ -163,6 +164,16 @@ export function loadConfig(env: Env = process.env): AppConfig {
     }
     return n
   }
+  /** A renamed variable: its older name still works, and the two may not disagree. */
+  const renamed = (name: string, older: string): { variable: string; value: string } | undefined => {
+    const value = raw(name)
+    const alias = raw(older)
+    if (value !== undefined && alias !== undefined && value !== alias) {
+      issues.push({ variable: older, value: alias, message: `contradicts ${name}=${value} (${older} is its older name: set one)` })
+    }
+    if (value !== undefined) return { variable: name, value }
+    return alias === undefined ? undefined : { variable: older, value: alias }
+  }
   const count = (name: string, fallback: number, what: string): number => {
     const v = raw(name)
     if (v === undefined) return fallback
@@ -210,7 +221,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const cacheEncoders = count('CACHE_ENCODERS', 1, 'encoder threads, 1 or more (1 = encode in the service thread, the default)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const itemIndexDir = raw('ITEM_INDEX_DIR')
-  const checkpointPartBytes = raw('CHECKPOINT_PART_BYTES') === undefined ? undefined : count('CHECKPOINT_PART_BYTES', 1, 'bytes, 1 or more')
+  const blobPartSize = renamed('BLOB_PART_BYTES', 'CHECKPOINT_PART_BYTES')
+  const blobPartBytes = blobPartSize && count(blobPartSize.variable, 1, 'bytes, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
   const tfBackend = oneOf('TF_BACKEND', TF_BACKENDS, raw('TF_BACKEND'))
   const backboneRuntime = oneOf('BACKBONE_RUNTIME', BACKBONE_RUNTIMES, raw('BACKBONE_RUNTIME'))
@@ -223,12 +235,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     issues.push({ variable: 'API_KEYS', value: '***', message: 'each key must be at least 16 characters without whitespace' })
   }
   const backbone = (name: 'TEXT_BACKBONE' | 'IMAGE_BACKBONE'): { spec: string; dir: string } | undefined => {
-    const value = raw(name)
-    const alias = raw(`${name}_DIR`)
-    if (value !== undefined && alias !== undefined && value !== alias) {
-      issues.push({ variable: `${name}_DIR`, value: alias, message: `contradicts ${name}=${value} (${name}_DIR is its older name: set one)` })
-    }
-    const spec = value ?? alias
+    const spec = renamed(name, `${name}_DIR`)?.value
     if (spec === undefined) return undefined
     const resolved = resolveBackboneSpec(spec, { cacheDir: defaultBackboneCacheDir(env) })
     return { spec, dir: resolved.kind === 'disabled' ? spec : resolved.dir }
@@ -278,7 +285,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     apiKeys,
   }
   if (approximateIndexFrom !== undefined) config.approximateIndexFrom = approximateIndexFrom
-  if (checkpointPartBytes !== undefined) config.checkpointPartBytes = checkpointPartBytes
+  if (blobPartBytes !== undefined) config.blobPartBytes = blobPartBytes
   if (itemIndexDir !== undefined) config.itemIndexDir = itemIndexDir === 'none' ? null : itemIndexDir
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })

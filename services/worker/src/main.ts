@@ -27,9 +27,9 @@ const config = loadConfigOrExit()
 const logger = createLogger('worker', config)
 try {
   // a part size the reader could not read back stops the worker now, not after a job's first epoch
-  blobPartBytes(config.checkpointPartBytes)
+  blobPartBytes(config.blobPartBytes)
 } catch (e) {
-  console.error(`CHECKPOINT_PART_BYTES: ${e instanceof Error ? e.message : String(e)}`)
+  console.error(`BLOB_PART_BYTES (or CHECKPOINT_PART_BYTES, its older name): ${e instanceof Error ? e.message : String(e)}`)
   process.exit(1)
 }
 await initBackend({ logger, prefer: config.tfBackend })
@@ -67,7 +67,7 @@ const worker = createTrainingWorker(
         if (token) await job.extendLock(token, TRAINING_WORKER_LEASE.lockDuration)
       },
       isTransient: isInfrastructureError,
-      checkpointPartBytes: config.checkpointPartBytes,
+      blobPartBytes: config.blobPartBytes,
       retryDelayMs: () => trainingRetryDelayMs(job.attemptsMade + 1),
       isInterrupted: () => shuttingDown,
       // IISAN: the embedding cache builds (or resumes) the dataset's states, then streams them

@@ -63,7 +63,7 @@ export interface RunJobOptions {
   /** When a job handed back after a transient error runs again. */
   retryDelayMs?(): number
   /** Bytes per stored part of the job's checkpoints and model weights (default: @iisan/storage's BLOB_PART_BYTES). */
-  checkpointPartBytes?: number
+  blobPartBytes?: number
 }
 
 export type JobOutcome =
@@ -218,7 +218,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       onCheckpoint: async (state: TrainingState) => {
         const bytes = serializeTrainingState(state)
         const checkpoint = { jobId, epoch: state.epoch, state: bytes, meta: { bestEpoch: state.best.epoch, bytes: bytes.byteLength } }
-        await durably('checkpoint', () => saveTrainingCheckpoint(prisma, checkpoint, { partBytes: options.checkpointPartBytes }))
+        await durably('checkpoint', () => saveTrainingCheckpoint(prisma, checkpoint, { partBytes: options.blobPartBytes }))
         await lease.renewIfDue()
       },
       onStep: async (s: StepReport) => {
@@ -288,7 +288,7 @@ export async function runTrainingJob(prisma: PrismaClient, jobId: string, option
       metrics: { bestEpoch: result.bestEpoch, dataset: { ...data.stats }, testUsers: result.test.users, servedItems: served.itemIndex.length },
       // The first model of a dataset goes live by itself; later ones wait for an explicit activation.
       activateIfNoneActive: true,
-    }, { partBytes: options.checkpointPartBytes }))
+    }, { partBytes: options.blobPartBytes }))
     if (version.isActive) await options.onActivated?.(job.datasetId, version.id)
     await durably('job status', () => updateTrainingJobStatus(prisma, jobId, 'completed', { from: ['running'], progress: { ...withWarnings({ phase: 'done', fraction: 1 }) } }))
     await deleteTrainingCheckpoint(prisma, jobId).catch((e) => log('checkpoint cleanup failed', { error: errorMessage(e) }))
