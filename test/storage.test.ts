@@ -170,14 +170,18 @@ describe('interactions', () => {
     expect(await getUserHistory(prisma, datasetId, 'u2')).toMatchObject({
       externalId: 'u2',
       itemIds: [itemIds.i2, itemIds.i3, itemIds.i4],
-      itemExternalIds: ['i2', 'i3', 'i4'],
     })
+    // the newest interactions only, still oldest first
+    expect(await getUserHistory(prisma, datasetId, 'u2', 2)).toMatchObject({ itemIds: [itemIds.i3, itemIds.i4] })
     const ds = await prisma.dataset.findUniqueOrThrow({ where: { id: datasetId } })
     expect(ds).toMatchObject({ numUsers: 3, numInteractions: 8 })
     expect(await getUserHistory(prisma, datasetId, 'nobody')).toBeNull()
     // a user without interactions (yet) has an empty history, not none
     await prisma.datasetUser.create({ data: { datasetId, externalId: 'quiet' } })
-    expect(await getUserHistory(prisma, datasetId, 'quiet')).toMatchObject({ externalId: 'quiet', itemIds: [], itemExternalIds: [] })
+    expect(await getUserHistory(prisma, datasetId, 'quiet')).toMatchObject({ externalId: 'quiet', itemIds: [] })
+    // inside a transaction the read goes through the ORM, with the same answer
+    const inside = await prisma.$transaction((tx) => getUserHistory(tx, datasetId, 'u2'))
+    expect(inside).toEqual(await getUserHistory(prisma, datasetId, 'u2'))
   })
 
   it('reads concurrent histories in batched queries, each user its own, across datasets', async () => {
@@ -203,18 +207,20 @@ describe('interactions', () => {
     const oneByOne = []
     for (const key of keys) oneByOne.push(await getUserHistory(prisma, key.datasetId, key.userExternalId))
     expect(batched).toEqual(oneByOne)
-    expect(batched[0]).toMatchObject({ itemExternalIds: ['i3', 'i1', 'i2', 'i1'] })
+    const here = (...ids: string[]) => ids.map((id) => itemIds[id])
+    const there = (...ids: string[]) => ids.map((id) => otherItemIds[id])
+    expect(batched[0]).toMatchObject({ itemIds: here('i3', 'i1', 'i2', 'i1') })
     expect(batched[5]).toBeNull()
-    expect(batched[6 + 3]).toMatchObject({ externalId: 'many-3', itemExternalIds: ['i4'] })
-    expect(batched.at(-3)).toMatchObject({ itemExternalIds: ['i4'] })
-    expect(batched.at(-2)).toMatchObject({ itemExternalIds: ['i1', 'i1', 'i2'] })
+    expect(batched[6 + 3]).toMatchObject({ externalId: 'many-3', itemIds: there('i4') })
+    expect(batched.at(-3)).toMatchObject({ itemIds: there('i4') })
+    expect(batched.at(-2)).toMatchObject({ itemIds: there('i1', 'i1', 'i2') })
     expect(batched.at(-1)).toBeNull()
     // 69 loads in one turn: three queries of at most 32, not 69
     expect(batches).toEqual([32, 32, 5])
     // nothing is cached: an event stored after a read is in the next read
     await appendInteraction(prisma, other.id, 'u1', otherItemIds.i2!)
     const again = await Promise.all([loader.load({ datasetId: other.id, userExternalId: 'u1' }), loader.load({ datasetId, userExternalId: 'nobody' })])
-    expect(again[0]).toMatchObject({ itemExternalIds: ['i4', 'i2'] })
+    expect(again[0]).toMatchObject({ itemIds: there('i4', 'i2') })
     expect(again[1]).toBeNull()
   })
 
@@ -227,8 +233,9 @@ describe('interactions', () => {
     const asked = Array.from({ length: 30 }, (_, n) => `c${n * 199}`)
     const plan = (await prisma.$queryRaw<{ 'QUERY PLAN': string }[]>(Prisma.sql`EXPLAIN ${userHistoriesQuery(big.id, asked)}`)).map((r) => r['QUERY PLAN']).join('\n')
     expect(plan).not.toMatch(/Seq Scan on (interactions|items|dataset_users)/)
-    expect(plan).toMatch(/Index Scan using interactions_user_id_position_key/)
-    expect((await getUserHistories(prisma, big.id, asked)).get('c199')).toMatchObject({ itemExternalIds: users[199]!.itemExternalIds })
+    expect(plan).toMatch(/Index Scan( Backward)? using interactions_user_id_position_key/)
+    const bigIds = Object.fromEntries((await loadDatasetSequences(prisma, big.id)).items.map((i) => [i.externalId, i.id]))
+    expect((await getUserHistories(prisma, big.id, asked)).get('c199')).toMatchObject({ itemIds: users[199]!.itemExternalIds.map((id) => bigIds[id]) })
   })
 
   it('keeps positions dense under concurrent appends for one user', async () => {

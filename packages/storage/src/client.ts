@@ -46,6 +46,34 @@ export function pgPoolOf(prisma: PrismaClient): pg.Pool {
   return pool
 }
 
+/**
+ * Rows of a statement the hot path runs at every request: through node-postgres as a named
+ * prepared statement (parsed once per connection, rows parsed without the ORM's conversion layer)
+ * when `db` is a client made by createPrisma; through $queryRaw otherwise (inside a transaction).
+ * `name` must always go with the same statement text.
+ */
+export async function queryPrepared<R extends object>(db: Db, name: string, statement: Prisma.Sql): Promise<R[]> {
+  const pool = pools.get(db as PrismaClient)
+  if (!pool) return (db as PrismaClient).$queryRaw<R[]>(statement)
+  try {
+    return (await pool.query<R>({ name, text: statement.text, values: statement.values })).rows
+  } catch (e) {
+    throw new DatabaseQueryError(name, e)
+  }
+}
+
+/**
+ * What node-postgres threw, marked as the database's: a refused socket under it is PostgreSQL being
+ * down (the HTTP layer's dependencyFailure reads `dependency`), as it is under a Prisma error.
+ */
+export class DatabaseQueryError extends Error {
+  readonly dependency = 'postgres'
+  constructor(statement: string, cause: unknown) {
+    super(`${statement}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    this.name = 'DatabaseQueryError'
+  }
+}
+
 /** Either the client or the client inside an interactive transaction. */
 export type Db = PrismaClient | Prisma.TransactionClient
 

@@ -1,6 +1,6 @@
 import DataLoader from 'dataloader'
 import { Prisma, type Dataset, type Item, type PrismaClient } from './generated/prisma/client.ts'
-import { LONG_TRANSACTION, type Db } from './client.ts'
+import { LONG_TRANSACTION, queryPrepared, type Db } from './client.ts'
 import { StorageError } from './errors.ts'
 import { computeContentHashes } from './hash.ts'
 
@@ -561,51 +561,52 @@ export async function appendInteraction(
 export interface UserHistory {
   userId: number
   externalId: string
-  /** Item.id, oldest first. */
+  /** Item.id, oldest first: the last `maxItems` interactions. */
   itemIds: number[]
-  itemExternalIds: string[]
-  itemTitles: string[]
 }
 
 /**
  * A user's ordered history, or null when the user is unknown in this dataset. One round trip: it
- * is on the path of every recommendation by userId (three ORM queries cost 3× the latency).
+ * is on the path of every recommendation by userId.
  */
-export async function getUserHistory(db: Db, datasetId: string, userExternalId: string): Promise<UserHistory | null> {
-  return (await getUserHistories(db, datasetId, [userExternalId])).get(userExternalId) ?? null
+export async function getUserHistory(db: Db, datasetId: string, userExternalId: string, maxItems?: number): Promise<UserHistory | null> {
+  return (await getUserHistories(db, datasetId, [userExternalId], maxItems)).get(userExternalId) ?? null
 }
 
 /**
  * Several users' ordered histories in one round trip, keyed by external id; unknown users are
- * absent. The hot path asks for many at once (userHistoryLoader), so PostgreSQL parses, plans and
- * answers one statement per batch of requests rather than one per request.
+ * absent. The hot path asks for many at once (userHistoryLoader), so PostgreSQL answers one
+ * prepared statement per batch of requests rather than one per request, one row per user with
+ * the item ids as an array. Titles and external ids are not read: serving has them for the items
+ * its model knows, and asks (describeItems) for the rest.
  */
-export async function getUserHistories(db: Db, datasetId: string, userExternalIds: readonly string[]): Promise<Map<string, UserHistory>> {
-  const rows = await db.$queryRaw<{ userId: number; externalId: string; itemId: number | null; itemExternalId: string | null; itemTitle: string | null }[]>(
-    userHistoriesQuery(datasetId, userExternalIds),
-  )
-  const histories = new Map<string, UserHistory>()
-  for (const row of rows) {
-    let history = histories.get(row.externalId)
-    if (!history) histories.set(row.externalId, (history = { userId: row.userId, externalId: row.externalId, itemIds: [], itemExternalIds: [], itemTitles: [] }))
-    // a user with no interactions is one row with null item columns (the LEFT JOIN)
-    if (row.itemId === null) continue
-    history.itemIds.push(row.itemId)
-    history.itemExternalIds.push(row.itemExternalId!)
-    history.itemTitles.push(row.itemTitle!)
-  }
-  return histories
+export async function getUserHistories(db: Db, datasetId: string, userExternalIds: readonly string[], maxItems = MAX_STORED_HISTORY): Promise<Map<string, UserHistory>> {
+  const rows = await queryPrepared<UserHistory>(db, 'iisan_user_histories', userHistoriesQuery(datasetId, userExternalIds, maxItems))
+  return new Map(rows.map((row) => [row.externalId, row]))
 }
 
+/** The most interactions a history read returns by default (the newest ones). */
+export const MAX_STORED_HISTORY = 1000
+
 /** getUserHistories' statement (exported so a test can EXPLAIN it). */
-export function userHistoriesQuery(datasetId: string, userExternalIds: readonly string[]): Prisma.Sql {
+export function userHistoriesQuery(datasetId: string, userExternalIds: readonly string[], maxItems = MAX_STORED_HISTORY): Prisma.Sql {
+  // the newest maxItems by the (user_id, position) index, backwards, then put oldest first
   return Prisma.sql`
-    SELECT u.id AS "userId", u.external_id AS "externalId", i.id AS "itemId", i.external_id AS "itemExternalId", i.title AS "itemTitle"
+    SELECT u.id AS "userId", u.external_id AS "externalId",
+      ARRAY(
+        SELECT h.item_id FROM (
+          SELECT item_id, position FROM interactions WHERE user_id = u.id ORDER BY position DESC LIMIT ${maxItems}::int
+        ) h ORDER BY h.position
+      ) AS "itemIds"
     FROM dataset_users u
-    LEFT JOIN interactions h ON h.user_id = u.id
-    LEFT JOIN items i ON i.id = h.item_id
-    WHERE u.dataset_id = ${datasetId}::uuid AND u.external_id = ANY(${[...new Set(userExternalIds)]}::text[])
-    ORDER BY u.id, h.position`
+    WHERE u.dataset_id = ${datasetId}::uuid AND u.external_id = ANY(${[...new Set(userExternalIds)]}::text[])`
+}
+
+/** External ids and titles of items by Item.id (the items of a stored history a model does not know). */
+export async function describeItems(db: Db, itemIds: readonly number[]): Promise<Map<number, { externalId: string; title: string }>> {
+  if (itemIds.length === 0) return new Map()
+  const items = await db.item.findMany({ where: { id: { in: [...new Set(itemIds)] } }, select: { id: true, externalId: true, title: true } })
+  return new Map(items.map((i) => [i.id, { externalId: i.externalId, title: i.title }]))
 }
 
 export interface UserHistoryKey {
@@ -620,6 +621,8 @@ export interface UserHistoryLoaderOptions {
   maxInFlight?: number
   /** Told the size of each batch read (for tests and metrics). */
   onBatch?: (size: number) => void
+  /** The newest interactions a history holds at most (default MAX_STORED_HISTORY). */
+  maxItems?: number
 }
 
 /**
@@ -656,7 +659,7 @@ export function userHistoryLoader(db: Db, options: UserHistoryLoaderOptions = {}
           else usersOf.set(datasetId, [userExternalId])
         }
         const found = new Map<string, Map<string, UserHistory>>()
-        await Promise.all([...usersOf].map(async ([datasetId, users]) => found.set(datasetId, await getUserHistories(db, datasetId, users))))
+        await Promise.all([...usersOf].map(async ([datasetId, users]) => found.set(datasetId, await getUserHistories(db, datasetId, users, options.maxItems))))
         return keys.map(({ datasetId, userExternalId }) => found.get(datasetId)!.get(userExternalId) ?? null)
       } finally {
         release()

@@ -29,6 +29,8 @@ export interface LoadedModel {
   titles: string[]
   /** external item id → model index */
   indexOfExternal: Map<string, number>
+  /** Item.id → model index */
+  indexOfItemId: Map<number, number>
   /** The hot path: answered together with the other requests that reach this version in the same turn. */
   recommend(request: RecommendRequest): Promise<ScoredItem[]>
   similar(request: SimilarRequest): Promise<ScoredItem[]>
@@ -238,7 +240,7 @@ export class ServingRegistry {
       (error: unknown) => this.onScoring?.({ modelVersionId: id, runtime: 'tfjs', error }),
     )
     const loaded = await this.withItems(
-      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), ...batchedQueries(serving, this.batching) },
+      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), indexOfItemId: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
     )
     const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
@@ -281,6 +283,7 @@ export class ServingRegistry {
       const index = model.itemIds.length
       const item = byId.get(itemId)
       model.itemIds.push(itemId)
+      model.indexOfItemId.set(itemId, index)
       model.externalIds.push(item?.externalId ?? '')
       model.titles.push(item?.title ?? '')
       if (item) model.indexOfExternal.set(item.externalId, index)

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { rowsFor, toRecommendations, type LoadedModel } from '@iisan/pipeline'
-import { listItems, userHistoryLoader, type UserHistory, type UserHistoryKey } from '@iisan/storage'
+import { describeItems, listItems, userHistoryLoader, type UserHistory, type UserHistoryKey } from '@iisan/storage'
 import type DataLoader from 'dataloader'
 import { ApiError, ID_PATTERN, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
@@ -39,7 +39,7 @@ const RecommendationResponse = Type.Object({
 
 export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
   // concurrent userId requests read their histories in one query (exact: nothing is cached)
-  const histories = userHistoryLoader(deps.prisma)
+  const histories = userHistoryLoader(deps.prisma, { maxItems: MAX_HISTORY })
   app.post(
     '/recommendations',
     {
@@ -62,13 +62,13 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
       }
       const model = await resolveModel(deps, body.modelId, body.datasetId)
-      const stored = body.userId === undefined ? undefined : await userHistory(histories, model.datasetId, body.userId)
-      const history = body.history ?? stored!.itemExternalIds
+      const stored = body.userId === undefined ? undefined : await storedItems(deps, model, await userHistory(histories, model.datasetId, body.userId))
+      const history = body.history ?? stored!.externalIds
       const { indices, missing } = rowsFor(model, history)
       // Only the catalogue tells an item the model cannot use from an id that names nothing; a
       // stored history references items by foreign key and came with their titles.
       const catalogued = stored ? [] : missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
-      const titleOf = new Map(stored ? stored.itemExternalIds.map((id, n) => [id, stored.itemTitles[n]!]) : catalogued.map((i) => [i.externalId, i.title]))
+      const titleOf = stored ? stored.titleOf : new Map(catalogued.map((i) => [i.externalId, i.title]))
       const unknown = stored ? [] : missing.filter((id) => !titleOf.has(id))
       if (unknown.length) {
         throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
@@ -90,6 +90,23 @@ async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | n
   const history = await histories.load({ datasetId, userExternalId: userId })
   if (!history) throw new ApiError(404, 'USER_NOT_FOUND', `user ${userId} not found in dataset ${datasetId}`)
   return history
+}
+
+/**
+ * A stored history's external ids, from the model's arrays for the items it knows; the catalogue
+ * is asked only for the others (their titles too, for the response's history).
+ */
+async function storedItems(deps: Deps, model: LoadedModel, stored: UserHistory): Promise<{ externalIds: string[]; titleOf: Map<string, string> }> {
+  const unknown = stored.itemIds.filter((id) => !model.indexOfItemId.has(id))
+  const described = await describeItems(deps.prisma, unknown)
+  const externalIds: string[] = []
+  for (const id of stored.itemIds) {
+    const index = model.indexOfItemId.get(id)
+    // an item deleted since the history was read has left the history with it (the foreign key cascades)
+    const externalId = index === undefined ? described.get(id)?.externalId : model.externalIds[index]
+    if (externalId !== undefined) externalIds.push(externalId)
+  }
+  return { externalIds, titleOf: new Map([...described.values()].map((i) => [i.externalId, i.title])) }
 }
 
 /**
