@@ -198,7 +198,8 @@ function apiTree(apiPid: number | undefined): { pids: number[]; rssMb: () => num
   return { pids, rssMb: () => (pids.length ? pids.reduce((sum, pid) => sum + (rssMb(pid) ?? 0), 0) : null) }
 }
 
-function rssMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | null {
+/** VmRSS counts the pages of mapped files too (the item indexes: one copy shared by the replicas); RssAnon is the process's own. */
+function rssMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM' | 'RssAnon' = 'VmRSS'): number | null {
   if (!pid) return null
   try {
     const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -394,7 +395,7 @@ interface CatalogueHttpResult {
     indexReady: number | null
   }
   /** the API's processes together, before the activation and after the runs */
-  apiRssMb: { before: number | null; after: number | null; perReplicaAfter: (number | null)[] }
+  apiRssMb: { before: number | null; after: number | null; perReplicaAfter: (number | null)[]; perReplicaOwnAfter: (number | null)[] }
   rows: LoadRow[]
 }
 
@@ -455,7 +456,7 @@ async function measureHttpCatalogue(dbUrl: string, base: string, apiPid: number 
       items: N,
       modelVersionId: v.modelVersionId,
       seconds: { ...v.seconds, ready, indexReady },
-      apiRssMb: { before, after: treeRss(), perReplicaAfter: pids.slice(1).map((pid) => rssMb(pid)) },
+      apiRssMb: { before, after: treeRss(), perReplicaAfter: pids.slice(1).map((pid) => rssMb(pid)), perReplicaOwnAfter: pids.slice(1).map((pid) => rssMb(pid, 'RssAnon')) },
       rows,
     }
   } finally {
@@ -580,7 +581,7 @@ function catalogueHttpTableRows(runs: CatalogueHttpResult[]): Record<string, unk
       'p99 ms': fmt(r.latencyMs.p99),
       non2xx: r.non2xx,
       'loaded / indexed after activation': `${fmt(c.seconds.ready, 0)} s / ${c.seconds.indexReady === null ? 'exact' : `${fmt(c.seconds.indexReady, 0)} s`}`,
-      'RSS per replica': c.apiRssMb.perReplicaAfter.map((mb) => `${fmt(mb, 0)} MB`).join(', ') || '—',
+      'RSS per replica (its own)': c.apiRssMb.perReplicaAfter.map((mb, i) => `${fmt(mb, 0)} MB (${fmt(c.apiRssMb.perReplicaOwnAfter[i] ?? null, 0)})`).join(', ') || '—',
     })),
   )
 }

@@ -43,6 +43,8 @@ describe('indexes shared through a folder', () => {
       storedApproximateIndex(matrixRows(matrix, D), D, options, s, { pollMs: 10 }),
     ])
     expect([a.source, b.source].sort()).toEqual(['built', 'loaded'])
+    // both map the one file: the builder swapped its own copy for it once saved
+    expect([a.index.mapped, b.index.mapped]).toEqual([true, true])
     expect(files(s)).toHaveLength(1)
     expect(files(s, '.lock')).toEqual([])
     expect(b.index.size).toBe(N)
@@ -53,6 +55,29 @@ describe('indexes shared through a folder', () => {
     const fresh = Float32Array.from(matrix.subarray(7 * D, 8 * D), (x) => x * 50)
     again.index.append(fresh, N + 1)
     expect(again.index.search(fresh, 1)[0].index).toBe(N + 1)
+  })
+
+  it('a mapped graph takes no inserts: every appended row is scored exactly, past exactTail too', async () => {
+    const s = store()
+    await storedApproximateIndex(matrixRows(matrix, D), D, options, s)
+    const { index } = await storedApproximateIndex(matrixRows(matrix, D), D, { ...options, exactTail: 2 }, s)
+    expect(index.mapped).toBe(true)
+    // 40 rows, each a catalogue row made 30× as long: they win any inner product they point along
+    const g = gaussian(9)
+    const appended = Float32Array.from({ length: 40 * D }, (_, i) => matrix[D + ((i * 7) % (N * D))]! * 30 + g() * 0.01)
+    index.append(appended, N + 1)
+    expect(index.size).toBe(N + 40)
+    for (let r = 0; r < 40; r++) {
+      const query = appended.subarray(r * D, (r + 1) * D)
+      // the exact top 5 over everything, by brute force
+      const all = [...Array.from({ length: N }, (_, i) => matrix.subarray((i + 1) * D, (i + 2) * D)), ...Array.from({ length: 40 }, (_, i) => appended.subarray(i * D, (i + 1) * D))]
+      const exact = all
+        .map((row, i) => ({ index: i + 1, score: row.reduce((sum, x, d) => sum + x * query[d]!, 0) }))
+        .sort((a, b) => b.score - a.score || a.index - b.index)
+        .slice(0, 5)
+        .map((e) => e.index)
+      expect(index.search(query, 5).map((f) => f.index)).toEqual(exact)
+    }
   })
 
   it('other rows, or other options, are another index: never loaded in place of their own', async () => {
@@ -69,13 +94,18 @@ describe('indexes shared through a folder', () => {
   it('a damaged file is deleted and the index built again', async () => {
     const s = store()
     const first = await storedApproximateIndex(matrixRows(matrix, D), D, options, s)
+    // read before the file is damaged under it: a mapped index reads its file (a mapping of a
+    // file cut short faults; the store never changes a file in place, it writes another and renames)
+    const expected = answers(first.index)
+    first.index.dispose?.()
     const [name] = files(s)
     const file = path.join(s.dir, name)
     // cut short (USearch itself does not check: it crashed the process on this file), then a byte changed
     fs.truncateSync(file, 1000)
     const second = await storedApproximateIndex(matrixRows(matrix, D), D, options, s)
     expect(second.source).toBe('built')
-    expect(answers(second.index)).toEqual(answers(first.index))
+    expect(answers(second.index)).toEqual(expected)
+    second.index.dispose?.()
     // saved again, whole (under the hash of its new bytes: no two builds write the same bytes)
     const [rebuilt] = files(s)
     const bytes = fs.statSync(path.join(s.dir, rebuilt)).size

@@ -1,7 +1,9 @@
-// Approximate indexes built once per host and loaded by every replica (issue 11). Over 1M rows a
+// Approximate indexes built once per host and mapped by every replica (issue 11). Over 1M rows a
 // build takes minutes of both cores, and each API replica (`npm start` runs one per core) built
 // its own, as did every restart. Now the first replica to need an index builds it and saves it;
-// the others, and later restarts, wait for the file and load it in about a second.
+// the others, and later restarts, wait for the file and map it (loadApproximateIndex), which takes
+// no time and no memory of their own: the page cache holds one copy for all of them, and the
+// builder swaps its own copy for the mapped file too.
 //
 // A file is named by what it indexes: the hash of the rows' bytes, their shape, the index options
 // and the library's version. It can therefore never be the wrong index, needs no invalidation when
@@ -84,8 +86,8 @@ export async function storedApproximateIndex(
             touch(lock)
           },
         })
-        await save(index, store, key)
-        return { index, source: 'built' }
+        const file = await save(index, store, key)
+        return { index: (file && mappedInstead(index, file, rows, D, options)) || index, source: 'built' }
       } finally {
         fs.rmSync(lock, { force: true })
       }
@@ -143,18 +145,39 @@ async function loadIfSaved(store: IndexStore, key: string, rows: ItemRows, D: nu
   return undefined
 }
 
-/** Written under a temporary name and renamed once hashed: a reader sees the whole file or none. */
-async function save(index: ApproximateItemIndex, store: IndexStore, key: string): Promise<void> {
+/**
+ * Written under a temporary name and renamed once hashed: a reader sees the whole file or none.
+ * Returns the file, or undefined when it could not be written.
+ */
+async function save(index: ApproximateItemIndex, store: IndexStore, key: string): Promise<string | undefined> {
   const partial = path.join(store.dir, `${key}.${process.pid}.partial`)
+  let file: string
   try {
     index.save(partial)
-    fs.renameSync(partial, path.join(store.dir, `${key}.${await fileHash(partial)}.usearch`))
+    file = path.join(store.dir, `${key}.${await fileHash(partial)}.usearch`)
+    fs.renameSync(partial, file)
   } catch {
     // a full disk costs the other replicas their own build, not this one its index
     fs.rmSync(partial, { force: true })
-    return
+    return undefined
   }
   prune(store)
+  return file
+}
+
+/**
+ * The builder's index swapped for the file it just saved, mapped: its pages are then the ones the
+ * other replicas map, and the host holds one copy instead of one per replica. Undefined (keep the
+ * built one) when the file cannot be mapped.
+ */
+function mappedInstead(built: ApproximateItemIndex, file: string, rows: ItemRows, D: number, options: ApproximateIndexOptions): ApproximateItemIndex | undefined {
+  try {
+    const mapped = loadApproximateIndex(file, rows, D, options)
+    built.dispose?.()
+    return mapped
+  } catch {
+    return undefined
+  }
 }
 
 /** sha256 of a file's bytes (16 hex), read as a stream beside serving. */

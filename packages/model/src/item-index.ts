@@ -62,7 +62,8 @@ export function indexLibrary(): string {
  * - exactTail 4096: appended (cold-start) rows go into the graph at once, and the most recent
  *   4096 of them are also scored exactly on every search (~0.1 ms at D = 64), so a new item
  *   the exact scan would return is never lost to a graph miss. Past that many appends,
- *   rebuild (re-activate) the index.
+ *   rebuild (re-activate) the index. A graph mapped from a file (loadApproximateIndex) takes no
+ *   inserts: there every appended row is scored exactly, a cost that grows with the appends.
  * - normShortlist 4096: the longest base rows are also scored exactly on every search. An inner
  *   product favours long rows wherever they point, which a graph built on neighbourhoods misses
  *   most: on the synthetic catalogues (queries mixing 3 items, bench/ann.ts' kind) recall@10 rose
@@ -137,6 +138,8 @@ export interface ApproximateItemIndex extends ItemIndex {
   efSearch: number
   /** Writes the graph and the library's vectors to `file` (loadApproximateIndex reads them back). */
   save(file: string): void
+  /** The graph is mapped from a file (loadApproximateIndex): appended rows stay out of it. */
+  readonly mapped: boolean
 }
 
 /**
@@ -235,13 +238,22 @@ export function approximateIndex(matrix: Float32Array | ItemRows, D: number, opt
  * The index `save` wrote to `file`, over the same rows 1..N (the caller vouches for that: see
  * item-index-store.ts, which names files by their rows' hash). Throws when the file does not hold
  * N vectors of D values.
+ *
+ * 'map' (the default) maps the file instead of reading it: the index opens at once, whatever its
+ * size, and the processes that map one file share its pages (the page cache holds one copy for all
+ * the replicas of a host). The file must then never change (the index store's never do: they are
+ * written under another name and renamed). A mapped graph cannot grow: appended rows are not
+ * inserted but all scored exactly on every search (see ANN_DEFAULTS.exactTail). 'read' copies the
+ * file into the process, and appends go into the graph as in a built index.
  */
-export function loadApproximateIndex(file: string, matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
+export function loadApproximateIndex(file: string, matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}, how: IndexLoading = 'map'): ApproximateItemIndex {
   const index = new UsearchItemIndex(matrix, D, options)
-  index.load(file)
+  index.load(file, how)
   index.pickLongest()
   return index
 }
+
+export type IndexLoading = 'map' | 'read'
 
 /**
  * The same index, built a slice of rows at a time with the event loop given back in between: for
@@ -290,6 +302,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
   private extra = new Float32Array(0)
   private extraRows = 0
   private count = 0
+  mapped = false
 
   constructor(matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions) {
     if (!Number.isInteger(D) || D <= 0) throw new Error(`D must be a positive integer, got ${D}`)
@@ -332,10 +345,12 @@ class UsearchItemIndex implements ApproximateItemIndex {
     this.live().save(file)
   }
 
-  /** Replaces the (empty) graph with the one saved in `file`, which must hold exactly the base rows. */
-  load(file: string): void {
+  /** Replaces the (empty) graph with the one saved in `file`, which must hold exactly the base rows: read into memory, or mapped. */
+  load(file: string, how: IndexLoading): void {
     const native = this.live()
-    native.load(file)
+    if (how === 'map') native.view(file)
+    else native.load(file)
+    this.mapped = how === 'map'
     const size = Number(native.size())
     if (native.dimensions() !== this.D || size !== this.baseRows - 1) {
       throw new Error(`${file} holds ${size} vectors of ${native.dimensions()} values, expected ${this.baseRows - 1} of ${this.D}`)
@@ -413,7 +428,8 @@ class UsearchItemIndex implements ApproximateItemIndex {
     }
     this.extra.set(rows, this.extraRows * D)
     this.extraRows += n
-    this.addRows(rows, firstIndex)
+    if (this.mapped) this.count += n // scored exactly by scanTail, every one of them
+    else this.addRows(rows, firstIndex)
   }
 
   dispose(): void {
@@ -437,12 +453,12 @@ class UsearchItemIndex implements ApproximateItemIndex {
   }
 
   /**
-   * Exact scores of the last `exactTail` appended rows, added to `found` where they can make
-   * the top k: a cold-start item is returned whenever the exact scan would return it, even
-   * when the graph search misses a freshly inserted node.
+   * Exact scores of the last `exactTail` appended rows (of all of them when the graph is mapped),
+   * added to `found` where they can make the top k: a cold-start item is returned whenever the
+   * exact scan would return it, even when the graph search misses a freshly inserted node.
    */
   private scanTail(query: Float32Array, k: number, last: number, found: ScoredItem[], seen: Set<number>, isExcluded: ((index: number) => boolean) | undefined): void {
-    const first = Math.max(this.baseRows, last + 1 - this.exactTail)
+    const first = this.mapped ? this.baseRows : Math.max(this.baseRows, last + 1 - this.exactTail)
     if (first > last) return
     const threshold = kthBestScore(found, k)
     for (let index = first; index <= last; index++) {
