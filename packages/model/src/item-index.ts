@@ -239,21 +239,18 @@ export function approximateIndex(matrix: Float32Array | ItemRows, D: number, opt
  * item-index-store.ts, which names files by their rows' hash). Throws when the file does not hold
  * N vectors of D values.
  *
- * 'map' (the default) maps the file instead of reading it: the index opens at once, whatever its
- * size, and the processes that map one file share its pages (the page cache holds one copy for all
- * the replicas of a host). The file must then never change (the index store's never do: they are
- * written under another name and renamed). A mapped graph cannot grow: appended rows are not
- * inserted but all scored exactly on every search (see ANN_DEFAULTS.exactTail). 'read' copies the
- * file into the process, and appends go into the graph as in a built index.
+ * The file is mapped, not read: the index opens at once, whatever its size, and the processes that
+ * map one file share its pages (the page cache holds one copy for all the replicas of a host). The
+ * file must then never change (the index store's never do: they are written under another name and
+ * renamed). A mapped graph cannot grow: appended rows are not inserted but all scored exactly on
+ * every search (see ANN_DEFAULTS.exactTail).
  */
-export function loadApproximateIndex(file: string, matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}, how: IndexLoading = 'map'): ApproximateItemIndex {
+export function loadApproximateIndex(file: string, matrix: Float32Array | ItemRows, D: number, options: ApproximateIndexOptions = {}): ApproximateItemIndex {
   const index = new UsearchItemIndex(matrix, D, options)
-  index.load(file, how)
+  index.map(file)
   index.pickLongest()
   return index
 }
-
-export type IndexLoading = 'map' | 'read'
 
 /**
  * The same index, built a slice of rows at a time with the event loop given back in between: for
@@ -345,12 +342,11 @@ class UsearchItemIndex implements ApproximateItemIndex {
     this.live().save(file)
   }
 
-  /** Replaces the (empty) graph with the one saved in `file`, which must hold exactly the base rows: read into memory, or mapped. */
-  load(file: string, how: IndexLoading): void {
+  /** Replaces the (empty) graph with the one saved in `file`, mapped; it must hold exactly the base rows. */
+  map(file: string): void {
     const native = this.live()
-    if (how === 'map') native.view(file)
-    else native.load(file)
-    this.mapped = how === 'map'
+    native.view(file)
+    this.mapped = true
     const size = Number(native.size())
     if (native.dimensions() !== this.D || size !== this.baseRows - 1) {
       throw new Error(`${file} holds ${size} vectors of ${native.dimensions()} values, expected ${this.baseRows - 1} of ${this.D}`)
