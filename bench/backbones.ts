@@ -33,6 +33,7 @@ import { bertHfConfig, demoVocabText, vitHfConfig, writeRandomBert, writeRandomV
 import { fail } from './lib/cli.ts'
 import { runTorchScript, type TorchRun } from './lib/torch.ts'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
+import { median } from './lib/stats.ts'
 
 let quick = false
 try {
@@ -69,10 +70,6 @@ const sampleRss = (): void => {
 }
 const sampler = setInterval(sampleRss, 25)
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 
 function titles(n: number): string[] {
   const items = path.resolve(process.cwd(), 'data/scientific/items.tsv')

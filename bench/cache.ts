@@ -34,6 +34,7 @@ import {
 import { createCacheServer } from '../services/embedding-cache/src/server.ts'
 import { fail, deleteKeysWithPrefix } from './lib/cli.ts'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
+import { median } from './lib/stats.ts'
 
 const USAGE = 'usage: npx tsx bench/cache.ts [--items N] [--images N] [--chunk N] [--group N] [--encoders N,N… [--runs N] [--base]]'
 
@@ -143,10 +144,6 @@ function normal(n: number): Float32Array {
   return out
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 
 /**
  * Cold builds of the same dataset with each number of encoder threads, `--runs` times each (the

@@ -15,6 +15,7 @@ import { initBackend, tf } from '@iisan/model'
 import { fail, parseOptions, positiveInt } from '@iisan/pipeline/cli/args'
 import { gelu, geluExpression, layerNorm, layerNormExpression } from '@iisan/tensor-ops'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
+import { median } from './lib/stats.ts'
 
 const USAGE = 'usage: npx tsx bench/custom-grads.ts [--rows N] [--width N] [--layers N] [--reps N]'
 const { values } = parseOptions(
@@ -72,10 +73,6 @@ const run = (what: keyof typeof cases, form: Forms): number => {
   const ms = performance.now() - start
   out.forEach((t) => t.dispose())
   return ms
-}
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
 }
 
 const times = new Map<string, number[]>()

@@ -63,6 +63,7 @@ import { errorMessage, fail, parseOptions, positiveInt } from '@iisan/pipeline/c
 import { mergeRows, type EarlierRun, type RunLabel } from './lib/methods-merge.ts'
 import { randomBaseStates } from './random-states.ts'
 import { machine as benchMachine } from './lib/machine.ts'
+import { median } from './lib/stats.ts'
 
 const CHILD_ENV = 'IISAN_BENCH_METHODS_CHILD'
 const RESULTS = 'bench/results'
@@ -181,10 +182,6 @@ interface CacheResult {
 }
 
 const now = () => performance.now() / 1000
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)
 const MB = 2 ** 20
 
