@@ -14,7 +14,7 @@ import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarReque
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import type { IndexSource, IndexStore } from '@iisan/model/item-index-store'
 import { MicroBatcher } from './micro-batcher.ts'
-import { appendModelVersionItems, decodeItemEmbeddings, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
+import { appendModelVersionItems, decodeItemEmbeddings, describeItems, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
 
 const DISPOSE_GRACE_MS = 60_000
 
@@ -277,8 +277,7 @@ export class ServingRegistry {
 
   /** Appends item ids (already in the serving matrix) with their external ids and titles. */
   private async withItems(model: LoadedModel, itemIds: number[]): Promise<LoadedModel> {
-    const items = await this.prisma.item.findMany({ where: { id: { in: itemIds } }, select: { id: true, externalId: true, title: true } })
-    const byId = new Map(items.map((i) => [i.id, i]))
+    const byId = await describeItems(this.prisma, itemIds)
     for (const itemId of itemIds) {
       const index = model.itemIds.length
       const item = byId.get(itemId)
