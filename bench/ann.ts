@@ -6,9 +6,11 @@
 // cold-start items (ms) and whether they are found at once. Prints a table; writes
 // bench/results/ann.json.
 //   npx tsx bench/ann.ts [--sizes 20000,200000,1000000] [--queries 200] [--ef-search 64,128,256]
-//     [--ef-construction N] [--connectivity N] [--threads N] [--quantization f32,f16,bf16,i8] [--reduced]
-// --quantization builds one index per listed vector type (the library's copy; re-ranking stays f32)
-// and sends each query to every one in turn, so that they are compared under the same load.
+//     [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--reduced]
+// --quantization and --connectivity build one index per listed vector type (the library's copy;
+// re-ranking stays f32) and graph degree M, and send each query to every one in turn, so that they
+// are compared under the same load. --rerank sweeps how many of the library's candidates are
+// re-scored exactly (0: all it returns).
 // --metric cos measures the similar-items index: queries are items, each excluding itself.
 // --reduced also builds a USearch index over the MIPS→cosine reduction (rows + sqrt(M² − |x|²),
 // query + 0) with the same parameters, for comparison (docs/ann-choice.md). Bad arguments print one `error: …` line and exit 1.
@@ -24,7 +26,7 @@ import { fail } from './lib/cli.ts'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const USAGE =
-  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--ef-construction N] [--connectivity N] [--threads N] [--quantization f32,f16,bf16,i8] [--metric ip|cos] [--reduced]'
+  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--metric ip|cos] [--reduced]'
 const D = 64
 const K = 10
 const HISTORY = 20
@@ -38,6 +40,7 @@ function parseOptions() {
         sizes: { type: 'string', default: '20000,200000' },
         queries: { type: 'string', default: '200' },
         'ef-search': { type: 'string', default: `64,${ANN_DEFAULTS.efSearch},256` },
+        rerank: { type: 'string', default: String(ANN_DEFAULTS.rerank) },
         'ef-construction': { type: 'string', default: String(ANN_DEFAULTS.efConstruction) },
         connectivity: { type: 'string', default: String(ANN_DEFAULTS.connectivity) },
         threads: { type: 'string', default: '0' },
@@ -63,8 +66,9 @@ function parseOptions() {
     sizes,
     queries: int(String(values.queries), 'queries', 1),
     efSearch: String(values['ef-search']).split(',').map((s) => int(s, 'ef-search', 1)),
+    reranks: String(values.rerank).split(',').map((s) => int(s, 'rerank', 0)),
     efConstruction: int(String(values['ef-construction']), 'ef-construction', 1),
-    connectivity: int(String(values.connectivity), 'connectivity', 2),
+    connectivities: String(values.connectivity).split(',').map((s) => int(s, 'connectivity', 2)),
     threads: int(String(values.threads), 'threads', 0),
     reduced: values.reduced === true,
     quantizations: quantizations as IndexQuantization[],
@@ -132,26 +136,29 @@ for (const N of opts.sizes) {
   const exactTop: number[][] = []
   const exact = timeQueries((i) => exactTop.push(exactTopK(matrix, queries[i], histories[i])), opts.queries)
 
-  const built = opts.quantizations.map((quantization) => {
-    const rssBefore = rssMB()
-    const t = performance.now()
-    const index = approximateIndex(matrix, D, {
-      metric: opts.metric,
-      quantization,
-      connectivity: opts.connectivity,
-      efConstruction: opts.efConstruction,
-      threads: opts.threads,
-    })
-    return { quantization, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
-  })
+  const built = opts.connectivities.flatMap((connectivity) =>
+    opts.quantizations.map((quantization) => {
+      const rssBefore = rssMB()
+      const t = performance.now()
+      const index = approximateIndex(matrix, D, {
+        metric: opts.metric,
+        quantization,
+        connectivity,
+        efConstruction: opts.efConstruction,
+        threads: opts.threads,
+      })
+      return { connectivity, quantization, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
+    }),
+  )
 
   // each query goes to every index in turn, so the shared machine's noise falls on all of them alike
   const sweeps = built.map(() => [] as Record<string, number>[])
-  for (const ef of opts.efSearch) {
+  for (const ef of opts.efSearch) for (const rerank of opts.reranks) {
     const times = built.map(() => [] as number[])
     const tops = built.map(() => [] as number[][])
     for (const { index } of built) {
       index.efSearch = ef
+      index.rerank = rerank === 0 ? Infinity : rerank
       index.search(queries[0], K, histories[0]) // warm-up
     }
     for (let i = 0; i < opts.queries; i++) {
@@ -173,14 +180,15 @@ for (const N of opts.sizes) {
         if (annTop[i].length < K) short++
       }
       const ann = timeStats(times[j])
-      sweeps[j].push({ efSearch: ef, recallAt10: hits / (K * opts.queries), excludedReturned, queriesShortOfK: short, ...ann, queriesPerSecondOneCore: 1000 / ann.meanMs })
+      sweeps[j].push({ efSearch: ef, rerank, recallAt10: hits / (K * opts.queries), excludedReturned, queriesShortOfK: short, ...ann, queriesPerSecondOneCore: 1000 / ann.meanMs })
     })
   }
 
-  for (const [j, { quantization, index, buildSeconds, rssDeltaMB }] of built.entries()) {
+  for (const [j, { connectivity, quantization, index, buildSeconds, rssDeltaMB }] of built.entries()) {
     const sweep = sweeps[j]
     let t: number
     index.efSearch = ANN_DEFAULTS.efSearch
+    index.rerank = ANN_DEFAULTS.rerank
 
     // cold start: 1,000 new items; each, as a query direction, must come back at once
     const fresh = catalogue(APPENDED, 99).subarray(D)
@@ -210,12 +218,12 @@ for (const N of opts.sizes) {
     const appended = { rows: APPENDED, ms: appendMs, recallAt10: freshHits / (K * 100), selfInExactTop10: selfExpected, selfFound }
 
     let reduced: Record<string, number> | undefined
-    if (opts.reduced && !cosine && quantization === opts.quantizations[0]) {
+    if (opts.reduced && !cosine && j === 0) {
       const native = new Index({
         dimensions: D + 1,
         metric: MetricKind.IP,
         quantization: ScalarKind.F32,
-        connectivity: opts.connectivity,
+        connectivity,
         expansion_add: opts.efConstruction,
         expansion_search: 1,
         multi: false,
@@ -249,6 +257,7 @@ for (const N of opts.sizes) {
       N,
       D,
       metric: opts.metric,
+      connectivity,
       quantization,
       buildSeconds,
       rssDeltaMB,
@@ -258,7 +267,7 @@ for (const N of opts.sizes) {
       ...(reduced ? { mipsReduction: { efSearch: ANN_DEFAULTS.efSearch, ...reduced } } : {}),
     }
     results.push(row)
-    console.error(`N=${N} ${quantization} done: ${JSON.stringify(row)}`)
+    console.error(`N=${N} M=${connectivity} ${quantization} done: ${JSON.stringify(row)}`)
   }
 }
 
@@ -279,23 +288,23 @@ function dot(matrix: Float32Array, r: number, q: Float32Array): number {
 }
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits)
-console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, M=${opts.connectivity}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
-console.log('| N | vectors | build s | RSS Δ MB | efSearch | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
-console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
+console.log('| N | M | vectors | build s | RSS Δ MB | efSearch | re-ranked | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
+console.log('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
 for (const r of results as any[]) {
   for (const e of r.index) {
     console.log(
-      `| ${r.N} | ${r.quantization} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
+      `| ${r.N} | ${r.connectivity} | ${r.quantization} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${e.rerank === 0 ? 'all' : e.rerank} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
     )
   }
-  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | f32 | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
+  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${r.connectivity} | f32 | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | all | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
 }
 
 const out = path.join(import.meta.dirname, 'results', 'ann.json')
 fs.mkdirSync(path.dirname(out), { recursive: true })
 const previous = fs.existsSync(out) ? (JSON.parse(fs.readFileSync(out, 'utf8')) as { runs?: unknown[] }) : {}
-const sameRun = (r: any, q: string) => opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === opts.connectivity && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric
-const runs = [...(previous.runs ?? []).filter((r: any) => !opts.quantizations.some((q) => sameRun(r, q)))]
-for (const r of results) runs.push({ ...r, params: { connectivity: opts.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
+const sameRun = (r: any, m: number, q: string) => opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === m && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric
+const runs = [...(previous.runs ?? []).filter((r: any) => !opts.connectivities.some((m) => opts.quantizations.some((q) => sameRun(r, m, q))))]
+for (const r of results as any[]) runs.push({ ...r, params: { connectivity: r.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
 fs.writeFileSync(out, JSON.stringify({ library: indexLibrary(), node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
 console.log(`wrote ${path.relative(process.cwd(), out)}`)

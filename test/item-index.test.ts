@@ -126,6 +126,34 @@ describe('approximate item index (usearch, inner product)', () => {
     expect(hits / asked).toBeGreaterThanOrEqual(0.95)
   })
 
+  it('re-scores only the head of the library’s answer: the same top 10 as re-scoring the whole beam, and k items even when the head is all excluded', () => {
+    const g = gaussian(5)
+    let same = 0
+    const Q = 50
+    try {
+      for (let i = 0; i < Q; i++) {
+        const u = userState(matrix, g)
+        const history = new Set(Array.from({ length: 20 }, () => 1 + (Math.floor(Math.abs(g()) * 1e6) % N)))
+        index.rerank = Infinity
+        const whole = index.search(u, K, history).map((s) => s.index)
+        index.rerank = 32
+        const head = index.search(u, K, history)
+        same += head.filter((s) => whole.includes(s.index)).length
+        for (const s of head) expect(Math.abs(s.score - dot(matrix, s.index, u))).toBeLessThanOrEqual(1e-5)
+      }
+      expect(same / (K * Q)).toBeGreaterThanOrEqual(0.99)
+      // a head of 1 is still k candidates that survive the exclusion, not 1 looked at
+      index.rerank = 1
+      const u = userState(matrix, g)
+      const history = new Set(exactTopK(matrix, u, 50))
+      const got = index.search(u, K, history)
+      expect(got).toHaveLength(K)
+      for (const s of got) expect(history.has(s.index)).toBe(false)
+    } finally {
+      index.rerank = 64
+    }
+  })
+
   it('makes appended items findable at once', () => {
     // 300 cold-start items; every tenth is longer than any existing row, so for a query in its
     // own direction it is the exact top-1 and must be returned

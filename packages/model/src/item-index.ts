@@ -46,17 +46,20 @@ export function indexLibrary(): string {
 /**
  * Graph and search parameters, measured on 64-dimensional synthetic catalogues of 20k–1M items
  * with clustered directions and log-normal norms (bench/ann.ts, docs/ann-choice.md):
- * - connectivity (HNSW M) 16: the usual sweet spot for D ≈ 64; 32 doubles graph memory and
- *   build time on a 2-core machine for a recall gain that efSearch buys more cheaply.
+ * - connectivity (HNSW M) 32 and efSearch 256 (the beam at query time; the library is asked for
+ *   max(efSearch, k + |excluded| + overfetch) candidates): at 1M items on the EPYC, both graphs
+ *   built from the same rows and each query sent to both in turn (bench/ann.ts, December 7,
+ *   third session), M = 32 answered at recall@10 0.9855 in 2.43 ms (median, shortlist scored in
+ *   JS) where M = 16 needed efSearch 512 for 0.987 in 3.56 ms; at equal time (~2.1 ms) M = 32
+ *   with efSearch 192 reached 0.9815 against 0.978. The graph costs 504 against 331 MB and the
+ *   build 1.08× the time. Earlier, without the shortlist below: 20k 0.994 (M 16, ef 256); 200k
+ *   0.984 (M 16, ef 512), 0.990 (M 32, ef 512). Latency grows about linearly with efSearch, so
+ *   the property can be changed at run time.
  * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
  *   for the same recall, higher costs build time at activation for little gain.
- * - efSearch 512: the beam at query time (the candidates asked for). Without the shortlist below,
- *   recall@10 with 20 history items excluded was: 20k 0.994 (256), 1.000 (512); 200k 0.95 (256),
- *   0.984 (512), 0.997 (1024); 1M 0.957 (512), 0.983 (1024). With it, at 1M items and the states
- *   of a random-weights user encoder (December 7, Xeon): 0.983 at 256 (0.55 ms a search), 0.984
- *   at 384, 0.985 at 512 (0.90 ms), against 0.918 / 0.949 / 0.963 without; in bench:serve's
- *   catalogue run (its own seed and states) 0.973 at 256 and 0.980 at 512, so 512 stays. Latency
- *   grows about linearly with it, so the property can be changed at run time.
+ * - rerank 64: of the candidates the library returns in its (quantized) order, the first 64 not
+ *   excluded are re-scored exactly; the rest of the beam could not make the top 10 (recall@10
+ *   0.9835 at efSearch 256 re-ranking 32, 64 or all 256), and skipping them saved 10 % of a search.
  * - overfetch 16: candidates beyond k + |excluded| when that exceeds efSearch, so exact
  *   re-ranking and history exclusion still leave k items.
  * - exactTail 4096: appended (cold-start) rows go into the graph at once, and the most recent
@@ -80,9 +83,10 @@ export function indexLibrary(): string {
 export const ANN_DEFAULTS = {
   quantization: 'bf16' as IndexQuantization,
   similarQuantization: 'i8' as IndexQuantization,
-  connectivity: 16,
+  connectivity: 32,
   efConstruction: 128,
-  efSearch: 512,
+  efSearch: 256,
+  rerank: 64,
   overfetch: 16,
   exactTail: 4096,
   normShortlist: 4096,
@@ -136,6 +140,11 @@ export interface ApproximateItemIndex extends ItemIndex {
    * candidates, which is also the beam HNSW explores. Can be changed between searches.
    */
   efSearch: number
+  /**
+   * Candidates re-scored exactly: the first `rerank` the library returns (in its own, quantized
+   * order) that are not excluded. Can be changed between searches.
+   */
+  rerank: number
   /** Writes the graph and the library's vectors to `file` (loadApproximateIndex reads them back). */
   save(file: string): void
   /** The graph is mapped from a file (loadApproximateIndex): appended rows stay out of it. */
@@ -186,6 +195,7 @@ export interface ApproximateIndexOptions {
   connectivity?: number
   efConstruction?: number
   efSearch?: number
+  rerank?: number
   overfetch?: number
   /** The last this many appended rows are also scanned exactly on every search. */
   exactTail?: number
@@ -283,6 +293,7 @@ export async function approximateIndexInSlices(
 
 class UsearchItemIndex implements ApproximateItemIndex {
   efSearch: number
+  rerank: number
   private native: Index | undefined
   private readonly metric: IndexMetric
   private readonly D: number
@@ -307,6 +318,7 @@ class UsearchItemIndex implements ApproximateItemIndex {
     this.D = D
     this.metric = options.metric ?? 'ip'
     this.efSearch = options.efSearch ?? ANN_DEFAULTS.efSearch
+    this.rerank = options.rerank ?? ANN_DEFAULTS.rerank
     this.overfetch = options.overfetch ?? ANN_DEFAULTS.overfetch
     this.exactTail = options.exactTail ?? ANN_DEFAULTS.exactTail
     // the longest rows win an inner product wherever they point, never a cosine
@@ -389,9 +401,12 @@ class UsearchItemIndex implements ApproximateItemIndex {
     let fetch = Math.min(this.count, Math.max(k + excludedCount + this.overfetch, this.efSearch, 1))
     for (;;) {
       const { keys } = native.search(query, fetch, 1)
+      // the library's order (its quantized distance) is close to the exact one: only its head can
+      // make the top k, so the rest of the beam is neither converted nor read from the rows
+      const depth = Math.max(k, this.rerank)
       const seen = new Set<number>()
       const candidates: number[] = []
-      for (let i = 0; i < keys.length; i++) {
+      for (let i = 0; i < keys.length && candidates.length < depth; i++) {
         const index = Number(keys[i])
         seen.add(index)
         if (!isExcluded?.(index)) candidates.push(index)
