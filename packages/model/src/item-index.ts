@@ -53,9 +53,9 @@ export function indexLibrary(): string {
  *   JS) where M = 16 needed efSearch 512 for 0.987 in 3.56 ms; at equal time (~2.1 ms) M = 32
  *   with efSearch 192 reached 0.9815 against 0.978. With the states of bench:serve's catalogue
  *   run (a random-weights user encoder), recall@10 is 0.992 (0.980 with M 16, ef 512). The graph
- *   costs 504 against 331 MB and the build 1.08× the time. Earlier, without the shortlist below: 20k 0.994 (M 16, ef 256); 200k
- *   0.984 (M 16, ef 512), 0.990 (M 32, ef 512). Latency grows about linearly with efSearch, so
- *   the property can be changed at run time.
+ *   costs 504 against 331 MB and the build 1.08× the time. Earlier, without the shortlist below:
+ *   20k 0.994 (M 16, ef 256); 200k 0.984 (M 16, ef 512), 0.990 (M 32, ef 512). Latency grows
+ *   about linearly with efSearch, so the property can be changed at run time.
  * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
  *   for the same recall, higher costs build time at activation for little gain.
  * - rerank 64: of the candidates the library returns in its (quantized) order, the first 64 not
