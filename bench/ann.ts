@@ -39,7 +39,8 @@ function parseOptions() {
       options: {
         sizes: { type: 'string', default: '20000,200000' },
         queries: { type: 'string', default: '200' },
-        'ef-search': { type: 'string', default: `64,${ANN_DEFAULTS.efSearch},256` },
+        // beams around the default, each once (a fixed 64,<default>,256 swept 256 twice once the default was 256)
+        'ef-search': { type: 'string', default: [...new Set([64, 128, ANN_DEFAULTS.efSearch, 2 * ANN_DEFAULTS.efSearch])].join(',') },
         rerank: { type: 'string', default: String(ANN_DEFAULTS.rerank) },
         'ef-construction': { type: 'string', default: String(ANN_DEFAULTS.efConstruction) },
         connectivity: { type: 'string', default: String(ANN_DEFAULTS.connectivity) },
