@@ -9,7 +9,9 @@
 //   2. autocannon (in this process) at C connections, k = 10, against POST /v1/recommendations
 //      with real users' histories of 10 items (rotated per request), POST /v1/recommendations by
 //      userId (rotated), GET /v1/items/:id/similar (rotated), each for both model versions
-//      (modelId in the request), beside a Fastify hello-world child process on its own port;
+//      (modelId in the request), beside two reference child processes on ports of their own: a
+//      Fastify hello-world, and the same POST /v1/recommendations exchange without the platform
+//      (bench/lib/exchange-server.ts: the route's schemas, one fixed answer the API gave);
 //   3. HTTP at catalogue scale (--http-sizes, 1M by default, none with --quick): a dataset of N
 //      synthetic items with a version over a synthetic matrix (bench/lib/catalogue-version.ts),
 //      activated through the API; every replica loads it from PostgreSQL and builds its index,
@@ -322,8 +324,12 @@ function workload(userLines: string[], seed = 11): Workload {
   }
 }
 
+/** Who answers a target: the platform's API, or one of the two reference processes. */
+type Server = 'api' | 'hello' | 'exchange'
+
 interface Target {
   label: string
+  server: Server
   endpoint: string
   model: string
   /** one request object for autocannon; rotates its body or path per request */
@@ -339,6 +345,7 @@ function rotating<T>(values: T[]): () => T {
 
 const HELLO_TARGET: Target = {
   label: 'Fastify hello-world (reference)',
+  server: 'hello',
   endpoint: 'GET /',
   model: '—',
   request: () => ({ method: 'GET', path: '/' }),
@@ -346,7 +353,13 @@ const HELLO_TARGET: Target = {
 }
 
 function targets(w: Workload, datasetId: string, models: TrainingOutcome[], k: number): Target[] {
-  return [HELLO_TARGET, ...models.flatMap((m) => modelTargets(w, datasetId, { name: getMethod(m.method).label, modelVersionId: m.modelVersionId }, k))]
+  const perModel = models.flatMap((m) => modelTargets(w, datasetId, { name: getMethod(m.method).label, modelVersionId: m.modelVersionId }, k))
+  return [HELLO_TARGET, exchangeTarget(perModel[0]), ...perModel]
+}
+
+/** `byHistory`'s requests, answered by the exchange reference: the same bodies, parsed, validated and answered through the same schemas. */
+function exchangeTarget(byHistory: Target): Target {
+  return { ...byHistory, label: 'POST /v1/recommendations exchange without the platform (reference)', endpoint: 'POST /v1/recommendations {history}, fixed answer', model: '—', server: 'exchange' }
 }
 
 /** By history, by userId and similar items, for one model version. */
@@ -365,10 +378,11 @@ function modelTargets(w: Workload, datasetId: string, m: { name: string; modelVe
       probe: () => ({ method: 'POST', path: '/v1/recommendations', body: bodies[0] }),
     })
     return [
-      { label: `${name}: history of 10 items`, endpoint: 'POST /v1/recommendations {history}', model: name, ...post(historyBodies) },
-      { label: `${name}: by userId`, endpoint: 'POST /v1/recommendations {userId}', model: name, ...post(userBodies) },
+      { label: `${name}: history of 10 items`, endpoint: 'POST /v1/recommendations {history}', model: name, server: 'api', ...post(historyBodies) },
+      { label: `${name}: by userId`, endpoint: 'POST /v1/recommendations {userId}', model: name, server: 'api', ...post(userBodies) },
       {
         label: `${name}: similar items`,
+        server: 'api',
         endpoint: 'GET /v1/items/:id/similar',
         model: name,
         request: () => {
@@ -468,6 +482,7 @@ interface LoadRow {
   label: string
   endpoint: string
   model: string
+  server: Server
   url: string
   connections: number
   durationSeconds: number
@@ -520,6 +535,7 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
     label: target.label,
     endpoint: target.endpoint,
     model: target.model,
+    server: target.server,
     url: base,
     connections,
     durationSeconds: seconds,
@@ -560,9 +576,11 @@ function markdown(rows: Record<string, unknown>[]): string {
 const fmt = (n: number | null | undefined, digits = 1) => (n === null || n === undefined || Number.isNaN(n) ? '—' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }))
 
 function loadTableRows(rows: LoadRow[]): Record<string, unknown>[] {
+  const hello = rows.find((r) => r.server === 'hello')?.requestsPerSecond
   return rows.map((r) => ({
     endpoint: r.label,
     'req/s': fmt(r.requestsPerSecond, 0),
+    '× hello-world': hello ? fmt(r.requestsPerSecond / hello, 2) : '—',
     'p50 ms': fmt(r.latencyMs.p50, 1),
     'p99 ms': fmt(r.latencyMs.p99, 1),
     'non-2xx': r.non2xx || r.errors || r.timeouts ? `**${r.non2xx}** ⚠ NON-2XX${r.errors ? ` + ${r.errors} errors` : ''}${r.timeouts ? ` + ${r.timeouts} timeouts` : ''}` : '0',
@@ -647,7 +665,7 @@ async function main(): Promise<void> {
     await ensureDatabaseExists(dbUrl)
     const applied = await applyMigrations(dbUrl, path.join(REPO, 'prisma/migrations'))
     progress(`database ${dbUrl.replace(/\/\/[^@]*@/, '//')} created, ${applied.length} migrations applied; queue prefix ${prefix}`)
-    const [apiPort, cachePort, workerPort, helloPort] = [await freePort(), await freePort(), await freePort(), await freePort()]
+    const [apiPort, cachePort, workerPort, helloPort, exchangePort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()]
     const env = {
       ...baseEnv(),
       DATABASE_URL: dbUrl,
@@ -699,11 +717,23 @@ async function main(): Promise<void> {
     // 4. load
     const w = workload(sample.userLines)
     progress(`workload: ${w.histories.length} histories of 10 items, ${w.userIds.length} userIds, ${w.similarItemIds.length} items for similar; ${options.connections} connections, ${options.duration} s a row, k = ${options.k}`)
+    const loadTargets = targets(w, dataset.id, models, options.k)
+    // the exchange reference answers with what the API answered to the first of its bodies
+    const exchangeProbe = loadTargets.find((t) => t.server === 'exchange')!.probe()
+    const answerFile = path.join(tmp, 'exchange-answer.json')
+    fs.writeFileSync(answerFile, JSON.stringify(await must(base, exchangeProbe.method, exchangeProbe.path, JSON.parse(exchangeProbe.body!))))
+    const exchange = startChild('exchange', ['bench/lib/exchange-server.ts'], { ...baseEnv(), PORT: String(exchangePort), HOST: '127.0.0.1', ANSWER_FILE: answerFile }, path.join(tmp, 'exchange.log'))
+    const servers: Record<Server, { base: string; pid: number | undefined }> = {
+      api: { base, pid: apiPid },
+      hello: { base: helloBase, pid: hello.child.pid },
+      exchange: { base: `http://127.0.0.1:${exchangePort}`, pid: exchange.child.pid },
+    }
+    await waitHealthy(`${servers.exchange.base}/healthz`, exchange, 60_000)
     const loadRows: LoadRow[] = []
-    for (const target of targets(w, dataset.id, models, options.k)) {
-      const isHello = target.endpoint === 'GET /'
+    for (const target of loadTargets) {
       progress(`load: ${target.label}`)
-      const row = await runLoad(isHello ? helloBase : base, target, isHello ? hello.child.pid : apiPid, options.duration, options.connections, options.k)
+      const { base: targetBase, pid } = servers[target.server]
+      const row = await runLoad(targetBase, target, pid, options.duration, options.connections, options.k)
       loadRows.push(row)
       const flagged = row.non2xx || row.errors || row.timeouts
       progress(

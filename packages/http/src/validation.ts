@@ -13,6 +13,9 @@ import { patternMeaning } from './patterns.ts'
 // schemas use only `uuid`, checked as ajv-formats (what Fastify validates with) does.
 if (!FormatRegistry.Has('uuid')) FormatRegistry.Set('uuid', (v) => /^(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(v))
 
+/** Fastify's ajv options for the API (and bench/serve.ts's exchange reference): coercion so query strings validate as numbers (bodies with non-numeric strings still fail). */
+export const AJV_OPTIONS = { removeAdditional: false, coerceTypes: 'array', useDefaults: true } as const
+
 /** One failed rule, in the shape of Fastify's own validation errors (`details` of VALIDATION_FAILED). */
 export interface FieldError {
   instancePath: string

@@ -7,7 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
 import { apiKeyAuth, errorHandling, healthCheck, mediaTypeGuard, metrics, storageErrors } from '@iisan/http'
 import { idempotency } from '@iisan/http/idempotency'
-import { requestValidation } from '@iisan/http/validation'
+import { AJV_OPTIONS, requestValidation } from '@iisan/http/validation'
 import { dataFormatErrors } from './errors.ts'
 import type { Deps } from './deps.ts'
 import { datasetItemRoutes, datasetRoutes } from './routes/datasets.ts'
@@ -26,8 +26,7 @@ export async function buildApp(deps: Deps, options: { logger?: FastifyServerOpti
   const app = Fastify({
     loggerInstance: options.logger,
     bodyLimit: BODY_LIMIT_BYTES,
-    // coercion so query strings validate as numbers; bodies with non-numeric strings still fail
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+    ajv: { customOptions: AJV_OPTIONS },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(errorHandling, { codeExamples: ['VALIDATION_FAILED', 'UNKNOWN_ITEMS'], mappings: [dataFormatErrors, storageErrors] })
