@@ -68,6 +68,13 @@ try {
     while (!/^iisan_serving_indexed_models(?:\{[^}]*\})? [1-9]/m.test(await (await fetch(`${quick.base}/metrics`)).text())) await new Promise((r) => setTimeout(r, 2000))
     console.error(`index ready ${((performance.now() - started) / 1000).toFixed(0)} s after the first request`)
   }
+  // the mean micro-batch over the load: what one ORT run answers
+  const batching = async () => {
+    const text = await (await fetch(`${quick.base}/metrics`)).text()
+    const gauge = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+    return { batches: gauge('iisan_serving_batches'), requests: gauge('iisan_serving_batched_requests') }
+  }
+  const batchesBefore = await batching()
   const session = new Session()
   session.connect()
   await session.post('Profiler.enable')
@@ -81,6 +88,8 @@ try {
     child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`load generator exited ${code}`))))
   })
   const { profile } = await session.post('Profiler.stop')
+  const batchesAfter = await batching()
+  const meanBatch = (batchesAfter.requests - batchesBefore.requests) / (batchesAfter.batches - batchesBefore.batches)
   fs.rmSync(tmp, { recursive: true, force: true })
 
   const total = profile.endTime - profile.startTime
@@ -106,11 +115,12 @@ try {
     machine: { ...machine(), loadAverage: loadAverage() },
     setup: `one API process, ${catalogue ? 'a synthetic catalogue' : 'Scientific'} (${items.length} items), untrained ID-SASRec D = 64, k = 10, ${byUser ? 'stored histories by userId' : '10-item histories'}, autocannon in a child process`,
     load: JSON.parse(load.trim()),
+    meanBatch,
     byPackage: rank(byPackage),
     byFunction: rank(byFunction),
   }
   const pct = (x: number) => `${(100 * x).toFixed(1).padStart(5)} %`
-  console.log(`load: ${JSON.stringify(result.load)}\n\nself time by package / file:`)
+  console.log(`load: ${JSON.stringify(result.load)}, mean batch ${meanBatch.toFixed(1)} requests\n\nself time by package / file:`)
   for (const r of result.byPackage) console.log(`${pct(r.share)}  ${r.name}`)
   console.log('\nself time by function:')
   for (const r of result.byFunction) console.log(`${pct(r.share)}  ${r.name}`)

@@ -211,6 +211,46 @@ function rssMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM' | 'RssAnon' = '
   }
 }
 
+/** Clock ticks per second of /proc's CPU times. */
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })) || 100
+  } catch {
+    return 100
+  }
+})()
+
+/** CPU seconds (user + system) each process has used so far; a process that is gone is left out. */
+function cpuSeconds(pids: number[]): Map<number, number> {
+  const used = new Map<number, number>()
+  for (const pid of pids) {
+    try {
+      // the fields after the command's closing parenthesis start at field 3 (state); utime and stime are fields 14 and 15
+      const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)!.split(' ')
+      used.set(pid, (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS)
+    } catch {
+      // exited
+    }
+  }
+  return used
+}
+
+/** The CPU seconds `pids` used between two readings; a process started in between counts from 0. */
+function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0
+  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0)
+  return total
+}
+
+/** PostgreSQL's processes on this machine (its backends serve the run's database: the services' pools stay connected). */
+function postgresPids(): number[] {
+  try {
+    return execFileSync('ps', ['-u', 'postgres', '-o', 'pid='], { encoding: 'utf8' }).split('\n').map(Number).filter((pid) => pid > 0)
+  } catch {
+    return []
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // the API
 
@@ -501,6 +541,8 @@ interface LoadRow {
   /** the process answering (API or hello-world): RSS before the run and its peak during it (measured) */
   /** the server's processes together (an API primary and its replicas), and the largest replica's peak */
   serverRssMb: { before: number | null; peak: number | null; processes: number; perReplicaPeak: number | null }
+  /** CPU time (user + system) per response during the run, from /proc: the server's processes, PostgreSQL's, and this process's (autocannon) (measured) */
+  cpuMicrosecondsPerRequest: { server: number | null; postgres: number | null; loadGenerator: number | null }
   loadAverageBefore: number[]
 }
 
@@ -522,11 +564,20 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
     const r = treeRss()
     if (r !== null && (peak === null || r > peak)) peak = r
   }, 250)
+  // CPU per request, of the server, of PostgreSQL and of autocannon (this process): what a
+  // request costs whatever share of the two cores each got on a shared machine
+  const cpuBefore = { server: cpuSeconds(pids), postgres: cpuSeconds(postgresPids()), bench: process.cpuUsage() }
   let result: Result
   try {
     result = await autocannon({ url: base, connections, duration, timeout: 30, requests: [target.request()] })
   } finally {
     clearInterval(sampler)
+  }
+  const benchCpu = process.cpuUsage(cpuBefore.bench)
+  const cpuUsed = {
+    server: pids.length ? cpuBetween(cpuBefore.server, cpuSeconds(pids)) : null,
+    postgres: cpuBetween(cpuBefore.postgres, cpuSeconds(postgresPids())),
+    loadGenerator: (benchCpu.user + benchCpu.system) / 1e6,
   }
   const statusCodes = Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, s]) => [code, s.count]))
   const responses = Object.values(statusCodes).reduce((a, b) => a + b, 0)
@@ -549,6 +600,7 @@ async function runLoad(base: string, target: Target, serverPid: number | undefin
     statusCodes,
     probe,
     serverRssMb: { before, peak, processes: pids.length, perReplicaPeak: pids.length > 1 ? Math.max(...pids.slice(1).map((pid) => rssMb(pid, 'VmHWM') ?? 0)) : peak },
+    cpuMicrosecondsPerRequest: Object.fromEntries(Object.entries(cpuUsed).map(([who, seconds]) => [who, seconds === null || !responses ? null : (seconds * 1e6) / responses])) as LoadRow['cpuMicrosecondsPerRequest'],
     loadAverageBefore,
   }
 }
@@ -575,6 +627,11 @@ function markdown(rows: Record<string, unknown>[]): string {
 
 const fmt = (n: number | null | undefined, digits = 1) => (n === null || n === undefined || Number.isNaN(n) ? '—' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }))
 
+function cpuCell(r: LoadRow): string {
+  const { server, postgres, loadGenerator } = r.cpuMicrosecondsPerRequest
+  return [server, postgres, loadGenerator].map((us) => fmt(us, 0)).join(' / ')
+}
+
 function loadTableRows(rows: LoadRow[]): Record<string, unknown>[] {
   const hello = rows.find((r) => r.server === 'hello')?.requestsPerSecond
   return rows.map((r) => ({
@@ -583,6 +640,7 @@ function loadTableRows(rows: LoadRow[]): Record<string, unknown>[] {
     '× hello-world': hello ? fmt(r.requestsPerSecond / hello, 2) : '—',
     'p50 ms': fmt(r.latencyMs.p50, 1),
     'p99 ms': fmt(r.latencyMs.p99, 1),
+    'CPU µs/req: server / PostgreSQL / autocannon': cpuCell(r),
     'non-2xx': r.non2xx || r.errors || r.timeouts ? `**${r.non2xx}** ⚠ NON-2XX${r.errors ? ` + ${r.errors} errors` : ''}${r.timeouts ? ` + ${r.timeouts} timeouts` : ''}` : '0',
     'server RSS peak (all processes)': r.serverRssMb.peak === null ? '—' : `${fmt(r.serverRssMb.peak, 0)} MB`,
     'per replica': r.serverRssMb.perReplicaPeak === null ? '—' : `${fmt(r.serverRssMb.perReplicaPeak, 0)} MB`,
@@ -597,6 +655,7 @@ function catalogueHttpTableRows(runs: CatalogueHttpResult[]): Record<string, unk
       'req/s': fmt(r.requestsPerSecond, 0),
       'p50 ms': fmt(r.latencyMs.p50),
       'p99 ms': fmt(r.latencyMs.p99),
+      'CPU µs/req: server / PostgreSQL / autocannon': cpuCell(r),
       non2xx: r.non2xx,
       'loaded / indexed after activation': `${fmt(c.seconds.ready, 0)} s / ${c.seconds.indexReady === null ? 'exact' : `${fmt(c.seconds.indexReady, 0)} s`}`,
       'RSS per replica (its own)': c.apiRssMb.perReplicaAfter.map((mb, i) => `${fmt(mb, 0)} MB (${fmt(c.apiRssMb.perReplicaOwnAfter[i] ?? null, 0)})`).join(', ') || '—',
