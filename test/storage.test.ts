@@ -20,6 +20,8 @@ import {
   userHistoriesQuery,
   Prisma,
   userHistoryLoader,
+  itemDescriptionLoader,
+  describeItems,
   importDataset,
   listEpochMetrics,
   listItems,
@@ -222,6 +224,28 @@ describe('interactions', () => {
     const again = await Promise.all([loader.load({ datasetId: other.id, userExternalId: 'u1' }), loader.load({ datasetId, userExternalId: 'nobody' })])
     expect(again[0]).toMatchObject({ itemIds: there('i4', 'i2') })
     expect(again[1]).toBeNull()
+  })
+
+  it('describes the items of concurrent requests in batched queries, nothing cached', async () => {
+    const ids = Object.values(itemIds)
+    const missing = Math.max(...ids) + 1000
+    const keys = [...ids, missing, ids[0]!, ...ids]
+    const batches: number[] = []
+    const loader = itemDescriptionLoader(prisma, { maxBatch: 4, onBatch: (size) => batches.push(size) })
+    const batched = await Promise.all(keys.map((id) => loader.load(id)))
+    const byId = Object.fromEntries(small.items.map((i) => [itemIds[i.externalId]!, { externalId: i.externalId, title: i.title }]))
+    expect(batched).toEqual(keys.map((id) => byId[id] ?? null))
+    expect(batched[ids.length]).toBeNull()
+    // the loads of one turn: batches of at most 4, not one query per load
+    expect(batches).toEqual([4, 4, 2])
+    expect(await describeItems(prisma, [ids[0]!, ids[0]!, missing])).toEqual(new Map([[ids[0]!, byId[ids[0]!]]]))
+    // a title changed after a read is in the next read
+    await prisma.item.update({ where: { id: ids[0]! }, data: { title: 'renamed' } })
+    try {
+      expect(await loader.load(ids[0]!)).toMatchObject({ title: 'renamed' })
+    } finally {
+      await prisma.item.update({ where: { id: ids[0]! }, data: { title: byId[ids[0]!]!.title } })
+    }
   })
 
   it('plans the batched history read on indexes right after an import (the import refreshes the planner statistics)', async () => {

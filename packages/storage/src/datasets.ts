@@ -602,11 +602,23 @@ export function userHistoriesQuery(datasetId: string, userExternalIds: readonly 
     WHERE u.dataset_id = ${datasetId}::uuid AND u.external_id = ANY(${[...new Set(userExternalIds)]}::text[])`
 }
 
-/** External ids and titles of items by Item.id (the items of a stored history a model does not know). */
-export async function describeItems(db: Db, itemIds: readonly number[]): Promise<Map<number, { externalId: string; title: string }>> {
+export interface ItemDescription {
+  externalId: string
+  title: string
+}
+
+/**
+ * External ids and titles of items by Item.id (the items of a stored history a model does not
+ * know), in one prepared statement: it is on the path of userId recommendations.
+ */
+export async function describeItems(db: Db, itemIds: readonly number[]): Promise<Map<number, ItemDescription>> {
   if (itemIds.length === 0) return new Map()
-  const items = await db.item.findMany({ where: { id: { in: [...new Set(itemIds)] } }, select: { id: true, externalId: true, title: true } })
-  return new Map(items.map((i) => [i.id, { externalId: i.externalId, title: i.title }]))
+  const rows = await queryPrepared<ItemDescription & { id: number }>(
+    db,
+    'iisan_item_descriptions',
+    Prisma.sql`SELECT id, external_id AS "externalId", title FROM items WHERE id = ANY(${[...new Set(itemIds)]}::int[])`,
+  )
+  return new Map(rows.map(({ id, externalId, title }) => [id, { externalId, title }]))
 }
 
 export interface UserHistoryKey {
@@ -633,21 +645,7 @@ export interface UserHistoryLoaderOptions {
  * an event stored before a request is in its answer, whichever replica stored it.
  */
 export function userHistoryLoader(db: Db, options: UserHistoryLoaderOptions = {}): DataLoader<UserHistoryKey, UserHistory | null> {
-  const maxInFlight = options.maxInFlight ?? 2
-  let inFlight = 0
-  const waiting: (() => void)[] = []
-  // a batch holds its slot from its scheduling to its answer; a freed slot goes to the oldest waiting batch
-  const release = () => {
-    const next = waiting.shift()
-    if (next) setImmediate(next)
-    else inFlight--
-  }
-  const schedule = (dispatch: () => void) => {
-    if (inFlight < maxInFlight) {
-      inFlight++
-      setImmediate(dispatch)
-    } else waiting.push(dispatch)
-  }
+  const { schedule, release } = inFlightSlots(options.maxInFlight ?? 2)
   return new DataLoader<UserHistoryKey, UserHistory | null>(
     async (keys) => {
       try {
@@ -667,4 +665,48 @@ export function userHistoryLoader(db: Db, options: UserHistoryLoaderOptions = {}
     },
     { cache: false, maxBatchSize: options.maxBatch ?? 256, batchScheduleFn: schedule },
   )
+}
+
+/**
+ * Descriptions of items (describeItems) read as userHistoryLoader reads histories: the lookups
+ * of concurrent requests coalesced into one statement per batch. Nothing is cached (an item's
+ * title may change); an unknown id loads null.
+ */
+export function itemDescriptionLoader(db: Db, options: Omit<UserHistoryLoaderOptions, 'maxItems'> = {}): DataLoader<number, ItemDescription | null> {
+  const { schedule, release } = inFlightSlots(options.maxInFlight ?? 2)
+  return new DataLoader<number, ItemDescription | null>(
+    async (ids) => {
+      try {
+        options.onBatch?.(ids.length)
+        const found = await describeItems(db, ids)
+        return ids.map((id) => found.get(id) ?? null)
+      } finally {
+        release()
+      }
+    },
+    { cache: false, maxBatchSize: options.maxBatch ?? 256, batchScheduleFn: schedule },
+  )
+}
+
+/**
+ * A DataLoader schedule that runs at most maxInFlight batches at once: a batch holds its slot
+ * from its scheduling until it calls release(), and a freed slot goes to the oldest waiting batch
+ * (which meanwhile takes in the loads that arrive).
+ */
+function inFlightSlots(maxInFlight: number): { schedule: (dispatch: () => void) => void; release: () => void } {
+  let inFlight = 0
+  const waiting: (() => void)[] = []
+  return {
+    schedule(dispatch) {
+      if (inFlight < maxInFlight) {
+        inFlight++
+        setImmediate(dispatch)
+      } else waiting.push(dispatch)
+    },
+    release() {
+      const next = waiting.shift()
+      if (next) setImmediate(next)
+      else inFlight--
+    },
+  }
 }

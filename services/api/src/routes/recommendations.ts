@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { rowsFor, toRecommendations, type LoadedModel } from '@iisan/pipeline'
-import { describeItems, listItems, userHistoryLoader, type UserHistory, type UserHistoryKey } from '@iisan/storage'
+import { itemDescriptionLoader, listItems, userHistoryLoader, type ItemDescription, type UserHistory, type UserHistoryKey } from '@iisan/storage'
 import type DataLoader from 'dataloader'
 import { ApiError, errorResponses } from '@iisan/http'
 import type { Deps } from '../deps.ts'
@@ -8,8 +8,10 @@ import { resolveModel } from '../resolve-model.ts'
 import { MAX_HISTORY, RecommendationRequest, RecommendationResponse } from './recommendation-schemas.ts'
 
 export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
-  // concurrent userId requests read their histories in one query (exact: nothing is cached)
+  // concurrent userId requests read their histories in one query, and the items of those the
+  // model does not know in another (exact: nothing is cached)
   const histories = userHistoryLoader(deps.prisma, { maxItems: MAX_HISTORY })
+  const descriptions = itemDescriptionLoader(deps.prisma)
   app.post(
     '/recommendations',
     {
@@ -32,7 +34,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         throw new ApiError(400, 'VALIDATION_FAILED', 'give exactly one of history or userId')
       }
       const model = await resolveModel(deps, body.modelId, body.datasetId)
-      const stored = body.userId === undefined ? undefined : await storedItems(deps, model, await userHistory(histories, model.datasetId, body.userId))
+      const stored = body.userId === undefined ? undefined : await storedItems(descriptions, model, await userHistory(histories, model.datasetId, body.userId))
       const history = body.history ?? stored!.externalIds
       const { indices, missing } = rowsFor(model, history)
       // Only the catalogue tells an item the model cannot use from an id that names nothing; a
@@ -66,9 +68,17 @@ async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | n
  * A stored history's external ids, from the model's arrays for the items it knows; the catalogue
  * is asked only for the others (their titles too, for the response's history).
  */
-async function storedItems(deps: Deps, model: LoadedModel, stored: UserHistory): Promise<{ externalIds: string[]; titleOf: Map<string, string> }> {
-  const unknown = stored.itemIds.filter((id) => !model.indexOfItemId.has(id))
-  const described = await describeItems(deps.prisma, unknown)
+async function storedItems(
+  descriptions: DataLoader<number, ItemDescription | null>,
+  model: LoadedModel,
+  stored: UserHistory,
+): Promise<{ externalIds: string[]; titleOf: Map<string, string> }> {
+  const unknown = [...new Set(stored.itemIds.filter((id) => !model.indexOfItemId.has(id)))]
+  const described = new Map<number, ItemDescription>()
+  for (const [i, found] of (await descriptions.loadMany(unknown)).entries()) {
+    if (found instanceof Error) throw found
+    if (found) described.set(unknown[i]!, found)
+  }
   const externalIds: string[] = []
   for (const id of stored.itemIds) {
     const index = model.indexOfItemId.get(id)
