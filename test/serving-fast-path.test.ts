@@ -152,6 +152,28 @@ describe.each([
     model.dispose()
   }, 120_000)
 
+  // the serving graph runs its last block for the last position only: with one block that block
+  // is the first as well, with three there is more than one before it
+  it.each([1, 3])('user states of a %d-block encoder equal the last position of the full forward', async (numBlocks) => {
+    const model = new SequentialRecommender(sasRecIdConfig(NUM_ITEMS, { seed: 6, numBlocks }))
+    const matrix = readBack(() => model.itemMatrix())
+    const { embeddingDim: D, maxSeqLen: T } = model.config
+    const serving = await served(model, matrix, runtime)
+    const histories = randomHistories(64, NUM_ITEMS, 29)
+    const states = serving.userStates(histories)
+    histories.forEach((history, b) => {
+      const window = leftPad(history, T)
+      const reference = readBack(() => {
+        const emb = tf.gather(tf.tensor2d(matrix, [matrix.length / D, D]), tf.tensor1d(window, 'int32')).reshape([1, T, D]) as tf.Tensor3D
+        const valid = tf.tensor2d(Array.from(window, (id) => (id ? 1 : 0)), [1, T])
+        return tf.slice(model.userEncoder.forward(emb, valid, false), [0, T - 1, 0], [1, 1, D]).reshape([D])
+      })
+      for (let d = 0; d < D; d++) expect(Math.abs(states[b * D + d] - reference[d])).toBeLessThanOrEqual(SCORE_TOLERANCE)
+    })
+    serving.dispose()
+    model.dispose()
+  })
+
   it('similar items: cosine over the served rows, the item itself excluded, equal to a scan of unit rows', async () => {
     const model = buildModel('sasrec-id')
     const matrix = readBack(() => model.itemMatrix())

@@ -81,7 +81,9 @@ function topK(g: GraphBuilder, scores: string): void {
 
 /**
  * The user encoder's inference forward (UserEncoder.lastStates): histories [B, T] → the state
- * after the last position [B, D]. Post-LN blocks, attention without biases, ReLU FFN.
+ * after the last position [B, D]. Post-LN blocks, attention without biases, ReLU FFN. As there,
+ * the last block takes keys and values at every position but queries, attention output and FFN
+ * at the last one alone.
  */
 function userStates(g: GraphBuilder, encoder: UserEncoder, D: number, T: number, H: number): string {
   const { posEmb, lnIn, blocks, lnEps, masked } = encoder.weights
@@ -99,16 +101,21 @@ function userStates(g: GraphBuilder, encoder: UserEncoder, D: number, T: number,
 
   let h = norm(g.op('Add', [g.op('Gather', [items, history], { axis: 0 }), value(posEmb)]), lnIn) // [B, T, D]
   const dh = D / H
-  for (const block of blocks) h = userBlock(h, block)
-  // the state after the last position
-  return g.op('Reshape', [g.op('Slice', [h, g.intConst([T - 1]), g.intConst([T]), g.intConst([1])]), g.intConst([-1, D])])
+  /** [B, …, T, …] → its last position along `axis`, kept as a dimension of 1 */
+  const lastPosition = (x: string, axis: number) => g.op('Slice', [x, g.intConst([T - 1]), g.intConst([T]), g.intConst([axis])])
+  const last = blocks.length - 1
+  for (const block of blocks.slice(0, last)) h = userBlock(h, h, mask, block)
+  // the state after the last position [B, 1, D] (a user encoder has at least one block)
+  const state = userBlock(lastPosition(h, 1), h, lastPosition(mask, 2), blocks[last]!)
+  return g.op('Reshape', [state, g.intConst([-1, D])])
 
-  function userBlock(x: string, block: UserBlock): string {
-    const heads = (w: tf.Variable, perm: number[]) => g.op('Transpose', [g.op('Reshape', [g.op('MatMul', [x, value(w)]), g.intConst([0, 0, H, dh])])], { perm })
-    const q = heads(block.wq, [0, 2, 1, 3]) // [B, H, T, dh]
-    const kT = heads(block.wk, [0, 2, 3, 1]) // [B, H, dh, T]
-    const v = heads(block.wv, [0, 2, 1, 3])
-    const scores = g.op('Add', [g.op('Div', [g.op('MatMul', [q, kT]), g.floatConst(Float32Array.of(Math.sqrt(dh)), [], 'c')]), mask])
+  /** One block for the query rows x [B, Q, D] (Q = T, or 1: the last position) over the keys and values of kv [B, T, D] → [B, Q, D]. */
+  function userBlock(x: string, kv: string, mask: string, block: UserBlock): string {
+    const heads = (rows: string, w: tf.Variable, perm: number[]) => g.op('Transpose', [g.op('Reshape', [g.op('MatMul', [rows, value(w)]), g.intConst([0, 0, H, dh])])], { perm })
+    const q = heads(x, block.wq, [0, 2, 1, 3]) // [B, H, Q, dh]
+    const kT = heads(kv, block.wk, [0, 2, 3, 1]) // [B, H, dh, T]
+    const v = heads(kv, block.wv, [0, 2, 1, 3])
+    const scores = g.op('Add', [g.op('Div', [g.op('MatMul', [q, kT]), g.floatConst(Float32Array.of(Math.sqrt(dh)), [], 'c')]), mask]) // [B, H, Q, T]
     const context = g.op('Transpose', [g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), v])], { perm: [0, 2, 1, 3] })
     const attended = g.op('MatMul', [g.op('Reshape', [context, g.intConst([0, 0, D])]), value(block.wo)])
     const y = norm(g.op('Add', [x, attended]), block.lnAttn)
