@@ -56,19 +56,20 @@ function randomHistories(count: number, numItems: number, seed: number): number[
   return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(random() * 14) }, () => 1 + Math.floor(random() * numItems)))
 }
 
-/**
- * The reference: one window through the training graph's forward (every position, dropout off; the
- * state after the last one), then the scalar scan.
- */
-function referenceTopK(model: SequentialRecommender, matrix: Float32Array, history: number[], k: number): ScoredItem[] {
+/** The reference state: one window through the training graph's forward (every position, dropout off), the state after the last one. */
+function referenceState(model: SequentialRecommender, matrix: Float32Array, history: number[]): Float32Array {
   const { embeddingDim: D, maxSeqLen: T } = model.config
   const window = leftPad(history, T)
-  const state = readBack(() => {
+  return readBack(() => {
     const emb = tf.gather(tf.tensor2d(matrix, [matrix.length / D, D]), tf.tensor1d(window, 'int32')).reshape([1, T, D]) as tf.Tensor3D
     const valid = tf.tensor2d(Array.from(window, (id) => (id ? 1 : 0)), [1, T])
     return tf.slice(model.userEncoder.forward(emb, valid, false), [0, T - 1, 0], [1, 1, D]).reshape([D])
   })
-  return topKByDot(matrix, D, state, k, new Set(history))
+}
+
+/** The reference: the reference state, then the scalar scan. */
+function referenceTopK(model: SequentialRecommender, matrix: Float32Array, history: number[], k: number): ScoredItem[] {
+  return topKByDot(matrix, model.config.embeddingDim, referenceState(model, matrix, history), k, new Set(history))
 }
 
 /**
@@ -157,17 +158,12 @@ describe.each([
   it.each([1, 3])('user states of a %d-block encoder equal the last position of the full forward', async (numBlocks) => {
     const model = new SequentialRecommender(sasRecIdConfig(NUM_ITEMS, { seed: 6, numBlocks }))
     const matrix = readBack(() => model.itemMatrix())
-    const { embeddingDim: D, maxSeqLen: T } = model.config
+    const D = model.config.embeddingDim
     const serving = await served(model, matrix, runtime)
     const histories = randomHistories(64, NUM_ITEMS, 29)
     const states = serving.userStates(histories)
     histories.forEach((history, b) => {
-      const window = leftPad(history, T)
-      const reference = readBack(() => {
-        const emb = tf.gather(tf.tensor2d(matrix, [matrix.length / D, D]), tf.tensor1d(window, 'int32')).reshape([1, T, D]) as tf.Tensor3D
-        const valid = tf.tensor2d(Array.from(window, (id) => (id ? 1 : 0)), [1, T])
-        return tf.slice(model.userEncoder.forward(emb, valid, false), [0, T - 1, 0], [1, 1, D]).reshape([D])
-      })
+      const reference = referenceState(model, matrix, history)
       for (let d = 0; d < D; d++) expect(Math.abs(states[b * D + d] - reference[d])).toBeLessThanOrEqual(SCORE_TOLERANCE)
     })
     serving.dispose()

@@ -3,7 +3,7 @@
 import { Type } from '@sinclair/typebox'
 import { ID_PATTERN } from '@iisan/http/patterns'
 
-export const MAX_K = 1000
+const MAX_K = 1000
 /** Longest explicit history, and how much of a stored one a response shows. */
 export const MAX_HISTORY = 1000
 
