@@ -88,11 +88,17 @@ function expectSameRanking(actual: ScoredItem[], reference: ScoredItem[], k: num
   return swapped
 }
 
-/** A served copy of `model` with `matrix`, scored on `runtime`. */
-async function served(model: SequentialRecommender, matrix: Float32Array, runtime: 'tfjs' | 'onnx'): Promise<ServingModel> {
+/**
+ * Where a served copy scores: tfjs, or ONNX Runtime with the item matrix fed to its product on
+ * every run ('onnx'), or held packed in the graph, appended rows fed ('onnx, rows packed').
+ */
+type Scoring = 'tfjs' | 'onnx' | 'onnx, rows packed'
+
+/** A served copy of `model` with `matrix`, scored as `scoring` says. */
+async function served(model: SequentialRecommender, matrix: Float32Array, scoring: Scoring): Promise<ServingModel> {
   const serving = ServingModel.load(saveCheckpoint(model.params, model.config), matrix)
-  if (runtime === 'onnx') expect(await serving.useRuntime()).toBe(true)
-  expect(serving.scoringRuntime).toBe(runtime)
+  if (scoring !== 'tfjs') expect(await serving.useRuntime({ packed: scoring === 'onnx, rows packed' })).toBe(true)
+  expect(serving.scoringRuntime).toBe(scoring === 'tfjs' ? 'tfjs' : 'onnx')
   return serving
 }
 
@@ -101,6 +107,8 @@ describe.each([
   ['cpu', 'tfjs'],
   ['wasm', 'onnx'],
   ['cpu', 'onnx'],
+  ['wasm', 'onnx, rows packed'],
+  ['cpu', 'onnx, rows packed'],
 ] as const)('batched serving on the %s backend, scored on %s, equals the reference path', (backend, runtime) => {
   beforeAll(async () => {
     await tf.setBackend(backend)

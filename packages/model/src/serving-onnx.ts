@@ -5,12 +5,17 @@
 // product on one core at wasm's SIMD width and a top-k scan in JavaScript; here it is one call
 // into MLAS and ORT's TopK.
 //
-// The item matrix is an input, not a constant: it is fed as the view of the one copy the process
-// holds (no copy), and cold-start appends need no new session. The user encoder's weights are
-// constants (a version's weights never change). Ids are int32; row 0 is padding and every
-// request excludes it.
+// The item matrix is an input: it is fed as the view of the one copy the process holds (no copy),
+// and cold-start appends need no new session. The recommend graph can also hold the rows known at
+// its creation as a constant for its product (`packed`): ORT then lays them out for its GEMM
+// kernel once, where an input is re-laid out on every run. That costs a second, packed copy of
+// those rows and saves a third to two fifths of the product's time at the batches served
+// (bench/serving-graphs.ts); rows appended later are scored from the input (`tail`). The user
+// encoder's weights are constants (a version's weights never change). Ids are int32; row 0 is
+// padding and every request excludes it.
 //
 //   recommend  items [R, D], history [B, T] (left-padded), exclude [B, X] (0-padded), k [1]
+//              (packed: + tail [R − P, D], rows P..R−1 of items; rows 0..P−1 are the constant)
 //              → scores [B, K], indices [B, K]   (K = min(k, R), best first)
 //   states     items, history → states [B, D]  (for the approximate index)
 //   similar    items, norms [R] (0 → 1), query [B], exclude, k → scores, indices   (cosine)
@@ -22,7 +27,7 @@ import type * as tf from '@tensorflow/tfjs-core'
 import { sanGraphBuilder } from './san-onnx.ts'
 import type { LayerNormWeights, UserBlock, UserEncoder } from './user-encoder.ts'
 
-export const SERVING_INPUTS = { items: 'items', history: 'history', exclude: 'exclude', k: 'k', norms: 'norms', query: 'query' } as const
+export const SERVING_INPUTS = { items: 'items', tail: 'tail', history: 'history', exclude: 'exclude', k: 'k', norms: 'norms', query: 'query' } as const
 export const SERVING_OUTPUTS = { scores: 'scores', indices: 'indices', states: 'states' } as const
 
 export interface ServingGraphs {
@@ -33,10 +38,14 @@ export interface ServingGraphs {
   product: Uint8Array
 }
 
-/** The three serving graphs of a user encoder with item width D over windows of T items. */
-export function servingGraphs(encoder: UserEncoder, D: number, T: number, numHeads: number): ServingGraphs {
+/**
+ * The serving graphs of a user encoder with item width D over windows of T items. `packed`: rows
+ * 0..P−1 of the item matrix ([P, D]), held by the recommend graph as a constant (see the top).
+ */
+export function servingGraphs(encoder: UserEncoder, D: number, T: number, numHeads: number, packed?: Float32Array): ServingGraphs {
   const recommend = sanGraphBuilder()
-  const scores = scoresForStates(recommend, userStates(recommend, encoder, D, T, numHeads))
+  const users = userStates(recommend, encoder, D, T, numHeads)
+  const scores = packed ? scoresForStatesPacked(recommend, users, packed, D) : scoresForStates(recommend, users)
   topK(recommend, excluded(recommend, scores))
 
   const states = sanGraphBuilder()
@@ -60,6 +69,13 @@ export function servingGraphs(encoder: UserEncoder, D: number, T: number, numHea
 /** states [B, D] → items · statesᵀ as [B, R] (Gemm reads the item matrix transposed in place). */
 function scoresForStates(g: GraphBuilder, states: string): string {
   return g.op('Gemm', [states, SERVING_INPUTS.items], { transB: 1 })
+}
+
+/** The same [B, R], from the constant rows 0..P−1 (`packed`) and the input rows P..R−1 (`tail`, possibly none). */
+function scoresForStatesPacked(g: GraphBuilder, states: string, packed: Float32Array, D: number): string {
+  const tail = g.input(SERVING_INPUTS.tail, 'float', ['tailRows', D])
+  const known = g.op('Gemm', [states, g.floatConst(packed, [packed.length / D, D], 'packed')], { transB: 1 })
+  return g.op('Concat', [known, g.op('Gemm', [states, tail], { transB: 1 })], { axis: 1 })
 }
 
 /** scores [B, R] with −∞ at each request's excluded rows (`exclude` [B, X]). */
@@ -141,10 +157,13 @@ export class ServingRuntime {
     private readonly sessions: Record<keyof ServingGraphs, SyncOrtSession>,
     private readonly D: number,
     private readonly T: number,
+    /** rows of the matrix the recommend graph holds packed (0: none) */
+    private readonly packedRows: number,
   ) {}
 
-  static async create(ort: OrtModule, encoder: UserEncoder, D: number, T: number, numHeads: number): Promise<ServingRuntime> {
-    const graphs = servingGraphs(encoder, D, T, numHeads)
+  /** `packed`: the item matrix's rows to hold packed in the recommend graph (see the top), [P, D]; the caller may drop it. */
+  static async create(ort: OrtModule, encoder: UserEncoder, D: number, T: number, numHeads: number, packed?: Float32Array): Promise<ServingRuntime> {
+    const graphs = servingGraphs(encoder, D, T, numHeads, packed)
     const sessions: Partial<Record<keyof ServingGraphs, SyncOrtSession>> = {}
     try {
       for (const name of ['recommend', 'states', 'similar', 'product'] as const) sessions[name] = await SyncOrtSession.create(ort, graphs[name], 1)
@@ -152,15 +171,20 @@ export class ServingRuntime {
       for (const session of Object.values(sessions)) session.release()
       throw err
     }
-    return new ServingRuntime(sessions as Record<keyof ServingGraphs, SyncOrtSession>, D, T)
+    return new ServingRuntime(sessions as Record<keyof ServingGraphs, SyncOrtSession>, D, T, packed ? packed.length / D : 0)
   }
 
-  /** windows [B·T] (left-padded), exclude [B·X] (each row holding a 0) → each request's top k rows. */
+  /**
+   * windows [B·T] (left-padded), exclude [B·X] (each row holding a 0) → each request's top k rows.
+   * `items` must begin with the rows the graph holds packed (it is the matrix they were taken from, grown).
+   */
   recommend(items: Float32Array, given: Int32Array, givenExclude: Int32Array, k: number): TopRows {
     const [windows, exclude] = [atLeastTwoRows(given, this.T), atLeastTwoRows(givenExclude, givenExclude.length / (given.length / this.T))]
     const B = windows.length / this.T
+    const { D, packedRows } = this
+    const tail: Record<string, [Float32Array, number[]]> = packedRows === 0 ? {} : { [SERVING_INPUTS.tail]: [items.subarray(packedRows * D), [items.length / D - packedRows, D]] }
     const [scores, rows] = this.sessions.recommend.run<Float32Array | Int32Array>(
-      { ...this.itemFeeds(items), [SERVING_INPUTS.history]: [windows, [B, this.T]], [SERVING_INPUTS.exclude]: [exclude, [B, exclude.length / B]], [SERVING_INPUTS.k]: [BigInt64Array.of(BigInt(k)), [1]] },
+      { ...this.itemFeeds(items), ...tail, [SERVING_INPUTS.history]: [windows, [B, this.T]], [SERVING_INPUTS.exclude]: [exclude, [B, exclude.length / B]], [SERVING_INPUTS.k]: [BigInt64Array.of(BigInt(k)), [1]] },
       [SERVING_OUTPUTS.scores, SERVING_OUTPUTS.indices],
     )
     return { scores: scores as Float32Array, rows: rows as Int32Array, width: scores.length / B }

@@ -121,13 +121,18 @@ export class ServingModel {
    * BACKBONE_RUNTIME allows it: a batch of requests is then one ORT run (user encoder, product,
    * exclusions, top k). tfjs answers until it is ready, and everywhere it is not. Returns whether
    * ORT now serves.
+   *
+   * `packed` (default: unless the model answers from an approximate index): the graph holds the
+   * rows known now as a constant that ORT lays out once for its product, at the cost of a second
+   * copy of them (serving-onnx.ts). Worth it only where the exact product serves.
    */
-  async useRuntime(): Promise<boolean> {
+  async useRuntime({ packed = !this.shared }: { packed?: boolean } = {}): Promise<boolean> {
     if (this.runtime) return true
     const rt = await resolveRuntime(undefined, () => undefined)
     if (rt.name !== 'onnx' || this.disposed) return false
     const { embeddingDim, maxSeqLen, numHeads } = this.config
-    const runtime = await ServingRuntime.create(rt.ort, this.model.userEncoder, embeddingDim, maxSeqLen, numHeads)
+    const rows = packed ? this.itemRows() : undefined
+    const runtime = await ServingRuntime.create(rt.ort, this.model.userEncoder, embeddingDim, maxSeqLen, numHeads, rows)
     if (this.disposed) {
       runtime.release()
       return false

@@ -234,8 +234,9 @@ export class ServingRegistry {
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
     const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity, indexStore: this.indexStore })
-    // a batch becomes one ONNX Runtime run where it loads; tfjs serves otherwise, and if it fails
-    await serving.useRuntime().then(
+    // a batch becomes one ONNX Runtime run where it loads; tfjs serves otherwise, and if it fails.
+    // Its product holds the rows packed only where it serves: below the approximate index's size.
+    await serving.useRuntime({ packed: version.numItems < this.approximateFrom }).then(
       (onnx) => this.onScoring?.({ modelVersionId: id, runtime: onnx ? 'onnx' : 'tfjs' }),
       (error: unknown) => this.onScoring?.({ modelVersionId: id, runtime: 'tfjs', error }),
     )
