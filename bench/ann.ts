@@ -6,10 +6,11 @@
 // cold-start items (ms) and whether they are found at once. Prints a table; writes
 // bench/results/ann.json.
 //   npx tsx bench/ann.ts [--sizes 20000,200000,1000000] [--queries 200] [--ef-search 64,128,256]
-//     [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--reduced]
-// --quantization and --connectivity build one index per listed vector type (the library's copy;
-// re-ranking stays f32) and graph degree M, and send each query to every one in turn, so that they
-// are compared under the same load. --rerank sweeps how many of the library's candidates are
+//     [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8]
+//     [--order index,locality] [--reduced]
+// --quantization, --connectivity and --order build one index per listed vector type (the library's
+// copy; re-ranking stays f32), graph degree M and insertion order (rows 1..N, or localityOrder),
+// and send each query to every one in turn, so that they are compared under the same load. --rerank sweeps how many of the library's candidates are
 // re-scored exactly (0: all it returns).
 // --metric cos measures the similar-items index: queries are items, each excluding itself.
 // --reduced also builds a USearch index over the MIPS→cosine reduction (rows + sqrt(M² − |x|²),
@@ -26,7 +27,7 @@ import { fail } from './lib/cli.ts'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const USAGE =
-  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--metric ip|cos] [--reduced]'
+  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--order index,locality] [--metric ip|cos] [--reduced]'
 const D = 64
 const K = 10
 const HISTORY = 20
@@ -47,6 +48,7 @@ function parseOptions() {
         threads: { type: 'string', default: '0' },
         quantization: { type: 'string', default: ANN_DEFAULTS.quantization },
         metric: { type: 'string', default: 'ip' },
+        order: { type: 'string', default: ANN_DEFAULTS.insertionOrder },
         reduced: { type: 'boolean', default: false },
       },
     }))
@@ -74,6 +76,7 @@ function parseOptions() {
     reduced: values.reduced === true,
     quantizations: quantizations as IndexQuantization[],
     metric: metric as IndexMetric,
+    orders: String(values.order).split(',').map((o) => (o === 'index' || o === 'locality' ? o : fail(`--order must be a list of index, locality (got ${JSON.stringify(o)})`))),
   }
 }
 
@@ -138,7 +141,7 @@ for (const N of opts.sizes) {
   const exact = timeQueries((i) => exactTop.push(exactTopK(matrix, queries[i], histories[i])), opts.queries)
 
   const built = opts.connectivities.flatMap((connectivity) =>
-    opts.quantizations.map((quantization) => {
+    opts.quantizations.flatMap((quantization) => opts.orders.map((insertionOrder) => {
       const rssBefore = rssMB()
       const t = performance.now()
       const index = approximateIndex(matrix, D, {
@@ -147,9 +150,10 @@ for (const N of opts.sizes) {
         connectivity,
         efConstruction: opts.efConstruction,
         threads: opts.threads,
+        insertionOrder,
       })
-      return { connectivity, quantization, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
-    }),
+      return { connectivity, quantization, insertionOrder, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
+    })),
   )
 
   // each query goes to every index in turn, so the shared machine's noise falls on all of them alike
@@ -185,7 +189,7 @@ for (const N of opts.sizes) {
     })
   }
 
-  for (const [j, { connectivity, quantization, index, buildSeconds, rssDeltaMB }] of built.entries()) {
+  for (const [j, { connectivity, quantization, insertionOrder, index, buildSeconds, rssDeltaMB }] of built.entries()) {
     const sweep = sweeps[j]
     let t: number
     index.efSearch = ANN_DEFAULTS.efSearch
@@ -260,6 +264,7 @@ for (const N of opts.sizes) {
       metric: opts.metric,
       connectivity,
       quantization,
+      insertionOrder,
       buildSeconds,
       rssDeltaMB,
       exact,
@@ -268,7 +273,7 @@ for (const N of opts.sizes) {
       ...(reduced ? { mipsReduction: { efSearch: ANN_DEFAULTS.efSearch, ...reduced } } : {}),
     }
     results.push(row)
-    console.error(`N=${N} M=${connectivity} ${quantization} done: ${JSON.stringify(row)}`)
+    console.error(`N=${N} M=${connectivity} ${quantization} ${insertionOrder} order done: ${JSON.stringify(row)}`)
   }
 }
 
@@ -290,22 +295,23 @@ function dot(matrix: Float32Array, r: number, q: Float32Array): number {
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits)
 console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
-console.log('| N | M | vectors | build s | RSS Δ MB | efSearch | re-ranked | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
-console.log('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+console.log('| N | M | vectors | insertion order | build s | RSS Δ MB | efSearch | re-ranked | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
+console.log('| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
 for (const r of results as any[]) {
   for (const e of r.index) {
     console.log(
-      `| ${r.N} | ${r.connectivity} | ${r.quantization} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${e.rerank === 0 ? 'all' : e.rerank} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
+      `| ${r.N} | ${r.connectivity} | ${r.quantization} | ${r.insertionOrder} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${e.rerank === 0 ? 'all' : e.rerank} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
     )
   }
-  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${r.connectivity} | f32 | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | all | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
+  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${r.connectivity} | f32 | index | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | all | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
 }
 
 const out = path.join(import.meta.dirname, 'results', 'ann.json')
 fs.mkdirSync(path.dirname(out), { recursive: true })
 const previous = fs.existsSync(out) ? (JSON.parse(fs.readFileSync(out, 'utf8')) as { runs?: unknown[] }) : {}
-const sameRun = (r: any, m: number, q: string) => opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === m && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric
-const runs = [...(previous.runs ?? []).filter((r: any) => !opts.connectivities.some((m) => opts.quantizations.some((q) => sameRun(r, m, q))))]
+const sameRun = (r: any, m: number, q: string, o: string) =>
+  opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === m && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric && (r.insertionOrder ?? 'index') === o
+const runs = [...(previous.runs ?? []).filter((r: any) => !opts.connectivities.some((m) => opts.quantizations.some((q) => opts.orders.some((o) => sameRun(r, m, q, o)))))]
 for (const r of results as any[]) runs.push({ ...r, params: { connectivity: r.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
 fs.writeFileSync(out, JSON.stringify({ library: indexLibrary(), node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
 console.log(`wrote ${path.relative(process.cwd(), out)}`)
