@@ -573,10 +573,11 @@ function keyRange(first: number, n: number): BigUint64Array {
  * can give the event loop back in between (`values` is read again after each yield: a wasm view
  * dies when the heap grows); runToEnd runs it at once.
  *
- * Why: USearch lays out nodes and vectors in the order they are added, and a search is a chain of
- * dependent reads over the whole graph. Added in this order, neighbours share pages: at 1M items
- * the build took 0.73× the time (153 s against 211 s), an append of 1k rows 0.75×, and search and
- * recall@10 did not change (bench/ann.ts --order index,locality; docs/ann-choice.md).
+ * Why: USearch lays out nodes and vectors in the order they are added, and building and searching
+ * are chains of dependent reads over the whole graph; added in this order, neighbours tend to share
+ * pages. At 1M items the build took 0.71–0.73× the time (154 s against 211–215 s in two runs), an
+ * append of 1k rows 0.76×, and search time and recall@10 did not change beyond the noise
+ * (bench/ann.ts --order index,locality; docs/ann-choice.md).
  */
 export function* localityOrder(values: () => Float32Array, count: number, D: number): Generator<void, Int32Array> {
   const LEAF_ROWS = 32
