@@ -10,8 +10,8 @@
 //     [--order index,locality] [--reduced]
 // --quantization, --connectivity and --order build one index per listed vector type (the library's
 // copy; re-ranking stays f32), graph degree M and insertion order (rows 1..N, or localityOrder),
-// and send each query to every one in turn, so that they are compared under the same load. --rerank sweeps how many of the library's candidates are
-// re-scored exactly (0: all it returns).
+// and send each query to every one in turn, so that they are compared under the same load.
+// --rerank sweeps how many of the library's candidates are re-scored exactly (0: all it returns).
 // --metric cos measures the similar-items index: queries are items, each excluding itself.
 // --reduced also builds a USearch index over the MIPS→cosine reduction (rows + sqrt(M² − |x|²),
 // query + 0) with the same parameters, for comparison (docs/ann-choice.md). Bad arguments print one `error: …` line and exit 1.
