@@ -9,8 +9,8 @@
 // and cold-start appends need no new session. The recommend graph can also hold the rows known at
 // its creation as a constant for its product (`packed`): ORT then lays them out for its GEMM
 // kernel once, where an input is re-laid out on every run. That costs a second, packed copy of
-// those rows and saves a third to two fifths of the product's time at the batches served
-// (bench/serving-graphs.ts); rows appended later are scored from the input (`tail`). The user
+// those rows and saves a fifth of the whole graph's time at batches of 16, half of a lone
+// request's (bench/serving-graphs.ts); rows appended later are scored from the input (`tail`). The user
 // encoder's weights are constants (a version's weights never change). Ids are int32; row 0 is
 // padding and every request excludes it.
 //
