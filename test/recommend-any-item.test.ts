@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type request from 'supertest'
 import { initBackend } from '@iisan/model'
-import { sampleDataset } from '@iisan/pipeline'
+import { sampleDataset, ServingRegistry } from '@iisan/pipeline'
 import { addItems } from '@iisan/storage'
 import { countDropped, distinct } from './helpers/dropped-items.ts'
 import { startServices, trainAndWait, type ServicesUnderTest, type TestPlatform } from './helpers/platform.ts'
@@ -81,6 +81,33 @@ describe('ID-SASRec: catalogue items the protocol dropped', () => {
     for (const h of res.body.history) expect(h.title.length).toBeGreaterThan(0)
     const explicit = await recommend({ modelId: idModel, history: usable, k: 10 }).expect(200)
     expect(res.body.items).toEqual(explicit.body.items)
+  })
+
+  it('the items it lacks are described when it loads, so a stored history holding them needs no query', async () => {
+    const registry = new ServingRegistry(platform.db.prisma)
+    try {
+      const model = (await registry.get(idModel))!
+      const titles = new Map((await platform.db.prisma.item.findMany({ where: { datasetId } })).map((i) => [i.externalId, i.title]))
+      expect(new Set([...model.outsideItems.values()].map((i) => i.externalId))).toEqual(new Set([...dropped, NO_STATES.externalId]))
+      for (const item of model.outsideItems.values()) expect(item.title).toBe(titles.get(item.externalId))
+      for (const [id, item] of model.outsideItems) expect(model.indexOfItemId.has(id) || model.indexOfExternal.has(item.externalId)).toBe(false)
+    } finally {
+      await registry.close()
+    }
+  })
+
+  it('an item added after the load is still described, from the catalogue', async () => {
+    // the API has this version loaded before the item exists
+    await recommend({ modelId: idModel, history: usable, k: 1 }).expect(200)
+    const late = { externalId: 'LATE-1', title: 'Added after the version loaded (9d2e71)' }
+    await addItems(platform.db.prisma, datasetId, [late])
+    for (const itemId of [usable[0], late.externalId]) await http.post('/v1/events').send({ datasetId, userId: 'late-user', itemId }).expect(201)
+    const res = await recommend({ modelId: idModel, userId: 'late-user', k: 5 }).expect(200)
+    expect(res.body.skippedItemIds).toEqual([late.externalId])
+    expect(res.body.history).toEqual([
+      { itemId: usable[0], title: expect.any(String), skipped: false },
+      { itemId: late.externalId, title: late.title, skipped: true },
+    ])
   })
 
   it('a history of dropped items only: 400 NO_KNOWN_HISTORY when given, 409 when stored', async () => {

@@ -22,6 +22,7 @@ import {
   userHistoryLoader,
   itemDescriptionLoader,
   describeItems,
+  describeItemsOutside,
   importDataset,
   listEpochMetrics,
   listItems,
@@ -246,6 +247,20 @@ describe('interactions', () => {
     } finally {
       await prisma.item.update({ where: { id: ids[0]! }, data: { title: byId[ids[0]!]!.title } })
     }
+  })
+
+  it('describes the items of a dataset outside a given set, by id, at most limit of them', async () => {
+    const ids = Object.values(itemIds).sort((a, b) => a - b)
+    const byId = new Map(small.items.map((i) => [itemIds[i.externalId]!, { externalId: i.externalId, title: i.title }]))
+    const outside = (known: number[], limit: number) => describeItemsOutside(prisma, datasetId, known, limit)
+    // the known ones are left out, the others described; another dataset's items never appear
+    const known = [ids[0]!, ids[2]!]
+    expect(await outside(known, 100)).toEqual(new Map(ids.filter((id) => !known.includes(id)).map((id) => [id, byId.get(id)])))
+    expect(await outside([], 100)).toEqual(new Map(ids.map((id) => [id, byId.get(id)])))
+    expect(await outside(ids, 100)).toEqual(new Map())
+    // the first by id when there are more than the limit
+    expect([...(await outside([ids[0]!], 2)).keys()]).toEqual([ids[1], ids[2]])
+    expect(await outside([], 0)).toEqual(new Map())
   })
 
   it('plans the batched history read on indexes right after an import (the import refreshes the planner statistics)', async () => {

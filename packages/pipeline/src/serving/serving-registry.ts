@@ -14,9 +14,11 @@ import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarReque
 import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
 import type { IndexSource, IndexStore } from '@iisan/model/item-index-store'
 import { MicroBatcher } from './micro-batcher.ts'
-import { appendModelVersionItems, decodeItemEmbeddings, describeItems, getModelVersion, isStorageError, listActiveModelVersions, type PrismaClient } from '@iisan/storage'
+import { appendModelVersionItems, decodeItemEmbeddings, describeItems, describeItemsOutside, getModelVersion, isStorageError, listActiveModelVersions, type ItemDescription, type PrismaClient } from '@iisan/storage'
 
 const DISPOSE_GRACE_MS = 60_000
+/** Items outside a version that a load describes ahead (about 100 bytes each); the rest are read per request. */
+export const OUTSIDE_ITEMS_HELD = 100_000
 
 export interface LoadedModel {
   id: string
@@ -31,6 +33,13 @@ export interface LoadedModel {
   indexOfExternal: Map<string, number>
   /** Item.id → model index */
   indexOfItemId: Map<number, number>
+  /**
+   * The dataset's items this version has no row for (the protocol dropped them, or they came
+   * after it and have no states), as of the load and at most OUTSIDE_ITEMS_HELD of them: a stored
+   * history that holds them is described without a query. Their titles are as fresh as the
+   * version's own (read at the same load); an item added later is read from the catalogue.
+   */
+  outsideItems: Map<number, ItemDescription>
   /** The hot path: answered together with the other requests that reach this version in the same turn. */
   recommend(request: RecommendRequest): Promise<ScoredItem[]>
   similar(request: SimilarRequest): Promise<ScoredItem[]>
@@ -241,7 +250,7 @@ export class ServingRegistry {
       (error: unknown) => this.onScoring?.({ modelVersionId: id, runtime: 'tfjs', error }),
     )
     const loaded = await this.withItems(
-      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), indexOfItemId: new Map(), ...batchedQueries(serving, this.batching) },
+      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), indexOfItemId: new Map(), outsideItems: new Map(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
     )
     const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
@@ -254,6 +263,8 @@ export class ServingRegistry {
         throw e
       }
     }
+    // after the reconciliation: the items it appended are the version's own now
+    loaded.outsideItems = await describeItemsOutside(this.prisma, loaded.datasetId, loaded.itemIds.slice(1), OUTSIDE_ITEMS_HELD)
     if (loaded.serving.numItems >= this.approximateFrom) await this.provideIndex(loaded, replacing)
     return loaded
   }

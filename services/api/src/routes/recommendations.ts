@@ -8,8 +8,8 @@ import { resolveModel } from '../resolve-model.ts'
 import { MAX_HISTORY, RecommendationRequest, RecommendationResponse } from './recommendation-schemas.ts'
 
 export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app, deps) => {
-  // concurrent userId requests read their histories in one query, and the items of those the
-  // model does not know in another (exact: nothing is cached)
+  // concurrent userId requests read their histories in one query (exact: nothing is cached), and
+  // the items the model does not know, unless its load described them, in another
   const histories = userHistoryLoader(deps.prisma, { maxItems: MAX_HISTORY })
   const descriptions = itemDescriptionLoader(deps.prisma)
   app.post(
@@ -65,16 +65,21 @@ async function userHistory(histories: DataLoader<UserHistoryKey, UserHistory | n
 }
 
 /**
- * A stored history's external ids, from the model's arrays for the items it knows; the catalogue
- * is asked only for the others (their titles too, for the response's history).
+ * A stored history's external ids, from the model's arrays for the items it knows and from the
+ * items outside it that its load described; the catalogue is asked only for the rest (their
+ * titles too, for the response's history).
  */
 async function storedItems(
   descriptions: DataLoader<number, ItemDescription | null>,
   model: LoadedModel,
   stored: UserHistory,
 ): Promise<{ externalIds: string[]; titleOf: Map<string, string> }> {
-  const unknown = [...new Set(stored.itemIds.filter((id) => !model.indexOfItemId.has(id)))]
   const described = new Map<number, ItemDescription>()
+  for (const id of stored.itemIds) {
+    const outside = model.indexOfItemId.has(id) ? undefined : model.outsideItems.get(id)
+    if (outside) described.set(id, outside)
+  }
+  const unknown = [...new Set(stored.itemIds.filter((id) => !model.indexOfItemId.has(id) && !described.has(id)))]
   for (const [i, found] of (await descriptions.loadMany(unknown)).entries()) {
     if (found instanceof Error) throw found
     if (found) described.set(unknown[i]!, found)
