@@ -6,9 +6,9 @@
 // cold-start items (ms) and whether they are found at once. Prints a table; writes
 // bench/results/ann.json.
 //   npx tsx bench/ann.ts [--sizes 20000,200000,1000000] [--queries 200] [--ef-search 64,128,256]
-//     [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8]
+//     [--rerank 0,64] [--ef-construction 128,256] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8]
 //     [--order index,locality] [--reduced]
-// --quantization, --connectivity and --order build one index per listed vector type (the library's
+// --quantization, --connectivity, --ef-construction and --order build one index per listed vector type (the library's
 // copy; re-ranking stays f32), graph degree M and insertion order (rows 1..N, or localityOrder),
 // and send each query to every one in turn, so that they are compared under the same load.
 // --rerank sweeps how many of the library's candidates are re-scored exactly (0: all it returns).
@@ -27,7 +27,7 @@ import { fail } from './lib/cli.ts'
 import { loadAverage, machine, machineLine } from './lib/machine.ts'
 
 const USAGE =
-  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--rerank 0,64] [--ef-construction N] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--order index,locality] [--metric ip|cos] [--reduced]'
+  'usage: npx tsx bench/ann.ts [--sizes 20000,200000] [--queries 200] [--ef-search 64,128,256] [--rerank 0,64] [--ef-construction 128,256] [--connectivity 16,32] [--threads N] [--quantization f32,f16,bf16,i8] [--order index,locality] [--metric ip|cos] [--reduced]'
 const D = 64
 const K = 10
 const HISTORY = 20
@@ -70,7 +70,7 @@ function parseOptions() {
     queries: int(String(values.queries), 'queries', 1),
     efSearch: String(values['ef-search']).split(',').map((s) => int(s, 'ef-search', 1)),
     reranks: String(values.rerank).split(',').map((s) => int(s, 'rerank', 0)),
-    efConstruction: int(String(values['ef-construction']), 'ef-construction', 1),
+    efConstructions: String(values['ef-construction']).split(',').map((s) => int(s, 'ef-construction', 1)),
     connectivities: String(values.connectivity).split(',').map((s) => int(s, 'connectivity', 2)),
     threads: int(String(values.threads), 'threads', 0),
     reduced: values.reduced === true,
@@ -140,7 +140,7 @@ for (const N of opts.sizes) {
   const exactTop: number[][] = []
   const exact = timeQueries((i) => exactTop.push(exactTopK(matrix, queries[i], histories[i])), opts.queries)
 
-  const built = opts.connectivities.flatMap((connectivity) =>
+  const built = opts.efConstructions.flatMap((efConstruction) => opts.connectivities.flatMap((connectivity) =>
     opts.quantizations.flatMap((quantization) => opts.orders.map((insertionOrder) => {
       const rssBefore = rssMB()
       const t = performance.now()
@@ -148,13 +148,13 @@ for (const N of opts.sizes) {
         metric: opts.metric,
         quantization,
         connectivity,
-        efConstruction: opts.efConstruction,
+        efConstruction,
         threads: opts.threads,
         insertionOrder,
       })
-      return { connectivity, quantization, insertionOrder, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
+      return { efConstruction, connectivity, quantization, insertionOrder, index, buildSeconds: (performance.now() - t) / 1000, rssDeltaMB: rssMB() - rssBefore }
     })),
-  )
+  ))
 
   // each query goes to every index in turn, so the shared machine's noise falls on all of them alike
   const sweeps = built.map(() => [] as Record<string, number>[])
@@ -189,7 +189,7 @@ for (const N of opts.sizes) {
     })
   }
 
-  for (const [j, { connectivity, quantization, insertionOrder, index, buildSeconds, rssDeltaMB }] of built.entries()) {
+  for (const [j, { efConstruction, connectivity, quantization, insertionOrder, index, buildSeconds, rssDeltaMB }] of built.entries()) {
     const sweep = sweeps[j]
     let t: number
     index.efSearch = ANN_DEFAULTS.efSearch
@@ -229,7 +229,7 @@ for (const N of opts.sizes) {
         metric: MetricKind.IP,
         quantization: ScalarKind.F32,
         connectivity,
-        expansion_add: opts.efConstruction,
+        expansion_add: efConstruction,
         expansion_search: 1,
         multi: false,
       })
@@ -262,6 +262,7 @@ for (const N of opts.sizes) {
       N,
       D,
       metric: opts.metric,
+      efConstruction,
       connectivity,
       quantization,
       insertionOrder,
@@ -273,7 +274,7 @@ for (const N of opts.sizes) {
       ...(reduced ? { mipsReduction: { efSearch: ANN_DEFAULTS.efSearch, ...reduced } } : {}),
     }
     results.push(row)
-    console.error(`N=${N} M=${connectivity} ${quantization} ${insertionOrder} order done: ${JSON.stringify(row)}`)
+    console.error(`N=${N} M=${connectivity} efConstruction=${efConstruction} ${quantization} ${insertionOrder} order done: ${JSON.stringify(row)}`)
   }
 }
 
@@ -294,24 +295,24 @@ function dot(matrix: Float32Array, r: number, q: Float32Array): number {
 }
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits)
-console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}, efConstruction=${opts.efConstruction}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
-console.log('| N | M | vectors | insertion order | build s | RSS Δ MB | efSearch | re-ranked | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
-console.log('| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+console.log(`ANN (usearch, ${opts.metric === 'cos' ? 'cosine: similar items' : 'inner product: recommendations'}), D=${D}, k=${K}, ${opts.metric === 'cos' ? 'the item itself' : HISTORY} excluded, ${opts.queries} queries, ${machineLine()}`)
+console.log('| N | M | efConstruction | vectors | insertion order | build s | RSS Δ MB | efSearch | re-ranked | recall@10 | exact median / p99 ms | index median / p99 ms | index q/s (1 core) | append 1k ms | appended: recall@10, self found |')
+console.log('| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
 for (const r of results as any[]) {
   for (const e of r.index) {
     console.log(
-      `| ${r.N} | ${r.connectivity} | ${r.quantization} | ${r.insertionOrder} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${e.rerank === 0 ? 'all' : e.rerank} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
+      `| ${r.N} | ${r.connectivity} | ${r.efConstruction} | ${r.quantization} | ${r.insertionOrder} | ${fmt(r.buildSeconds, 1)} | ${fmt(r.rssDeltaMB, 0)} | ${e.efSearch} | ${e.rerank === 0 ? 'all' : e.rerank} | ${fmt(e.recallAt10, 4)} | ${fmt(r.exact.medianMs)} / ${fmt(r.exact.p99Ms)} | ${fmt(e.medianMs, 3)} / ${fmt(e.p99Ms, 3)} | ${fmt(e.queriesPerSecondOneCore, 0)} | ${fmt(r.appended.ms, 0)} | ${fmt(r.appended.recallAt10, 3)}, ${r.appended.selfFound}/${r.appended.selfInExactTop10} |`,
     )
   }
-  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${r.connectivity} | f32 | index | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | all | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
+  if (r.mipsReduction) console.log(`| ${r.N} (MIPS→cosine reduction) | ${r.connectivity} | ${r.efConstruction} | f32 | index | ${fmt(r.mipsReduction.buildSeconds, 1)} | | ${r.mipsReduction.efSearch} | all | ${fmt(r.mipsReduction.recallAt10, 4)} | | ${fmt(r.mipsReduction.medianMs, 3)} / ${fmt(r.mipsReduction.p99Ms, 3)} | | | |`)
 }
 
 const out = path.join(import.meta.dirname, 'results', 'ann.json')
 fs.mkdirSync(path.dirname(out), { recursive: true })
 const previous = fs.existsSync(out) ? (JSON.parse(fs.readFileSync(out, 'utf8')) as { runs?: unknown[] }) : {}
-const sameRun = (r: any, m: number, q: string, o: string) =>
-  opts.sizes.includes(r.N) && r.params?.efConstruction === opts.efConstruction && r.params?.connectivity === m && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric && (r.insertionOrder ?? 'index') === o
-const runs = [...(previous.runs ?? []).filter((r: any) => !opts.connectivities.some((m) => opts.quantizations.some((q) => opts.orders.some((o) => sameRun(r, m, q, o)))))]
-for (const r of results as any[]) runs.push({ ...r, params: { connectivity: r.connectivity, efConstruction: opts.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
+const sameRun = (r: any, e: number, m: number, q: string, o: string) =>
+  opts.sizes.includes(r.N) && r.params?.efConstruction === e && r.params?.connectivity === m && (r.quantization ?? 'f32') === q && (r.metric ?? 'ip') === opts.metric && (r.insertionOrder ?? 'index') === o
+const runs = [...(previous.runs ?? []).filter((r: any) => !opts.efConstructions.some((e) => opts.connectivities.some((m) => opts.quantizations.some((q) => opts.orders.some((o) => sameRun(r, e, m, q, o))))))]
+for (const r of results as any[]) runs.push({ ...r, params: { connectivity: r.connectivity, efConstruction: r.efConstruction, threads: opts.threads }, machine: { ...machine(), loadAverage: loadAverage() }, date: new Date().toISOString() })
 fs.writeFileSync(out, JSON.stringify({ library: indexLibrary(), node: process.version, cores: os.cpus().length, runs }, null, 2) + '\n')
 console.log(`wrote ${path.relative(process.cwd(), out)}`)
