@@ -43,7 +43,8 @@ function parseOptions() {
         // beams around the default, each once (a fixed 64,<default>,256 swept 256 twice once the default was 256)
         'ef-search': { type: 'string', default: [...new Set([64, 128, ANN_DEFAULTS.efSearch, 2 * ANN_DEFAULTS.efSearch])].join(',') },
         rerank: { type: 'string', default: String(ANN_DEFAULTS.rerank) },
-        'ef-construction': { type: 'string', default: String(ANN_DEFAULTS.efConstruction) },
+        // the default is the measured index's own: recommendations' or similar items'
+        'ef-construction': { type: 'string' },
         connectivity: { type: 'string', default: String(ANN_DEFAULTS.connectivity) },
         threads: { type: 'string', default: '0' },
         quantization: { type: 'string', default: ANN_DEFAULTS.quantization },
@@ -70,7 +71,9 @@ function parseOptions() {
     queries: int(String(values.queries), 'queries', 1),
     efSearch: String(values['ef-search']).split(',').map((s) => int(s, 'ef-search', 1)),
     reranks: String(values.rerank).split(',').map((s) => int(s, 'rerank', 0)),
-    efConstructions: String(values['ef-construction']).split(',').map((s) => int(s, 'ef-construction', 1)),
+    efConstructions: String(values['ef-construction'] ?? (metric === 'cos' ? ANN_DEFAULTS.similarEfConstruction : ANN_DEFAULTS.efConstruction))
+      .split(',')
+      .map((s) => int(s, 'ef-construction', 1)),
     connectivities: String(values.connectivity).split(',').map((s) => int(s, 'connectivity', 2)),
     threads: int(String(values.threads), 'threads', 0),
     reduced: values.reduced === true,
@@ -192,7 +195,7 @@ for (const N of opts.sizes) {
   for (const [j, { efConstruction, connectivity, quantization, insertionOrder, index, buildSeconds, rssDeltaMB }] of built.entries()) {
     const sweep = sweeps[j]
     let t: number
-    index.efSearch = ANN_DEFAULTS.efSearch
+    index.efSearch = cosine ? ANN_DEFAULTS.similarEfSearch : ANN_DEFAULTS.efSearch
     index.rerank = ANN_DEFAULTS.rerank
 
     // cold start: 1,000 new items; each, as a query direction, must come back at once

@@ -46,8 +46,8 @@ export function indexLibrary(): string {
 /**
  * Graph and search parameters, measured on 64-dimensional synthetic catalogues of 20k–1M items
  * with clustered directions and log-normal norms (bench/ann.ts, docs/ann-choice.md):
- * - connectivity (HNSW M) 32 and efSearch 256 (the beam at query time; the library is asked for
- *   max(efSearch, k + |excluded| + overfetch) candidates): at 1M items on the EPYC, both graphs
+ * - connectivity (HNSW M) 32 (chosen with efSearch 256, efConstruction 128; the beam at query time:
+ *   the library is asked for max(efSearch, k + |excluded| + overfetch) candidates): at 1M items on the EPYC, both graphs
  *   built from the same rows and each query sent to both in turn (bench/ann.ts, December 7,
  *   third session), M = 32 answered at recall@10 0.9855 in 2.43 ms (median, shortlist scored in
  *   JS) where M = 16 needed efSearch 512 for 0.987 in 3.56 ms; at equal time (~2.1 ms) M = 32
@@ -56,8 +56,15 @@ export function indexLibrary(): string {
  *   costs 504 against 331 MB and the build 1.08× the time. Earlier, without the shortlist below:
  *   20k 0.994 (M 16, ef 256); 200k 0.984 (M 16, ef 512), 0.990 (M 32, ef 512). Latency grows
  *   about linearly with efSearch, so the property can be changed at run time.
- * - efConstruction 128: build quality; lower builds a graph that needs a wider search beam
- *   for the same recall, higher costs build time at activation for little gain.
+ * - efConstruction 256 and efSearch 160 (December 8): a graph built with the wider beam needs a
+ *   narrower one to search. At 1M items, both graphs built from the same rows and each query sent
+ *   to both in turn (bench/results/ann-ef-construction.json), efConstruction 256 with efSearch 160
+ *   answered at recall@10 0.9857 in 2.73 ms (median, shortlist scored in JS) where 128 needed
+ *   efSearch 256 for 0.9850 in 3.28 ms; the build took 279 s against 114 s. Searches are paid on
+ *   every request, the build once per version and host, so the build gives.
+ * - similarEfConstruction 128, similarEfSearch 256: the similar-items (cosine, i8) index keeps
+ *   the cheaper build, which already answers at recall@10 0.9945 (1M items), so the version's
+ *   indexes are not both delayed.
  * - rerank 64: of the candidates the library returns in its (quantized) order, the first 64 not
  *   excluded are re-scored exactly; the rest of the beam could not make the top 10 (recall@10
  *   0.9835 at efSearch 256 re-ranking 32, 64 or all 256), and skipping them saved 10 % of a search.
@@ -86,8 +93,10 @@ export const ANN_DEFAULTS = {
   quantization: 'bf16' as IndexQuantization,
   similarQuantization: 'i8' as IndexQuantization,
   connectivity: 32,
-  efConstruction: 128,
-  efSearch: 256,
+  efConstruction: 256,
+  efSearch: 160,
+  similarEfConstruction: 128,
+  similarEfSearch: 256,
   rerank: 64,
   overfetch: 16,
   exactTail: 4096,
@@ -215,12 +224,13 @@ export interface ApproximateIndexOptions {
 
 /**
  * The similar-items index beside a recommendations index built with `options`: the same graph
- * parameters over the same rows, ranked by cosine, its vectors stored as `similarQuantization`.
+ * degree and insertion order over the same rows, ranked by cosine, its vectors stored as
+ * `similarQuantization`, built and searched with its own beams (similarEfConstruction, similarEfSearch).
  * The library makes cosine vectors unit before it quantizes them, so 'i8' keeps their directions
  * whatever the rows' lengths (test/item-index.test.ts checks it on rows 40 times unit length).
  */
 export function similarIndexOptions(options: ApproximateIndexOptions): ApproximateIndexOptions {
-  return { ...options, metric: 'cos', quantization: ANN_DEFAULTS.similarQuantization }
+  return { ...options, metric: 'cos', quantization: ANN_DEFAULTS.similarQuantization, efConstruction: ANN_DEFAULTS.similarEfConstruction, efSearch: ANN_DEFAULTS.similarEfSearch }
 }
 
 /** Rows per native add while building. */
