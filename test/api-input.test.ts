@@ -350,4 +350,15 @@ describe('API keys', () => {
     expect(() => loadConfig({ API_KEYS: 'short' })).toThrow(/API_KEYS/)
     expect(loadConfig({ API_KEYS: ' aaaaaaaaaaaaaaaa , bbbbbbbbbbbbbbbb ' }).apiKeys).toEqual(['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb'])
   })
+
+  it('reads the index beams, and rejects a beam that is not a whole number ≥ 1, naming the variable', async () => {
+    const { loadConfig } = await import('@iisan/config')
+    expect(loadConfig({ ITEM_INDEX_EF_SEARCH: '96', ITEM_INDEX_EF_CONSTRUCTION: '200' })).toMatchObject({ itemIndexEfSearch: 96, itemIndexEfConstruction: 200 })
+    const unset = loadConfig({})
+    expect([unset.itemIndexEfSearch, unset.itemIndexEfConstruction]).toEqual([undefined, undefined])
+    for (const bad of ['0', '-5', '1.5', 'wide']) {
+      expect(() => loadConfig({ ITEM_INDEX_EF_SEARCH: bad })).toThrow(/ITEM_INDEX_EF_SEARCH/)
+      expect(() => loadConfig({ ITEM_INDEX_EF_CONSTRUCTION: bad })).toThrow(/ITEM_INDEX_EF_CONSTRUCTION/)
+    }
+  })
 })

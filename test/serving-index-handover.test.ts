@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SequentialRecommender, ServingModel, initBackend, mulberry32, saveCheckpoint, sasRecIdConfig, tf, topKByDot, wasmHeapMeter } from '@iisan/model'
 import { ServingRegistry, toRecommendations, type LoadedModel } from '@iisan/pipeline'
 import { addItems, appendModelVersionItems, createModelVersion, importDataset } from '@iisan/storage'
+import { ANN_DEFAULTS } from '@iisan/model/item-index'
 import { readBack } from '@iisan/tensor-ops'
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts'
 
@@ -245,7 +246,7 @@ describe('the serving registry reloading a version after cold-start appends', ()
       let ready = nextEvent()
       const first = (await registry.get(stored.id))!
       await ready
-      expect(events).toEqual([expect.objectContaining({ items: N, reused: 0 })])
+      expect(events).toEqual([expect.objectContaining({ items: N, reused: 0, searchBeams: { recommendations: ANN_DEFAULTS.efSearch, similar: ANN_DEFAULTS.similarEfSearch } })])
       expect(first.serving.approximate).toBe(true)
       expect(registry.indexedModelIds()).toEqual([stored.id])
 
@@ -286,4 +287,26 @@ describe('the serving registry reloading a version after cold-start appends', ()
       version.dispose()
     }
   }, 180_000)
+
+  it('builds and searches the recommendations\' index with the beams it is given (ITEM_INDEX_EF_*), the similar items\' with their own', async () => {
+    const { prisma } = db
+    const dataset = await importDataset(prisma, { name: 'beams', items: Array.from({ length: N }, (_, i) => ({ externalId: `i${i + 1}`, title: `Item ${i + 1}` })), users: [] })
+    const itemIds = (await prisma.item.findMany({ where: { datasetId: dataset.id }, orderBy: { id: 'asc' }, select: { id: true } })).map((i) => i.id)
+    const version = randomVersion(N)
+    const stored = await createModelVersion(prisma, { datasetId: dataset.id, method: 'sasrec-id', config: {}, weights: version.weights, itemEmbeddings: version.matrix.subarray(D), itemIndex: itemIds, embeddingDim: D })
+    let told: (event: { searchBeams?: unknown; error?: unknown }) => void = () => undefined
+    const ready = new Promise<{ searchBeams?: unknown; error?: unknown }>((resolve) => (told = resolve))
+    const registry = new ServingRegistry(prisma, { approximateFrom: 1000, index: { efSearch: 48, efConstruction: 64 }, onIndex: (event) => told(event) })
+    try {
+      const loaded = (await registry.get(stored.id))!
+      const event = await ready
+      expect(event.error).toBeUndefined()
+      expect(event.searchBeams).toEqual({ recommendations: 48, similar: ANN_DEFAULTS.similarEfSearch })
+      expect(loaded.serving.indexSearchBeams).toEqual({ recommendations: 48, similar: ANN_DEFAULTS.similarEfSearch })
+      expect(loaded.serving.approximate).toBe(true)
+    } finally {
+      await registry.close()
+      version.dispose()
+    }
+  }, 120_000)
 })

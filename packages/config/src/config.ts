@@ -41,6 +41,15 @@ export interface AppConfig {
    */
   itemIndexDir?: string | null
   /**
+   * ITEM_INDEX_EF_SEARCH, ITEM_INDEX_EF_CONSTRUCTION — the search and build beams of the
+   * recommendations' approximate index (HNSW's ef and efConstruction). A wider search beam finds
+   * more of the exact answer and costs every request; a wider build beam makes a graph that needs
+   * a narrower search beam and costs the build at activation. Unset: the serving defaults
+   * (@iisan/model's ANN_DEFAULTS, measured in docs/ann-choice.md).
+   */
+  itemIndexEfSearch?: number
+  itemIndexEfConstruction?: number
+  /**
    * CACHE_ENCODERS — encoder threads of the embedding cache: chunks of a cache build encoded at
    * once, each on a worker thread with its own tensor backend (tfjs-wasm runs one core per
    * thread). Default 1 (encodes in the service's own thread): two measured 0.77× one on this
@@ -221,6 +230,9 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const cacheEncoders = count('CACHE_ENCODERS', 1, 'encoder threads, 1 or more (1 = encode in the service thread, the default)')
   const approximateIndexFrom = raw('APPROXIMATE_INDEX_FROM') === undefined ? undefined : count('APPROXIMATE_INDEX_FROM', 1, 'items, 1 or more')
   const itemIndexDir = raw('ITEM_INDEX_DIR')
+  const beam = (name: string) => (raw(name) === undefined ? undefined : count(name, 1, 'candidates, 1 or more'))
+  const itemIndexEfSearch = beam('ITEM_INDEX_EF_SEARCH')
+  const itemIndexEfConstruction = beam('ITEM_INDEX_EF_CONSTRUCTION')
   const blobPartSize = renamed('BLOB_PART_BYTES', 'CHECKPOINT_PART_BYTES')
   const blobPartBytes = blobPartSize && count(blobPartSize.variable, 1, 'bytes, 1 or more')
   const logLevel = oneOf('LOG_LEVEL', LOG_LEVELS, str('LOG_LEVEL')) ?? 'info'
@@ -287,6 +299,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (approximateIndexFrom !== undefined) config.approximateIndexFrom = approximateIndexFrom
   if (blobPartBytes !== undefined) config.blobPartBytes = blobPartBytes
   if (itemIndexDir !== undefined) config.itemIndexDir = itemIndexDir === 'none' ? null : itemIndexDir
+  if (itemIndexEfSearch !== undefined) config.itemIndexEfSearch = itemIndexEfSearch
+  if (itemIndexEfConstruction !== undefined) config.itemIndexEfConstruction = itemIndexEfConstruction
   if (textBackbone) Object.assign(config, { textBackboneDir: textBackbone.dir, textBackbone: textBackbone.spec })
   if (imageBackbone) Object.assign(config, { imageBackboneDir: imageBackbone.dir, imageBackbone: imageBackbone.spec })
   if (tfBackend !== undefined) config.tfBackend = tfBackend

@@ -15,7 +15,7 @@ import { SequentialRecommender, type RecommenderConfig } from './recommender.ts'
 import type { NewItemStates } from './cached-states.ts'
 import { getMethod } from './methods/registry.ts'
 import { maxBatchFor, topKOfQueries, type ScoredItem } from './item-scoring.ts'
-import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, similarIndexOptions, type ApproximateIndexOptions, type ItemIndex, type ItemRows } from './item-index.ts'
+import { ANN_MIN_ITEMS, approximateIndex, approximateIndexInSlices, similarIndexOptions, type ApproximateIndexOptions, type ApproximateItemIndex, type ItemIndex, type ItemRows } from './item-index.ts'
 import { storedApproximateIndex, type IndexSource, type IndexStore } from './item-index-store.ts'
 import { ServingRuntime, type TopRows } from './serving-onnx.ts'
 import { resolveRuntime } from '@iisan/backbones/onnx/onnx-runtime'
@@ -49,9 +49,9 @@ export interface ServingOptions {
 interface SharedIndex {
   owner: ServingModel
   /** recommendations (inner product); undefined while building, and after the owner disposed it */
-  index: ItemIndex | undefined
+  index: ApproximateItemIndex | undefined
   /** similar items (cosine), built after `index`; undefined until then, and after disposal */
-  similar: ItemIndex | undefined
+  similar: ApproximateItemIndex | undefined
   /** both built */
   ready: Promise<void>
   /** how each was provided, in order (recommendations, similar items), once ready */
@@ -156,6 +156,12 @@ export class ServingModel {
     return this.shared?.similar ? this.shared.sources : []
   }
 
+  /** The search beams the indexes answer with once both are ready (ITEM_INDEX_EF_SEARCH sets the first). */
+  get indexSearchBeams(): { recommendations: number; similar: number } | undefined {
+    const { index, similar } = this.shared ?? {}
+    return index && similar ? { recommendations: index.efSearch, similar: similar.efSearch } : undefined
+  }
+
   /** Whether similar items come from the cosine index rather than the exact scan (built after the recommendations' index). */
   get approximateSimilar(): boolean {
     return this.shared?.similar !== undefined
@@ -171,7 +177,7 @@ export class ServingModel {
   buildIndex(): Promise<void> {
     if (this.shared) return this.shared.ready
     const shared: SharedIndex = { owner: this, index: undefined, similar: undefined, ready: Promise.resolve(), sources: [] }
-    const build = async (options: ApproximateIndexOptions): Promise<ItemIndex> => {
+    const build = async (options: ApproximateIndexOptions): Promise<ApproximateItemIndex> => {
       const rows = this.rowsOf(shared)
       const building = { ...options, isCancelled: () => shared.owner.disposed }
       const { index, source } = this.indexStore

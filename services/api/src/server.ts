@@ -20,6 +20,7 @@ export async function createApiServer(config: AppConfig, logger: Logger, options
   const trainingQueue = createTrainingQueue(redis, config.queuePrefix)
   const registry = new ServingRegistry(prisma, {
     approximateFrom: config.approximateIndexFrom,
+    index: { efSearch: config.itemIndexEfSearch, efConstruction: config.itemIndexEfConstruction },
     ...(config.itemIndexDir === null ? {} : { indexStore: { dir: config.itemIndexDir ?? defaultIndexStoreDir() } }),
     onIndex: ({ error, ...event }) => (error === undefined ? logger.info(event, 'approximate index ready') : logger.warn({ ...event, err: error }, 'approximate index not built: serving exactly')),
     onScoring: ({ error, ...event }) => (error === undefined ? logger.info(event, 'model version loaded for serving') : logger.warn({ ...event, err: error }, 'ONNX Runtime could not take the scoring: serving on tfjs')),

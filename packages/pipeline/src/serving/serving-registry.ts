@@ -11,7 +11,7 @@
 import { unseenItemStates } from '@iisan/embedding-cache/stored-states'
 import type { Modality } from '@iisan/model/cached-states'
 import { ServingModel, type RecommendRequest, type ScoredItem, type SimilarRequest } from '@iisan/model/serving'
-import { ANN_MIN_ITEMS } from '@iisan/model/item-index'
+import { ANN_MIN_ITEMS, type ApproximateIndexOptions } from '@iisan/model/item-index'
 import type { IndexSource, IndexStore } from '@iisan/model/item-index-store'
 import { MicroBatcher } from './micro-batcher.ts'
 import { appendModelVersionItems, decodeItemEmbeddings, describeItems, describeItemsOutside, getModelVersion, isStorageError, listActiveModelVersions, type ItemDescription, type PrismaClient } from '@iisan/storage'
@@ -79,12 +79,14 @@ export interface ServingRegistryOptions {
   approximateFrom?: number
   /** Where the indexes are shared with the host's other replicas (item-index-store.ts); none: built here alone. */
   indexStore?: IndexStore
+  /** How the recommendations' index is built and searched (its beams); the library defaults otherwise. */
+  index?: ApproximateIndexOptions
   /**
    * Told when a version's index is ready, or could not be built (it then stays exact). `reused`:
    * items whose rows the index already held, taken over from the copy this load replaced (0: built
    * from scratch).
    */
-  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; sources: readonly IndexSource[]; error?: unknown }) => void
+  onIndex?: (event: { modelVersionId: string; items: number; seconds: number; reused: number; sources: readonly IndexSource[]; searchBeams?: { recommendations: number; similar: number }; error?: unknown }) => void
   /** Told where each loaded version scores (ServingModel.useRuntime); `error`: ORT failed to take it, tfjs serves. */
   onScoring?: (event: { modelVersionId: string; runtime: 'onnx' | 'tfjs'; error?: unknown }) => void
 }
@@ -97,6 +99,7 @@ export class ServingRegistry {
   private readonly maxLoaded: number
   private readonly approximateFrom: number
   private readonly indexStore: IndexStore | undefined
+  private readonly indexOptions: ApproximateIndexOptions | undefined
   private readonly onIndex: ServingRegistryOptions['onIndex']
   private readonly onScoring: ServingRegistryOptions['onScoring']
   private readonly batching: BatchingStats = { batches: 0, requests: 0 }
@@ -110,6 +113,7 @@ export class ServingRegistry {
     this.maxLoaded = options.maxLoaded ?? 8
     this.approximateFrom = options.approximateFrom ?? ANN_MIN_ITEMS
     this.indexStore = options.indexStore
+    this.indexOptions = options.index
     this.onIndex = options.onIndex
     this.onScoring = options.onScoring
   }
@@ -242,7 +246,7 @@ export class ServingRegistry {
     const D = version.embeddingDim
     const matrix = new Float32Array((version.numItems + 1) * D)
     matrix.set(decodeItemEmbeddings(version), D) // row 0 = padding
-    const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity, indexStore: this.indexStore })
+    const serving = ServingModel.load(version.weights, matrix, { approximateFrom: Infinity, indexStore: this.indexStore, index: this.indexOptions })
     // a batch becomes one ONNX Runtime run where it loads; tfjs serves otherwise, and if it fails.
     // Its product holds the rows packed only where it serves: below the approximate index's size.
     await serving.useRuntime({ packed: version.numItems < this.approximateFrom }).then(
@@ -280,7 +284,14 @@ export class ServingRegistry {
     // a takeover that fails (e.g. the old copy disposed under it) costs only the build it would have saved
     const reused = held ? await model.serving.takeIndexFrom(held.serving).catch(() => 0) : 0
     const report = (error?: unknown) =>
-      this.onIndex?.({ modelVersionId: model.id, items: model.serving.numItems, seconds: (performance.now() - started) / 1000, reused, sources: model.serving.indexSources, ...(error === undefined ? {} : { error }) })
+      this.onIndex?.({
+        modelVersionId: model.id,
+        items: model.serving.numItems,
+        seconds: (performance.now() - started) / 1000,
+        reused,
+        sources: model.serving.indexSources,
+        ...(error === undefined ? { searchBeams: model.serving.indexSearchBeams } : { error }),
+      })
     model.serving.buildIndex().then(() => {
       this.indexedCopies.add(model)
       report()
