@@ -89,6 +89,7 @@ describe('ID-SASRec: catalogue items the protocol dropped', () => {
       const model = (await registry.get(idModel))!
       const titles = new Map((await platform.db.prisma.item.findMany({ where: { datasetId } })).map((i) => [i.externalId, i.title]))
       expect(new Set([...model.outsideItems.values()].map((i) => i.externalId))).toEqual(new Set([...dropped, NO_STATES.externalId]))
+      expect(model.outsideExternalIds).toEqual(new Set([...dropped, NO_STATES.externalId]))
       for (const item of model.outsideItems.values()) expect(item.title).toBe(titles.get(item.externalId))
       for (const [id, item] of model.outsideItems) expect(model.indexOfItemId.has(id) || model.indexOfExternal.has(item.externalId)).toBe(false)
     } finally {
@@ -96,7 +97,7 @@ describe('ID-SASRec: catalogue items the protocol dropped', () => {
     }
   })
 
-  it('an item added after the load is still described, from the catalogue', async () => {
+  it('an item added after the load is still described, from the catalogue, and told from an unknown id', async () => {
     // the API has this version loaded before the item exists
     await recommend({ modelId: idModel, history: usable, k: 1 }).expect(200)
     const late = { externalId: 'LATE-1', title: 'Added after the version loaded (9d2e71)' }
@@ -108,6 +109,11 @@ describe('ID-SASRec: catalogue items the protocol dropped', () => {
       { itemId: usable[0], title: expect.any(String), skipped: false },
       { itemId: late.externalId, title: late.title, skipped: true },
     ])
+    // given as a history: skipped as a catalogue item, beside a dropped one the load described
+    const given = await recommend({ modelId: idModel, history: [usable[0], late.externalId, [...dropped][0]], k: 5 }).expect(200)
+    expect(given.body.skippedItemIds).toEqual([late.externalId, [...dropped][0]])
+    const unknown = await recommend({ modelId: idModel, history: [usable[0], late.externalId, 'NOWHERE-3b9f'], k: 5 }).expect(400)
+    expect(unknown.body.error).toMatchObject({ code: 'UNKNOWN_ITEMS', details: { unknownItemIds: ['NOWHERE-3b9f'] } })
   })
 
   it('a history of dropped items only: 400 NO_KNOWN_HISTORY when given, 409 when stored', async () => {

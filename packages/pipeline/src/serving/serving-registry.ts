@@ -40,6 +40,8 @@ export interface LoadedModel {
    * version's own (read at the same load); an item added later is read from the catalogue.
    */
   outsideItems: Map<number, ItemDescription>
+  /** The external ids of outsideItems: an explicit history naming them needs no catalogue query either. */
+  outsideExternalIds: Set<string>
   /** The hot path: answered together with the other requests that reach this version in the same turn. */
   recommend(request: RecommendRequest): Promise<ScoredItem[]>
   similar(request: SimilarRequest): Promise<ScoredItem[]>
@@ -254,7 +256,7 @@ export class ServingRegistry {
       (error: unknown) => this.onScoring?.({ modelVersionId: id, runtime: 'tfjs', error }),
     )
     const loaded = await this.withItems(
-      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), indexOfItemId: new Map(), outsideItems: new Map(), ...batchedQueries(serving, this.batching) },
+      { id, datasetId: version.datasetId, method: version.method, serving, itemIds: [0], externalIds: [''], titles: [''], indexOfExternal: new Map(), indexOfItemId: new Map(), outsideItems: new Map(), outsideExternalIds: new Set(), ...batchedQueries(serving, this.batching) },
       version.itemIndex as number[],
     )
     const backbones = (version.config as { backbones?: Record<Modality, string | null> }).backbones
@@ -269,6 +271,7 @@ export class ServingRegistry {
     }
     // after the reconciliation: the items it appended are the version's own now
     loaded.outsideItems = await describeItemsOutside(this.prisma, loaded.datasetId, loaded.itemIds.slice(1), OUTSIDE_ITEMS_HELD)
+    loaded.outsideExternalIds = new Set(Array.from(loaded.outsideItems.values(), (item) => item.externalId))
     if (loaded.serving.numItems >= this.approximateFrom) await this.provideIndex(loaded, replacing)
     return loaded
   }

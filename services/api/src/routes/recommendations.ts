@@ -37,14 +37,8 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
       const stored = body.userId === undefined ? undefined : await storedItems(descriptions, model, await userHistory(histories, model.datasetId, body.userId))
       const history = body.history ?? stored!.externalIds
       const { indices, missing } = rowsFor(model, history)
-      // Only the catalogue tells an item the model cannot use from an id that names nothing; a
-      // stored history references items by foreign key and came with their titles.
-      const catalogued = stored ? [] : missing.length ? await listItems(deps.prisma, model.datasetId, { externalIds: missing }) : []
-      const titleOf = stored ? stored.titleOf : new Map(catalogued.map((i) => [i.externalId, i.title]))
-      const unknown = stored ? [] : missing.filter((id) => !titleOf.has(id))
-      if (unknown.length) {
-        throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
-      }
+      // a stored history references items by foreign key: it names nothing unknown
+      if (!stored) await rejectUnknownItems(deps, model, missing)
       if (indices.length === 0) throw noKnownHistory(model, history.length, missing, body.userId)
       const scored = await model.recommend({ history: indices, k: Math.min(body.k, model.serving.numItems) })
       return {
@@ -52,7 +46,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<Deps> = async (app,
         method: model.method,
         items: toRecommendations(model, scored),
         skippedItemIds: missing,
-        history: body.userId === undefined ? undefined : storedHistory(model, history, titleOf),
+        history: stored ? storedHistory(model, history, stored.titleOf) : undefined,
       }
     },
   )
@@ -92,6 +86,20 @@ async function storedItems(
     if (externalId !== undefined) externalIds.push(externalId)
   }
   return { externalIds, titleOf: new Map([...described.values()].map((i) => [i.externalId, i.title])) }
+}
+
+/**
+ * Only the catalogue tells an item the model cannot use from an id that names nothing. The items
+ * outside the version that its load described are known; the catalogue is asked for the rest.
+ */
+async function rejectUnknownItems(deps: Deps, model: LoadedModel, missing: readonly string[]): Promise<void> {
+  const unlisted = missing.filter((id) => !model.outsideExternalIds.has(id))
+  if (unlisted.length === 0) return
+  const listed = new Set((await listItems(deps.prisma, model.datasetId, { externalIds: unlisted })).map((i) => i.externalId))
+  const unknown = unlisted.filter((id) => !listed.has(id))
+  if (unknown.length) {
+    throw new ApiError(400, 'UNKNOWN_ITEMS', `item id(s) not in dataset ${model.datasetId}: ${unknown.slice(0, 10).join(', ')}`, { unknownItemIds: unknown })
+  }
 }
 
 /**
