@@ -69,11 +69,14 @@ async function storedItems(
   stored: UserHistory,
 ): Promise<{ externalIds: string[]; titleOf: Map<string, string> }> {
   const described = new Map<number, ItemDescription>()
+  const undescribed = new Set<number>()
   for (const id of stored.itemIds) {
-    const outside = model.indexOfItemId.has(id) ? undefined : model.outsideItems.get(id)
+    if (model.indexOfItemId.has(id)) continue
+    const outside = model.outsideItems.get(id)
     if (outside) described.set(id, outside)
+    else undescribed.add(id)
   }
-  const unknown = [...new Set(stored.itemIds.filter((id) => !model.indexOfItemId.has(id) && !described.has(id)))]
+  const unknown = [...undescribed]
   for (const [i, found] of (await descriptions.loadMany(unknown)).entries()) {
     if (found instanceof Error) throw found
     if (found) described.set(unknown[i]!, found)
